@@ -1,0 +1,387 @@
+//! Domain types shared by every part of subkeeper: tenants, providers, their
+//! subscriptions and health, and the result of each renewal attempt.
+//!
+//! Plain data with serde; no behaviour beyond parsing and naming. The lifecycle rules
+//! live in `lifecycle`, persistence behind `ports`.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+use uuid::Uuid;
+
+/// A tenant of the SaaS that connects mailboxes and calendars. The id is used as a
+/// NATS subject token, so it is restricted to `[A-Za-z0-9_-]{1,64}`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct TenantId(String);
+
+/// Why a tenant id was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("tenant id must be 1-64 characters of A-Z, a-z, 0-9, '_' or '-'")]
+pub struct InvalidTenantId;
+
+impl TenantId {
+    /// The longest accepted tenant id, in characters.
+    pub const MAX_LEN: usize = 64;
+
+    /// Parses a tenant id, refusing anything that is not a safe NATS token.
+    pub fn parse(raw: &str) -> Result<Self, InvalidTenantId> {
+        let ok = !raw.is_empty()
+            && raw.len() <= Self::MAX_LEN
+            && raw
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if ok {
+            Ok(Self(raw.to_owned()))
+        } else {
+            Err(InvalidTenantId)
+        }
+    }
+
+    /// The id as a string slice.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for TenantId {
+    type Error = InvalidTenantId;
+    fn try_from(raw: String) -> Result<Self, Self::Error> {
+        Self::parse(&raw)
+    }
+}
+
+impl From<TenantId> for String {
+    fn from(id: TenantId) -> Self {
+        id.0
+    }
+}
+
+impl fmt::Display for TenantId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A connected mailbox or calendar: one provider owns exactly one subscription.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ProviderId(pub Uuid);
+
+impl ProviderId {
+    /// A fresh random id.
+    pub fn new() -> Self {
+        Self(Uuid::new_v4())
+    }
+}
+
+impl Default for ProviderId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Display for ProviderId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl FromStr for ProviderId {
+    type Err = uuid::Error;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Uuid::parse_str(s).map(Self)
+    }
+}
+
+/// Declares a string-backed enum with its wire names, `as_str`, `FromStr` and serde.
+macro_rules! wire_enum {
+    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident => $wire:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        pub enum $name {
+            $($(#[$vmeta])* #[serde(rename = $wire)] $variant),+
+        }
+
+        impl $name {
+            /// Every value, in declaration order.
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            /// The wire / database / metric-label name.
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $wire),+ }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = UnknownValue;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                match s {
+                    $($wire => Ok($name::$variant),)+
+                    other => Err(UnknownValue { kind: stringify!($name), value: other.to_owned() }),
+                }
+            }
+        }
+    };
+}
+
+/// A string that names no value of the expected enum.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown {kind} '{value}'")]
+pub struct UnknownValue {
+    /// The enum that was expected.
+    pub kind: &'static str,
+    /// What was given.
+    pub value: String,
+}
+
+wire_enum! {
+    /// Which provider API and resource family a provider watches.
+    ProviderKind {
+        /// Microsoft Graph change notifications on Outlook messages.
+        GraphMail => "graph_mail",
+        /// Microsoft Graph change notifications on Outlook events.
+        GraphCalendar => "graph_calendar",
+        /// A Google Calendar events.watch channel.
+        GoogleCalendar => "google_calendar",
+        /// A Gmail users.watch through Pub/Sub.
+        Gmail => "gmail",
+    }
+}
+
+impl ProviderKind {
+    /// True for the Microsoft Graph family.
+    pub fn is_graph(self) -> bool {
+        matches!(self, Self::GraphMail | Self::GraphCalendar)
+    }
+}
+
+wire_enum! {
+    /// The provider's standing as an operator sees it in the admin API.
+    ProviderStatus {
+        /// The subscription is being kept alive (possibly retrying under the threshold).
+        Connected => "connected",
+        /// Failed `failure_threshold` times in a row; still retried on a cool-off cadence.
+        Error => "error",
+        /// The OAuth grant is gone; nothing is retried until credentials change or a
+        /// renewal is forced.
+        NeedsReauth => "needs_reauth",
+        /// Switched off by an operator; its subscription is deleted at the provider.
+        Disabled => "disabled",
+    }
+}
+
+wire_enum! {
+    /// The subscription's health (`provider_health.subscription_status`).
+    HealthState {
+        /// Alive and scheduled for renewal.
+        Healthy => "healthy",
+        /// A provider call is in flight.
+        Renewing => "renewing",
+        /// Failed at least once, still under the threshold.
+        Failing => "failing",
+        /// Failed `failure_threshold` times in a row.
+        Error => "error",
+        /// Parked until re-authorized.
+        NeedsReauth => "needs_reauth",
+    }
+}
+
+impl HealthState {
+    /// The provider status this health state implies.
+    pub fn provider_status(self) -> ProviderStatus {
+        match self {
+            Self::Error => ProviderStatus::Error,
+            Self::NeedsReauth => ProviderStatus::NeedsReauth,
+            Self::Healthy | Self::Renewing | Self::Failing => ProviderStatus::Connected,
+        }
+    }
+}
+
+wire_enum! {
+    /// How a failed provider call is handled (see the lifecycle rules).
+    ErrorClass {
+        /// 404/410: the subscription is gone; recreate it now.
+        NotFound => "not_found",
+        /// 429/503: wait for Retry-After.
+        Throttled => "throttled",
+        /// 5xx, timeouts, connection errors: back off exponentially, retry before expiry.
+        Transient => "transient",
+        /// The access token was refused even after one refresh.
+        Auth => "auth",
+        /// invalid_grant / consent revoked: a human must re-authorize.
+        ReauthRequired => "reauth_required",
+        /// Any other 4xx, including a failed notificationUrl validation.
+        Permanent => "permanent",
+    }
+}
+
+wire_enum! {
+    /// What an attempt set out to do.
+    AttemptKind {
+        /// No subscription yet: create one.
+        Register => "register",
+        /// Extend the live subscription.
+        Renew => "renew",
+        /// The subscription is gone: create a replacement.
+        Recreate => "recreate",
+    }
+}
+
+wire_enum! {
+    /// What an attempt achieved (`RenewalResult.action`).
+    RenewalAction {
+        /// A first subscription was created.
+        Registered => "registered",
+        /// The live subscription was extended.
+        Renewed => "renewed",
+        /// A replacement subscription was created.
+        Recreated => "recreated",
+        /// The attempt failed.
+        Failed => "failed",
+    }
+}
+
+impl AttemptKind {
+    /// The action reported when an attempt of this kind succeeds.
+    pub fn success_action(self) -> RenewalAction {
+        match self {
+            Self::Register => RenewalAction::Registered,
+            Self::Renew => RenewalAction::Renewed,
+            Self::Recreate => RenewalAction::Recreated,
+        }
+    }
+}
+
+/// A provider as the core sees it: who it belongs to and what it watches.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Provider {
+    /// Stable id, used in NATS subjects and the admin API.
+    pub id: ProviderId,
+    /// Owning tenant; every outside lookup is scoped by it.
+    pub tenant: TenantId,
+    /// Which API and resource family.
+    pub kind: ProviderKind,
+    /// Human name for dashboards and alerts.
+    pub display_name: String,
+    /// The provider-side resource watched, e.g. `users/{id}/messages`.
+    pub resource: String,
+    /// Reference to the OAuth credentials the adapter uses (a row of `oauth_credentials`).
+    pub credentials_id: Option<Uuid>,
+    /// Disabled providers are retired: subscription deleted, supervisor stopped.
+    pub enabled: bool,
+    /// Bumped whenever credentials change; a supervisor in needs_reauth resumes when
+    /// it sees a new version.
+    pub credentials_version: i64,
+}
+
+/// The live subscription of a provider, as returned by the provider.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Subscription {
+    /// Owning provider.
+    pub provider_id: ProviderId,
+    /// The provider's id for it (Graph subscription id, Google channel id).
+    pub external_id: String,
+    /// Google's resourceId (needed to stop a channel); `None` for Graph.
+    pub resource_id: Option<String>,
+    /// The secret the provider echoes back (Graph clientState, Google channel token).
+    pub client_state: String,
+    /// The expiry the provider returned (never the one requested).
+    pub expires_at: DateTime<Utc>,
+    /// When this subscription was created at the provider.
+    pub created_at: DateTime<Utc>,
+    /// When it was last renewed, if ever.
+    pub renewed_at: Option<DateTime<Utc>>,
+}
+
+/// The health row of a provider (`provider_health`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProviderHealth {
+    /// Owning provider.
+    pub provider_id: ProviderId,
+    /// Current health state.
+    pub subscription_status: HealthState,
+    /// Expiry of the live subscription, if any.
+    pub subscription_expires_at: Option<DateTime<Utc>>,
+    /// When the last attempt started.
+    pub last_renewal_attempt_at: Option<DateTime<Utc>>,
+    /// What the last attempt achieved.
+    pub last_renewal_result: Option<RenewalAction>,
+    /// Actionable reason of the last failure; cleared by a success.
+    pub failure_reason: Option<String>,
+    /// When a webhook last arrived for this provider.
+    pub last_webhook_received_at: Option<DateTime<Utc>>,
+    /// Failed attempts in a row; reset by one success.
+    pub consecutive_failure_count: u32,
+    /// When the next attempt is scheduled; `None` while parked or in flight.
+    pub next_renewal_at: Option<DateTime<Utc>>,
+}
+
+/// The outcome of one attempt, recorded and published for every attempt.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RenewalResult {
+    /// The provider.
+    pub provider_id: ProviderId,
+    /// Its tenant.
+    pub tenant: TenantId,
+    /// Its kind.
+    pub kind: ProviderKind,
+    /// True when the subscription is alive after the attempt.
+    pub success: bool,
+    /// What the attempt set out to do.
+    pub attempt: AttemptKind,
+    /// What it achieved.
+    pub action: RenewalAction,
+    /// The expiry the provider returned, on success.
+    pub new_expiration: Option<DateTime<Utc>>,
+    /// The live subscription's provider-side id after the attempt.
+    pub subscription_id: Option<String>,
+    /// Classification of the failure, if any.
+    pub error_class: Option<ErrorClass>,
+    /// Human-readable, actionable failure message, if any.
+    pub error_message: Option<String>,
+    /// HTTP status the provider answered, if it answered.
+    pub http_status: Option<u16>,
+    /// Failed attempts in a row after this one.
+    pub consecutive_failures: u32,
+    /// Health after the attempt.
+    pub status: HealthState,
+    /// Health before the attempt started (to detect transitions).
+    pub previous_status: HealthState,
+    /// When the attempt started.
+    pub attempted_at: DateTime<Utc>,
+    /// How long the provider call took, in milliseconds.
+    pub duration_ms: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tenant_ids_are_nats_safe_tokens() {
+        assert!(TenantId::parse("acme-corp_1").is_ok());
+        for bad in ["", "a.b", "a b", "a*", "a>", &"x".repeat(65)] {
+            assert!(TenantId::parse(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn enums_round_trip_through_their_wire_names() {
+        for kind in ProviderKind::ALL {
+            assert_eq!(kind.as_str().parse::<ProviderKind>(), Ok(*kind));
+        }
+        assert!("graph".parse::<ProviderKind>().is_err());
+        assert_eq!(
+            serde_json::to_string(&ErrorClass::ReauthRequired).ok(),
+            Some("\"reauth_required\"".to_owned())
+        );
+    }
+}

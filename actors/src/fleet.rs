@@ -1,0 +1,394 @@
+//! The `Fleet` actor: starts one [`ProviderSupervisor`] per owned provider, keeps the
+//! set in step with the store (the reconciler), retires disabled or deleted
+//! providers (their subscriptions are deleted at the provider — no orphans), and
+//! routes "renew now" and lifecycle signals to the right supervisor.
+//!
+//! It is the only holder of supervisor addresses: others get a [`FleetHandle`].
+//! Which providers this instance owns is decided by the store port's
+//! `owned_providers` alone.
+
+use crate::domain::Provider;
+use crate::domain::{ProviderId, ProviderKind, RenewalResult, TenantId};
+use crate::lifecycle::Policy;
+use crate::supervisor::{
+    ForceRenew, ProviderChanged, ProviderSupervisor, Retire, Retired, SubscriptionRemoved,
+    SupervisorContext,
+};
+use actix::prelude::*;
+use futures_util::future::join_all;
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+/// Why a renew request was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FleetError {
+    /// Unknown provider, or one that belongs to another tenant (indistinguishable on
+    /// purpose).
+    #[error("no provider {provider} for tenant {tenant}")]
+    UnknownProvider {
+        /// The tenant asked for.
+        tenant: String,
+        /// The provider asked for.
+        provider: String,
+    },
+    /// The tenant has no supervised provider.
+    #[error("tenant {0} has no active provider")]
+    NoProviders(String),
+    /// The supervisor stopped mid-request (provider retired, shutdown).
+    #[error("the provider's supervisor stopped before the renewal finished")]
+    SupervisorGone,
+    /// The fleet actor is not running.
+    #[error("the fleet is not running")]
+    FleetGone,
+}
+
+/// Fleet settings.
+#[derive(Clone)]
+pub struct FleetConfig {
+    /// Lifecycle policy per provider kind.
+    pub policies: HashMap<ProviderKind, Policy>,
+    /// How often the reconciler compares the running supervisors with the store.
+    pub reconcile_every: Duration,
+}
+
+struct Supervised {
+    addr: Addr<ProviderSupervisor>,
+    provider: Provider,
+}
+
+/// Owns the supervisors.
+pub struct Fleet {
+    config: FleetConfig,
+    ctx: SupervisorContext,
+    supervisors: HashMap<ProviderId, Supervised>,
+    /// Supervisors deleting their subscription before stopping.
+    retiring: HashSet<ProviderId>,
+    /// Orphans (retired with no supervisor) whose deletion is in flight.
+    cleaning: HashSet<ProviderId>,
+    reconciling: bool,
+    reconciled_once: bool,
+}
+
+impl Fleet {
+    /// A fleet that will start supervisors with `ctx` and `config`.
+    pub fn new(config: FleetConfig, ctx: SupervisorContext) -> Self {
+        Self {
+            config,
+            ctx,
+            supervisors: HashMap::new(),
+            retiring: HashSet::new(),
+            cleaning: HashSet::new(),
+            reconciling: false,
+            reconciled_once: false,
+        }
+    }
+
+    /// Starts the fleet on the current arbiter and returns its handle.
+    pub fn start_fleet(self) -> FleetHandle {
+        FleetHandle { addr: self.start() }
+    }
+
+    fn policy_for(&self, kind: ProviderKind) -> Policy {
+        self.config.policies.get(&kind).cloned().unwrap_or_default()
+    }
+
+    fn reconcile(&mut self, ctx: &mut Context<Self>) {
+        if self.reconciling {
+            return;
+        }
+        self.reconciling = true;
+        let store = self.ctx.ports.store.clone();
+        ctx.spawn(
+            async move {
+                (
+                    store.owned_providers().await,
+                    store.retired_with_subscription().await,
+                )
+            }
+            .into_actor(self)
+            .map(|(owned, retired), act, ctx| {
+                act.reconciling = false;
+                match owned {
+                    Ok(owned) => {
+                        act.apply_owned(owned, ctx);
+                        act.reconciled_once = true;
+                    }
+                    Err(e) => tracing::warn!(error = %e, "reconcile: cannot list providers"),
+                }
+                match retired {
+                    Ok(retired) => act.clean_orphans(retired, ctx),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "reconcile: cannot list retired providers")
+                    }
+                }
+            }),
+        );
+    }
+
+    fn apply_owned(&mut self, owned: Vec<Provider>, ctx: &mut Context<Self>) {
+        let wanted: HashSet<ProviderId> = owned.iter().map(|p| p.id).collect();
+        let gone: Vec<ProviderId> = self
+            .supervisors
+            .keys()
+            .filter(|id| !wanted.contains(id))
+            .copied()
+            .collect();
+        for id in gone {
+            if let Some(s) = self.supervisors.remove(&id) {
+                // The address is dropped right after, so the actix Supervisor does not
+                // restart the actor once it stops.
+                s.addr.do_send(Retire);
+                self.retiring.insert(id);
+                tracing::info!(tenant = %s.provider.tenant, provider = %id, "retiring provider");
+            }
+        }
+        let mut sctx = self.ctx.clone();
+        sctx.retired = Some(ctx.address().recipient());
+        for provider in owned {
+            match self.supervisors.get_mut(&provider.id) {
+                Some(s) if s.provider != provider => {
+                    s.addr.do_send(ProviderChanged(provider.clone()));
+                    s.provider = provider;
+                }
+                Some(_) => {}
+                None if self.retiring.contains(&provider.id) => {}
+                None => {
+                    let policy = self.policy_for(provider.kind);
+                    let (p, c) = (provider.clone(), sctx.clone());
+                    let addr = Supervisor::start(move |_| ProviderSupervisor::new(p, policy, c));
+                    self.supervisors
+                        .insert(provider.id, Supervised { addr, provider });
+                }
+            }
+        }
+    }
+
+    fn clean_orphans(
+        &mut self,
+        retired: Vec<(Provider, crate::domain::Subscription)>,
+        ctx: &mut Context<Self>,
+    ) {
+        for (provider, sub) in retired {
+            let id = provider.id;
+            if self.supervisors.contains_key(&id)
+                || self.retiring.contains(&id)
+                || !self.cleaning.insert(id)
+            {
+                continue;
+            }
+            let api = self.ctx.ports.api.clone();
+            let store = self.ctx.ports.store.clone();
+            let permits = self.ctx.permits.clone();
+            ctx.spawn(
+                async move {
+                    let _permit = permits.acquire_owned().await.ok();
+                    match api.delete(&provider, &sub).await {
+                        Ok(()) => match store.subscription_deleted(provider.id, &sub.external_id).await {
+                            Ok(()) => tracing::info!(tenant = %provider.tenant, provider = %provider.id, "orphaned subscription deleted"),
+                            Err(e) => tracing::warn!(provider = %provider.id, error = %e, "orphan deleted but not recorded"),
+                        },
+                        Err(e) => tracing::warn!(provider = %provider.id, error = %e, "deleting orphaned subscription failed; will retry"),
+                    }
+                }
+                .into_actor(self)
+                .map(move |(), act, _| {
+                    act.cleaning.remove(&id);
+                }),
+            );
+        }
+    }
+
+    fn supervisor_for(
+        &self,
+        tenant: &TenantId,
+        provider: ProviderId,
+    ) -> Result<Addr<ProviderSupervisor>, FleetError> {
+        match self.supervisors.get(&provider) {
+            Some(s) if &s.provider.tenant == tenant => Ok(s.addr.clone()),
+            _ => Err(FleetError::UnknownProvider {
+                tenant: tenant.to_string(),
+                provider: provider.to_string(),
+            }),
+        }
+    }
+}
+
+impl Actor for Fleet {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        metrics::gauge!(crate::telemetry::names::ACTORS_RUNNING, "actor" => "fleet").set(1.0);
+        self.reconcile(ctx);
+        ctx.run_interval(self.config.reconcile_every, |act, ctx| act.reconcile(ctx));
+    }
+
+    fn stopped(&mut self, _ctx: &mut Self::Context) {
+        metrics::gauge!(crate::telemetry::names::ACTORS_RUNNING, "actor" => "fleet").set(0.0);
+    }
+}
+
+/// Compare the supervisors with the store now (after an admin change).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Reconcile;
+
+impl Handler<Reconcile> for Fleet {
+    type Result = ();
+    fn handle(&mut self, _: Reconcile, ctx: &mut Self::Context) {
+        self.reconcile(ctx);
+    }
+}
+
+impl Handler<Retired> for Fleet {
+    type Result = ();
+    fn handle(&mut self, Retired(id): Retired, ctx: &mut Self::Context) {
+        self.retiring.remove(&id);
+        // A provider re-enabled while it was retiring gets its supervisor back now.
+        self.reconcile(ctx);
+    }
+}
+
+/// Renew one provider, or every provider of a tenant, now.
+#[derive(Message)]
+#[rtype(result = "Result<Vec<RenewalResult>, FleetError>")]
+pub struct RenewNow {
+    /// The tenant the caller speaks for.
+    pub tenant: TenantId,
+    /// One provider, or all of the tenant's when `None`.
+    pub provider: Option<ProviderId>,
+}
+
+impl Handler<RenewNow> for Fleet {
+    type Result = ResponseFuture<Result<Vec<RenewalResult>, FleetError>>;
+    fn handle(&mut self, msg: RenewNow, _: &mut Self::Context) -> Self::Result {
+        let targets: Result<Vec<_>, FleetError> = match msg.provider {
+            Some(id) => self.supervisor_for(&msg.tenant, id).map(|a| vec![a]),
+            None => {
+                let all: Vec<_> = self
+                    .supervisors
+                    .values()
+                    .filter(|s| s.provider.tenant == msg.tenant)
+                    .map(|s| s.addr.clone())
+                    .collect();
+                if all.is_empty() {
+                    Err(FleetError::NoProviders(msg.tenant.to_string()))
+                } else {
+                    Ok(all)
+                }
+            }
+        };
+        Box::pin(async move {
+            let targets = targets?;
+            let answers = join_all(targets.iter().map(|a| a.send(ForceRenew))).await;
+            answers
+                .into_iter()
+                .map(|a| match a {
+                    Ok(Ok(result)) => Ok(result),
+                    _ => Err(FleetError::SupervisorGone),
+                })
+                .collect()
+        })
+    }
+}
+
+/// A lifecycle notification for one provider (Graph).
+#[derive(Message, Debug, Clone, Copy, PartialEq, Eq)]
+#[rtype(result = "bool")]
+pub enum LifecycleSignal {
+    /// `reauthorizationRequired`: renew now.
+    ReauthorizationRequired(ProviderId),
+    /// `subscriptionRemoved`: recreate now.
+    SubscriptionRemoved(ProviderId),
+}
+
+impl Handler<LifecycleSignal> for Fleet {
+    type Result = bool;
+    fn handle(&mut self, signal: LifecycleSignal, _: &mut Self::Context) -> bool {
+        match signal {
+            LifecycleSignal::ReauthorizationRequired(id) => self.supervisors.get(&id).map(|s| {
+                // Nobody waits for the answer; the result is published like any other.
+                let addr = s.addr.clone();
+                actix::spawn(async move {
+                    let _ = addr.send(ForceRenew).await;
+                });
+            }),
+            LifecycleSignal::SubscriptionRemoved(id) => self
+                .supervisors
+                .get(&id)
+                .map(|s| s.addr.do_send(SubscriptionRemoved)),
+        }
+        .is_some()
+    }
+}
+
+/// Has the fleet listed its providers at least once (readiness)?
+#[derive(Message)]
+#[rtype(result = "FleetStatus")]
+pub struct GetStatus;
+
+/// A summary of the fleet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, MessageResponse)]
+pub struct FleetStatus {
+    /// The reconciler has run at least once.
+    pub ready: bool,
+    /// Supervisors running.
+    pub supervised: usize,
+    /// Supervisors retiring.
+    pub retiring: usize,
+}
+
+impl Handler<GetStatus> for Fleet {
+    type Result = FleetStatus;
+    fn handle(&mut self, _: GetStatus, _: &mut Self::Context) -> FleetStatus {
+        FleetStatus {
+            ready: self.reconciled_once,
+            supervised: self.supervisors.len(),
+            retiring: self.retiring.len(),
+        }
+    }
+}
+
+/// The small handle the HTTP layer, the NATS control service and tests use.
+#[derive(Clone)]
+pub struct FleetHandle {
+    addr: Addr<Fleet>,
+}
+
+impl FleetHandle {
+    /// Renews one provider of `tenant` now and returns its result.
+    pub async fn renew(
+        &self,
+        tenant: TenantId,
+        provider: ProviderId,
+    ) -> Result<RenewalResult, FleetError> {
+        let mut results = self.renew_all(tenant, Some(provider)).await?;
+        results.pop().ok_or(FleetError::SupervisorGone)
+    }
+
+    /// Renews one provider, or all of a tenant's, now.
+    pub async fn renew_all(
+        &self,
+        tenant: TenantId,
+        provider: Option<ProviderId>,
+    ) -> Result<Vec<RenewalResult>, FleetError> {
+        self.addr
+            .send(RenewNow { tenant, provider })
+            .await
+            .map_err(|_| FleetError::FleetGone)?
+    }
+
+    /// Asks for a reconcile now (after an admin change).
+    pub fn reconcile(&self) {
+        self.addr.do_send(Reconcile);
+    }
+
+    /// Routes a lifecycle signal; false if no supervisor runs for that provider.
+    pub async fn signal(&self, signal: LifecycleSignal) -> bool {
+        self.addr.send(signal).await.unwrap_or(false)
+    }
+
+    /// The fleet's summary, or `None` if it is not running.
+    pub async fn status(&self) -> Option<FleetStatus> {
+        self.addr.send(GetStatus).await.ok()
+    }
+}

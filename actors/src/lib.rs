@@ -1,0 +1,16 @@
+//! subkeeper's core: what a provider and its subscription are, the lifecycle state
+//! machine that decides when to register, renew or recreate, the ports the outside
+//! world is reached through, and the actix actors that drive it all.
+//!
+//! This crate performs no I/O of its own and must never depend on sqlx, reqwest or
+//! async-nats: adapters in the `subkeeper` crate implement the ports.
+
+pub mod board;
+pub mod clock;
+pub mod domain;
+pub mod fleet;
+pub mod lifecycle;
+pub mod memory;
+pub mod ports;
+pub mod supervisor;
+pub mod telemetry;

@@ -1,0 +1,153 @@
+//! In-process implementations of the store and event ports, for paused-time tests
+//! (where real sockets would let tokio's auto-advance jump the clock mid-query) and
+//! as the seam for the future embedded mode. Same port contracts as the adapters.
+
+use crate::domain::{HealthState, Provider, ProviderId, RenewalResult, Subscription};
+use crate::ports::{AttemptRecord, EventSink, LifecycleStore, ProviderState, StoreError};
+use async_trait::async_trait;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use tokio::sync::broadcast;
+
+#[derive(Default)]
+struct Tables {
+    providers: HashMap<ProviderId, Provider>,
+    deleted: Vec<ProviderId>,
+    subscriptions: HashMap<ProviderId, Subscription>,
+    previous: Vec<Subscription>,
+    health: HashMap<ProviderId, crate::domain::ProviderHealth>,
+    attempts: Vec<RenewalResult>,
+}
+
+/// A store that keeps everything in memory.
+#[derive(Clone, Default)]
+pub struct MemoryStore(Arc<Mutex<Tables>>);
+
+impl MemoryStore {
+    fn with<T>(&self, f: impl FnOnce(&mut Tables) -> T) -> Result<T, StoreError> {
+        self.0
+            .lock()
+            .map(|mut t| f(&mut t))
+            .map_err(|_| StoreError("memory store poisoned".into()))
+    }
+
+    /// Adds or replaces a provider.
+    pub fn put_provider(&self, provider: Provider) {
+        let _ = self.with(|t| t.providers.insert(provider.id, provider));
+    }
+
+    /// Deletes a provider (its subscription is retired by the fleet).
+    pub fn delete_provider(&self, id: ProviderId) {
+        let _ = self.with(|t| {
+            t.providers.remove(&id);
+            t.deleted.push(id);
+        });
+    }
+
+    /// Every attempt recorded so far, oldest first.
+    pub fn attempts(&self) -> Vec<RenewalResult> {
+        self.with(|t| t.attempts.clone()).unwrap_or_default()
+    }
+
+    /// The live subscription of a provider.
+    pub fn subscription(&self, id: ProviderId) -> Option<Subscription> {
+        self.with(|t| t.subscriptions.get(&id).cloned())
+            .ok()
+            .flatten()
+    }
+
+    /// The health row of a provider.
+    pub fn health(&self, id: ProviderId) -> Option<crate::domain::ProviderHealth> {
+        self.with(|t| t.health.get(&id).cloned()).ok().flatten()
+    }
+}
+
+#[async_trait]
+impl LifecycleStore for MemoryStore {
+    async fn owned_providers(&self) -> Result<Vec<Provider>, StoreError> {
+        self.with(|t| {
+            t.providers
+                .values()
+                .filter(|p| p.enabled)
+                .cloned()
+                .collect()
+        })
+    }
+
+    async fn retired_with_subscription(&self) -> Result<Vec<(Provider, Subscription)>, StoreError> {
+        self.with(|t| {
+            t.providers
+                .values()
+                .filter(|p| !p.enabled)
+                .filter_map(|p| t.subscriptions.get(&p.id).map(|s| (p.clone(), s.clone())))
+                .collect()
+        })
+    }
+
+    async fn provider_state(&self, provider: ProviderId) -> Result<ProviderState, StoreError> {
+        self.with(|t| ProviderState {
+            subscription: t.subscriptions.get(&provider).cloned(),
+            health: t.health.get(&provider).cloned(),
+            had_subscription: t.subscriptions.contains_key(&provider)
+                || t.previous.iter().any(|s| s.provider_id == provider),
+        })
+    }
+
+    async fn record_attempt(&self, record: &AttemptRecord) -> Result<(), StoreError> {
+        self.with(|t| {
+            let id = record.result.provider_id;
+            if let Some(old) = &record.replaced {
+                t.previous.push(old.clone());
+            }
+            match &record.subscription {
+                Some(sub) => t.subscriptions.insert(id, sub.clone()),
+                None => t.subscriptions.remove(&id),
+            };
+            t.health.insert(id, record.health.clone());
+            t.attempts.push(record.result.clone());
+        })
+    }
+
+    async fn subscription_deleted(
+        &self,
+        provider: ProviderId,
+        external_id: &str,
+    ) -> Result<(), StoreError> {
+        self.with(|t| {
+            if t.subscriptions
+                .get(&provider)
+                .is_some_and(|s| s.external_id == external_id)
+            {
+                t.subscriptions.remove(&provider);
+            }
+            if let Some(h) = t.health.get_mut(&provider) {
+                h.subscription_status = HealthState::Healthy;
+                h.subscription_expires_at = None;
+            }
+        })
+    }
+}
+
+/// An in-process event sink: a broadcast channel of renewal results.
+#[derive(Clone)]
+pub struct BroadcastSink(broadcast::Sender<RenewalResult>);
+
+impl BroadcastSink {
+    /// A sink buffering up to `capacity` results per slow receiver.
+    pub fn new(capacity: usize) -> Self {
+        Self(broadcast::channel(capacity.max(1)).0)
+    }
+
+    /// A receiver of every result published from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<RenewalResult> {
+        self.0.subscribe()
+    }
+}
+
+#[async_trait]
+impl EventSink for BroadcastSink {
+    async fn renewal(&self, result: &RenewalResult) {
+        // No receiver is not an error: nobody is listening.
+        let _ = self.0.send(result.clone());
+    }
+}

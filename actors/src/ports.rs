@@ -1,0 +1,225 @@
+//! The ports: the traits through which the core reaches provider APIs, the store and
+//! the event bus. Adapters in the `subkeeper` crate implement them (reqwest, sqlx,
+//! async-nats); `memory` has in-process implementations for tests and the demo.
+//!
+//! Errors crossing a port are already classified: the core never sees an HTTP
+//! status or a SQL error, only an [`ErrorClass`] or a [`StoreError`].
+
+use crate::domain::{
+    ErrorClass, Provider, ProviderHealth, ProviderId, ProviderKind, RenewalResult, Subscription,
+    TenantId,
+};
+use async_trait::async_trait;
+use chrono::{DateTime, TimeDelta, Utc};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+/// A classified failure of a provider call.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{class}: {message}")]
+pub struct ApiError {
+    /// How the lifecycle handles it.
+    pub class: ErrorClass,
+    /// Actionable, human-readable explanation (no secrets).
+    pub message: String,
+    /// HTTP status answered by the provider, if it answered.
+    pub http_status: Option<u16>,
+    /// Provider's Retry-After, if given.
+    pub retry_after: Option<TimeDelta>,
+}
+
+impl ApiError {
+    /// A failure with no HTTP status (timeouts, connection errors, bad config).
+    pub fn new(class: ErrorClass, message: impl Into<String>) -> Self {
+        Self {
+            class,
+            message: message.into(),
+            http_status: None,
+            retry_after: None,
+        }
+    }
+
+    /// Attaches the HTTP status.
+    pub fn with_status(mut self, status: u16) -> Self {
+        self.http_status = Some(status);
+        self
+    }
+
+    /// Attaches a Retry-After.
+    pub fn with_retry_after(mut self, retry_after: Option<TimeDelta>) -> Self {
+        self.retry_after = retry_after;
+        self
+    }
+}
+
+/// What the core asks a provider to create.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CreateRequest {
+    /// Where change notifications go.
+    pub notification_url: String,
+    /// Where lifecycle notifications go (Graph); ignored by Google.
+    pub lifecycle_url: String,
+    /// Fresh random secret the provider will echo back (≥ 32 bytes of entropy).
+    pub client_state: String,
+    /// Requested expiry: the maximum the resource allows.
+    pub expires_at: DateTime<Utc>,
+}
+
+/// A subscription as the provider created or renewed it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProviderSubscription {
+    /// Provider-side id.
+    pub external_id: String,
+    /// Google's resourceId, if any.
+    pub resource_id: Option<String>,
+    /// The expiry the provider granted.
+    pub expires_at: DateTime<Utc>,
+}
+
+/// A provider API (Microsoft Graph, Google): create, renew, delete subscriptions.
+#[async_trait]
+pub trait SubscriptionApi: Send + Sync + 'static {
+    /// The longest lifetime this provider's resource allows; the core requests it.
+    fn max_lifetime(&self, provider: &Provider) -> TimeDelta;
+
+    /// Creates a subscription.
+    async fn create(
+        &self,
+        provider: &Provider,
+        request: &CreateRequest,
+    ) -> Result<ProviderSubscription, ApiError>;
+
+    /// Extends `subscription` to `expires_at`. Families that cannot extend (Google
+    /// Calendar channels) rotate here — create the new one, then stop the old — and
+    /// return the new id.
+    async fn renew(
+        &self,
+        provider: &Provider,
+        subscription: &Subscription,
+        expires_at: DateTime<Utc>,
+    ) -> Result<ProviderSubscription, ApiError>;
+
+    /// Deletes `subscription` at the provider. A subscription that is already gone
+    /// counts as deleted.
+    async fn delete(
+        &self,
+        provider: &Provider,
+        subscription: &Subscription,
+    ) -> Result<(), ApiError>;
+}
+
+/// A store failure, as the core sees it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("store unavailable: {0}")]
+pub struct StoreError(pub String);
+
+/// Everything one attempt changes, written in one transaction.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttemptRecord {
+    /// The result as published.
+    pub result: RenewalResult,
+    /// The live subscription after the attempt (`None`: it is gone).
+    pub subscription: Option<Subscription>,
+    /// The subscription this attempt replaced (its id stays routable).
+    pub replaced: Option<Subscription>,
+    /// The health row after the attempt.
+    pub health: ProviderHealth,
+}
+
+/// What the core remembers about a provider when its supervisor starts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProviderState {
+    /// The live subscription, if any.
+    pub subscription: Option<Subscription>,
+    /// The health row, if any.
+    pub health: Option<ProviderHealth>,
+    /// True if a subscription ever existed (so a missing one is recreated).
+    pub had_subscription: bool,
+}
+
+/// Persistence the lifecycle needs. Every write goes through here so that a later
+/// multi-instance version can attach a fencing token to each.
+#[async_trait]
+pub trait LifecycleStore: Send + Sync + 'static {
+    /// The enabled providers this instance owns. This is the one seam that decides
+    /// ownership (today: all of them; later: Postgres leases).
+    async fn owned_providers(&self) -> Result<Vec<Provider>, StoreError>;
+
+    /// Providers that are disabled or deleted but still have a live subscription at
+    /// the provider: the fleet deletes those (no orphans).
+    async fn retired_with_subscription(&self) -> Result<Vec<(Provider, Subscription)>, StoreError>;
+
+    /// The remembered state of one provider.
+    async fn provider_state(&self, provider: ProviderId) -> Result<ProviderState, StoreError>;
+
+    /// Records one attempt: health, subscription changes and a `renewal_attempts` row.
+    async fn record_attempt(&self, record: &AttemptRecord) -> Result<(), StoreError>;
+
+    /// Marks the provider's live subscription deleted at the provider, and purges a
+    /// provider that was deleted once nothing of it remains at the provider.
+    async fn subscription_deleted(
+        &self,
+        provider: ProviderId,
+        external_id: &str,
+    ) -> Result<(), StoreError>;
+}
+
+/// Where renewal results go (NATS in production).
+#[async_trait]
+pub trait EventSink: Send + Sync + 'static {
+    /// Publishes one renewal result. Failures are logged by the adapter; the core does
+    /// not retry (the result is also in `renewal_attempts`).
+    async fn renewal(&self, result: &RenewalResult);
+}
+
+/// Shared handles to the ports.
+#[derive(Clone)]
+pub struct Ports {
+    /// Provider APIs, dispatched by provider kind.
+    pub api: Arc<dyn SubscriptionApi>,
+    /// Persistence.
+    pub store: Arc<dyn LifecycleStore>,
+    /// Renewal result sink.
+    pub events: Arc<dyn EventSink>,
+    /// Time.
+    pub clock: crate::clock::SharedClock,
+}
+
+/// Where the providers call us back, derived from the public URL.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallbackUrls {
+    /// Public base URL, without trailing slash.
+    pub public_url: String,
+}
+
+impl CallbackUrls {
+    /// Change-notification URL for a provider kind.
+    pub fn notification_url(&self, kind: ProviderKind) -> String {
+        match kind {
+            ProviderKind::GraphMail | ProviderKind::GraphCalendar => {
+                format!("{}/webhooks/microsoft", self.public_url)
+            }
+            ProviderKind::GoogleCalendar => format!("{}/webhooks/google", self.public_url),
+            ProviderKind::Gmail => format!("{}/webhooks/gmail", self.public_url),
+        }
+    }
+
+    /// Lifecycle-notification URL (Graph only; others get the notification URL).
+    pub fn lifecycle_url(&self, kind: ProviderKind) -> String {
+        if kind.is_graph() {
+            format!("{}/webhooks/microsoft/lifecycle", self.public_url)
+        } else {
+            self.notification_url(kind)
+        }
+    }
+}
+
+/// A tenant-scoped provider lookup key, so no outside request can name another
+/// tenant's provider.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ProviderKey {
+    /// The tenant the caller speaks for.
+    pub tenant: TenantId,
+    /// The provider.
+    pub provider: ProviderId,
+}

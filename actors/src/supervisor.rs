@@ -1,0 +1,585 @@
+//! `ProviderSupervisor`: one actor per provider that drives the [`Lifecycle`] state
+//! machine: arms the renewal timer, calls the provider through the
+//! [`SubscriptionApi`] port (never two calls at once), records every attempt through
+//! the store port, publishes every [`RenewalResult`], and retires the provider's
+//! subscription when told to.
+//!
+//! It decides nothing itself — the state machine does — and it owns no I/O: all of
+//! it goes through [`Ports`]. Handlers never panic; errors become state and events.
+
+use crate::board::{BoardEntry, HealthBoard};
+use crate::domain::{
+    AttemptKind, ErrorClass, HealthState, Provider, ProviderHealth, RenewalResult, Subscription,
+};
+use crate::lifecycle::{Lifecycle, Next, Outcome, Policy};
+use crate::ports::{
+    ApiError, AttemptRecord, CallbackUrls, CreateRequest, Ports, ProviderState,
+    ProviderSubscription,
+};
+use crate::telemetry::{ProviderHealthChanged, RenewalAttempted};
+use actix::prelude::*;
+use chrono::{DateTime, Utc};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{Semaphore, oneshot};
+
+/// What every supervisor shares with the fleet.
+#[derive(Clone)]
+pub struct SupervisorContext {
+    /// The ports.
+    pub ports: Ports,
+    /// Where providers call us back.
+    pub callbacks: CallbackUrls,
+    /// Caps concurrent provider calls across the whole fleet.
+    pub permits: Arc<Semaphore>,
+    /// The health board the exporter reads.
+    pub board: HealthBoard,
+    /// Longest a single provider call may take before it counts as transient.
+    pub attempt_timeout: Duration,
+    /// Told when a retired supervisor has finished.
+    pub retired: Option<Recipient<Retired>>,
+}
+
+/// The timer fired: the renewal is due.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct RenewDue;
+
+/// Renew now and answer with the attempt's result (a `not_found` renew answers with
+/// the recreate that follows it).
+#[derive(Message)]
+#[rtype(result = "Result<RenewalResult, SupervisorGone>")]
+pub struct ForceRenew;
+
+/// Graph said the subscription was removed: recreate it now.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SubscriptionRemoved;
+
+/// The provider row changed (display name, resource, credentials).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ProviderChanged(pub Provider);
+
+/// Stop supervising: delete the subscription at the provider, then stop.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Retire;
+
+/// Sent to the fleet once a retired supervisor has cleaned up and stopped.
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "()")]
+pub struct Retired(pub crate::domain::ProviderId);
+
+/// The supervisor stopped before it could answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the provider's supervisor stopped before the renewal finished")]
+pub struct SupervisorGone;
+
+/// What a provider call produced, carried back into the actor.
+struct CallResult {
+    result: Result<ProviderSubscription, ApiError>,
+    /// clientState generated for a create; `None` for a renew.
+    client_state: Option<String>,
+    /// Domain time the call started (after waiting for a permit).
+    started_at: DateTime<Utc>,
+    /// Wall time the call took.
+    elapsed: Duration,
+    /// Seconds after its scheduled time a timer-driven attempt started.
+    lag_seconds: Option<f64>,
+}
+
+/// Supervises one provider's subscription.
+pub struct ProviderSupervisor {
+    provider: Provider,
+    ctx: SupervisorContext,
+    policy: Policy,
+    lifecycle: Lifecycle,
+    subscription: Option<Subscription>,
+    /// Last webhook time as known from the store (kept in the health row).
+    last_webhook_at: Option<DateTime<Utc>>,
+    /// The armed renewal timer.
+    timer: Option<SpawnHandle>,
+    /// When the armed timer was due, for the lag metric.
+    scheduled_for: Option<DateTime<Utc>>,
+    /// Callers of `ForceRenew` waiting for the current attempt chain.
+    waiters: Vec<oneshot::Sender<RenewalResult>>,
+    /// State is loaded from the store.
+    loaded: bool,
+    /// A force arrived before the state was loaded.
+    force_pending: bool,
+    /// Retirement requested: clean up after the in-flight attempt.
+    retiring: bool,
+}
+
+impl ProviderSupervisor {
+    /// A supervisor for `provider`, not yet started.
+    pub fn new(provider: Provider, policy: Policy, ctx: SupervisorContext) -> Self {
+        Self {
+            lifecycle: Lifecycle::new(policy.clone()),
+            provider,
+            ctx,
+            policy,
+            subscription: None,
+            last_webhook_at: None,
+            timer: None,
+            scheduled_for: None,
+            waiters: Vec::new(),
+            loaded: false,
+            force_pending: false,
+            retiring: false,
+        }
+    }
+
+    fn now(&self) -> DateTime<Utc> {
+        self.ctx.ports.clock.now()
+    }
+
+    fn load(&mut self, ctx: &mut Context<Self>) {
+        let store = self.ctx.ports.store.clone();
+        let id = self.provider.id;
+        ctx.wait(
+            async move { store.provider_state(id).await }
+                .into_actor(self)
+                .map(|res, act, ctx| match res {
+                    Ok(state) => act.restore(state, ctx),
+                    Err(e) => {
+                        tracing::warn!(provider = %act.provider.id, error = %e, "cannot load provider state; retrying");
+                        ctx.run_later(Duration::from_secs(5), |act, ctx| act.load(ctx));
+                    }
+                }),
+        );
+    }
+
+    fn restore(&mut self, state: ProviderState, ctx: &mut Context<Self>) {
+        let (failures, needs_reauth) = state.health.as_ref().map_or((0, false), |h| {
+            (
+                h.consecutive_failure_count,
+                h.subscription_status == HealthState::NeedsReauth,
+            )
+        });
+        self.last_webhook_at = state
+            .health
+            .as_ref()
+            .and_then(|h| h.last_webhook_received_at);
+        self.lifecycle = Lifecycle::restore(
+            self.policy.clone(),
+            state.subscription.as_ref().map(|s| s.expires_at),
+            state.had_subscription,
+            failures,
+            needs_reauth,
+        );
+        self.subscription = state.subscription;
+        self.loaded = true;
+        let now = self.now();
+        let next = if std::mem::take(&mut self.force_pending) {
+            self.lifecycle.force(now)
+        } else {
+            self.lifecycle.start(now, rand::random())
+        };
+        self.publish_board();
+        self.apply(next, ctx);
+    }
+
+    fn apply(&mut self, next: Next, ctx: &mut Context<Self>) {
+        match next {
+            Next::AttemptNow(kind) => self.call_provider(kind, ctx),
+            Next::At(at) => self.arm(at, ctx),
+            Next::Parked | Next::Busy => {}
+        }
+        self.publish_board();
+    }
+
+    fn arm(&mut self, at: DateTime<Utc>, ctx: &mut Context<Self>) {
+        if let Some(old) = self.timer.take() {
+            ctx.cancel_future(old);
+        }
+        let delay = self.ctx.ports.clock.timer_delay(at - self.now());
+        self.scheduled_for = Some(at);
+        self.timer = Some(ctx.run_later(delay, |_, ctx| ctx.notify(RenewDue)));
+    }
+
+    fn call_provider(&mut self, kind: AttemptKind, ctx: &mut Context<Self>) {
+        if let Some(old) = self.timer.take() {
+            ctx.cancel_future(old);
+        }
+        let scheduled = self.scheduled_for.take();
+        let api = self.ctx.ports.api.clone();
+        let clock = self.ctx.ports.clock.clone();
+        let permits = self.ctx.permits.clone();
+        let timeout = self.ctx.attempt_timeout;
+        let provider = self.provider.clone();
+        let subscription = self.subscription.clone();
+        let callbacks = self.ctx.callbacks.clone();
+        let fut = async move {
+            // A closed semaphore only happens at shutdown; carry on without a permit.
+            let _permit = permits.acquire_owned().await.ok();
+            let started_at = clock.now();
+            let lag_seconds =
+                scheduled.map(|s| (started_at - s).num_milliseconds() as f64 / 1000.0);
+            let expires_at = started_at + api.max_lifetime(&provider);
+            let begun = tokio::time::Instant::now();
+            let (call, client_state) = match (kind, subscription) {
+                (AttemptKind::Renew, Some(sub)) => (
+                    Box::pin(async move { api.renew(&provider, &sub, expires_at).await })
+                        as std::pin::Pin<Box<dyn std::future::Future<Output = _> + Send>>,
+                    None,
+                ),
+                _ => {
+                    let client_state = new_client_state();
+                    let request = CreateRequest {
+                        notification_url: callbacks.notification_url(provider.kind),
+                        lifecycle_url: callbacks.lifecycle_url(provider.kind),
+                        client_state: client_state.clone(),
+                        expires_at,
+                    };
+                    (
+                        Box::pin(async move { api.create(&provider, &request).await }) as _,
+                        Some(client_state),
+                    )
+                }
+            };
+            let result = match tokio::time::timeout(timeout, call).await {
+                Ok(result) => result,
+                Err(_) => Err(ApiError::new(
+                    ErrorClass::Transient,
+                    format!("provider did not answer within {} s", timeout.as_secs()),
+                )),
+            };
+            CallResult {
+                result,
+                client_state,
+                started_at,
+                elapsed: begun.elapsed(),
+                lag_seconds,
+            }
+        };
+        ctx.spawn(
+            fut.into_actor(self)
+                .map(|call, act, ctx| act.finish(call, ctx)),
+        );
+    }
+
+    fn finish(&mut self, call: CallResult, ctx: &mut Context<Self>) {
+        let now = self.now();
+        let outcome = match &call.result {
+            Ok(sub) => Outcome::Succeeded {
+                expires_at: sub.expires_at,
+            },
+            Err(e) => Outcome::Failed {
+                class: e.class,
+                retry_after: e.retry_after,
+            },
+        };
+        let Some(done) = self.lifecycle.complete(now, &outcome, rand::random()) else {
+            return;
+        };
+
+        let mut replaced = None;
+        match &call.result {
+            Ok(granted) => {
+                let old = self.subscription.take();
+                let same = old
+                    .as_ref()
+                    .is_some_and(|o| o.external_id == granted.external_id);
+                let client_state = call
+                    .client_state
+                    .clone()
+                    .or_else(|| old.as_ref().map(|o| o.client_state.clone()))
+                    .unwrap_or_default();
+                self.subscription = Some(Subscription {
+                    provider_id: self.provider.id,
+                    external_id: granted.external_id.clone(),
+                    resource_id: granted.resource_id.clone(),
+                    client_state,
+                    expires_at: granted.expires_at,
+                    created_at: if same {
+                        old.as_ref().map_or(call.started_at, |o| o.created_at)
+                    } else {
+                        call.started_at
+                    },
+                    renewed_at: same.then_some(call.started_at),
+                });
+                if !same {
+                    replaced = old;
+                }
+            }
+            Err(e) if e.class == ErrorClass::NotFound && done.attempt == AttemptKind::Renew => {
+                // Gone at the provider; its id stays routable for late notifications.
+                replaced = self.subscription.take();
+            }
+            Err(_) => {}
+        }
+
+        let (class, message, http_status) = match &call.result {
+            Ok(_) => (None, None, None),
+            Err(e) => (
+                Some(e.class),
+                Some(actionable_reason(e, self.provider.kind.is_graph())),
+                e.http_status,
+            ),
+        };
+        let result = RenewalResult {
+            provider_id: self.provider.id,
+            tenant: self.provider.tenant.clone(),
+            kind: self.provider.kind,
+            success: call.result.is_ok(),
+            attempt: done.attempt,
+            action: done.action,
+            new_expiration: call.result.as_ref().ok().map(|s| s.expires_at),
+            subscription_id: self.subscription.as_ref().map(|s| s.external_id.clone()),
+            error_class: class,
+            error_message: message.clone(),
+            http_status,
+            consecutive_failures: self.lifecycle.failures(),
+            status: done.status,
+            previous_status: done.previous,
+            attempted_at: call.started_at,
+            duration_ms: u64::try_from(call.elapsed.as_millis()).unwrap_or(u64::MAX),
+        };
+        let health = ProviderHealth {
+            provider_id: self.provider.id,
+            subscription_status: done.status,
+            subscription_expires_at: self.subscription.as_ref().map(|s| s.expires_at),
+            last_renewal_attempt_at: Some(call.started_at),
+            last_renewal_result: Some(done.action),
+            failure_reason: message,
+            last_webhook_received_at: self.last_webhook_at,
+            consecutive_failure_count: self.lifecycle.failures(),
+            next_renewal_at: match done.next {
+                Next::At(at) => Some(at),
+                _ => None,
+            },
+        };
+        let record = AttemptRecord {
+            result: result.clone(),
+            subscription: self.subscription.clone(),
+            replaced,
+            health,
+        };
+
+        RenewalAttempted {
+            result: &result,
+            lag_seconds: call.lag_seconds,
+        }
+        .emit();
+        if done.previous != done.status && done.status != HealthState::Renewing {
+            ProviderHealthChanged { result: &result }.emit();
+        }
+
+        let store = self.ctx.ports.store.clone();
+        let events = self.ctx.ports.events.clone();
+        let provider_id = self.provider.id;
+        let persist = async move {
+            // The health row is rewritten whole by every attempt, so a lost write is
+            // repaired by the next one; a few quick retries cover a brief blip.
+            let mut delay = Duration::from_millis(100);
+            for attempt in 1..=3 {
+                match store.record_attempt(&record).await {
+                    Ok(()) => break,
+                    Err(e) if attempt < 3 => {
+                        tracing::warn!(provider = %provider_id, error = %e, "recording attempt failed; retrying");
+                        tokio::time::sleep(delay).await;
+                        delay *= 4;
+                    }
+                    Err(e) => {
+                        tracing::error!(provider = %provider_id, error = %e, "attempt not recorded: the store is unavailable")
+                    }
+                }
+            }
+            events.renewal(&record.result).await;
+            record.result
+        };
+        ctx.wait(persist.into_actor(self).map(move |result, act, ctx| {
+            if !matches!(done.next, Next::AttemptNow(_)) {
+                for waiter in act.waiters.drain(..) {
+                    let _ = waiter.send(result.clone());
+                }
+            }
+            if act.retiring && act.lifecycle.in_flight().is_none() {
+                act.retire(ctx);
+            } else {
+                act.apply(done.next, ctx);
+            }
+        }));
+    }
+
+    fn publish_board(&self) {
+        self.ctx.board.upsert(
+            self.provider.id,
+            BoardEntry {
+                tenant: self.provider.tenant.clone(),
+                kind: self.provider.kind,
+                status: self.lifecycle.status(),
+                failures: self.lifecycle.failures(),
+                expires_at: self.lifecycle.expires_at(),
+                next_at: self.lifecycle.next_at(),
+                silent_since: self
+                    .ctx
+                    .board
+                    .get(self.provider.id)
+                    .and_then(|e| e.silent_since),
+            },
+        );
+    }
+
+    fn retire(&mut self, ctx: &mut Context<Self>) {
+        if let Some(old) = self.timer.take() {
+            ctx.cancel_future(old);
+        }
+        let api = self.ctx.ports.api.clone();
+        let store = self.ctx.ports.store.clone();
+        let provider = self.provider.clone();
+        let subscription = self.subscription.take();
+        ctx.wait(
+            async move {
+                let Some(sub) = subscription else { return };
+                match api.delete(&provider, &sub).await {
+                    Ok(()) => {
+                        if let Err(e) = store.subscription_deleted(provider.id, &sub.external_id).await {
+                            tracing::warn!(provider = %provider.id, error = %e, "subscription deleted at the provider but not recorded; the reconciler will retry");
+                        } else {
+                            tracing::info!(tenant = %provider.tenant, provider = %provider.id, "retired provider's subscription deleted");
+                        }
+                    }
+                    Err(e) => tracing::warn!(provider = %provider.id, error = %e, "deleting the retired provider's subscription failed; the reconciler will retry"),
+                }
+            }
+            .into_actor(self)
+            .map(|(), act, ctx| {
+                act.ctx.board.remove(act.provider.id);
+                if let Some(fleet) = &act.ctx.retired {
+                    fleet.do_send(Retired(act.provider.id));
+                }
+                ctx.stop();
+            }),
+        );
+    }
+}
+
+/// A fresh clientState: 32 random bytes, hex-encoded (64 characters; Graph allows 128).
+fn new_client_state() -> String {
+    let bytes: [u8; 32] = rand::random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Turns a classified error into a message that tells an operator what to do.
+fn actionable_reason(e: &ApiError, graph: bool) -> String {
+    let what_to_do = match e.class {
+        ErrorClass::ReauthRequired => {
+            "re-authorize the OAuth connection (PUT /api/v1/tenants/{tenant}/providers/{id}/credentials)"
+        }
+        ErrorClass::Auth => "check the app registration's client secret and API permissions",
+        ErrorClass::Permanent if graph => {
+            "check that SUBKEEPER_PUBLIC_URL is reachable from Microsoft and answers the validationToken handshake, and that the resource exists"
+        }
+        ErrorClass::Permanent => {
+            "check the resource exists and the public webhook URL is reachable"
+        }
+        ErrorClass::Throttled => "the provider is throttling; subkeeper waits for Retry-After",
+        ErrorClass::Transient => {
+            "the provider or network failed; subkeeper retries with backoff (force a renewal with `subkeeper renew` once it recovers)"
+        }
+        ErrorClass::NotFound => "the subscription was gone at the provider; subkeeper recreates it",
+    };
+    let status = e
+        .http_status
+        .map(|s| format!(" (HTTP {s})"))
+        .unwrap_or_default();
+    format!("{}{}: {} — {}", e.class, status, e.message, what_to_do)
+}
+
+impl Actor for ProviderSupervisor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        metrics::gauge!(crate::telemetry::names::ACTORS_RUNNING, "actor" => "provider_supervisor")
+            .increment(1.0);
+        self.load(ctx);
+    }
+
+    fn stopped(&mut self, _ctx: &mut Self::Context) {
+        metrics::gauge!(crate::telemetry::names::ACTORS_RUNNING, "actor" => "provider_supervisor")
+            .decrement(1.0);
+    }
+}
+
+impl Supervised for ProviderSupervisor {
+    fn restarting(&mut self, _ctx: &mut Self::Context) {
+        // Forget everything in memory; `started` reloads from the store.
+        self.lifecycle = Lifecycle::new(self.policy.clone());
+        self.subscription = None;
+        self.timer = None;
+        self.scheduled_for = None;
+        self.loaded = false;
+        self.waiters.clear();
+    }
+}
+
+impl Handler<RenewDue> for ProviderSupervisor {
+    type Result = ();
+    fn handle(&mut self, _: RenewDue, ctx: &mut Self::Context) {
+        self.timer = None;
+        if !self.loaded || self.retiring {
+            return;
+        }
+        let next = self.lifecycle.due(self.now());
+        self.apply(next, ctx);
+    }
+}
+
+impl Handler<ForceRenew> for ProviderSupervisor {
+    type Result = ResponseFuture<Result<RenewalResult, SupervisorGone>>;
+    fn handle(&mut self, _: ForceRenew, ctx: &mut Self::Context) -> Self::Result {
+        let (tx, rx) = oneshot::channel();
+        self.waiters.push(tx);
+        if self.retiring {
+            self.waiters.clear();
+        } else if self.loaded {
+            self.scheduled_for = None;
+            let next = self.lifecycle.force(self.now());
+            self.apply(next, ctx);
+        } else {
+            self.force_pending = true;
+        }
+        Box::pin(async move { rx.await.map_err(|_| SupervisorGone) })
+    }
+}
+
+impl Handler<SubscriptionRemoved> for ProviderSupervisor {
+    type Result = ();
+    fn handle(&mut self, _: SubscriptionRemoved, ctx: &mut Self::Context) {
+        if !self.loaded || self.retiring {
+            return;
+        }
+        self.lifecycle.subscription_removed();
+        let next = self.lifecycle.force(self.now());
+        self.apply(next, ctx);
+    }
+}
+
+impl Handler<ProviderChanged> for ProviderSupervisor {
+    type Result = ();
+    fn handle(&mut self, ProviderChanged(provider): ProviderChanged, ctx: &mut Self::Context) {
+        let credentials_changed = provider.credentials_version != self.provider.credentials_version;
+        self.provider = provider;
+        if credentials_changed && self.loaded && self.lifecycle.needs_reauth() {
+            let next = self.lifecycle.credentials_changed(self.now());
+            self.apply(next, ctx);
+        }
+    }
+}
+
+impl Handler<Retire> for ProviderSupervisor {
+    type Result = ();
+    fn handle(&mut self, _: Retire, ctx: &mut Self::Context) {
+        if self.retiring {
+            return;
+        }
+        self.retiring = true;
+        self.waiters.clear();
+        if self.lifecycle.in_flight().is_none() {
+            self.retire(ctx);
+        }
+    }
+}

@@ -1,0 +1,140 @@
+//! Telemetry of the core as named events: each struct is one outcome whose `emit()`
+//! logs and records metrics together. Metric names live in [`names`] and nowhere
+//! else; dashboards and alert rules use only those names (a test checks it).
+//!
+//! Labels come from bounded sets only (kind, action, outcome, class). Gauges about
+//! the fleet and the per-provider series (present only while a provider is
+//! unhealthy) are rendered at scrape time from the health board, not recorded here.
+
+use crate::domain::{HealthState, RenewalResult};
+use metrics::{counter, histogram};
+
+/// Every metric subkeeper exports. Prefix `subkeeper_`, Prometheus naming.
+pub mod names {
+    /// Counter {kind, action, outcome}: provider calls that set out to register, renew
+    /// or recreate, by success or failure.
+    pub const RENEWAL_ATTEMPTS: &str = "subkeeper_renewal_attempts_total";
+    /// Counter {kind, class}: failed attempts by error class.
+    pub const RENEWAL_ERRORS: &str = "subkeeper_renewal_errors_total";
+    /// Histogram {kind}: seconds one provider call took (token refresh included).
+    pub const RENEWAL_DURATION: &str = "subkeeper_renewal_duration_seconds";
+    /// Histogram {kind}: seconds between a renewal's scheduled time and its start.
+    pub const RENEWAL_LAG: &str = "subkeeper_renewal_lag_seconds";
+    /// Gauge {kind, state}: providers by state.
+    pub const PROVIDERS: &str = "subkeeper_providers";
+    /// Gauge {kind}: seconds until the soonest subscription expiry.
+    pub const NEAREST_EXPIRY: &str = "subkeeper_subscription_nearest_expiry_seconds";
+    /// Gauge {kind, within}: subscriptions expiring within 1h / 24h.
+    pub const EXPIRING: &str = "subkeeper_subscriptions_expiring";
+    /// Counter {kind, result}: webhook notifications received.
+    pub const WEBHOOKS_RECEIVED: &str = "subkeeper_webhooks_received_total";
+    /// Histogram {kind}: seconds to answer a webhook request.
+    pub const WEBHOOK_RESPONSE: &str = "subkeeper_webhook_response_seconds";
+    /// Histogram {stream}: seconds to get a JetStream publish acknowledged.
+    pub const JETSTREAM_PUBLISH: &str = "subkeeper_jetstream_publish_seconds";
+    /// Counter {stream}: JetStream publishes that failed.
+    pub const JETSTREAM_PUBLISH_FAILURES: &str = "subkeeper_jetstream_publish_failures_total";
+    /// Gauge: notifications waiting in the Postgres outbox.
+    pub const OUTBOX_DEPTH: &str = "subkeeper_outbox_depth";
+    /// Gauge: age in seconds of the oldest outbox entry (0 when empty).
+    pub const OUTBOX_OLDEST_AGE: &str = "subkeeper_outbox_oldest_age_seconds";
+    /// Gauge {actor}: actors running.
+    pub const ACTORS_RUNNING: &str = "subkeeper_actors_running";
+    /// Gauge {version}: always 1.
+    pub const BUILD_INFO: &str = "subkeeper_build_info";
+    /// Gauge {tenant, provider, kind}: consecutive failures, only while unhealthy.
+    pub const PROVIDER_CONSECUTIVE_FAILURES: &str = "subkeeper_provider_consecutive_failures";
+    /// Gauge {tenant, provider, kind, state}: 1 while the provider is unhealthy.
+    pub const PROVIDER_UNHEALTHY: &str = "subkeeper_provider_unhealthy";
+    /// Gauge {tenant, provider, kind}: seconds until expiry, only while unhealthy.
+    pub const PROVIDER_EXPIRES_IN: &str = "subkeeper_provider_subscription_expires_in_seconds";
+    /// Gauge {tenant, provider, kind}: seconds since the last webhook, only while silent.
+    pub const PROVIDER_SILENT: &str = "subkeeper_provider_silent_seconds";
+
+    /// All names, for the test that checks dashboards and rules use only these.
+    pub const ALL: &[&str] = &[
+        RENEWAL_ATTEMPTS,
+        RENEWAL_ERRORS,
+        RENEWAL_DURATION,
+        RENEWAL_LAG,
+        PROVIDERS,
+        NEAREST_EXPIRY,
+        EXPIRING,
+        WEBHOOKS_RECEIVED,
+        WEBHOOK_RESPONSE,
+        JETSTREAM_PUBLISH,
+        JETSTREAM_PUBLISH_FAILURES,
+        OUTBOX_DEPTH,
+        OUTBOX_OLDEST_AGE,
+        ACTORS_RUNNING,
+        BUILD_INFO,
+        PROVIDER_CONSECUTIVE_FAILURES,
+        PROVIDER_UNHEALTHY,
+        PROVIDER_EXPIRES_IN,
+        PROVIDER_SILENT,
+    ];
+}
+
+/// One attempt finished (success or failure).
+pub struct RenewalAttempted<'a> {
+    /// The result as recorded.
+    pub result: &'a RenewalResult,
+    /// Seconds the attempt started after its scheduled time, for timer-driven attempts.
+    pub lag_seconds: Option<f64>,
+}
+
+impl RenewalAttempted<'_> {
+    /// Logs the attempt and records its metrics.
+    pub fn emit(&self) {
+        let r = self.result;
+        let kind = r.kind.as_str();
+        let outcome = if r.success { "success" } else { "failure" };
+        counter!(names::RENEWAL_ATTEMPTS, "kind" => kind, "action" => r.attempt.as_str(), "outcome" => outcome)
+            .increment(1);
+        histogram!(names::RENEWAL_DURATION, "kind" => kind).record(r.duration_ms as f64 / 1000.0);
+        if let Some(lag) = self.lag_seconds {
+            histogram!(names::RENEWAL_LAG, "kind" => kind).record(lag.max(0.0));
+        }
+        if let Some(class) = r.error_class {
+            counter!(names::RENEWAL_ERRORS, "kind" => kind, "class" => class.as_str()).increment(1);
+        }
+        if r.success {
+            tracing::info!(
+                tenant = %r.tenant, provider = %r.provider_id, kind, action = %r.action,
+                expires_at = ?r.new_expiration, "subscription kept alive"
+            );
+        } else {
+            tracing::warn!(
+                tenant = %r.tenant, provider = %r.provider_id, kind, attempt = %r.attempt,
+                class = ?r.error_class, failures = r.consecutive_failures,
+                error = r.error_message.as_deref().unwrap_or(""), "renewal attempt failed"
+            );
+        }
+    }
+}
+
+/// A provider's health state changed (entered or left error / needs_reauth / failing).
+/// The per-provider series are rendered from the [`crate::board::HealthBoard`] at
+/// scrape time, so they exist exactly while the provider is unhealthy.
+pub struct ProviderHealthChanged<'a> {
+    /// The attempt that changed it.
+    pub result: &'a RenewalResult,
+}
+
+impl ProviderHealthChanged<'_> {
+    /// Logs the transition; ERROR when a human must act.
+    pub fn emit(&self) {
+        let r = self.result;
+        match r.status {
+            HealthState::Error | HealthState::NeedsReauth => tracing::error!(
+                tenant = %r.tenant, provider = %r.provider_id, kind = %r.kind,
+                from = %r.previous_status, to = %r.status,
+                reason = r.error_message.as_deref().unwrap_or(""), "provider needs attention"
+            ),
+            _ => tracing::info!(
+                tenant = %r.tenant, provider = %r.provider_id, kind = %r.kind,
+                from = %r.previous_status, to = %r.status, "provider health changed"
+            ),
+        }
+    }
+}
