@@ -1,0 +1,204 @@
+//! Wiring: `run(config, listener, shutdown)` builds the adapters, starts the fleet
+//! and serves HTTP until `shutdown` resolves. `main` and the tests both start the
+//! service through here, so what is tested is what runs.
+
+use crate::config::Config;
+use crate::http::{AppState, routes};
+use crate::providers::graph::{GraphApi, GraphConfig};
+use crate::store::{OpenError, PgStore};
+use crate::telemetry::MetricsRenderer;
+use actix_web::{App, HttpServer};
+use async_trait::async_trait;
+use chrono::{DateTime, TimeDelta, Utc};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use subkeeper_actors::board::HealthBoard;
+use subkeeper_actors::clock::{SharedClock, SystemClock};
+use subkeeper_actors::domain::{ErrorClass, Provider, Subscription};
+use subkeeper_actors::fleet::{Fleet, FleetConfig, FleetHandle};
+use subkeeper_actors::memory::BroadcastSink;
+use subkeeper_actors::ports::{
+    ApiError, CallbackUrls, CreateRequest, EventSink, Ports, ProviderSubscription, SubscriptionApi,
+};
+use subkeeper_actors::supervisor::SupervisorContext;
+use tokio::sync::Semaphore;
+
+/// Why the service could not start or stopped abnormally.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// Postgres could not be opened or migrated.
+    #[error(transparent)]
+    Store(#[from] OpenError),
+    /// An adapter could not be built.
+    #[error("cannot build the provider client: {0}")]
+    Client(String),
+    /// The HTTP server failed.
+    #[error("HTTP server: {0}")]
+    Http(#[from] std::io::Error),
+}
+
+/// Seams for the demo and tests; production uses the defaults.
+#[derive(Default)]
+pub struct RunOptions {
+    /// Where "now" comes from (the demo shares the simulator's fast clock).
+    pub clock: Option<SharedClock>,
+    /// Where renewal results go (default: an in-process broadcast).
+    pub events: Option<Arc<dyn EventSink>>,
+    /// Receives the fleet handle once it is running.
+    pub on_started: Option<tokio::sync::oneshot::Sender<FleetHandle>>,
+}
+
+/// Runs subkeeper until `shutdown` resolves. Must be called inside an actix System.
+pub async fn run(
+    config: Arc<Config>,
+    listener: std::net::TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), RunError> {
+    run_with(config, listener, shutdown, RunOptions::default()).await
+}
+
+/// [`run`] with seams.
+pub async fn run_with(
+    config: Arc<Config>,
+    listener: std::net::TcpListener,
+    shutdown: impl Future<Output = ()>,
+    options: RunOptions,
+) -> Result<(), RunError> {
+    crate::install_crypto();
+    let clock: SharedClock = options.clock.unwrap_or_else(|| Arc::new(SystemClock));
+    let store = PgStore::connect(
+        &config.database_url,
+        config.database_max_connections,
+        clock.clone(),
+    )
+    .await?;
+    store.migrate().await?;
+
+    let graph = GraphApi::new(
+        GraphConfig {
+            graph_base_url: config.graph_base_url.clone(),
+            login_base_url: config.login_base_url.clone(),
+            request_timeout: config.provider_timeout(),
+            ..GraphConfig::default()
+        },
+        Arc::new(store.clone()),
+        clock.clone(),
+    )
+    .map_err(|e| RunError::Client(e.to_string()))?;
+    let api: Arc<dyn SubscriptionApi> = Arc::new(ByKind {
+        graph: Arc::new(graph),
+    });
+    let events = options
+        .events
+        .unwrap_or_else(|| Arc::new(BroadcastSink::new(64)));
+    let board = HealthBoard::default();
+    let supervisor_ctx = SupervisorContext {
+        ports: Ports {
+            api,
+            store: Arc::new(store.clone()),
+            events,
+            clock: clock.clone(),
+        },
+        callbacks: CallbackUrls {
+            public_url: config.public_base(),
+        },
+        permits: Arc::new(Semaphore::new(config.renewal_concurrency as usize)),
+        board: board.clone(),
+        attempt_timeout: Duration::from_secs(config.attempt_timeout_seconds),
+        retired: None,
+    };
+    let fleet = Fleet::new(
+        FleetConfig {
+            policies: config.policies(),
+            reconcile_every: Duration::from_secs(config.reconcile_interval_seconds),
+        },
+        supervisor_ctx,
+    )
+    .start_fleet();
+    if let Some(tx) = options.on_started {
+        let _ = tx.send(fleet.clone());
+    }
+
+    let state = AppState {
+        config: config.clone(),
+        store,
+        fleet,
+        board,
+        metrics: MetricsRenderer::install(clock),
+    };
+    let server = HttpServer::new(move || {
+        App::new()
+            .wrap(tracing_actix_web::TracingLogger::default())
+            .configure(routes(state.clone()))
+    })
+    .listen(listener)?
+    .disable_signals()
+    .shutdown_timeout(10)
+    .run();
+    let handle = server.handle();
+    tokio::select! {
+        result = server => result?,
+        () = shutdown => {
+            tracing::info!("shutting down");
+            handle.stop(true).await;
+        }
+    }
+    Ok(())
+}
+
+/// Dispatches the `SubscriptionApi` port to the adapter of the provider's family.
+struct ByKind {
+    graph: Arc<GraphApi>,
+}
+
+impl ByKind {
+    fn family(&self, provider: &Provider) -> Result<&dyn SubscriptionApi, ApiError> {
+        if provider.kind.is_graph() {
+            Ok(self.graph.as_ref())
+        } else {
+            Err(ApiError::new(
+                ErrorClass::Permanent,
+                format!(
+                    "provider kind {} is not supported by this release",
+                    provider.kind
+                ),
+            ))
+        }
+    }
+}
+
+#[async_trait]
+impl SubscriptionApi for ByKind {
+    fn max_lifetime(&self, provider: &Provider) -> TimeDelta {
+        self.family(provider)
+            .map_or(TimeDelta::hours(1), |api| api.max_lifetime(provider))
+    }
+
+    async fn create(
+        &self,
+        provider: &Provider,
+        request: &CreateRequest,
+    ) -> Result<ProviderSubscription, ApiError> {
+        self.family(provider)?.create(provider, request).await
+    }
+
+    async fn renew(
+        &self,
+        provider: &Provider,
+        subscription: &Subscription,
+        expires_at: DateTime<Utc>,
+    ) -> Result<ProviderSubscription, ApiError> {
+        self.family(provider)?
+            .renew(provider, subscription, expires_at)
+            .await
+    }
+
+    async fn delete(
+        &self,
+        provider: &Provider,
+        subscription: &Subscription,
+    ) -> Result<(), ApiError> {
+        self.family(provider)?.delete(provider, subscription).await
+    }
+}

@@ -1,0 +1,266 @@
+//! Configuration: one `Config`, layered built-in defaults → optional TOML file →
+//! `SUBKEEPER_*` environment variables (figment), validated at load and shared as
+//! `Arc<Config>`. Every field is documented here and in `docs/configuration.md`.
+
+use chrono::TimeDelta;
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+use subkeeper_actors::domain::ProviderKind;
+use subkeeper_actors::lifecycle::Policy;
+
+/// Longest subscription lifetime Graph grants Outlook resources, in minutes.
+pub const GRAPH_MAX_LIFETIME_MINUTES: i64 = 10_080;
+
+/// subkeeper's configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Postgres URL (`SUBKEEPER_DATABASE_URL`).
+    pub database_url: String,
+    /// Postgres pool size (connections).
+    pub database_max_connections: u32,
+    /// NATS URL (`SUBKEEPER_NATS_URL`).
+    pub nats_url: String,
+    /// Address the HTTP server listens on (`SUBKEEPER_HTTP_ADDR`).
+    pub http_addr: SocketAddr,
+    /// Base URL the providers call back (`SUBKEEPER_PUBLIC_URL`): webhooks are
+    /// `{public_url}/webhooks/...`. Must be reachable from Microsoft / Google.
+    pub public_url: String,
+    /// Microsoft Graph base URL including the version (`SUBKEEPER_GRAPH_BASE_URL`).
+    pub graph_base_url: String,
+    /// Microsoft identity platform base URL (`SUBKEEPER_LOGIN_BASE_URL`).
+    pub login_base_url: String,
+    /// Google APIs base URL (`SUBKEEPER_GOOGLE_BASE_URL`).
+    pub google_base_url: String,
+    /// Renew Graph subscriptions this many minutes before expiry
+    /// (`SUBKEEPER_RENEWAL_LOOKAHEAD_MINUTES`); must be below Graph's 10,080-minute
+    /// maximum lifetime.
+    pub renewal_lookahead_minutes: i64,
+    /// Renew Google channels this many minutes before expiry.
+    pub google_renewal_lookahead_minutes: i64,
+    /// Up to this many seconds of random extra lead per renewal, so providers
+    /// created together do not all renew in the same second.
+    pub renewal_jitter_seconds: i64,
+    /// Consecutive failures before a provider enters `error`
+    /// (`SUBKEEPER_FAILURE_THRESHOLD`).
+    pub failure_threshold: u32,
+    /// Provider calls in flight across the whole fleet (`SUBKEEPER_RENEWAL_CONCURRENCY`).
+    pub renewal_concurrency: u32,
+    /// First retry delay after a failure, in seconds; doubles per failure.
+    pub retry_base_seconds: i64,
+    /// Longest retry delay under the threshold, in seconds.
+    pub retry_max_seconds: i64,
+    /// Retry cadence once a provider is in `error`, in seconds.
+    pub error_retry_seconds: i64,
+    /// Timeout of one HTTP request to a provider, in seconds.
+    pub provider_timeout_seconds: u64,
+    /// Longest one attempt may take (token refresh and retry included), in seconds.
+    pub attempt_timeout_seconds: u64,
+    /// How often the fleet re-reads the providers table, in seconds.
+    pub reconcile_interval_seconds: u64,
+    /// Bearer token of the admin API; the admin API answers 401 to everything when unset.
+    pub admin_token: Option<String>,
+    /// Largest accepted webhook body, in bytes.
+    pub webhook_max_body_bytes: usize,
+    /// `text` or `json` logs.
+    pub log_format: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            database_url: "postgres://postgres@127.0.0.1:5432/subkeeper".into(),
+            database_max_connections: 10,
+            nats_url: "nats://127.0.0.1:4222".into(),
+            http_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            public_url: "http://127.0.0.1:8080".into(),
+            graph_base_url: "https://graph.microsoft.com/v1.0".into(),
+            login_base_url: "https://login.microsoftonline.com".into(),
+            google_base_url: "https://www.googleapis.com".into(),
+            renewal_lookahead_minutes: 24 * 60,
+            google_renewal_lookahead_minutes: 12 * 60,
+            renewal_jitter_seconds: 300,
+            failure_threshold: 3,
+            renewal_concurrency: 32,
+            retry_base_seconds: 30,
+            retry_max_seconds: 30 * 60,
+            error_retry_seconds: 15 * 60,
+            provider_timeout_seconds: 10,
+            attempt_timeout_seconds: 60,
+            reconcile_interval_seconds: 60,
+            admin_token: None,
+            webhook_max_body_bytes: 1024 * 1024,
+            log_format: "text".into(),
+        }
+    }
+}
+
+/// Why the configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A layer did not parse or a value has the wrong type.
+    #[error("configuration: {0}")]
+    Load(#[from] Box<figment::Error>),
+    /// A value is out of range; the message names the variable.
+    #[error("configuration: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Loads defaults, then `file` if given, then `SUBKEEPER_*` variables, and validates.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(file) = file {
+            if !file.exists() {
+                return Err(ConfigError::Invalid(format!(
+                    "config file {} does not exist",
+                    file.display()
+                )));
+            }
+            figment = figment.merge(Toml::file(file));
+        }
+        let config: Config = figment
+            .merge(Env::prefixed("SUBKEEPER_"))
+            .extract()
+            .map_err(Box::new)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks ranges and relations between fields.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        if !(1..GRAPH_MAX_LIFETIME_MINUTES).contains(&self.renewal_lookahead_minutes) {
+            return bad(format!(
+                "SUBKEEPER_RENEWAL_LOOKAHEAD_MINUTES={} must be between 1 and {} (below Graph's maximum lifetime)",
+                self.renewal_lookahead_minutes,
+                GRAPH_MAX_LIFETIME_MINUTES - 1
+            ));
+        }
+        if self.google_renewal_lookahead_minutes < 1 {
+            return bad("SUBKEEPER_GOOGLE_RENEWAL_LOOKAHEAD_MINUTES must be at least 1".into());
+        }
+        if self.failure_threshold == 0 {
+            return bad("SUBKEEPER_FAILURE_THRESHOLD must be at least 1".into());
+        }
+        if self.renewal_concurrency == 0 {
+            return bad("SUBKEEPER_RENEWAL_CONCURRENCY must be at least 1".into());
+        }
+        if self.retry_base_seconds < 1
+            || self.retry_max_seconds < self.retry_base_seconds
+            || self.error_retry_seconds < 1
+        {
+            return bad("retry delays must be positive and SUBKEEPER_RETRY_MAX_SECONDS ≥ SUBKEEPER_RETRY_BASE_SECONDS".into());
+        }
+        if self.renewal_jitter_seconds < 0
+            || self.renewal_jitter_seconds > self.renewal_lookahead_minutes * 60
+        {
+            return bad(
+                "SUBKEEPER_RENEWAL_JITTER_SECONDS must be between 0 and the lookahead".into(),
+            );
+        }
+        if self.provider_timeout_seconds == 0
+            || self.attempt_timeout_seconds < self.provider_timeout_seconds
+        {
+            return bad("SUBKEEPER_ATTEMPT_TIMEOUT_SECONDS must be ≥ SUBKEEPER_PROVIDER_TIMEOUT_SECONDS > 0".into());
+        }
+        if self.reconcile_interval_seconds == 0 {
+            return bad("SUBKEEPER_RECONCILE_INTERVAL_SECONDS must be at least 1".into());
+        }
+        for (name, value) in [
+            ("SUBKEEPER_PUBLIC_URL", &self.public_url),
+            ("SUBKEEPER_GRAPH_BASE_URL", &self.graph_base_url),
+            ("SUBKEEPER_LOGIN_BASE_URL", &self.login_base_url),
+            ("SUBKEEPER_GOOGLE_BASE_URL", &self.google_base_url),
+        ] {
+            match url::Url::parse(value) {
+                Ok(u) if matches!(u.scheme(), "http" | "https") => {}
+                _ => return bad(format!("{name}={value} is not an http(s) URL")),
+            }
+        }
+        if self.admin_token.as_deref().is_some_and(|t| t.len() < 16) {
+            return bad("SUBKEEPER_ADMIN_TOKEN must be at least 16 characters".into());
+        }
+        if !matches!(self.log_format.as_str(), "text" | "json") {
+            return bad("SUBKEEPER_LOG_FORMAT must be text or json".into());
+        }
+        if self.webhook_max_body_bytes < 1024 {
+            return bad("SUBKEEPER_WEBHOOK_MAX_BODY_BYTES must be at least 1024".into());
+        }
+        Ok(())
+    }
+
+    /// The public URL without a trailing slash.
+    pub fn public_base(&self) -> String {
+        self.public_url.trim_end_matches('/').to_owned()
+    }
+
+    /// The lifecycle policy for each provider kind.
+    pub fn policies(&self) -> HashMap<ProviderKind, Policy> {
+        ProviderKind::ALL
+            .iter()
+            .map(|&kind| {
+                let lookahead = if kind.is_graph() {
+                    self.renewal_lookahead_minutes
+                } else {
+                    self.google_renewal_lookahead_minutes
+                };
+                let policy = Policy {
+                    lookahead: TimeDelta::minutes(lookahead),
+                    jitter_max: TimeDelta::seconds(self.renewal_jitter_seconds),
+                    failure_threshold: self.failure_threshold,
+                    backoff_base: TimeDelta::seconds(self.retry_base_seconds),
+                    backoff_cap: TimeDelta::seconds(self.retry_max_seconds),
+                    cooloff: TimeDelta::seconds(self.error_retry_seconds),
+                    min_delay: TimeDelta::seconds(1),
+                };
+                (kind, policy)
+            })
+            .collect()
+    }
+
+    /// Timeout of one provider request.
+    pub fn provider_timeout(&self) -> Duration {
+        Duration::from_secs(self.provider_timeout_seconds)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_env_overrides_file() {
+        assert!(Config::default().validate().is_ok());
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "subkeeper.toml",
+                "failure_threshold = 5\nrenewal_concurrency = 4\n",
+            )?;
+            jail.set_env("SUBKEEPER_FAILURE_THRESHOLD", "7");
+            let config =
+                Config::load(Some(Path::new("subkeeper.toml"))).map_err(|e| e.to_string())?;
+            assert_eq!(config.failure_threshold, 7);
+            assert_eq!(config.renewal_concurrency, 4);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn refuses_a_lookahead_beyond_the_lifetime() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("SUBKEEPER_RENEWAL_LOOKAHEAD_MINUTES", "20000");
+            let err = Config::load(None)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(err.contains("SUBKEEPER_RENEWAL_LOOKAHEAD_MINUTES"), "{err}");
+            Ok(())
+        });
+    }
+}

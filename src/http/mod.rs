@@ -1,0 +1,51 @@
+//! The HTTP surface (actix-web): provider webhooks, health and readiness, metrics,
+//! and the admin API. Handlers translate HTTP to calls on the store and the fleet
+//! handle; they hold no lifecycle logic. Errors go through [`HttpError`], which maps
+//! to status codes and never leaks internals.
+
+mod admin;
+mod error;
+mod probes;
+mod webhooks;
+
+pub use error::HttpError;
+
+use crate::config::Config;
+use crate::store::PgStore;
+use crate::telemetry::MetricsRenderer;
+use actix_web::web;
+use std::sync::Arc;
+use subkeeper_actors::board::HealthBoard;
+use subkeeper_actors::fleet::FleetHandle;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    /// The configuration.
+    pub config: Arc<Config>,
+    /// The store.
+    pub store: PgStore,
+    /// The fleet.
+    pub fleet: FleetHandle,
+    /// The health board (metrics, readiness).
+    pub board: HealthBoard,
+    /// Renders `/metrics`.
+    pub metrics: MetricsRenderer,
+}
+
+/// Registers every route on an actix-web app.
+pub fn routes(state: AppState) -> impl FnOnce(&mut web::ServiceConfig) {
+    move |cfg: &mut web::ServiceConfig| {
+        let max_body = state.config.webhook_max_body_bytes;
+        cfg.app_data(web::Data::new(state))
+            .app_data(
+                web::JsonConfig::default()
+                    .limit(64 * 1024)
+                    .error_handler(error::json_error),
+            )
+            .app_data(web::PayloadConfig::new(max_body))
+            .configure(webhooks::routes)
+            .configure(probes::routes)
+            .service(web::scope("/api/v1").configure(admin::routes));
+    }
+}

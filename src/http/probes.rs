@@ -1,0 +1,40 @@
+//! Liveness, readiness and the Prometheus scrape endpoint.
+
+use super::AppState;
+use actix_web::{HttpResponse, web};
+use serde_json::json;
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/healthz", web::get().to(healthz))
+        .route("/readyz", web::get().to(readyz))
+        .route("/metrics", web::get().to(metrics));
+}
+
+/// The process is up and serving HTTP.
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(json!({ "status": "ok" }))
+}
+
+/// Ready when Postgres answers and the fleet has listed its providers once.
+async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    let database = state.store.ping().await;
+    let fleet = state.fleet.status().await;
+    let ready = database && fleet.is_some_and(|f| f.ready);
+    let body = json!({
+        "status": if ready { "ready" } else { "not_ready" },
+        "database": database,
+        "fleet_ready": fleet.is_some_and(|f| f.ready),
+        "providers_supervised": fleet.map_or(0, |f| f.supervised),
+    });
+    if ready {
+        HttpResponse::Ok().json(body)
+    } else {
+        HttpResponse::ServiceUnavailable().json(body)
+    }
+}
+
+async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(state.metrics.render(&state.board))
+}

@@ -1,0 +1,25 @@
+//! subkeeper: keeps Microsoft Graph (and later Google) webhook subscriptions alive
+//! for every tenant's mailboxes and calendars, takes in their webhooks, and makes
+//! sure a human is paged before anything goes silent.
+//!
+//! This crate adapts the world to the core in `subkeeper-actors`: configuration,
+//! the Postgres store, provider adapters, the HTTP layer, telemetry and the provider
+//! simulator. [`run`] wires them; `main` only parses the CLI and calls it.
+
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod demo;
+pub mod http;
+pub mod providers;
+pub mod simulator;
+pub mod store;
+pub mod telemetry;
+
+pub use app::{RunError, RunOptions, run, run_with};
+pub use config::Config;
+
+/// Installs rustls' ring crypto provider for reqwest (once; later calls are no-ops).
+pub fn install_crypto() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

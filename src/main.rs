@@ -1,0 +1,113 @@
+//! The `subkeeper` binary: parses the command line and calls into the library.
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use subkeeper::Config;
+
+/// Keeps Microsoft Graph webhook subscriptions alive for every tenant's mailboxes
+/// and calendars, and pages a human before anything goes silent.
+///
+/// Configuration: built-in defaults, then the optional TOML file (--config), then
+/// SUBKEEPER_* environment variables (see docs/configuration.md).
+#[derive(Parser)]
+#[command(name = "subkeeper", version, about)]
+struct Cli {
+    /// Optional TOML configuration file (layered under SUBKEEPER_* variables).
+    #[arg(long, global = true, env = "SUBKEEPER_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the service: migrate, supervise every enabled provider, serve HTTP on
+    /// SUBKEEPER_HTTP_ADDR until SIGINT/SIGTERM.
+    Run,
+    /// Apply database migrations to SUBKEEPER_DATABASE_URL and exit.
+    Migrate,
+    /// Run the provider simulator (Microsoft Graph + identity platform) for tests,
+    /// the demo and docker-compose.
+    Simulate {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:9000")]
+        addr: SocketAddr,
+        /// Run the simulator's clock this many times faster than real time.
+        #[arg(long, default_value_t = 1)]
+        speed: u32,
+    },
+    /// Start the simulator and the service in one process, seed providers across two
+    /// tenants, run the clock fast, and print the lifecycle as it happens.
+    Demo {
+        /// Simulated seconds per real second.
+        #[arg(long, default_value_t = 7200)]
+        speed: u32,
+        /// Stop after this many real seconds.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+    },
+    /// Print provider counts by status and every provider that needs attention.
+    Status,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let config = Config::load(cli.config.as_deref())?;
+    subkeeper::telemetry::init_logging(&config.log_format);
+    let system = actix_rt::System::new();
+    system.block_on(async move {
+        match cli.command {
+            Command::Run => {
+                let listener = std::net::TcpListener::bind(config.http_addr)
+                    .with_context(|| format!("cannot listen on {}", config.http_addr))?;
+                tracing::info!(addr = %config.http_addr, public_url = %config.public_url, "subkeeper starting");
+                subkeeper::run(Arc::new(config), listener, shutdown_signal()).await?;
+                Ok(())
+            }
+            Command::Migrate => {
+                let store = subkeeper::store::PgStore::connect(
+                    &config.database_url,
+                    1,
+                    Arc::new(subkeeper_actors::clock::SystemClock),
+                )
+                .await?;
+                store.migrate().await?;
+                println!("migrations applied");
+                Ok(())
+            }
+            Command::Simulate { addr, speed } => {
+                subkeeper::simulator::serve_forever(addr, speed).await?;
+                Ok(())
+            }
+            Command::Demo { speed, seconds } => subkeeper::demo::run(config, speed, seconds).await,
+            Command::Status => subkeeper::cli::status(&config).await,
+        }
+    })
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

@@ -1,0 +1,151 @@
+//! The Postgres store (sqlx): the only module that speaks SQL.
+//!
+//! It implements the core's `LifecycleStore` port (`lifecycle.rs`), the OAuth
+//! `CredentialSource` (`credentials.rs`) and the tenant-scoped queries of the admin
+//! API (`admin.rs`). Every query that takes a tenant or provider from outside is
+//! scoped by tenant. Timestamps come from the caller's clock, never from `now()` in
+//! SQL, so simulated time stays consistent.
+
+mod admin;
+mod credentials;
+mod lifecycle;
+
+pub use admin::{
+    AttemptView, NewCredentials, NewProvider, ProviderPatch, ProviderView, request_hash,
+};
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{PgPool, Row};
+use std::str::FromStr;
+use std::time::Duration;
+use subkeeper_actors::clock::SharedClock;
+use subkeeper_actors::ports::StoreError;
+
+/// The embedded migrations (`migrations/`).
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// Why the store could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The URL does not parse.
+    #[error("invalid database URL: {0}")]
+    Url(#[source] sqlx::Error),
+    /// Postgres is unreachable or refused us.
+    #[error("cannot connect to Postgres: {0}")]
+    Connect(#[source] sqlx::Error),
+    /// A migration failed.
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+/// Handle to the Postgres store; cheap to clone.
+#[derive(Clone)]
+pub struct PgStore {
+    pool: PgPool,
+    clock: SharedClock,
+}
+
+impl PgStore {
+    /// Connects (without migrating).
+    pub async fn connect(
+        url: &str,
+        max_connections: u32,
+        clock: SharedClock,
+    ) -> Result<Self, OpenError> {
+        let options = PgConnectOptions::from_str(url).map_err(OpenError::Url)?;
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(options)
+            .await
+            .map_err(OpenError::Connect)?;
+        Ok(Self { pool, clock })
+    }
+
+    /// Applies pending migrations.
+    pub async fn migrate(&self) -> Result<(), OpenError> {
+        MIGRATOR.run(&self.pool).await?;
+        Ok(())
+    }
+
+    /// The pool, for readiness checks and tests.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// True if Postgres answers a trivial query.
+    pub async fn ping(&self) -> bool {
+        sqlx::query("SELECT 1").fetch_one(&self.pool).await.is_ok()
+    }
+
+    /// Counts providers by status, for `subkeeper status`.
+    pub async fn status_counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT status, count(*) AS n FROM providers WHERE deleted_at IS NULL GROUP BY status ORDER BY status",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("status").map_err(db)?,
+                    r.try_get("n").map_err(db)?,
+                ))
+            })
+            .collect()
+    }
+}
+
+/// Maps a sqlx error to the port's error without leaking SQL to callers.
+fn db(e: sqlx::Error) -> StoreError {
+    StoreError(e.to_string())
+}
+
+/// Parses a wire enum read from the database.
+fn parse<T: FromStr>(raw: &str) -> Result<T, StoreError>
+where
+    T::Err: std::fmt::Display,
+{
+    raw.parse()
+        .map_err(|e: T::Err| StoreError(format!("corrupt row: {e}")))
+}
+
+/// A provider that needs a human, for `subkeeper status`.
+#[derive(Debug, Clone)]
+pub struct Attention {
+    /// Tenant.
+    pub tenant: String,
+    /// Provider id.
+    pub provider: uuid::Uuid,
+    /// Display name.
+    pub display_name: String,
+    /// error or needs_reauth.
+    pub status: String,
+    /// The actionable message.
+    pub error_message: Option<String>,
+}
+
+impl PgStore {
+    /// Every provider in error or needs_reauth, across tenants (operator CLI only).
+    pub async fn needing_attention(&self) -> Result<Vec<Attention>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT tenant_id, id, display_name, status, error_message FROM providers \
+             WHERE deleted_at IS NULL AND status IN ('error', 'needs_reauth') ORDER BY tenant_id, display_name",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.iter()
+            .map(|r| {
+                Ok(Attention {
+                    tenant: r.try_get("tenant_id").map_err(db)?,
+                    provider: r.try_get("id").map_err(db)?,
+                    display_name: r.try_get("display_name").map_err(db)?,
+                    status: r.try_get("status").map_err(db)?,
+                    error_message: r.try_get("error_message").map_err(db)?,
+                })
+            })
+            .collect()
+    }
+}

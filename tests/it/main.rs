@@ -1,0 +1,7 @@
+//! Integration tests: the real service through `run_with`, real Postgres (a fresh
+//! database per test), the provider simulator over real HTTP.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod admin;
+mod lifecycle;
+mod support;
