@@ -1,0 +1,23 @@
+//! The Microsoft part of the simulator: Graph v1.0 `/subscriptions` and the
+//! identity platform's v2 token endpoint, plus the calls Graph makes back to the
+//! subscriber.
+//!
+//! - `model`: tokens and subscriptions as pure state, with Graph's rules.
+//! - `wire`: Graph's JSON shapes and date format.
+//! - `http`: actix-web handlers for `/v1.0/subscriptions`.
+//! - `login`: `POST /{tenant}/oauth2/v2.0/token`.
+//! - `delivery`: validation handshakes and notification POSTs.
+
+pub mod delivery;
+mod http;
+mod login;
+pub mod model;
+pub mod wire;
+
+use actix_web::web;
+
+/// Mounts Graph under `/v1.0` and the token endpoint at the root.
+pub(crate) fn routes(config: &mut web::ServiceConfig) {
+    http::routes(config);
+    login::routes(config);
+}

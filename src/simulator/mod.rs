@@ -1,0 +1,474 @@
+//! The provider simulator: a faithful stand-in for Microsoft Graph's
+//! subscription API and the Microsoft identity platform's token endpoint, served
+//! over real HTTP so the service, its tests and the demo run without Microsoft.
+//!
+//! Owns simulated provider state (tokens, subscriptions, a movable clock), fault
+//! injection, the request journal, and the calls the provider makes back to the
+//! subscriber (validation handshakes, change and lifecycle notifications). It
+//! must not import the service's adapters: it only speaks the providers' wire
+//! protocols, so a client that works against it works against the real thing.
+//!
+//! Layout: `graph/` holds the Microsoft part (pure model, wire shapes, HTTP
+//! handlers, outgoing deliveries, token endpoint); `control.rs` is the `/_sim/`
+//! API that mirrors [`Simulator`]'s methods over HTTP; a Google part will sit
+//! beside `graph/` in the same server.
+
+pub mod clock;
+mod control;
+pub mod faults;
+pub mod graph;
+pub mod journal;
+
+#[cfg(test)]
+mod tests;
+
+pub use clock::SimClock;
+pub use faults::{Fault, FaultOperation, FaultRule};
+pub use graph::delivery::DeliveryAttempt;
+pub use graph::wire::{ChangeType, LifecycleEvent};
+pub use journal::{Operation, RecordedRequest};
+
+use actix_web::{App, HttpServer, web};
+use chrono::{DateTime, TimeDelta, Utc};
+use faults::FaultBook;
+use graph::model::{GraphState, StoredSubscription};
+use journal::{Journal, lock};
+use serde::{Deserialize, Serialize};
+use std::net::{SocketAddr, TcpListener};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use subkeeper_actors::clock::{Clock, ScaledClock, SharedClock, SystemClock};
+
+/// How strict the simulated provider is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SimulatorConfig {
+    /// Reject `http://` notification URLs as real Graph does. Off by default so
+    /// tests and the demo can receive on plain 127.0.0.1.
+    pub require_https: bool,
+    /// How long the subscriber has to answer a validation handshake (Graph: 10 s).
+    pub validation_timeout: Duration,
+    /// Run the validation handshake on create (and on a PATCH that moves the
+    /// notification URL). Off only for tests that have no receiver.
+    pub validate_endpoints: bool,
+    /// How long a notification POST may take before it counts as not delivered
+    /// (Graph expects an answer within 3 s).
+    pub notification_timeout: Duration,
+}
+
+impl Default for SimulatorConfig {
+    fn default() -> Self {
+        Self {
+            require_https: false,
+            validation_timeout: Duration::from_secs(10),
+            validate_endpoints: true,
+            notification_timeout: Duration::from_secs(3),
+        }
+    }
+}
+
+/// What can go wrong when the simulator is asked to act as the provider.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SimError {
+    /// No live subscription with that id.
+    #[error("no live subscription {subscription_id}")]
+    SubscriptionNotFound {
+        /// The id asked for.
+        subscription_id: String,
+    },
+    /// A `reauthorizationRequired` challenge is pending: Graph sends no change
+    /// notifications until the subscription is renewed or reauthorized.
+    #[error("subscription {subscription_id} is waiting for reauthorization")]
+    ReauthorizationPending {
+        /// The id asked for.
+        subscription_id: String,
+    },
+}
+
+/// A live subscription as the simulator holds it, for assertions and the demo.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SimSubscription {
+    /// Graph's id.
+    pub id: String,
+    /// Tenant it belongs to.
+    pub tenant: String,
+    /// App (client id) that created it.
+    pub application_id: String,
+    /// Resource path.
+    pub resource: String,
+    /// Change types, comma-separated.
+    pub change_type: String,
+    /// Shared secret echoed in notifications.
+    pub client_state: Option<String>,
+    /// Change notification endpoint.
+    pub notification_url: String,
+    /// Lifecycle notification endpoint.
+    pub lifecycle_notification_url: Option<String>,
+    /// Provider time it expires.
+    pub expiration_date_time: DateTime<Utc>,
+    /// Rich notifications requested.
+    pub include_resource_data: bool,
+    /// Provider time it was created.
+    pub created_at: DateTime<Utc>,
+    /// A reauthorization challenge is pending.
+    pub reauthorization_required: bool,
+}
+
+impl From<&StoredSubscription> for SimSubscription {
+    fn from(s: &StoredSubscription) -> Self {
+        Self {
+            id: s.id.clone(),
+            tenant: s.tenant.clone(),
+            application_id: s.application_id.clone(),
+            resource: s.resource.clone(),
+            change_type: s.change_type.clone(),
+            client_state: s.client_state.clone(),
+            notification_url: s.notification_url.clone(),
+            lifecycle_notification_url: s.lifecycle_notification_url.clone(),
+            expiration_date_time: s.expiration,
+            include_resource_data: s.include_resource_data,
+            created_at: s.created_at,
+            reauthorization_required: s.reauthorization_required,
+        }
+    }
+}
+
+/// What happened when the simulator sent notifications for a subscription.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeliveryReport {
+    /// The subscription notified about.
+    pub subscription_id: String,
+    /// Where the notifications went; `None` when there was nowhere to send them
+    /// (a lifecycle event for a subscription without `lifecycleNotificationUrl`).
+    pub url: Option<String>,
+    /// The exact body POSTed on every attempt.
+    pub body: serde_json::Value,
+    /// One entry per POST, in order.
+    pub attempts: Vec<DeliveryAttempt>,
+}
+
+impl DeliveryReport {
+    /// Every attempt was answered with a 2xx in time (false when none was made).
+    pub fn all_accepted(&self) -> bool {
+        !self.attempts.is_empty() && self.attempts.iter().all(DeliveryAttempt::accepted)
+    }
+}
+
+/// State shared by the handle, the HTTP handlers and the deliveries.
+pub(crate) struct Shared {
+    /// Strictness knobs.
+    pub(crate) config: SimulatorConfig,
+    /// Provider time.
+    pub(crate) clock: Arc<SimClock>,
+    /// Graph's tokens and subscriptions; never held across an await.
+    pub(crate) graph: Mutex<GraphState>,
+    /// Active fault rules.
+    pub(crate) faults: FaultBook,
+    /// Every request received.
+    pub(crate) journal: Journal,
+    /// Client for handshakes and notifications (no pooling: the simulator runs
+    /// on several runtimes, and a pooled connection dies with the runtime that
+    /// opened it).
+    pub(crate) http: reqwest::Client,
+}
+
+/// Handle to one simulated provider; cheap to clone, all clones share state.
+#[derive(Clone)]
+pub struct Simulator {
+    /// Everything, behind one `Arc`.
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Simulator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Simulator")
+            .field("config", &self.shared.config)
+            .field("clock", &self.shared.clock)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A running simulator server.
+#[derive(Debug)]
+pub struct SimServer {
+    /// `http://127.0.0.1:PORT`, no trailing slash.
+    pub base_url: String,
+    /// Stops the server.
+    handle: actix_web::dev::ServerHandle,
+    /// The spawned server future; ends when the server has stopped.
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl SimServer {
+    /// Graph's base URL on this server (`{base}/v1.0`).
+    pub fn graph_base_url(&self) -> String {
+        Simulator::graph_base_url(&self.base_url)
+    }
+
+    /// The identity platform's base URL on this server.
+    pub fn login_base_url(&self) -> String {
+        Simulator::login_base_url(&self.base_url)
+    }
+
+    /// Stops accepting requests, lets in-flight ones finish (at most 1 s) and
+    /// waits for the server to end.
+    pub async fn stop(self) {
+        self.handle.stop(true).await;
+        let _ = self.task.await;
+    }
+
+    /// Waits until the server ends (it only ends when stopped).
+    pub async fn wait(self) -> std::io::Result<()> {
+        self.task.await.map_err(std::io::Error::other)?
+    }
+}
+
+impl Simulator {
+    /// A simulator with no tokens, subscriptions or faults, whose provider time is
+    /// `base_clock` until advanced.
+    pub fn new(config: SimulatorConfig, base_clock: SharedClock) -> Self {
+        // reqwest is built without a default crypto provider; the first caller
+        // installs ring, later calls find it installed.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .pool_max_idle_per_host(0)
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent("subkeeper-simulator (Microsoft Graph change notifications)")
+            .build()
+            .unwrap_or_else(|err| {
+                tracing::error!(error = %err, "simulator HTTP client misconfigured; using defaults");
+                reqwest::Client::new()
+            });
+        Self {
+            shared: Arc::new(Shared {
+                config,
+                clock: Arc::new(SimClock::new(base_clock)),
+                graph: Mutex::new(GraphState::default()),
+                faults: FaultBook::default(),
+                journal: Journal::default(),
+                http,
+            }),
+        }
+    }
+
+    /// Provider time, shareable with the service under test.
+    pub fn clock(&self) -> Arc<SimClock> {
+        Arc::clone(&self.shared.clock)
+    }
+
+    /// Provider time now.
+    pub fn now(&self) -> DateTime<Utc> {
+        self.shared.clock.now()
+    }
+
+    /// Moves provider time forward (tokens and subscriptions expire by it).
+    pub fn advance(&self, by: TimeDelta) {
+        self.shared.clock.advance(by);
+    }
+
+    /// The configuration it runs with.
+    pub fn config(&self) -> &SimulatorConfig {
+        &self.shared.config
+    }
+
+    /// Serves Graph (`/v1.0/...`), the token endpoint (`/{tenant}/oauth2/v2.0/token`)
+    /// and the control API (`/_sim/...`) on `listener`, on a spawned task of the
+    /// current tokio runtime (an actix `System` is one). OS signals are left to
+    /// the embedding program.
+    pub fn start(&self, listener: TcpListener) -> std::io::Result<SimServer> {
+        let runtime = tokio::runtime::Handle::try_current().map_err(std::io::Error::other)?;
+        let mut addr = listener.local_addr()?;
+        if addr.ip().is_unspecified() {
+            addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
+        let sim = self.clone();
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(web::Data::new(sim.clone()))
+                .configure(control::routes)
+                .configure(graph::routes)
+        })
+        .workers(1)
+        .shutdown_timeout(1)
+        .disable_signals()
+        .listen(listener)?
+        .run();
+        let handle = server.handle();
+        let task = runtime.spawn(server);
+        Ok(SimServer {
+            base_url: format!("http://{addr}"),
+            handle,
+            task,
+        })
+    }
+
+    /// Graph's base URL for a server at `server_base`: `{server_base}/v1.0`.
+    pub fn graph_base_url(server_base: &str) -> String {
+        format!("{}/v1.0", server_base.trim_end_matches('/'))
+    }
+
+    /// The identity platform's base URL for a server at `server_base`; the token
+    /// endpoint is `{login_base}/{tenant}/oauth2/v2.0/token`.
+    pub fn login_base_url(server_base: &str) -> String {
+        server_base.trim_end_matches('/').to_owned()
+    }
+
+    /// Adds a fault rule; rules are checked oldest first.
+    pub fn inject_fault(&self, rule: FaultRule) {
+        self.shared.faults.add(rule);
+    }
+
+    /// The active fault rules with their remaining counts.
+    pub fn faults(&self) -> Vec<FaultRule> {
+        self.shared.faults.rules()
+    }
+
+    /// Removes every fault rule.
+    pub fn clear_faults(&self) {
+        self.shared.faults.clear();
+    }
+
+    /// Every request the Graph and token endpoints received, in order.
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        self.shared.journal.entries()
+    }
+
+    /// Forgets the recorded requests.
+    pub fn clear_requests(&self) {
+        self.shared.journal.clear();
+    }
+
+    /// Live (unexpired, undeleted) subscriptions, oldest first.
+    pub fn subscriptions(&self) -> Vec<SimSubscription> {
+        let now = self.now();
+        lock(&self.shared.graph)
+            .all_live(now)
+            .iter()
+            .map(SimSubscription::from)
+            .collect()
+    }
+
+    /// Issues an access token without going through the token endpoint, for
+    /// tests that exercise Graph calls only. Not journaled.
+    pub fn issue_access_token(&self, tenant: &str, client_id: &str) -> String {
+        let now = self.now();
+        lock(&self.shared.graph).issue_token(tenant, client_id, now)
+    }
+
+    /// POSTs one change notification collection about a new item to the
+    /// subscription's `notificationUrl`, `times` times (redeliveries of the same
+    /// body), and reports each answer.
+    pub async fn notify(
+        &self,
+        subscription_id: &str,
+        change_type: ChangeType,
+        times: u32,
+    ) -> Result<DeliveryReport, SimError> {
+        let subscription = self.live_subscription(subscription_id)?;
+        if subscription.reauthorization_required {
+            return Err(SimError::ReauthorizationPending {
+                subscription_id: subscription_id.to_owned(),
+            });
+        }
+        let item_id = format!("AAMkAG{}AAA=", graph::model::random_token(120));
+        let body = graph::wire::change_notification_json(&subscription, change_type, &item_id);
+        let attempts = graph::delivery::post_notifications(
+            &self.shared.http,
+            &subscription.notification_url,
+            &body,
+            times,
+            self.shared.config.notification_timeout,
+        )
+        .await;
+        Ok(DeliveryReport {
+            subscription_id: subscription.id,
+            url: Some(subscription.notification_url),
+            body,
+            attempts,
+        })
+    }
+
+    /// Sends a lifecycle event to the subscription's `lifecycleNotificationUrl`
+    /// (none is sent without one, as in Graph) and applies its effect:
+    /// `subscriptionRemoved` deletes the subscription, `reauthorizationRequired`
+    /// holds change notifications until a renew or reauthorize, `missed` only
+    /// informs.
+    pub async fn lifecycle(
+        &self,
+        subscription_id: &str,
+        event: LifecycleEvent,
+    ) -> Result<DeliveryReport, SimError> {
+        let subscription = {
+            let now = self.now();
+            let mut graph = lock(&self.shared.graph);
+            let subscription =
+                graph
+                    .live(subscription_id, now)
+                    .ok_or_else(|| SimError::SubscriptionNotFound {
+                        subscription_id: subscription_id.to_owned(),
+                    })?;
+            match event {
+                LifecycleEvent::SubscriptionRemoved => {
+                    graph.remove(subscription_id);
+                }
+                LifecycleEvent::ReauthorizationRequired => {
+                    graph.require_reauthorization(subscription_id);
+                }
+                LifecycleEvent::Missed => {}
+            }
+            subscription
+        };
+        let body = graph::wire::lifecycle_notification_json(&subscription, event);
+        let attempts = match &subscription.lifecycle_notification_url {
+            Some(url) => {
+                graph::delivery::post_notifications(
+                    &self.shared.http,
+                    url,
+                    &body,
+                    1,
+                    self.shared.config.notification_timeout,
+                )
+                .await
+            }
+            None => Vec::new(),
+        };
+        Ok(DeliveryReport {
+            subscription_id: subscription.id,
+            url: subscription.lifecycle_notification_url,
+            body,
+            attempts,
+        })
+    }
+
+    fn live_subscription(&self, id: &str) -> Result<StoredSubscription, SimError> {
+        let now = self.now();
+        lock(&self.shared.graph)
+            .live(id, now)
+            .ok_or_else(|| SimError::SubscriptionNotFound {
+                subscription_id: id.to_owned(),
+            })
+    }
+}
+
+/// Runs a simulator on `addr` until Ctrl-C, for `subkeeper simulate`. With
+/// `speed > 1` provider time runs that many times faster than wall time.
+pub async fn serve_forever(addr: SocketAddr, speed: u32) -> std::io::Result<()> {
+    let base: SharedClock = if speed > 1 {
+        Arc::new(ScaledClock::new(Utc::now(), speed))
+    } else {
+        Arc::new(SystemClock)
+    };
+    let sim = Simulator::new(SimulatorConfig::default(), base);
+    let server = sim.start(TcpListener::bind(addr)?)?;
+    tracing::info!(
+        graph_base_url = %server.graph_base_url(),
+        login_base_url = %server.login_base_url(),
+        control_url = %format!("{}/_sim", server.base_url),
+        speed,
+        "provider simulator listening"
+    );
+    tokio::signal::ctrl_c().await?;
+    tracing::info!("provider simulator stopping");
+    server.stop().await;
+    Ok(())
+}
