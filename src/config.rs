@@ -69,6 +69,9 @@ pub struct Config {
     pub webhook_max_body_bytes: usize,
     /// `text` or `json` logs.
     pub log_format: String,
+    /// Log filter in tracing's EnvFilter syntax (`SUBKEEPER_LOG_FILTER`), e.g.
+    /// `info,subkeeper=debug`.
+    pub log_filter: String,
 }
 
 impl Default for Config {
@@ -96,6 +99,7 @@ impl Default for Config {
             admin_token: None,
             webhook_max_body_bytes: 1024 * 1024,
             log_format: "text".into(),
+            log_filter: "info,sqlx=warn,actix_server=warn".into(),
         }
     }
 }
@@ -125,7 +129,7 @@ impl Config {
             figment = figment.merge(Toml::file(file));
         }
         let config: Config = figment
-            .merge(Env::prefixed("SUBKEEPER_"))
+            .merge(Env::prefixed("SUBKEEPER_").ignore(&["config"]))
             .extract()
             .map_err(Box::new)?;
         config.validate()?;
@@ -231,6 +235,7 @@ impl Config {
 }
 
 #[cfg(test)]
+#[allow(clippy::result_large_err)] // figment::Jail's closures return figment::Error
 mod tests {
     use super::*;
 

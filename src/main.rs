@@ -43,10 +43,10 @@ enum Command {
     /// tenants, run the clock fast, and print the lifecycle as it happens.
     Demo {
         /// Simulated seconds per real second.
-        #[arg(long, default_value_t = 7200)]
+        #[arg(long, default_value_t = 1200)]
         speed: u32,
         /// Stop after this many real seconds.
-        #[arg(long, default_value_t = 60)]
+        #[arg(long, default_value_t = 30)]
         seconds: u64,
     },
     /// Print provider counts by status and every provider that needs attention.
@@ -56,7 +56,7 @@ enum Command {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let config = Config::load(cli.config.as_deref())?;
-    subkeeper::telemetry::init_logging(&config.log_format);
+    subkeeper::telemetry::init_logging(&config.log_format, &config.log_filter);
     let system = actix_rt::System::new();
     system.block_on(async move {
         match cli.command {

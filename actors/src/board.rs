@@ -44,10 +44,10 @@ impl HealthBoard {
 
     /// Updates a provider's line in place, if present.
     pub fn update(&self, provider: ProviderId, f: impl FnOnce(&mut BoardEntry)) {
-        if let Ok(mut map) = self.0.write() {
-            if let Some(entry) = map.get_mut(&provider) {
-                f(entry);
-            }
+        if let Ok(mut map) = self.0.write()
+            && let Some(entry) = map.get_mut(&provider)
+        {
+            f(entry);
         }
     }
 

@@ -357,6 +357,9 @@ pub struct RenewalResult {
     pub previous_status: HealthState,
     /// When the attempt started.
     pub attempted_at: DateTime<Utc>,
+    /// When a timer-driven attempt was scheduled to start (`None` when forced,
+    /// first-time or a same-turn recreate): `attempted_at − scheduled_at` is the lag.
+    pub scheduled_at: Option<DateTime<Utc>>,
     /// How long the provider call took, in milliseconds.
     pub duration_ms: u64,
 }

@@ -87,6 +87,8 @@ struct CallResult {
     elapsed: Duration,
     /// Seconds after its scheduled time a timer-driven attempt started.
     lag_seconds: Option<f64>,
+    /// When a timer-driven attempt was due.
+    scheduled: Option<DateTime<Utc>>,
 }
 
 /// Supervises one provider's subscription.
@@ -252,6 +254,7 @@ impl ProviderSupervisor {
                 started_at,
                 elapsed: begun.elapsed(),
                 lag_seconds,
+                scheduled,
             }
         };
         ctx.spawn(
@@ -335,6 +338,7 @@ impl ProviderSupervisor {
             status: done.status,
             previous_status: done.previous,
             attempted_at: call.started_at,
+            scheduled_at: call.scheduled,
             duration_ms: u64::try_from(call.elapsed.as_millis()).unwrap_or(u64::MAX),
         };
         let health = ProviderHealth {

@@ -15,10 +15,9 @@ use subkeeper_actors::domain::{HealthState, ProviderKind};
 use subkeeper_actors::telemetry::names;
 
 /// Installs the global tracing subscriber (once; later calls are ignored).
-pub fn init_logging(format: &str) {
+pub fn init_logging(format: &str, filter: &str) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("SUBKEEPER_LOG")
-        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,actix_server=warn"));
+    let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     let _ = if format == "json" {
         builder.json().flatten_event(true).try_init()
@@ -56,7 +55,7 @@ fn prometheus() -> Option<PrometheusHandle> {
                         &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0],
                     )
                 });
-            match builder.and_then(|b| b.install_recorder().map_err(Into::into)) {
+            match builder.and_then(|b| b.install_recorder()) {
                 Ok(handle) => {
                     metrics::gauge!(names::BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
                     Some(handle)
