@@ -482,7 +482,7 @@ fn actionable_reason(e: &ApiError, graph: bool) -> String {
         }
         ErrorClass::Throttled => "the provider is throttling; subkeeper waits for Retry-After",
         ErrorClass::Transient => {
-            "the provider or network failed; subkeeper retries with backoff (force a renewal with `subkeeper renew` once it recovers)"
+            "the provider or network failed; subkeeper retries with backoff (force a renewal with POST /api/v1/tenants/{tenant}/providers/{id}/renew once it recovers)"
         }
         ErrorClass::NotFound => "the subscription was gone at the provider; subkeeper recreates it",
     };
