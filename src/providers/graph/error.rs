@@ -249,8 +249,9 @@ fn classify_status(
         400 if is_lifetime_refusal(body) => ApiError::new(
             ErrorClass::Permanent,
             format!(
-                "{refused}: the requested expiry exceeds what Graph allows for '{}'; Graph's limit may have changed — lower the Graph max lifetime in subkeeper",
-                provider.resource
+                "{refused}: the requested expiry exceeds what Graph allows for '{}' — Graph has lowered its limit below subkeeper's built-in {} minutes; upgrade subkeeper or report it",
+                provider.resource,
+                crate::providers::graph::OUTLOOK_MAX_MINUTES
             ),
         ),
         _ => ApiError::new(ErrorClass::Permanent, refused),

@@ -343,7 +343,7 @@ async fn the_maximum_lifetime_is_accepted_and_one_more_minute_is_not() {
         "{}",
         err.message
     );
-    assert!(err.message.contains("max lifetime"), "{}", err.message);
+    assert!(err.message.contains("lowered its limit"), "{}", err.message);
 }
 
 #[actix_web::test]
