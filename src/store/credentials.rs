@@ -25,7 +25,12 @@ impl CredentialSource for PgStore {
             id: row.try_get("id").map_err(db)?,
             flow: match flow.as_str() {
                 "refresh_token" => OAuthFlow::RefreshToken,
-                _ => OAuthFlow::ClientCredentials,
+                "client_credentials" => OAuthFlow::ClientCredentials,
+                other => {
+                    return Err(StoreError(format!(
+                        "corrupt credentials row: unknown flow '{other}'"
+                    )));
+                }
             },
             authority_tenant: row.try_get("authority_tenant").map_err(db)?,
             client_id: row.try_get("client_id").map_err(db)?,

@@ -255,6 +255,29 @@ mod tests {
     use subkeeper_actors::board::BoardEntry;
     use subkeeper_actors::domain::{ProviderId, TenantId};
 
+    /// The alert rules and dashboards are checked against docs/metrics.md
+    /// (alerts/check.sh); this ties that document to the names the code exports.
+    #[test]
+    fn documented_metrics_are_exactly_the_exported_ones() {
+        let doc = include_str!("../../docs/metrics.md");
+        let mut documented: Vec<&str> = doc
+            .match_indices("subkeeper_")
+            .map(|(i, _)| {
+                let rest = &doc[i..];
+                let end = rest
+                    .find(|c: char| !(c.is_ascii_lowercase() || c == '_'))
+                    .unwrap_or(rest.len());
+                rest[..end].trim_end_matches('_')
+            })
+            .filter(|n| *n != "subkeeper")
+            .collect();
+        documented.sort_unstable();
+        documented.dedup();
+        let mut exported: Vec<&str> = names::ALL.to_vec();
+        exported.sort_unstable();
+        assert_eq!(documented, exported);
+    }
+
     #[test]
     fn per_provider_series_exist_only_while_unhealthy() {
         let board = HealthBoard::default();
