@@ -1,7 +1,9 @@
-//! Wiring: `run(config, listener, shutdown)` builds the adapters, starts the fleet
-//! and serves HTTP until `shutdown` resolves. `main` and the tests both start the
-//! service through here, so what is tested is what runs.
+//! Wiring: `run(config, listener, shutdown)` builds the adapters, starts the fleet,
+//! answers forced renewals over NATS and serves HTTP until `shutdown` resolves.
+//! `main` and the tests both start the service through here, so what is tested is
+//! what runs.
 
+use crate::bus::{Bus, BusError, StreamLimits, Topology};
 use crate::config::Config;
 use crate::http::{AppState, routes};
 use crate::providers::graph::{GraphApi, GraphConfig};
@@ -17,7 +19,6 @@ use subkeeper_actors::board::HealthBoard;
 use subkeeper_actors::clock::{SharedClock, SystemClock};
 use subkeeper_actors::domain::{ErrorClass, Provider, Subscription};
 use subkeeper_actors::fleet::{Fleet, FleetConfig, FleetHandle};
-use subkeeper_actors::memory::BroadcastSink;
 use subkeeper_actors::ports::{
     ApiError, CallbackUrls, CreateRequest, EventSink, Ports, ProviderSubscription, SubscriptionApi,
 };
@@ -30,6 +31,9 @@ pub enum RunError {
     /// Postgres could not be opened or migrated.
     #[error(transparent)]
     Store(#[from] OpenError),
+    /// NATS could not be reached, or its streams or subscriptions set up.
+    #[error(transparent)]
+    Bus(#[from] BusError),
     /// An adapter could not be built.
     #[error("cannot build the provider client: {0}")]
     Client(String),
@@ -43,7 +47,7 @@ pub enum RunError {
 pub struct RunOptions {
     /// Where "now" comes from (the demo shares the simulator's fast clock).
     pub clock: Option<SharedClock>,
-    /// Where renewal results go (default: an in-process broadcast).
+    /// Where renewal results go (default: the JetStream renewal stream).
     pub events: Option<Arc<dyn EventSink>>,
     /// Receives the fleet handle once it is running.
     pub on_started: Option<tokio::sync::oneshot::Sender<FleetHandle>>,
@@ -74,6 +78,11 @@ pub async fn run_with(
     )
     .await?;
     store.migrate().await?;
+    // Without NATS nothing downstream hears of renewals and no one can force one:
+    // refuse to start rather than run half-deaf.
+    let bus = Bus::connect(&config.nats_url, Topology::from_config(&config)).await?;
+    bus.ensure_streams(StreamLimits::from_config(&config))
+        .await?;
 
     let graph = GraphApi::new(
         GraphConfig {
@@ -89,9 +98,9 @@ pub async fn run_with(
     let api: Arc<dyn SubscriptionApi> = Arc::new(ByKind {
         graph: Arc::new(graph),
     });
-    let events = options
+    let events: Arc<dyn EventSink> = options
         .events
-        .unwrap_or_else(|| Arc::new(BroadcastSink::new(64)));
+        .unwrap_or_else(|| Arc::new(bus.renewal_sink()));
     let board = HealthBoard::default();
     let supervisor_ctx = SupervisorContext {
         ports: Ports {
@@ -116,6 +125,7 @@ pub async fn run_with(
         supervisor_ctx,
     )
     .start_fleet();
+    let control = bus.serve_control(fleet.clone()).await?;
     if let Some(tx) = options.on_started {
         let _ = tx.send(fleet.clone());
     }
@@ -126,6 +136,7 @@ pub async fn run_with(
         fleet,
         board,
         metrics: MetricsRenderer::install(clock),
+        bus: bus.clone(),
     };
     let server = HttpServer::new(move || {
         App::new()
@@ -137,14 +148,19 @@ pub async fn run_with(
     .shutdown_timeout(10)
     .run();
     let handle = server.handle();
-    tokio::select! {
-        result = server => result?,
+    let served = tokio::select! {
+        result = server => result,
         () = shutdown => {
             tracing::info!("shutting down");
             handle.stop(true).await;
+            Ok(())
         }
-    }
-    Ok(())
+    };
+    // Leave the queue group first so other instances take the requests, then send
+    // what is still buffered.
+    control.stop();
+    bus.flush(Duration::from_secs(2)).await;
+    Ok(served?)
 }
 
 /// Dispatches the `SubscriptionApi` port to the adapter of the provider's family.

@@ -24,8 +24,28 @@ pub struct Config {
     pub database_url: String,
     /// Postgres pool size (connections).
     pub database_max_connections: u32,
-    /// NATS URL (`SUBKEEPER_NATS_URL`).
+    /// NATS URL (`SUBKEEPER_NATS_URL`). The server must run JetStream (`-js`);
+    /// subkeeper refuses to start when it cannot reach it.
     pub nats_url: String,
+    /// First token(s) of every NATS subject subkeeper publishes or serves
+    /// (`SUBKEEPER_NATS_SUBJECT_PREFIX`): `{prefix}.renewal.…`, `{prefix}.control.renew`.
+    /// The default `subkeeper` is the public contract; another prefix isolates a
+    /// deployment (or a test) sharing one NATS server.
+    pub nats_subject_prefix: String,
+    /// Prefix of the JetStream stream names (`SUBKEEPER_NATS_STREAM_PREFIX`):
+    /// `{prefix}_WEBHOOKS`, `{prefix}_RENEWALS`. Change it together with
+    /// `nats_subject_prefix`, or two deployments fight over one stream's subjects.
+    pub nats_stream_prefix: String,
+    /// Size limit of the webhook stream, in bytes
+    /// (`SUBKEEPER_NATS_WEBHOOK_STREAM_MAX_BYTES`; default 4 GiB, about 2 million
+    /// Graph notifications). NATS reserves it from JetStream storage when the
+    /// stream is created; when full, publishes are refused rather than unread
+    /// notifications evicted.
+    pub nats_webhook_stream_max_bytes: u64,
+    /// Size limit of the renewal stream, in bytes
+    /// (`SUBKEEPER_NATS_RENEWAL_STREAM_MAX_BYTES`; default 256 MiB, about 250,000
+    /// results); when full, the oldest results go (Postgres keeps every attempt).
+    pub nats_renewal_stream_max_bytes: u64,
     /// Address the HTTP server listens on (`SUBKEEPER_HTTP_ADDR`).
     pub http_addr: SocketAddr,
     /// Base URL the providers call back (`SUBKEEPER_PUBLIC_URL`): webhooks are
@@ -80,6 +100,10 @@ impl Default for Config {
             database_url: "postgres://postgres@127.0.0.1:5432/subkeeper".into(),
             database_max_connections: 10,
             nats_url: "nats://127.0.0.1:4222".into(),
+            nats_subject_prefix: "subkeeper".into(),
+            nats_stream_prefix: "SUBKEEPER".into(),
+            nats_webhook_stream_max_bytes: 4 << 30,
+            nats_renewal_stream_max_bytes: 256 << 20,
             http_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
             public_url: "http://127.0.0.1:8080".into(),
             graph_base_url: "https://graph.microsoft.com/v1.0".into(),
@@ -193,6 +217,25 @@ impl Config {
         if !matches!(self.log_format.as_str(), "text" | "json") {
             return bad("SUBKEEPER_LOG_FORMAT must be text or json".into());
         }
+        if !is_subject_prefix(&self.nats_subject_prefix) {
+            return bad(format!(
+                "SUBKEEPER_NATS_SUBJECT_PREFIX={} must be 1-{MAX_PREFIX_LEN} characters: dot-separated tokens of A-Z, a-z, 0-9, '_' or '-'",
+                self.nats_subject_prefix
+            ));
+        }
+        if !is_stream_prefix(&self.nats_stream_prefix) {
+            return bad(format!(
+                "SUBKEEPER_NATS_STREAM_PREFIX={} must be 1-{MAX_PREFIX_LEN} characters of A-Z, a-z, 0-9, '_' or '-'",
+                self.nats_stream_prefix
+            ));
+        }
+        if self.nats_webhook_stream_max_bytes < MIN_STREAM_BYTES
+            || self.nats_renewal_stream_max_bytes < MIN_STREAM_BYTES
+        {
+            return bad(format!(
+                "SUBKEEPER_NATS_WEBHOOK_STREAM_MAX_BYTES and SUBKEEPER_NATS_RENEWAL_STREAM_MAX_BYTES must be at least {MIN_STREAM_BYTES} (1 MiB)"
+            ));
+        }
         if self.webhook_max_body_bytes < 1024 {
             return bad("SUBKEEPER_WEBHOOK_MAX_BODY_BYTES must be at least 1024".into());
         }
@@ -234,6 +277,33 @@ impl Config {
     }
 }
 
+/// Longest accepted NATS subject or stream prefix, in characters. Subjects also
+/// carry a 64-character tenant id and a provider UUID; NATS stream names should stay
+/// short (they name files on the server).
+const MAX_PREFIX_LEN: usize = 32;
+
+/// Smallest accepted stream size limit, in bytes: one Graph notification batch must
+/// fit with room to spare.
+const MIN_STREAM_BYTES: u64 = 1 << 20;
+
+/// A NATS token safe in subjects and stream names alike: no wildcard, dot or space.
+fn is_token(raw: &str) -> bool {
+    !raw.is_empty()
+        && raw
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// One or more tokens joined by dots, e.g. `subkeeper` or `eu1.subkeeper`.
+fn is_subject_prefix(raw: &str) -> bool {
+    raw.len() <= MAX_PREFIX_LEN && raw.split('.').all(is_token)
+}
+
+/// One token: a stream name may not contain a dot.
+fn is_stream_prefix(raw: &str) -> bool {
+    raw.len() <= MAX_PREFIX_LEN && is_token(raw)
+}
+
 #[cfg(test)]
 #[allow(clippy::result_large_err)] // figment::Jail's closures return figment::Error
 mod tests {
@@ -267,5 +337,27 @@ mod tests {
             assert!(err.contains("SUBKEEPER_RENEWAL_LOOKAHEAD_MINUTES"), "{err}");
             Ok(())
         });
+    }
+
+    #[test]
+    fn refuses_nats_prefixes_that_would_break_subjects_or_stream_names() {
+        for (subject, stream, ok) in [
+            ("subkeeper", "SUBKEEPER", true),
+            ("eu1.subkeeper", "SUBKEEPER_EU1", true),
+            ("sub keeper", "SUBKEEPER", false),
+            ("subkeeper.>", "SUBKEEPER", false),
+            ("subkeeper.", "SUBKEEPER", false),
+            ("", "SUBKEEPER", false),
+            ("subkeeper", "SUB.KEEPER", false),
+            ("subkeeper", "SUB*", false),
+            ("subkeeper", &"S".repeat(33), false),
+        ] {
+            let config = Config {
+                nats_subject_prefix: subject.into(),
+                nats_stream_prefix: stream.into(),
+                ..Config::default()
+            };
+            assert_eq!(config.validate().is_ok(), ok, "{subject:?} / {stream:?}");
+        }
     }
 }

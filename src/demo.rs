@@ -42,12 +42,19 @@ pub async fn run(mut config: Config, speed: u32, seconds: u64) -> anyhow::Result
     // expiry, so the demo shows renewals every few real seconds.
     config.renewal_lookahead_minutes = 10_000;
     config.log_format = "text".into();
+    // Its own subjects and streams, so a demo next to a real deployment on the same
+    // NATS server neither joins its control queue group nor touches its streams.
+    config.nats_subject_prefix = format!("{}_demo", config.nats_subject_prefix);
+    config.nats_stream_prefix = format!("{}_DEMO", config.nats_stream_prefix);
+    // NATS reserves a stream's size limit from its storage: a demo needs little.
+    config.nats_webhook_stream_max_bytes = 64 << 20;
+    config.nats_renewal_stream_max_bytes = 64 << 20;
     config.validate()?;
 
     println!("subkeeper demo — simulated time runs {speed}× faster than real time");
     println!(
-        "  simulator: {}   service: {}   database: {DEMO_DB}",
-        sim_server.base_url, config.public_url
+        "  simulator: {}   service: {}   database: {DEMO_DB}   NATS subjects: {}.>",
+        sim_server.base_url, config.public_url, config.nats_subject_prefix
     );
     println!(
         "  lookahead {} min, failure threshold {}\n",

@@ -3,10 +3,11 @@
 //! sure a human is paged before anything goes silent.
 //!
 //! This crate adapts the world to the core in `subkeeper-actors`: configuration,
-//! the Postgres store, provider adapters, the HTTP layer, telemetry and the provider
-//! simulator. [`run`] wires them; `main` only parses the CLI and calls it.
+//! the Postgres store, provider adapters, the NATS bus, the HTTP layer, telemetry and
+//! the provider simulator. [`run`] wires them; `main` only parses the CLI and calls it.
 
 pub mod app;
+pub mod bus;
 pub mod cli;
 pub mod config;
 pub mod demo;

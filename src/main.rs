@@ -4,7 +4,9 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 use subkeeper::Config;
 
 /// Keeps Microsoft Graph webhook subscriptions alive for every tenant's mailboxes
@@ -51,9 +53,28 @@ enum Command {
     },
     /// Print provider counts by status and every provider that needs attention.
     Status,
+    /// Force a renewal now through the running service (NATS request on
+    /// `{SUBKEEPER_NATS_SUBJECT_PREFIX}.control.renew`) and print the reply as JSON.
+    ///
+    /// Exit status: 0 when every renewal succeeded; 3 when the service renewed but an
+    /// attempt failed (the RenewalResult says why); 1 on an error reply (unknown
+    /// provider, another tenant's provider, bad tenant id), no reply in time, or NATS
+    /// unreachable.
+    Renew {
+        /// The tenant the provider belongs to.
+        #[arg(long)]
+        tenant: String,
+        /// The provider id; without it, every provider of the tenant is renewed.
+        #[arg(long)]
+        provider: Option<String>,
+        /// How long to wait for the reply. A renewal waits for the provider's answer
+        /// (up to SUBKEEPER_ATTEMPT_TIMEOUT_SECONDS).
+        #[arg(long, default_value_t = 90)]
+        timeout_seconds: u64,
+    },
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     let config = Config::load(cli.config.as_deref())?;
     subkeeper::telemetry::init_logging(&config.log_format, &config.log_filter);
@@ -65,7 +86,7 @@ fn main() -> anyhow::Result<()> {
                     .with_context(|| format!("cannot listen on {}", config.http_addr))?;
                 tracing::info!(addr = %config.http_addr, public_url = %config.public_url, "subkeeper starting");
                 subkeeper::run(Arc::new(config), listener, shutdown_signal()).await?;
-                Ok(())
+                Ok(ExitCode::SUCCESS)
             }
             Command::Migrate => {
                 let store = subkeeper::store::PgStore::connect(
@@ -76,14 +97,31 @@ fn main() -> anyhow::Result<()> {
                 .await?;
                 store.migrate().await?;
                 println!("migrations applied");
-                Ok(())
+                Ok(ExitCode::SUCCESS)
             }
             Command::Simulate { addr, speed } => {
                 subkeeper::simulator::serve_forever(addr, speed).await?;
-                Ok(())
+                Ok(ExitCode::SUCCESS)
             }
-            Command::Demo { speed, seconds } => subkeeper::demo::run(config, speed, seconds).await,
-            Command::Status => subkeeper::cli::status(&config).await,
+            Command::Demo { speed, seconds } => subkeeper::demo::run(config, speed, seconds)
+                .await
+                .map(|()| ExitCode::SUCCESS),
+            Command::Status => subkeeper::cli::status(&config)
+                .await
+                .map(|()| ExitCode::SUCCESS),
+            Command::Renew {
+                tenant,
+                provider,
+                timeout_seconds,
+            } => {
+                subkeeper::cli::renew(
+                    &config,
+                    tenant,
+                    provider,
+                    Duration::from_secs(timeout_seconds),
+                )
+                .await
+            }
         }
     })
 }

@@ -10,6 +10,7 @@ mod webhooks;
 
 pub use error::HttpError;
 
+use crate::bus::Bus;
 use crate::config::Config;
 use crate::store::PgStore;
 use crate::telemetry::MetricsRenderer;
@@ -31,6 +32,8 @@ pub struct AppState {
     pub board: HealthBoard,
     /// Renders `/metrics`.
     pub metrics: MetricsRenderer,
+    /// The NATS connection (readiness reports its state).
+    pub bus: Bus,
 }
 
 /// Registers every route on an actix-web app.

@@ -15,7 +15,11 @@ async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({ "status": "ok" }))
 }
 
-/// Ready when Postgres answers and the fleet has listed its providers once.
+/// Ready when Postgres answers and the fleet has listed its providers once. The NATS
+/// connection state is reported but does not decide: the instance keeps renewing
+/// subscriptions (results stay in Postgres) while NATS is away and reconnects by
+/// itself; and taking every instance out of rotation during a NATS outage would also
+/// cut off webhook intake, which is meant to keep answering through one (outbox).
 async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let database = state.store.ping().await;
     let fleet = state.fleet.status().await;
@@ -23,6 +27,7 @@ async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let body = json!({
         "status": if ready { "ready" } else { "not_ready" },
         "database": database,
+        "nats": state.bus.connection_state().as_str(),
         "fleet_ready": fleet.is_some_and(|f| f.ready),
         "providers_supervised": fleet.map_or(0, |f| f.supervised),
     });

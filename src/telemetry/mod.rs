@@ -14,11 +14,14 @@ use subkeeper_actors::clock::SharedClock;
 use subkeeper_actors::domain::{HealthState, ProviderKind};
 use subkeeper_actors::telemetry::names;
 
-/// Installs the global tracing subscriber (once; later calls are ignored).
+/// Installs the global tracing subscriber (once; later calls are ignored). Logs go to
+/// stderr so that a command's output on stdout (`subkeeper renew | jq`) stays clean.
 pub fn init_logging(format: &str, filter: &str) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let _ = if format == "json" {
         builder.json().flatten_event(true).try_init()
     } else {
@@ -52,7 +55,7 @@ fn prometheus() -> Option<PrometheusHandle> {
                 .and_then(|b| {
                     b.set_buckets_for_metric(
                         Matcher::Full(names::JETSTREAM_PUBLISH.into()),
-                        &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0],
+                        &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0],
                     )
                 });
             match builder.and_then(|b| b.install_recorder()) {

@@ -1,12 +1,15 @@
-//! Test harness: a fresh Postgres database per test, the simulator and subkeeper
-//! started through `run_with` on 127.0.0.1:0, and an admin API client.
+//! Test harness: a fresh Postgres database and fresh NATS subjects and streams per
+//! test, the simulator and subkeeper started through `run_with` on 127.0.0.1:0, an
+//! admin API client and a plain NATS client.
 
+use futures_util::StreamExt as _;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sqlx::{Connection, Executor, PgConnection, PgPool};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
+use subkeeper::bus::{StreamLimits, Topology};
 use subkeeper::simulator::{SimServer, Simulator, SimulatorConfig};
 use subkeeper::{Config, RunOptions};
 use subkeeper_actors::clock::SystemClock;
@@ -71,10 +74,126 @@ impl Drop for TestDb {
     }
 }
 
-/// subkeeper + simulator + a fresh database.
+/// URL of the NATS server (with JetStream) tests share.
+pub fn nats_url() -> String {
+    std::env::var("SUBKEEPER_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
+}
+
+/// One test's subject and stream prefixes on the shared NATS server, so tests run in
+/// parallel without seeing each other; its streams are deleted when dropped.
+pub struct TestBus {
+    pub subject_prefix: String,
+    pub stream_prefix: String,
+}
+
+impl TestBus {
+    pub fn new() -> Self {
+        let id = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
+        Self {
+            subject_prefix: format!("sktest_{id}"),
+            stream_prefix: format!("SKTEST_{}", id.to_uppercase()),
+        }
+    }
+
+    pub fn topology(&self) -> Topology {
+        Topology::new(&self.subject_prefix, &self.stream_prefix)
+    }
+
+    /// Points `config` at this test's subjects and streams.
+    pub fn configure(&self, config: &mut Config) {
+        config.nats_url = nats_url();
+        config.nats_subject_prefix = self.subject_prefix.clone();
+        config.nats_stream_prefix = self.stream_prefix.clone();
+        // NATS reserves each stream's size limit from its storage up front: keep
+        // parallel tests (and any a killed run leaves behind) small.
+        config.nats_webhook_stream_max_bytes = 8 << 20;
+        config.nats_renewal_stream_max_bytes = 8 << 20;
+    }
+
+    /// The stream limits tests use.
+    pub fn limits(&self) -> StreamLimits {
+        let mut config = Config::default();
+        self.configure(&mut config);
+        StreamLimits::from_config(&config)
+    }
+}
+
+impl Drop for TestBus {
+    fn drop(&mut self) {
+        let topology = self.topology();
+        // Drop cannot be async: delete the streams from a throwaway runtime.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                if let Ok(client) = async_nats::connect(nats_url()).await {
+                    let js = async_nats::jetstream::new(client);
+                    for stream in [topology.webhook_stream(), topology.renewal_stream()] {
+                        let _ = js.delete_stream(&stream).await;
+                    }
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// One message as a JetStream consumer reads it back.
+#[derive(Debug, Clone)]
+pub struct Stored {
+    pub subject: String,
+    pub message_id: Option<String>,
+    pub body: Value,
+}
+
+/// Every message of `stream` on `filter`, oldest first, read through an ephemeral
+/// pull consumer — what a downstream consumer of the stream would see.
+pub async fn read_stream(client: &async_nats::Client, stream: &str, filter: &str) -> Vec<Stored> {
+    let js = async_nats::jetstream::new(client.clone());
+    let consumer = js
+        .get_stream(stream)
+        .await
+        .unwrap_or_else(|e| panic!("stream {stream}: {e}"))
+        .create_consumer(async_nats::jetstream::consumer::pull::Config {
+            filter_subject: filter.to_owned(),
+            deliver_policy: async_nats::jetstream::consumer::DeliverPolicy::All,
+            ack_policy: async_nats::jetstream::consumer::AckPolicy::None,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    loop {
+        let mut batch = consumer.fetch().max_messages(500).messages().await.unwrap();
+        let before = out.len();
+        while let Some(message) = batch.next().await {
+            let message = message.unwrap();
+            out.push(Stored {
+                subject: message.subject.to_string(),
+                message_id: message
+                    .headers
+                    .as_ref()
+                    .and_then(|h| h.get(async_nats::header::NATS_MESSAGE_ID))
+                    .map(|v| v.to_string()),
+                body: serde_json::from_slice(&message.payload).unwrap(),
+            });
+        }
+        if out.len() == before {
+            return out;
+        }
+    }
+}
+
+/// subkeeper + simulator + a fresh database + fresh NATS subjects and streams.
 pub struct Harness {
     /// Kept so the database is dropped when the harness is.
     _db: TestDb,
+    /// This test's NATS subjects and streams (deleted when the harness is dropped).
+    pub bus: TestBus,
+    /// A plain NATS client, as any other service would use.
+    pub nats: async_nats::Client,
     pub sim: Simulator,
     pub sim_server: Option<SimServer>,
     pub base_url: String,
@@ -89,6 +208,7 @@ impl Harness {
     pub async fn start(tweak: impl FnOnce(&mut Config)) -> Self {
         subkeeper::install_crypto();
         let db = TestDb::create().await;
+        let bus = TestBus::new();
         let sim = Simulator::new(SimulatorConfig::default(), Arc::new(SystemClock));
         let sim_server = sim
             .start(std::net::TcpListener::bind("127.0.0.1:0").unwrap())
@@ -111,6 +231,7 @@ impl Harness {
             reconcile_interval_seconds: 1,
             ..Config::default()
         };
+        bus.configure(&mut config);
         tweak(&mut config);
         config.validate().unwrap();
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
@@ -122,9 +243,14 @@ impl Harness {
             },
             RunOptions::default(),
         ));
+        let nats = async_nats::connect(nats_url())
+            .await
+            .expect("NATS with JetStream must be running on 127.0.0.1:4222 (see .ci/run)");
         let harness = Self {
             pool: db.pool().await,
             _db: db,
+            bus,
+            nats,
             sim,
             sim_server: Some(sim_server),
             base_url,
@@ -253,5 +379,32 @@ where
             "timed out waiting for {what}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+impl Harness {
+    /// The subject and stream names of this test's service.
+    pub fn topology(&self) -> Topology {
+        self.bus.topology()
+    }
+
+    /// Sends `body` on the control subject as a plain NATS request and returns the
+    /// reply as JSON.
+    pub async fn control_request(&self, body: &[u8]) -> Value {
+        let reply = self
+            .nats
+            .request(
+                self.topology().control_renew_subject(),
+                body.to_vec().into(),
+            )
+            .await
+            .unwrap();
+        serde_json::from_slice(&reply.payload).unwrap()
+    }
+
+    /// Every renewal result in this test's renewal stream.
+    pub async fn renewal_stream(&self) -> Vec<Stored> {
+        let t = self.topology();
+        read_stream(&self.nats, &t.renewal_stream(), &t.renewal_subjects()).await
     }
 }

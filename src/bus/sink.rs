@@ -1,0 +1,196 @@
+//! [`NatsEventSink`]: the `EventSink` port over JetStream. Every RenewalResult goes to
+//! `{prefix}.renewal.<tenant>.<provider>` as JSON, with a `Nats-Msg-Id` derived from
+//! the attempt so that publishing the same result twice stores it once.
+//!
+//! Failures are logged and counted, never raised: the core does not retry, and the
+//! result is already a `renewal_attempts` row in Postgres.
+
+use super::Topology;
+use async_nats::connection::State;
+use async_nats::jetstream::{self, message::PublishMessage};
+use async_trait::async_trait;
+use chrono::SecondsFormat;
+use std::sync::Arc;
+use std::time::Instant;
+use subkeeper_actors::domain::RenewalResult;
+use subkeeper_actors::ports::EventSink;
+use subkeeper_actors::telemetry::names;
+
+/// Publishes renewal results to the renewal stream.
+#[derive(Clone)]
+pub struct NatsEventSink {
+    jetstream: jetstream::Context,
+    topology: Arc<Topology>,
+}
+
+impl NatsEventSink {
+    pub(super) fn new(jetstream: jetstream::Context, topology: Arc<Topology>) -> Self {
+        Self {
+            jetstream,
+            topology,
+        }
+    }
+
+    /// The `Nats-Msg-Id` of a result: provider, start of the attempt (nanoseconds)
+    /// and what it set out to do. A 404 answered by a recreate in the same turn gives
+    /// two results with distinct ids (renew, then recreate).
+    pub fn message_id(result: &RenewalResult) -> String {
+        format!(
+            "renewal:{}:{}:{}",
+            result.provider_id,
+            result
+                .attempted_at
+                .to_rfc3339_opts(SecondsFormat::Nanos, true),
+            result.attempt
+        )
+    }
+
+    /// Publishes and waits for JetStream's ack; `Ok(true)` when the stream already
+    /// had this result.
+    async fn publish(&self, subject: String, result: &RenewalResult) -> Result<bool, String> {
+        // While disconnected, a publish would wait out the whole ack timeout and
+        // might still land after we counted it failed; fail now instead.
+        if self.jetstream.client().connection_state() == State::Disconnected {
+            return Err("not connected to NATS".into());
+        }
+        let payload = serde_json::to_vec(result).map_err(|e| e.to_string())?;
+        let ack = self
+            .jetstream
+            .send_publish(
+                subject,
+                PublishMessage::build()
+                    .payload(payload.into())
+                    .message_id(Self::message_id(result)),
+            )
+            .await
+            .map_err(|e| e.to_string())?
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(ack.duplicate)
+    }
+}
+
+#[async_trait]
+impl EventSink for NatsEventSink {
+    async fn renewal(&self, result: &RenewalResult) {
+        let stream = self.topology.renewal_stream();
+        let subject = self
+            .topology
+            .renewal_subject(&result.tenant, result.provider_id);
+        let started = Instant::now();
+        match self.publish(subject.clone(), result).await {
+            Ok(duplicate) => JetStreamPublished {
+                stream: &stream,
+                subject: &subject,
+                seconds: started.elapsed().as_secs_f64(),
+                duplicate,
+            }
+            .emit(),
+            Err(error) => JetStreamPublishFailed {
+                stream: &stream,
+                subject: &subject,
+                error: &error,
+            }
+            .emit(),
+        }
+    }
+}
+
+/// JetStream acknowledged a publish.
+struct JetStreamPublished<'a> {
+    stream: &'a str,
+    subject: &'a str,
+    /// From send to ack.
+    seconds: f64,
+    /// The stream already held a message with this id.
+    duplicate: bool,
+}
+
+impl JetStreamPublished<'_> {
+    fn emit(&self) {
+        metrics::histogram!(names::JETSTREAM_PUBLISH, "stream" => self.stream.to_owned())
+            .record(self.seconds);
+        tracing::debug!(
+            stream = self.stream,
+            subject = self.subject,
+            duplicate = self.duplicate,
+            seconds = self.seconds,
+            "published to JetStream"
+        );
+    }
+}
+
+/// A JetStream publish failed (not connected, no stream, no ack in time, refused).
+struct JetStreamPublishFailed<'a> {
+    stream: &'a str,
+    subject: &'a str,
+    error: &'a str,
+}
+
+impl JetStreamPublishFailed<'_> {
+    fn emit(&self) {
+        metrics::counter!(names::JETSTREAM_PUBLISH_FAILURES, "stream" => self.stream.to_owned())
+            .increment(1);
+        tracing::warn!(
+            stream = self.stream,
+            subject = self.subject,
+            error = self.error,
+            "JetStream publish failed; the result is in renewal_attempts only"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{TimeZone, Utc};
+    use subkeeper_actors::domain::{AttemptKind, HealthState, ProviderId, ProviderKind, TenantId};
+
+    fn result(attempt: AttemptKind, nanos: u32) -> RenewalResult {
+        RenewalResult {
+            provider_id: ProviderId(uuid::Uuid::nil()),
+            tenant: TenantId::parse("acme").unwrap(),
+            kind: ProviderKind::GraphMail,
+            success: true,
+            attempt,
+            action: attempt.success_action(),
+            new_expiration: None,
+            subscription_id: None,
+            error_class: None,
+            error_message: None,
+            http_status: None,
+            consecutive_failures: 0,
+            status: HealthState::Healthy,
+            previous_status: HealthState::Renewing,
+            attempted_at: Utc.timestamp_opt(1_700_000_000, nanos).unwrap(),
+            scheduled_at: None,
+            duration_ms: 12,
+        }
+    }
+
+    #[test]
+    fn message_ids_tell_attempts_apart_and_ignore_everything_else() {
+        let renew = result(AttemptKind::Renew, 5);
+        assert_eq!(
+            NatsEventSink::message_id(&renew),
+            "renewal:00000000-0000-0000-0000-000000000000:2023-11-14T22:13:20.000000005Z:renew"
+        );
+        // The same attempt, whatever else differs, is the same message.
+        let mut again = renew.clone();
+        again.duration_ms = 99;
+        assert_eq!(
+            NatsEventSink::message_id(&again),
+            NatsEventSink::message_id(&renew)
+        );
+        // A recreate in the same turn, or an attempt a nanosecond later, is not.
+        for other in [
+            result(AttemptKind::Recreate, 5),
+            result(AttemptKind::Renew, 6),
+        ] {
+            assert_ne!(
+                NatsEventSink::message_id(&other),
+                NatsEventSink::message_id(&renew)
+            );
+        }
+    }
+}

@@ -1,0 +1,123 @@
+//! The JetStream streams subkeeper owns and why each setting is what it is. Every
+//! instance creates them or brings them up to date at start-up, so these values win
+//! over hand edits (`nats stream edit`); change them here.
+//!
+//! Both streams use file storage (a NATS restart must not lose what was
+//! acknowledged) and limits retention (consumers come and go; the stream keeps
+//! messages until age or size removes them, never forever).
+
+use super::Topology;
+use async_nats::jetstream::stream::{Config, DiscardPolicy, RetentionPolicy, StorageType};
+use std::time::Duration;
+
+/// How long the webhook stream remembers a `Nats-Msg-Id` to drop a republish of it,
+/// in seconds (24 h). Duplicates come from two places: Microsoft Graph redelivers a
+/// notification for up to 4 hours when it got no timely 2xx (our answer was slow or
+/// lost after JetStream had stored the item); and the outbox relay republishes items
+/// whose publish timed out although JetStream stored them, which can be as late as
+/// the end of a NATS outage. 24 h covers Graph's window with room for an outage of
+/// most of a day. The server keeps every id of the window in memory: roughly 100
+/// bytes per notification, ~100 MB at a million notifications a day.
+pub const WEBHOOK_DUPLICATE_WINDOW: Duration = Duration::from_secs(24 * 3600);
+
+/// How long an accepted notification stays in the webhook stream, in seconds (7
+/// days): long enough for a downstream consumer to be down over a long weekend and
+/// catch up. Must be at least the duplicate window.
+pub const WEBHOOK_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// How long the renewal stream remembers a `Nats-Msg-Id`, in seconds (2 min). A
+/// renewal result is published once, right after its attempt; a duplicate can only
+/// come from a client resend after a lost ack or a reconnect, which is seconds.
+pub const RENEWAL_DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
+
+/// How long a renewal result stays in the renewal stream, in seconds (14 days).
+/// Every result is also a `renewal_attempts` row in Postgres, which is the record;
+/// the stream is the feed for consumers that react to results.
+pub const RENEWAL_MAX_AGE: Duration = Duration::from_secs(14 * 24 * 3600);
+
+/// Size limits of the streams, in bytes. The server reserves each stream's limit
+/// from its JetStream storage when the stream is created, so they are configurable
+/// (`nats_webhook_stream_max_bytes`, `nats_renewal_stream_max_bytes`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamLimits {
+    /// Largest size of the webhook stream. At the limit new publishes are refused
+    /// (discard `new`) rather than unread notifications evicted: a refused publish
+    /// goes to the outbox or gets a 5xx that Graph retries, and
+    /// `SubkeeperJetStreamPublishFailing` pages.
+    pub webhook_max_bytes: u64,
+    /// Largest size of the renewal stream. At the limit the oldest results go
+    /// (discard `old`): newer results supersede them and Postgres keeps them all.
+    pub renewal_max_bytes: u64,
+}
+
+impl StreamLimits {
+    /// The limits the configuration names.
+    pub fn from_config(config: &crate::config::Config) -> Self {
+        Self {
+            webhook_max_bytes: config.nats_webhook_stream_max_bytes,
+            renewal_max_bytes: config.nats_renewal_stream_max_bytes,
+        }
+    }
+}
+
+/// `{prefix}_WEBHOOKS` on `{prefix}.webhook.>`: accepted provider notifications.
+pub fn webhooks(topology: &Topology, limits: StreamLimits) -> Config {
+    Config {
+        name: topology.webhook_stream(),
+        description: Some("subkeeper: accepted webhook notifications".into()),
+        subjects: vec![topology.webhook_subjects()],
+        storage: StorageType::File,
+        retention: RetentionPolicy::Limits,
+        discard: DiscardPolicy::New,
+        duplicate_window: WEBHOOK_DUPLICATE_WINDOW,
+        max_age: WEBHOOK_MAX_AGE,
+        max_bytes: i64::try_from(limits.webhook_max_bytes).unwrap_or(i64::MAX),
+        ..Default::default()
+    }
+}
+
+/// `{prefix}_RENEWALS` on `{prefix}.renewal.>`: every RenewalResult.
+pub fn renewals(topology: &Topology, limits: StreamLimits) -> Config {
+    Config {
+        name: topology.renewal_stream(),
+        description: Some("subkeeper: every renewal attempt's RenewalResult".into()),
+        subjects: vec![topology.renewal_subjects()],
+        storage: StorageType::File,
+        retention: RetentionPolicy::Limits,
+        discard: DiscardPolicy::Old,
+        duplicate_window: RENEWAL_DUPLICATE_WINDOW,
+        max_age: RENEWAL_MAX_AGE,
+        max_bytes: i64::try_from(limits.renewal_max_bytes).unwrap_or(i64::MAX),
+        ..Default::default()
+    }
+}
+
+// The server refuses a duplicate window longer than the max age; Graph redelivers
+// for up to 4 hours. Checked at compile time.
+const _: () = assert!(WEBHOOK_DUPLICATE_WINDOW.as_secs() <= WEBHOOK_MAX_AGE.as_secs());
+const _: () = assert!(RENEWAL_DUPLICATE_WINDOW.as_secs() <= RENEWAL_MAX_AGE.as_secs());
+const _: () = assert!(WEBHOOK_DUPLICATE_WINDOW.as_secs() >= 4 * 3600);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn streams_take_their_names_and_subjects_from_the_topology() {
+        let t = Topology::new("eu1.sk", "SK_EU1");
+        let limits = StreamLimits {
+            webhook_max_bytes: 2 << 20,
+            renewal_max_bytes: 1 << 20,
+        };
+        let (w, r) = (webhooks(&t, limits), renewals(&t, limits));
+        assert_eq!((w.max_bytes, r.max_bytes), (2 << 20, 1 << 20));
+        assert_eq!(
+            (w.name.as_str(), w.subjects),
+            ("SK_EU1_WEBHOOKS", vec!["eu1.sk.webhook.>".to_owned()])
+        );
+        assert_eq!(
+            (r.name.as_str(), r.subjects),
+            ("SK_EU1_RENEWALS", vec!["eu1.sk.renewal.>".to_owned()])
+        );
+    }
+}
