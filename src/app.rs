@@ -6,6 +6,7 @@
 use crate::bus::{Bus, BusError, StreamLimits, Topology};
 use crate::config::Config;
 use crate::http::{AppState, routes};
+use crate::intake::{GraphIntake, Publisher, spawn_outbox_relay};
 use crate::providers::graph::{GraphApi, GraphConfig};
 use crate::store::{OpenError, PgStore};
 use crate::telemetry::MetricsRenderer;
@@ -130,6 +131,22 @@ pub async fn run_with(
         let _ = tx.send(fleet.clone());
     }
 
+    let publisher: Arc<dyn Publisher> = Arc::new(bus.clone());
+    let publish_timeout = Duration::from_millis(config.webhook_publish_timeout_ms);
+    let graph_intake = GraphIntake::new(
+        store.clone(),
+        publisher.clone(),
+        fleet.clone(),
+        clock.clone(),
+        publish_timeout,
+    );
+    let relay = spawn_outbox_relay(
+        store.clone(),
+        publisher,
+        clock.clone(),
+        Duration::from_millis(config.outbox_relay_interval_ms),
+        publish_timeout,
+    );
     let state = AppState {
         config: config.clone(),
         store,
@@ -137,6 +154,7 @@ pub async fn run_with(
         board,
         metrics: MetricsRenderer::install(clock),
         bus: bus.clone(),
+        graph_intake,
     };
     let server = HttpServer::new(move || {
         App::new()
@@ -158,6 +176,7 @@ pub async fn run_with(
     };
     // Leave the queue group first so other instances take the requests, then send
     // what is still buffered.
+    relay.abort();
     control.stop();
     bus.flush(Duration::from_secs(2)).await;
     Ok(served?)

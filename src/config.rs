@@ -87,6 +87,12 @@ pub struct Config {
     pub admin_token: Option<String>,
     /// Largest accepted webhook body, in bytes.
     pub webhook_max_body_bytes: usize,
+    /// How long a webhook request waits for JetStream's acknowledgement before the
+    /// notifications go to the Postgres outbox instead, in milliseconds. Graph gives
+    /// the whole request 3 s.
+    pub webhook_publish_timeout_ms: u64,
+    /// How often the outbox relay looks for parked notifications, in milliseconds.
+    pub outbox_relay_interval_ms: u64,
     /// `text` or `json` logs.
     pub log_format: String,
     /// Log filter in tracing's EnvFilter syntax (`SUBKEEPER_LOG_FILTER`), e.g.
@@ -122,6 +128,8 @@ impl Default for Config {
             reconcile_interval_seconds: 60,
             admin_token: None,
             webhook_max_body_bytes: 1024 * 1024,
+            webhook_publish_timeout_ms: 1000,
+            outbox_relay_interval_ms: 1000,
             log_format: "text".into(),
             log_filter: "info,sqlx=warn,actix_server=warn".into(),
         }
@@ -235,6 +243,12 @@ impl Config {
             return bad(format!(
                 "SUBKEEPER_NATS_WEBHOOK_STREAM_MAX_BYTES and SUBKEEPER_NATS_RENEWAL_STREAM_MAX_BYTES must be at least {MIN_STREAM_BYTES} (1 MiB)"
             ));
+        }
+        if !(10..=2500).contains(&self.webhook_publish_timeout_ms) {
+            return bad("SUBKEEPER_WEBHOOK_PUBLISH_TIMEOUT_MS must be 10-2500 (Graph allows 3 s per request)".into());
+        }
+        if self.outbox_relay_interval_ms < 10 {
+            return bad("SUBKEEPER_OUTBOX_RELAY_INTERVAL_MS must be at least 10".into());
         }
         if self.webhook_max_body_bytes < 1024 {
             return bad("SUBKEEPER_WEBHOOK_MAX_BODY_BYTES must be at least 1024".into());

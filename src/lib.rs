@@ -12,6 +12,7 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod http;
+pub mod intake;
 pub mod providers;
 pub mod simulator;
 pub mod store;

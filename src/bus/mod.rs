@@ -8,6 +8,7 @@
 
 pub mod control;
 mod error;
+mod publisher;
 mod sink;
 pub mod streams;
 
@@ -20,7 +21,7 @@ use crate::config::Config;
 use async_nats::jetstream;
 use std::sync::Arc;
 use std::time::Duration;
-use subkeeper_actors::domain::{ProviderId, TenantId};
+use subkeeper_actors::domain::{ProviderId, ProviderKind, TenantId};
 use subkeeper_actors::fleet::FleetHandle;
 
 /// How long connecting to NATS may take at start-up before it counts as unreachable.
@@ -62,6 +63,22 @@ impl Topology {
     /// `{prefix}.renewal.>`: every renewal result.
     pub fn renewal_subjects(&self) -> String {
         format!("{}.renewal.>", self.subject_prefix)
+    }
+
+    /// `{prefix}.webhook.<kind>.<tenant>.<provider>`: one provider's accepted
+    /// notifications.
+    pub fn webhook_subject(
+        &self,
+        kind: ProviderKind,
+        tenant: &TenantId,
+        provider: ProviderId,
+    ) -> String {
+        format!("{}.webhook.{kind}.{tenant}.{provider}", self.subject_prefix)
+    }
+
+    /// `{prefix}.event.<type>.<tenant>`: downstream domain events.
+    pub fn event_subject(&self, event_type: &str, tenant: &TenantId) -> String {
+        format!("{}.event.{event_type}.{tenant}", self.subject_prefix)
     }
 
     /// `{prefix}.webhook.>`: every accepted notification.

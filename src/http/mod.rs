@@ -12,6 +12,7 @@ pub use error::HttpError;
 
 use crate::bus::Bus;
 use crate::config::Config;
+use crate::intake::GraphIntake;
 use crate::store::PgStore;
 use crate::telemetry::MetricsRenderer;
 use actix_web::web;
@@ -34,6 +35,8 @@ pub struct AppState {
     pub metrics: MetricsRenderer,
     /// The NATS connection (readiness reports its state).
     pub bus: Bus,
+    /// Graph webhook intake.
+    pub graph_intake: GraphIntake,
 }
 
 /// Registers every route on an actix-web app.

@@ -1,9 +1,12 @@
-//! Provider webhooks. Today: Microsoft Graph's validation handshake on the change
-//! and lifecycle notification URLs, which must succeed for a subscription to be
-//! created. Notification intake itself answers 503 until it is built, so Graph keeps
-//! retrying instead of us acknowledging what we cannot yet keep.
+//! Provider webhooks: Microsoft Graph change and lifecycle notifications, including
+//! the validation handshake. Handlers only translate HTTP: intake decides what is
+//! accepted. A 202 means JetStream or the outbox holds every accepted item; a 5xx
+//! makes Graph retry.
 
+use super::AppState;
+use crate::intake::IntakeError;
 use actix_web::{HttpRequest, HttpResponse, web};
+use serde_json::json;
 use std::time::Instant;
 use subkeeper_actors::telemetry::names;
 
@@ -47,26 +50,45 @@ fn handshake(req: &HttpRequest, kind: &'static str) -> Option<HttpResponse> {
     Some(response)
 }
 
-fn not_yet(kind: &'static str) -> HttpResponse {
+fn refused(kind: &'static str, e: &IntakeError) -> HttpResponse {
     metrics::counter!(names::WEBHOOKS_RECEIVED, "kind" => kind, "result" => "rejected")
         .increment(1);
-    HttpResponse::ServiceUnavailable()
-        .insert_header(("Retry-After", "60"))
-        .json(serde_json::json!({"error": {"code": "unavailable", "message": "notification intake is not enabled on this instance"}}))
+    let body = json!({ "error": { "code": "rejected", "message": e.to_string() } });
+    match e {
+        IntakeError::Malformed(_) => HttpResponse::BadRequest().json(body),
+        IntakeError::Unavailable => HttpResponse::ServiceUnavailable()
+            .insert_header(("Retry-After", "30"))
+            .json(body),
+    }
 }
 
-async fn microsoft(req: HttpRequest) -> HttpResponse {
+async fn microsoft(req: HttpRequest, state: web::Data<AppState>, body: web::Bytes) -> HttpResponse {
     let started = Instant::now();
-    let response = handshake(&req, "microsoft").unwrap_or_else(|| not_yet("microsoft"));
+    let response = match handshake(&req, "microsoft") {
+        Some(response) => response,
+        None => match state.graph_intake.notifications(&body).await {
+            Ok(_) => HttpResponse::Accepted().finish(),
+            Err(e) => refused("microsoft", &e),
+        },
+    };
     metrics::histogram!(names::WEBHOOK_RESPONSE, "kind" => "microsoft")
         .record(started.elapsed().as_secs_f64());
     response
 }
 
-async fn microsoft_lifecycle(req: HttpRequest) -> HttpResponse {
+async fn microsoft_lifecycle(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    body: web::Bytes,
+) -> HttpResponse {
     let started = Instant::now();
-    let response =
-        handshake(&req, "microsoft_lifecycle").unwrap_or_else(|| not_yet("microsoft_lifecycle"));
+    let response = match handshake(&req, "microsoft_lifecycle") {
+        Some(response) => response,
+        None => match state.graph_intake.lifecycle(&body).await {
+            Ok(_) => HttpResponse::Accepted().finish(),
+            Err(e) => refused("microsoft_lifecycle", &e),
+        },
+    };
     metrics::histogram!(names::WEBHOOK_RESPONSE, "kind" => "microsoft_lifecycle")
         .record(started.elapsed().as_secs_f64());
     response

@@ -8,11 +8,13 @@
 
 mod admin;
 mod credentials;
+mod intake;
 mod lifecycle;
 
 pub use admin::{
     AttemptView, NewCredentials, NewProvider, ProviderPatch, ProviderView, request_hash,
 };
+pub use intake::{OutboxEntry, Route};
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Row};

@@ -7,3 +7,4 @@ mod admin;
 mod lifecycle;
 mod nats;
 mod support;
+mod webhooks;

@@ -1,0 +1,84 @@
+//! Intake's `Publisher` over the bus: notifications go to JetStream with a
+//! `Nats-Msg-Id` and are acknowledged only once the stream holds them; domain
+//! events go out on core NATS.
+
+use super::Bus;
+use crate::intake::Publisher;
+use async_nats::connection::State;
+use async_nats::jetstream::message::PublishMessage;
+use async_trait::async_trait;
+use std::time::{Duration, Instant};
+use subkeeper_actors::domain::{ProviderId, ProviderKind, TenantId};
+use subkeeper_actors::telemetry::names;
+
+#[async_trait]
+impl Publisher for Bus {
+    async fn publish_durable(
+        &self,
+        subject: &str,
+        msg_id: &str,
+        payload: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<(), String> {
+        let stream = self.topology.webhook_stream();
+        // Disconnected: fail now so the request answers from the outbox in time.
+        if self.client.connection_state() == State::Disconnected {
+            metrics::counter!(names::JETSTREAM_PUBLISH_FAILURES, "stream" => stream).increment(1);
+            return Err("not connected to NATS".into());
+        }
+        let started = Instant::now();
+        let publish = async {
+            self.jetstream
+                .send_publish(
+                    subject.to_owned(),
+                    PublishMessage::build()
+                        .payload(payload.into())
+                        .message_id(msg_id),
+                )
+                .await
+                .map_err(|e| e.to_string())?
+                .await
+                .map_err(|e| e.to_string())
+        };
+        match tokio::time::timeout(timeout, publish).await {
+            Ok(Ok(_ack)) => {
+                metrics::histogram!(names::JETSTREAM_PUBLISH, "stream" => stream)
+                    .record(started.elapsed().as_secs_f64());
+                Ok(())
+            }
+            Ok(Err(e)) => {
+                metrics::counter!(names::JETSTREAM_PUBLISH_FAILURES, "stream" => stream)
+                    .increment(1);
+                Err(e)
+            }
+            Err(_) => {
+                metrics::counter!(names::JETSTREAM_PUBLISH_FAILURES, "stream" => stream)
+                    .increment(1);
+                Err(format!(
+                    "no JetStream ack within {} ms",
+                    timeout.as_millis()
+                ))
+            }
+        }
+    }
+
+    async fn publish_event(&self, subject: &str, payload: Vec<u8>) -> Result<(), String> {
+        self.client
+            .publish(subject.to_owned(), payload.into())
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    fn webhook_subject(
+        &self,
+        kind: ProviderKind,
+        tenant: &TenantId,
+        provider: ProviderId,
+    ) -> String {
+        self.topology.webhook_subject(kind, tenant, provider)
+    }
+
+    fn event_subject(&self, event_type: &str, tenant: &TenantId) -> String {
+        self.topology.event_subject(event_type, tenant)
+    }
+}

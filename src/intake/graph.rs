@@ -1,0 +1,275 @@
+//! Microsoft Graph change and lifecycle notifications: parse the collection, route
+//! and authenticate each item, publish the accepted ones (JetStream, or the outbox
+//! when JetStream does not acknowledge in time), and hand lifecycle events to the
+//! fleet.
+
+use super::{
+    DomainEvent, Dropped, Publisher, RouteCache, WebhookEnvelope, message_id, secrets_match,
+};
+use crate::store::{PgStore, Route};
+use futures_util::future::join_all;
+use serde_json::Value;
+use std::sync::Arc;
+use std::time::Duration;
+use subkeeper_actors::clock::SharedClock;
+use subkeeper_actors::fleet::{FleetHandle, LifecycleSignal};
+use subkeeper_actors::telemetry::names;
+
+/// Why a request was refused as a whole.
+#[derive(Debug, thiserror::Error)]
+pub enum IntakeError {
+    /// The body is not a Graph notification collection; nothing was published.
+    #[error("{0}")]
+    Malformed(String),
+    /// Neither JetStream nor the outbox took the notifications; the provider must
+    /// retry (answered 5xx).
+    #[error("notifications could not be stored; retry later")]
+    Unavailable,
+}
+
+/// What happened to a request's items.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct IntakeOutcome {
+    /// Items published to JetStream.
+    pub published: usize,
+    /// Items stored in the outbox for the relay.
+    pub deferred: usize,
+    /// Items dropped, with why.
+    pub dropped: Vec<Dropped>,
+}
+
+/// What a lifecycle request did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct LifecycleOutcome {
+    /// Lifecycle events handed to the fleet or turned into resync events.
+    pub handled: usize,
+    /// Items dropped, with why.
+    pub dropped: Vec<Dropped>,
+}
+
+/// Graph notification intake.
+#[derive(Clone)]
+pub struct GraphIntake {
+    routes: Arc<RouteCache>,
+    store: PgStore,
+    publisher: Arc<dyn Publisher>,
+    fleet: FleetHandle,
+    clock: SharedClock,
+    /// How long to wait for JetStream's ack before falling back to the outbox.
+    publish_timeout: Duration,
+}
+
+/// A parsed, routed, authenticated item.
+struct Accepted {
+    route: Route,
+    subscription_id: String,
+    item: Value,
+}
+
+impl GraphIntake {
+    /// Intake over the given adapters.
+    pub fn new(
+        store: PgStore,
+        publisher: Arc<dyn Publisher>,
+        fleet: FleetHandle,
+        clock: SharedClock,
+        publish_timeout: Duration,
+    ) -> Self {
+        Self {
+            routes: Arc::new(RouteCache::new(store.clone(), Duration::from_secs(30))),
+            store,
+            publisher,
+            fleet,
+            clock,
+            publish_timeout,
+        }
+    }
+
+    /// Splits a collection into items; refuses anything that is not one.
+    fn items(body: &[u8]) -> Result<Vec<Value>, IntakeError> {
+        let parsed: Value = serde_json::from_slice(body)
+            .map_err(|e| IntakeError::Malformed(format!("body is not JSON: {e}")))?;
+        let Some(items) = parsed.get("value").and_then(Value::as_array) else {
+            return Err(IntakeError::Malformed(
+                "expected a change notification collection {\"value\": [...]}".into(),
+            ));
+        };
+        if items.iter().any(|i| {
+            i.get("subscriptionId")
+                .and_then(Value::as_str)
+                .is_none_or(str::is_empty)
+        }) {
+            return Err(IntakeError::Malformed(
+                "every notification needs a subscriptionId".into(),
+            ));
+        }
+        Ok(items.clone())
+    }
+
+    /// Routes and authenticates each item.
+    async fn sort(
+        &self,
+        items: Vec<Value>,
+        kind_label: &'static str,
+    ) -> Result<(Vec<Accepted>, Vec<Dropped>), IntakeError> {
+        let mut accepted = Vec::new();
+        let mut dropped = Vec::new();
+        for item in items {
+            let subscription_id = item["subscriptionId"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            let route = self.routes.route(&subscription_id).await.map_err(|e| {
+                tracing::error!(error = %e, "cannot route webhook: store unavailable");
+                IntakeError::Unavailable
+            })?;
+            let given = item
+                .get("clientState")
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            let verdict = match route {
+                None => Err(Dropped::UnknownSubscription),
+                Some(r) if !secrets_match(given, &r.client_state) => Err(Dropped::BadClientState),
+                Some(r) if !r.provider_enabled || r.state == "deleted" => Err(Dropped::Retired),
+                Some(route) => Ok(route),
+            };
+            match verdict {
+                Ok(route) => accepted.push(Accepted {
+                    route,
+                    subscription_id,
+                    item,
+                }),
+                Err(why) => {
+                    metrics::counter!(names::WEBHOOKS_RECEIVED, "kind" => kind_label, "result" => why.label()).increment(1);
+                    tracing::warn!(subscription = %subscription_id, reason = why.label(), "webhook notification dropped");
+                    dropped.push(why);
+                }
+            }
+        }
+        Ok((accepted, dropped))
+    }
+
+    /// Takes in a change-notification collection.
+    pub async fn notifications(&self, body: &[u8]) -> Result<IntakeOutcome, IntakeError> {
+        let items = Self::items(body)?;
+        let (accepted, dropped) = self.sort(items, "microsoft").await?;
+        let received_at = self.clock.now();
+        let messages: Vec<(String, String, Vec<u8>)> = accepted
+            .into_iter()
+            .map(|a| {
+                let subject =
+                    self.publisher
+                        .webhook_subject(a.route.kind, &a.route.tenant, a.route.provider);
+                let msg_id = message_id(a.route.provider, &a.item);
+                let envelope = WebhookEnvelope {
+                    tenant: a.route.tenant,
+                    provider_id: a.route.provider,
+                    kind: a.route.kind,
+                    subscription_id: a.subscription_id,
+                    received_at,
+                    notification: a.item,
+                };
+                (
+                    subject,
+                    msg_id,
+                    serde_json::to_vec(&envelope).unwrap_or_default(),
+                )
+            })
+            .collect();
+
+        let acks = join_all(messages.iter().map(|(subject, msg_id, payload)| {
+            self.publisher
+                .publish_durable(subject, msg_id, payload.clone(), self.publish_timeout)
+        }))
+        .await;
+        let mut outcome = IntakeOutcome {
+            dropped,
+            ..IntakeOutcome::default()
+        };
+        let mut deferred = Vec::new();
+        for (message, ack) in messages.into_iter().zip(acks) {
+            match ack {
+                Ok(()) => outcome.published += 1,
+                Err(e) => {
+                    tracing::warn!(subject = %message.0, error = %e, "JetStream did not acknowledge; using the outbox");
+                    deferred.push(message);
+                }
+            }
+        }
+        if !deferred.is_empty() {
+            if let Err(e) = self.store.outbox_push(&deferred).await {
+                tracing::error!(error = %e, "neither JetStream nor the outbox took webhook notifications; the provider will retry");
+                return Err(IntakeError::Unavailable);
+            }
+            outcome.deferred = deferred.len();
+        }
+        let accepted = outcome.published + outcome.deferred;
+        metrics::counter!(names::WEBHOOKS_RECEIVED, "kind" => "microsoft", "result" => "accepted")
+            .increment(accepted as u64);
+        Ok(outcome)
+    }
+
+    /// Takes in a lifecycle-notification collection: `reauthorizationRequired` →
+    /// renew now; `subscriptionRemoved` → recreate now and emit a resync event;
+    /// `missed` → emit a resync event.
+    pub async fn lifecycle(&self, body: &[u8]) -> Result<LifecycleOutcome, IntakeError> {
+        let items = Self::items(body)?;
+        let (accepted, dropped) = self.sort(items, "microsoft_lifecycle").await?;
+        let mut outcome = LifecycleOutcome {
+            dropped,
+            ..LifecycleOutcome::default()
+        };
+        for a in accepted {
+            let event = a
+                .item
+                .get("lifecycleEvent")
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            let provider = a.route.provider;
+            let resync = match event {
+                "reauthorizationRequired" => {
+                    self.fleet
+                        .signal(LifecycleSignal::ReauthorizationRequired(provider))
+                        .await;
+                    None
+                }
+                "subscriptionRemoved" => {
+                    self.fleet
+                        .signal(LifecycleSignal::SubscriptionRemoved(provider))
+                        .await;
+                    Some("subscription_removed")
+                }
+                "missed" => Some("missed"),
+                other => {
+                    tracing::warn!(event = other, subscription = %a.subscription_id, "unknown lifecycle event ignored");
+                    None
+                }
+            };
+            tracing::info!(tenant = %a.route.tenant, provider = %provider, event, "lifecycle notification");
+            if let Some(reason) = resync {
+                let event = DomainEvent {
+                    event_type: "resync_required".into(),
+                    tenant: a.route.tenant.clone(),
+                    provider_id: provider,
+                    kind: a.route.kind,
+                    reason: Some(reason.into()),
+                    at: self.clock.now(),
+                };
+                let subject = self
+                    .publisher
+                    .event_subject("resync_required", &a.route.tenant);
+                if let Err(e) = self
+                    .publisher
+                    .publish_event(&subject, serde_json::to_vec(&event).unwrap_or_default())
+                    .await
+                {
+                    tracing::warn!(error = %e, "resync event not published");
+                }
+            }
+            outcome.handled += 1;
+        }
+        metrics::counter!(names::WEBHOOKS_RECEIVED, "kind" => "microsoft_lifecycle", "result" => "accepted")
+            .increment(outcome.handled as u64);
+        Ok(outcome)
+    }
+}

@@ -1,0 +1,169 @@
+//! Webhook intake: turns provider notifications into durable JetStream messages.
+//!
+//! Owns routing (provider-side subscription id → provider, cached, store fallback),
+//! the constant-time clientState check, message ids that make redeliveries
+//! idempotent, and the rule that a notification is acknowledged to the provider
+//! only once JetStream or the Postgres outbox holds it. It does not touch the
+//! lifecycle: lifecycle notifications are handed to the fleet.
+
+mod graph;
+mod outbox;
+
+pub use graph::{GraphIntake, IntakeError, IntakeOutcome, LifecycleOutcome};
+pub use outbox::spawn_outbox_relay;
+
+use crate::store::{PgStore, Route};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use subkeeper_actors::domain::{ProviderId, ProviderKind, TenantId};
+use subkeeper_actors::ports::StoreError;
+
+/// Publishing as intake needs it; the NATS bus implements it.
+#[async_trait]
+pub trait Publisher: Send + Sync + 'static {
+    /// Publishes to JetStream with `msg_id` as `Nats-Msg-Id` and waits for the
+    /// stream's acknowledgement, at most `timeout`.
+    async fn publish_durable(
+        &self,
+        subject: &str,
+        msg_id: &str,
+        payload: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<(), String>;
+
+    /// Publishes a downstream domain event (fire and forget, core NATS).
+    async fn publish_event(&self, subject: &str, payload: Vec<u8>) -> Result<(), String>;
+
+    /// The subject of accepted notifications of one provider.
+    fn webhook_subject(
+        &self,
+        kind: ProviderKind,
+        tenant: &TenantId,
+        provider: ProviderId,
+    ) -> String;
+
+    /// The subject of a domain event of `event_type` for a tenant.
+    fn event_subject(&self, event_type: &str, tenant: &TenantId) -> String;
+}
+
+/// What is published for each accepted notification.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WebhookEnvelope {
+    /// Owning tenant.
+    pub tenant: TenantId,
+    /// The provider it was routed to.
+    pub provider_id: ProviderId,
+    /// Provider kind.
+    pub kind: ProviderKind,
+    /// Provider-side subscription id it arrived on.
+    pub subscription_id: String,
+    /// When subkeeper received it.
+    pub received_at: DateTime<Utc>,
+    /// The provider's notification item, as received.
+    pub notification: serde_json::Value,
+}
+
+/// A downstream domain event (`subkeeper.event.<type>.<tenant>`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DomainEvent {
+    /// `mail_received`, `calendar_changed`, `resync_required`, …
+    #[serde(rename = "type")]
+    pub event_type: String,
+    /// Owning tenant.
+    pub tenant: TenantId,
+    /// The provider.
+    pub provider_id: ProviderId,
+    /// Provider kind.
+    pub kind: ProviderKind,
+    /// Why (for resync: `missed`, `subscription_removed`, …).
+    pub reason: Option<String>,
+    /// When it happened.
+    pub at: DateTime<Utc>,
+}
+
+/// Why a notification item was not published.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dropped {
+    /// The subscription id is not one of ours.
+    UnknownSubscription,
+    /// The clientState did not match.
+    BadClientState,
+    /// The provider was retired (disabled, deleted) or the subscription deleted.
+    Retired,
+}
+
+impl Dropped {
+    /// Metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::UnknownSubscription => "unknown_subscription",
+            Self::BadClientState => "bad_client_state",
+            Self::Retired => "rejected",
+        }
+    }
+}
+
+/// `Nats-Msg-Id` of a notification: a hash of the provider's item (serde_json
+/// sorts keys, so the same item always hashes the same), so a redelivery by the
+/// provider is stored once within the stream's duplicate window.
+pub fn message_id(provider: ProviderId, item: &serde_json::Value) -> String {
+    let mut hash = Sha256::new();
+    hash.update(provider.0.as_bytes());
+    hash.update(serde_json::to_vec(item).unwrap_or_default());
+    hash.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Constant-time equality of two secrets.
+pub fn secrets_match(given: &str, expected: &str) -> bool {
+    use subtle::ConstantTimeEq;
+    bool::from(given.as_bytes().ct_eq(expected.as_bytes()))
+}
+
+/// Routes cached for a short while: a webhook burst costs one query per
+/// subscription, and a replaced subscription's route is still found in the store.
+pub struct RouteCache {
+    store: PgStore,
+    entries: Mutex<HashMap<String, (Option<Route>, Instant)>>,
+    ttl: Duration,
+}
+
+impl RouteCache {
+    /// Entries this many; past it the cache starts over (bounded memory).
+    const MAX_ENTRIES: usize = 200_000;
+
+    /// A cache over `store` keeping answers for `ttl`.
+    pub fn new(store: PgStore, ttl: Duration) -> Self {
+        Self {
+            store,
+            entries: Mutex::new(HashMap::new()),
+            ttl,
+        }
+    }
+
+    /// The route of a subscription id. Unknown ids are not cached: the id of a
+    /// subscription being created right now may arrive before it is stored.
+    pub async fn route(&self, subscription_id: &str) -> Result<Option<Route>, StoreError> {
+        if let Ok(entries) = self.entries.lock()
+            && let Some((route, at)) = entries.get(subscription_id)
+            && at.elapsed() < self.ttl
+        {
+            return Ok(route.clone());
+        }
+        let route = self.store.route(subscription_id).await?;
+        if let (Some(found), Ok(mut entries)) = (&route, self.entries.lock()) {
+            if entries.len() >= Self::MAX_ENTRIES {
+                entries.clear();
+            }
+            entries.insert(
+                subscription_id.to_owned(),
+                (Some(found.clone()), Instant::now()),
+            );
+        }
+        Ok(route)
+    }
+}

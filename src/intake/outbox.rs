@@ -1,0 +1,82 @@
+//! The outbox relay: publishes notifications that were parked in Postgres while
+//! JetStream was unreachable, with their original `Nats-Msg-Id` (so one that did
+//! reach the stream earlier is stored once), and deletes each only after the ack.
+
+use super::Publisher;
+use crate::store::PgStore;
+use std::sync::Arc;
+use std::time::Duration;
+use subkeeper_actors::clock::SharedClock;
+use subkeeper_actors::telemetry::names;
+
+/// Entries published per round.
+const BATCH: i64 = 200;
+
+/// Runs the relay until the returned handle is aborted: a round every `every`
+/// (sooner while there is a backlog), and the outbox gauges refreshed each round.
+pub fn spawn_outbox_relay(
+    store: PgStore,
+    publisher: Arc<dyn Publisher>,
+    clock: SharedClock,
+    every: Duration,
+    publish_timeout: Duration,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            let drained = relay_once(&store, publisher.as_ref(), publish_timeout).await;
+            match store.outbox_stats().await {
+                Ok((depth, oldest)) => {
+                    metrics::gauge!(names::OUTBOX_DEPTH).set(depth as f64);
+                    let age = oldest.map_or(0.0, |t| {
+                        (clock.now() - t).num_milliseconds().max(0) as f64 / 1000.0
+                    });
+                    metrics::gauge!(names::OUTBOX_OLDEST_AGE).set(age);
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot read outbox depth"),
+            }
+            // A full batch means more is waiting: go again at once.
+            if drained < BATCH as usize {
+                tokio::time::sleep(every).await;
+            }
+        }
+    })
+}
+
+/// One round: returns how many entries were published.
+async fn relay_once(store: &PgStore, publisher: &dyn Publisher, timeout: Duration) -> usize {
+    let entries = match store.outbox_peek(BATCH).await {
+        Ok(entries) => entries,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the outbox");
+            return 0;
+        }
+    };
+    let mut done = Vec::with_capacity(entries.len());
+    for entry in &entries {
+        match publisher
+            .publish_durable(
+                &entry.subject,
+                &entry.msg_id,
+                entry.payload.clone(),
+                timeout,
+            )
+            .await
+        {
+            Ok(()) => done.push(entry.id),
+            Err(e) => {
+                // JetStream still down: keep order, try again next round.
+                let _ = store.outbox_failed(entry.id, &e).await;
+                break;
+            }
+        }
+    }
+    if !done.is_empty() {
+        if let Err(e) = store.outbox_remove(&done).await {
+            // They will be published again; the stream's dedup window absorbs it.
+            tracing::warn!(error = %e, "published outbox entries not removed");
+        } else {
+            tracing::info!(count = done.len(), "outbox entries relayed to JetStream");
+        }
+    }
+    done.len()
+}

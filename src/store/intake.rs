@@ -1,0 +1,177 @@
+//! What webhook intake needs from Postgres: routing a provider-side subscription id
+//! to its provider, the outbox used while JetStream is unreachable, and batched
+//! "last webhook received" updates.
+
+use super::{PgStore, db, parse};
+use chrono::{DateTime, Utc};
+use sqlx::Row;
+use subkeeper_actors::domain::{ProviderId, ProviderKind, TenantId};
+use subkeeper_actors::ports::StoreError;
+
+/// Where a notification for a subscription id goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    /// The provider.
+    pub provider: ProviderId,
+    /// Its tenant.
+    pub tenant: TenantId,
+    /// Its kind.
+    pub kind: ProviderKind,
+    /// The secret the provider must echo.
+    pub client_state: String,
+    /// `active`, `replaced`, `gone` (still routable) or `deleted` (stopped by us).
+    pub state: String,
+    /// False once the provider is disabled or deleted.
+    pub provider_enabled: bool,
+}
+
+/// One notification waiting in the outbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxEntry {
+    /// Row id.
+    pub id: i64,
+    /// NATS subject.
+    pub subject: String,
+    /// Nats-Msg-Id (dedup key).
+    pub msg_id: String,
+    /// Message body.
+    pub payload: Vec<u8>,
+}
+
+impl PgStore {
+    /// The route of a provider-side subscription id, if we ever created it.
+    pub async fn route(&self, external_id: &str) -> Result<Option<Route>, StoreError> {
+        let row = sqlx::query(
+            "SELECT s.provider_id, s.tenant_id, p.kind, s.client_state, s.state, \
+                    (p.enabled AND p.deleted_at IS NULL) AS provider_enabled \
+             FROM subscriptions s JOIN providers p ON p.id = s.provider_id WHERE s.external_id = $1",
+        )
+        .bind(external_id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?;
+        let Some(row) = row else { return Ok(None) };
+        let tenant: String = row.try_get("tenant_id").map_err(db)?;
+        let kind: String = row.try_get("kind").map_err(db)?;
+        Ok(Some(Route {
+            provider: ProviderId(row.try_get("provider_id").map_err(db)?),
+            tenant: TenantId::parse(&tenant).map_err(|e| StoreError(e.to_string()))?,
+            kind: parse(&kind)?,
+            client_state: row.try_get("client_state").map_err(db)?,
+            state: row.try_get("state").map_err(db)?,
+            provider_enabled: row.try_get("provider_enabled").map_err(db)?,
+        }))
+    }
+
+    /// Stores notifications for the relay; an id already there is kept once.
+    pub async fn outbox_push(
+        &self,
+        entries: &[(String, String, Vec<u8>)],
+    ) -> Result<(), StoreError> {
+        let now = self.clock.now();
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        for (subject, msg_id, payload) in entries {
+            sqlx::query(
+                "INSERT INTO webhook_outbox (subject, msg_id, payload, created_at) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (msg_id) DO NOTHING",
+            )
+            .bind(subject)
+            .bind(msg_id)
+            .bind(payload)
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        }
+        tx.commit().await.map_err(db)
+    }
+
+    /// The oldest `limit` outbox entries.
+    pub async fn outbox_peek(&self, limit: i64) -> Result<Vec<OutboxEntry>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, subject, msg_id, payload FROM webhook_outbox ORDER BY id LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.iter()
+            .map(|r| {
+                Ok(OutboxEntry {
+                    id: r.try_get("id").map_err(db)?,
+                    subject: r.try_get("subject").map_err(db)?,
+                    msg_id: r.try_get("msg_id").map_err(db)?,
+                    payload: r.try_get("payload").map_err(db)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Removes entries JetStream acknowledged.
+    pub async fn outbox_remove(&self, ids: &[i64]) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM webhook_outbox WHERE id = ANY($1)")
+            .bind(ids)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    /// Notes a failed relay attempt.
+    pub async fn outbox_failed(&self, id: i64, error: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE webhook_outbox SET attempts = attempts + 1, last_error = $1 WHERE id = $2",
+        )
+        .bind(error)
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    /// Depth and oldest entry time of the outbox.
+    pub async fn outbox_stats(&self) -> Result<(i64, Option<DateTime<Utc>>), StoreError> {
+        let row =
+            sqlx::query("SELECT count(*) AS n, min(created_at) AS oldest FROM webhook_outbox")
+                .fetch_one(&self.pool)
+                .await
+                .map_err(db)?;
+        Ok((
+            row.try_get("n").map_err(db)?,
+            row.try_get("oldest").map_err(db)?,
+        ))
+    }
+
+    /// Records when webhooks last arrived, for many providers in one statement, and
+    /// clears their silence.
+    pub async fn record_webhooks(
+        &self,
+        seen: &[(ProviderId, DateTime<Utc>)],
+    ) -> Result<(), StoreError> {
+        if seen.is_empty() {
+            return Ok(());
+        }
+        // One row per provider: UPDATE … FROM applies only one of several matches.
+        let mut latest: std::collections::HashMap<ProviderId, DateTime<Utc>> =
+            std::collections::HashMap::new();
+        for (provider, at) in seen {
+            let slot = latest.entry(*provider).or_insert(*at);
+            *slot = (*slot).max(*at);
+        }
+        let (ids, times): (Vec<uuid::Uuid>, Vec<DateTime<Utc>>) =
+            latest.into_iter().map(|(p, t)| (p.0, t)).unzip();
+        sqlx::query(
+            "UPDATE provider_health h SET \
+               last_webhook_received_at = GREATEST(h.last_webhook_received_at, v.at), silent_since = NULL \
+             FROM (SELECT * FROM unnest($1::uuid[], $2::timestamptz[]) AS t(provider_id, at)) v \
+             WHERE h.provider_id = v.provider_id",
+        )
+        .bind(&ids)
+        .bind(&times)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+}

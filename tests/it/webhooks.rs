@@ -1,0 +1,359 @@
+//! Webhook intake as Graph and downstream consumers see it: notifications reach
+//! JetStream on the right subject, once; bad input is answered and never published;
+//! a NATS outage loses nothing (the outbox); lifecycle notifications do their job.
+
+use crate::support::{Harness, read_stream, wait_until};
+use futures_util::StreamExt;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use sqlx::Row;
+use std::collections::HashSet;
+use std::time::Duration;
+use subkeeper::simulator::{ChangeType, LifecycleEvent, Operation};
+use subkeeper_actors::domain::{ProviderKind, TenantId};
+
+async fn live_subscription(h: &Harness, tenant: &str, provider: &str) -> String {
+    let view = h
+        .wait_provider(tenant, provider, "healthy", |v| {
+            v["health"]["subscription_status"] == "healthy"
+        })
+        .await;
+    view["subscription"]["id"].as_str().unwrap().to_owned()
+}
+
+async fn webhook_messages(h: &Harness) -> Vec<crate::support::Stored> {
+    let t = h.topology();
+    read_stream(&h.nats, &t.webhook_stream(), &t.webhook_subjects()).await
+}
+
+async fn post(h: &Harness, body: impl Into<reqwest::Body>) -> StatusCode {
+    h.http
+        .post(format!("{}/webhooks/microsoft", h.base_url))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
+#[actix_web::test]
+async fn a_new_message_reaches_jetstream_once_even_when_graph_delivers_it_three_times() {
+    let h = Harness::start(|_| {}).await;
+    let provider = h.create_provider("acme", "acme-aad", "alice").await;
+    let sub = live_subscription(&h, "acme", &provider).await;
+
+    let report = h.sim.notify(&sub, ChangeType::Created, 3).await.unwrap();
+    assert!(report.all_accepted(), "{report:?}");
+    assert!(
+        report.attempts.iter().all(|a| a.status == Some(202)),
+        "{report:?}"
+    );
+
+    wait_until(
+        "the notification in JetStream",
+        Duration::from_secs(1),
+        || async { !webhook_messages(&h).await.is_empty() },
+    )
+    .await;
+    let stored = webhook_messages(&h).await;
+    assert_eq!(
+        stored.len(),
+        1,
+        "three deliveries of one item are stored once"
+    );
+    let expected_subject = h.topology().webhook_subject(
+        ProviderKind::GraphMail,
+        &TenantId::parse("acme").unwrap(),
+        provider.parse().unwrap(),
+    );
+    assert_eq!(stored[0].subject, expected_subject);
+    let body = &stored[0].body;
+    assert_eq!(body["tenant"], "acme");
+    assert_eq!(body["provider_id"], provider.as_str());
+    assert_eq!(body["subscription_id"], sub.as_str());
+    assert_eq!(
+        body["notification"], report.body["value"][0],
+        "the Graph item is carried as received"
+    );
+    h.stop().await;
+}
+
+#[actix_web::test]
+async fn bad_notifications_get_their_answer_and_nothing_is_published() {
+    let h = Harness::start(|c| c.webhook_max_body_bytes = 4096).await;
+    let provider = h.create_provider("acme", "acme-aad", "bob").await;
+    let sub = live_subscription(&h, "acme", &provider).await;
+    let item = |sub: &str, state: &str| {
+        json!({"value": [{
+            "subscriptionId": sub, "clientState": state, "changeType": "created",
+            "resource": "Users/bob/Messages/AAA", "tenantId": "acme-aad",
+            "subscriptionExpirationDateTime": "2026-11-28T00:00:00.0000000Z",
+            "resourceData": {"id": "AAA"}
+        }]})
+        .to_string()
+    };
+
+    // Wrong clientState and an unknown subscription: acknowledged (Graph must not
+    // retry forged or stale traffic) but dropped.
+    assert_eq!(
+        post(&h, item(&sub, "forged-client-state")).await,
+        StatusCode::ACCEPTED
+    );
+    assert_eq!(
+        post(&h, item("00000000-0000-0000-0000-000000000000", "x")).await,
+        StatusCode::ACCEPTED
+    );
+    // Malformed: 400.
+    assert_eq!(post(&h, "{not json").await, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        post(&h, r#"{"value": [{"changeType": "created"}]}"#).await,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(post(&h, r#"{"items": []}"#).await, StatusCode::BAD_REQUEST);
+    // Oversized: 413.
+    assert_eq!(
+        post(&h, "x".repeat(5000)).await,
+        StatusCode::PAYLOAD_TOO_LARGE
+    );
+
+    assert!(
+        webhook_messages(&h).await.is_empty(),
+        "nothing may be published"
+    );
+    let metrics = h
+        .http
+        .get(format!("{}/metrics", h.base_url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for result in ["bad_client_state", "unknown_subscription"] {
+        assert!(
+            metrics.contains(&format!(
+                "subkeeper_webhooks_received_total{{kind=\"microsoft\",result=\"{result}\"}}"
+            )),
+            "{result} not counted"
+        );
+    }
+    h.stop().await;
+}
+
+/// A private nats-server this test can kill and restart; its storage is removed
+/// when the test ends.
+struct Nats {
+    child: std::process::Child,
+    port: u16,
+    dir: std::path::PathBuf,
+}
+
+fn spawn_nats(port: u16, dir: &std::path::Path) -> std::process::Child {
+    std::process::Command::new("nats-server")
+        .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+        .arg(dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("nats-server must be installed (see .ci/run)")
+}
+
+impl Nats {
+    fn start(port: u16, dir: &std::path::Path) -> Self {
+        Self {
+            child: spawn_nats(port, dir),
+            port,
+            dir: dir.to_owned(),
+        }
+    }
+
+    async fn wait_ready(&self) {
+        let addr = format!("127.0.0.1:{}", self.port);
+        wait_until(
+            "private nats-server up",
+            Duration::from_secs(10),
+            || async { tokio::net::TcpStream::connect(&addr).await.is_ok() },
+        )
+        .await;
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the server again on the same port with the same storage.
+    fn restart(&mut self) {
+        self.kill();
+        self.child = spawn_nats(self.port, &self.dir);
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[actix_web::test]
+async fn a_thousand_notifications_through_a_nats_outage_are_all_kept_once() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir =
+        std::env::temp_dir().join(format!("subkeeper-nats-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut nats = Nats::start(port, &dir);
+    nats.wait_ready().await;
+    let url = format!("nats://127.0.0.1:{port}");
+    let h = Harness::start(|c| {
+        c.nats_url = url.clone();
+        c.outbox_relay_interval_ms = 100;
+        c.webhook_publish_timeout_ms = 500;
+    })
+    .await;
+    let provider = h.create_provider("acme", "acme-aad", "carol").await;
+    let sub = live_subscription(&h, "acme", &provider).await;
+
+    let mut statuses = Vec::new();
+    let mut items = Vec::new();
+    for round in 0..10 {
+        if round == 3 {
+            nats.kill();
+        }
+        if round == 7 {
+            let parked: i64 = sqlx::query("SELECT count(*) AS n FROM webhook_outbox")
+                .fetch_one(&h.pool)
+                .await
+                .unwrap()
+                .get("n");
+            assert!(
+                parked >= 300,
+                "the outage must have parked notifications in the outbox, found {parked}"
+            );
+            nats.restart();
+            nats.wait_ready().await;
+        }
+        let reports = futures_util::future::join_all(
+            (0..100).map(|_| h.sim.notify(&sub, ChangeType::Created, 1)),
+        )
+        .await;
+        for report in reports {
+            let report = report.unwrap();
+            statuses.extend(report.attempts.iter().map(|a| a.status));
+            items.push(
+                report.body["value"][0]["resourceData"]["id"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned(),
+            );
+        }
+    }
+    assert_eq!(statuses.len(), 1000);
+    assert!(
+        statuses.iter().all(|s| *s == Some(202)),
+        "every request answered 202: {:?}",
+        statuses
+            .iter()
+            .filter(|s| **s != Some(202))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(items.iter().collect::<HashSet<_>>().len(), 1000);
+
+    // The relay drains the outbox into JetStream once NATS is back.
+    let client = async_nats::connect(&url).await.unwrap();
+    let t = h.topology();
+    wait_until("all 1000 in JetStream", Duration::from_secs(60), || async {
+        let stored = read_stream(&client, &t.webhook_stream(), &t.webhook_subjects()).await;
+        stored.len() >= 1000
+    })
+    .await;
+    let stored = read_stream(&client, &t.webhook_stream(), &t.webhook_subjects()).await;
+    assert_eq!(stored.len(), 1000, "no duplicates");
+    let ids: HashSet<String> = stored
+        .iter()
+        .map(|m| {
+            m.body["notification"]["resourceData"]["id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(ids, items.into_iter().collect::<HashSet<_>>());
+    let left: i64 = sqlx::query("SELECT count(*) AS n FROM webhook_outbox")
+        .fetch_one(&h.pool)
+        .await
+        .unwrap()
+        .get("n");
+    assert_eq!(left, 0, "outbox drained");
+    h.stop().await;
+    drop(nats);
+}
+
+#[actix_web::test]
+async fn lifecycle_notifications_renew_recreate_and_ask_for_resync() {
+    let h = Harness::start(|_| {}).await;
+    let provider = h.create_provider("acme", "acme-aad", "dave").await;
+    let sub = live_subscription(&h, "acme", &provider).await;
+    let events = h
+        .topology()
+        .event_subject("resync_required", &TenantId::parse("acme").unwrap());
+    let mut resyncs = h.nats.subscribe(events).await.unwrap();
+    h.nats.flush().await.unwrap();
+
+    // reauthorizationRequired → the service renews now (Graph sees the PATCH).
+    let report = h
+        .sim
+        .lifecycle(&sub, LifecycleEvent::ReauthorizationRequired)
+        .await
+        .unwrap();
+    assert!(report.all_accepted(), "{report:?}");
+    wait_until("the PATCH", Duration::from_secs(10), || async {
+        h.sim.requests().iter().any(|r| {
+            r.operation == Operation::Renew
+                && r.subscription_id.as_deref() == Some(sub.as_str())
+                && r.status == 200
+        })
+    })
+    .await;
+
+    // missed → a resync event for the tenant.
+    h.sim.lifecycle(&sub, LifecycleEvent::Missed).await.unwrap();
+    let event: Value = tokio::time::timeout(Duration::from_secs(5), resyncs.next())
+        .await
+        .expect("resync event")
+        .map(|m| serde_json::from_slice(&m.payload).unwrap())
+        .unwrap();
+    assert_eq!(event["provider_id"], provider.as_str());
+    assert_eq!(event["reason"], "missed");
+
+    // subscriptionRemoved → recreated now (Graph sees a new POST) and a resync event.
+    h.sim
+        .lifecycle(&sub, LifecycleEvent::SubscriptionRemoved)
+        .await
+        .unwrap();
+    wait_until("a new subscription", Duration::from_secs(10), || async {
+        h.sim
+            .subscriptions()
+            .iter()
+            .any(|s| s.resource == "users/dave/messages" && s.id != sub)
+    })
+    .await;
+    let event: Value = tokio::time::timeout(Duration::from_secs(5), resyncs.next())
+        .await
+        .expect("resync event")
+        .map(|m| serde_json::from_slice(&m.payload).unwrap())
+        .unwrap();
+    assert_eq!(event["reason"], "subscription_removed");
+    let view = h
+        .wait_provider("acme", &provider, "recreated", |v| {
+            v["subscription"]["id"].as_str().is_some_and(|id| id != sub)
+        })
+        .await;
+    assert_eq!(view["health"]["last_renewal_result"], "recreated");
+    h.stop().await;
+}
