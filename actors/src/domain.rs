@@ -322,6 +322,12 @@ pub struct ProviderHealth {
     pub consecutive_failure_count: u32,
     /// When the next attempt is scheduled; `None` while parked or in flight.
     pub next_renewal_at: Option<DateTime<Utc>>,
+    /// Set while the provider is silent: its subscription is alive but no webhook
+    /// has arrived for longer than the kind's silence threshold. The value is when
+    /// the silence began (the last webhook, or the subscription's creation if none
+    /// came since). Written by the notification actor only; attempts leave it alone.
+    #[serde(default)]
+    pub silent_since: Option<DateTime<Utc>>,
 }
 
 /// The outcome of one attempt, recorded and published for every attempt.
@@ -362,6 +368,52 @@ pub struct RenewalResult {
     pub scheduled_at: Option<DateTime<Utc>>,
     /// How long the provider call took, in milliseconds.
     pub duration_ms: u64,
+}
+
+/// What is published on the webhook stream for each accepted notification
+/// (`{prefix}.webhook.<kind>.<tenant>.<provider>`), and what the notification actor
+/// reads back.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WebhookEnvelope {
+    /// Owning tenant.
+    pub tenant: TenantId,
+    /// The provider it was routed to.
+    pub provider_id: ProviderId,
+    /// Provider kind.
+    pub kind: ProviderKind,
+    /// Provider-side subscription id it arrived on.
+    pub subscription_id: String,
+    /// When subkeeper received it.
+    pub received_at: DateTime<Utc>,
+    /// The provider's notification item, as received.
+    pub notification: serde_json::Value,
+}
+
+/// A downstream domain event (`{prefix}.event.<type>.<tenant>`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DomainEvent {
+    /// `mail_received`, `mail_changed`, `calendar_changed`, `resync_required`.
+    #[serde(rename = "type")]
+    pub event_type: String,
+    /// Owning tenant.
+    pub tenant: TenantId,
+    /// The provider.
+    pub provider_id: ProviderId,
+    /// Provider kind.
+    pub kind: ProviderKind,
+    /// Why (for resync: `missed`, `subscription_removed`, …).
+    pub reason: Option<String>,
+    /// When it happened (for a notification: when subkeeper received it, so a
+    /// redelivered notification yields an identical event).
+    pub at: DateTime<Utc>,
+    /// The changed resource as the provider named it (Graph's `resource`, e.g.
+    /// `Users/{id}/Messages/{id}`), for change events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource: Option<String>,
+    /// The provider's change type (Graph: `created`, `updated`, `deleted`), for
+    /// change events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub change_type: Option<String>,
 }
 
 #[cfg(test)]

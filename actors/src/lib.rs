@@ -5,12 +5,15 @@
 //! This crate performs no I/O of its own and must never depend on sqlx, reqwest or
 //! async-nats: adapters in the `subkeeper` crate implement the ports.
 
+pub mod alerting;
 pub mod board;
 pub mod clock;
+pub mod delivery;
 pub mod domain;
 pub mod fleet;
 pub mod lifecycle;
 pub mod memory;
+pub mod notification;
 pub mod ports;
 pub mod supervisor;
 pub mod telemetry;

@@ -354,6 +354,8 @@ impl ProviderSupervisor {
                 Next::At(at) => Some(at),
                 _ => None,
             },
+            // Not written by attempts: the notification actor owns it.
+            silent_since: None,
         };
         let record = AttemptRecord {
             result: result.clone(),

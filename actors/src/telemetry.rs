@@ -50,6 +50,12 @@ pub mod names {
     pub const PROVIDER_EXPIRES_IN: &str = "subkeeper_provider_subscription_expires_in_seconds";
     /// Gauge {tenant, provider, kind}: seconds since the last webhook, only while silent.
     pub const PROVIDER_SILENT: &str = "subkeeper_provider_silent_seconds";
+    /// Counter {consumer, outcome}: stream messages a consumer settled (`acked`,
+    /// `retried`, `rejected`).
+    pub const CONSUMER_MESSAGES: &str = "subkeeper_consumer_messages_total";
+    /// Counter {event}: alert events published (`firing`, `resolved`, `escalated`,
+    /// `silent`); a republish the stream deduplicated is not counted.
+    pub const ALERTS_PUBLISHED: &str = "subkeeper_alerts_published_total";
 
     /// All names, for the test that checks dashboards and rules use only these.
     pub const ALL: &[&str] = &[
@@ -72,6 +78,8 @@ pub mod names {
         PROVIDER_UNHEALTHY,
         PROVIDER_EXPIRES_IN,
         PROVIDER_SILENT,
+        CONSUMER_MESSAGES,
+        ALERTS_PUBLISHED,
     ];
 }
 
@@ -136,5 +144,68 @@ impl ProviderHealthChanged<'_> {
                 from = %r.previous_status, to = %r.status, "provider health changed"
             ),
         }
+    }
+}
+
+/// A consumer settled a batch of stream messages.
+pub struct DeliveriesSettled<'a> {
+    /// `notification` or `alerting`.
+    pub consumer: &'static str,
+    /// The verdicts, one per message.
+    pub settlements: &'a [crate::delivery::Settlement],
+}
+
+impl DeliveriesSettled<'_> {
+    /// Records the counters; logs a batch that is being retried.
+    pub fn emit(&self) {
+        use crate::delivery::Settlement;
+        let (mut acked, mut retried, mut rejected) = (0u64, 0u64, 0u64);
+        for s in self.settlements {
+            match s {
+                Settlement::Ack => acked += 1,
+                Settlement::Retry(_) => retried += 1,
+                Settlement::Reject => rejected += 1,
+            }
+        }
+        for (outcome, n) in [
+            ("acked", acked),
+            ("retried", retried),
+            ("rejected", rejected),
+        ] {
+            if n > 0 {
+                counter!(names::CONSUMER_MESSAGES, "consumer" => self.consumer, "outcome" => outcome)
+                    .increment(n);
+            }
+        }
+        if retried > 0 {
+            tracing::warn!(
+                consumer = self.consumer,
+                acked,
+                retried,
+                "messages left for redelivery; their effects are not committed yet"
+            );
+        }
+    }
+}
+
+/// A stream message could not be read and was rejected for good.
+pub struct MessageRejected<'a> {
+    /// `notification` or `alerting`.
+    pub consumer: &'static str,
+    /// Its subject.
+    pub subject: &'a str,
+    /// Why it could not be read.
+    pub error: &'a str,
+}
+
+impl MessageRejected<'_> {
+    /// Logs it (the count is in [`DeliveriesSettled`]).
+    pub fn emit(&self) {
+        tracing::warn!(
+            consumer = self.consumer,
+            subject = self.subject,
+            error = self.error,
+            "malformed stream message rejected; it will not be redelivered"
+        );
     }
 }

@@ -254,6 +254,8 @@ impl GraphIntake {
                     kind: a.route.kind,
                     reason: Some(reason.into()),
                     at: self.clock.now(),
+                    resource: None,
+                    change_type: None,
                 };
                 let subject = self
                     .publisher

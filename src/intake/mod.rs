@@ -14,12 +14,11 @@ pub use outbox::spawn_outbox_relay;
 
 use crate::store::{PgStore, Route};
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+pub use subkeeper_actors::domain::{DomainEvent, WebhookEnvelope};
 use subkeeper_actors::domain::{ProviderId, ProviderKind, TenantId};
 use subkeeper_actors::ports::StoreError;
 
@@ -49,41 +48,6 @@ pub trait Publisher: Send + Sync + 'static {
 
     /// The subject of a domain event of `event_type` for a tenant.
     fn event_subject(&self, event_type: &str, tenant: &TenantId) -> String;
-}
-
-/// What is published for each accepted notification.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct WebhookEnvelope {
-    /// Owning tenant.
-    pub tenant: TenantId,
-    /// The provider it was routed to.
-    pub provider_id: ProviderId,
-    /// Provider kind.
-    pub kind: ProviderKind,
-    /// Provider-side subscription id it arrived on.
-    pub subscription_id: String,
-    /// When subkeeper received it.
-    pub received_at: DateTime<Utc>,
-    /// The provider's notification item, as received.
-    pub notification: serde_json::Value,
-}
-
-/// A downstream domain event (`subkeeper.event.<type>.<tenant>`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct DomainEvent {
-    /// `mail_received`, `calendar_changed`, `resync_required`, …
-    #[serde(rename = "type")]
-    pub event_type: String,
-    /// Owning tenant.
-    pub tenant: TenantId,
-    /// The provider.
-    pub provider_id: ProviderId,
-    /// Provider kind.
-    pub kind: ProviderKind,
-    /// Why (for resync: `missed`, `subscription_removed`, …).
-    pub reason: Option<String>,
-    /// When it happened.
-    pub at: DateTime<Utc>,
 }
 
 /// Why a notification item was not published.

@@ -288,7 +288,7 @@ impl PgStore {
         let sql = format!(
             "SELECT {PROVIDER_COLUMNS}, p.status, p.error_message, s.external_id AS sub_id, s.expires_at AS sub_expires_at, \
                h.provider_id AS h_provider_id, h.subscription_status, h.subscription_expires_at, h.last_renewal_attempt_at, \
-               h.last_renewal_result, h.failure_reason, h.last_webhook_received_at, h.consecutive_failure_count, h.next_renewal_at \
+               h.last_renewal_result, h.failure_reason, h.last_webhook_received_at, h.consecutive_failure_count, h.next_renewal_at, h.silent_since \
              FROM providers p \
              LEFT JOIN subscriptions s ON s.provider_id = p.id AND s.state = 'active' \
              LEFT JOIN provider_health h ON h.provider_id = p.id \

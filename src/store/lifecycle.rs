@@ -56,6 +56,7 @@ pub(super) fn health_from(row: &PgRow, provider: ProviderId) -> Result<ProviderH
         last_webhook_received_at: row.try_get("last_webhook_received_at").map_err(db)?,
         consecutive_failure_count: u32::try_from(failures).unwrap_or(0),
         next_renewal_at: row.try_get("next_renewal_at").map_err(db)?,
+        silent_since: row.try_get("silent_since").map_err(db)?,
     })
 }
 

@@ -1,0 +1,1246 @@
+//! `AlertingActor`: tells a human, once, when a provider needs them. It reads
+//! every [`RenewalResult`] from the renewal stream and hears of silences from the
+//! notification actor, and publishes alert events:
+//!
+//! - `firing` when a provider enters `error` or `needs_reauth` (a result whose
+//!   `previous_status` was neither and whose `status` is one), with the reason and
+//!   a remediation list;
+//! - `resolved` when it leaves them, or when a webhook ends a silence;
+//! - `escalated` once it has stayed unhealthy longer than `escalate_after`;
+//! - `silent` when the notification actor marks it silent.
+//!
+//! Every alert has a stable id derived from its cause (the attempt, or when the
+//! condition began), published as the message id: a redelivered renewal result, a
+//! retried publish or a second instance produces the same id, which the alert
+//! stream stores once. Core-NATS subscribers see every publish, so the actor also
+//! remembers the ids it published lately and does not send one again. Firing and resolving need no memory — the transition is in
+//! the result — so the per-provider state kept here (unhealthy since when,
+//! escalated or not, the escalation timer) only drives escalation, and is rebuilt
+//! from the store at start. Before escalating, the store is asked whether the
+//! provider is still unhealthy, so a recovery handled elsewhere is respected.
+//!
+//! No I/O of its own: the alert sink, the store and the clock are ports.
+
+use crate::clock::SharedClock;
+use crate::delivery::{Deliveries, Settlement, Stop, retry_delay};
+use crate::domain::{ErrorClass, HealthState, ProviderId, ProviderKind, RenewalResult, TenantId};
+use crate::notification::{Silence, SilenceChanged};
+use crate::ports::{CallbackUrls, StoreError};
+use crate::telemetry::{DeliveriesSettled, MessageRejected, names};
+use actix::prelude::*;
+use async_trait::async_trait;
+use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
+use serde::{Deserialize, Serialize};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The `consumer` and `actor` label of this actor's metrics.
+const CONSUMER: &str = "alerting";
+
+/// Silence alerts waiting to be published, at most; past it the oldest is dropped
+/// (and logged). Silences start and end a few at a time, so this is never reached
+/// unless the alert stream is down for long.
+const MAX_QUEUED: usize = 10_000;
+
+/// Alert ids remembered as published, at most (the oldest are forgotten first).
+/// A redelivery comes within seconds to minutes; this covers thousands of alerts.
+const RECENT_IDS: usize = 4096;
+
+/// At start-up, an escalation that fell due while no instance was running is still
+/// sent if it fell due within this window; one due longer ago was sent then (the
+/// alert stream's duplicate window is as long, so a resend is dropped there) or is
+/// stale news.
+pub const MISSED_ESCALATION_GRACE: TimeDelta = TimeDelta::hours(24);
+
+/// What an alert event announces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertEvent {
+    /// The provider entered `error` or `needs_reauth`.
+    Firing,
+    /// The condition is over.
+    Resolved,
+    /// The provider has stayed unhealthy longer than the escalation time.
+    Escalated,
+    /// The subscription is alive but no webhook arrives.
+    Silent,
+}
+
+impl AlertEvent {
+    /// The wire and metric-label name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Firing => "firing",
+            Self::Resolved => "resolved",
+            Self::Escalated => "escalated",
+            Self::Silent => "silent",
+        }
+    }
+}
+
+/// What an alert is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertCondition {
+    /// Failed `failure_threshold` times in a row.
+    Error,
+    /// The OAuth grant is gone.
+    NeedsReauth,
+    /// No webhook for longer than the kind's silence threshold.
+    Silent,
+}
+
+impl AlertCondition {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Error => "error",
+            Self::NeedsReauth => "needs_reauth",
+            Self::Silent => "silent",
+        }
+    }
+
+    /// The condition a health state is an alert for, if any.
+    pub fn of(state: HealthState) -> Option<Self> {
+        match state {
+            HealthState::Error => Some(Self::Error),
+            HealthState::NeedsReauth => Some(Self::NeedsReauth),
+            HealthState::Healthy | HealthState::Renewing | HealthState::Failing => None,
+        }
+    }
+}
+
+/// One alert event, as published on `{prefix}.alert.<tenant>.<provider>`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Alert {
+    /// Stable id derived from the cause; also the `Nats-Msg-Id`, so the same alert
+    /// is stored once. Consumers can de-duplicate on it.
+    pub id: String,
+    /// What happened.
+    pub event: AlertEvent,
+    /// What it is about; a `resolved` names the condition that ended.
+    pub condition: AlertCondition,
+    /// The provider's tenant.
+    pub tenant: TenantId,
+    /// The provider.
+    pub provider_id: ProviderId,
+    /// Its kind.
+    pub kind: ProviderKind,
+    /// The provider's health after the cause (absent for silence events).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<HealthState>,
+    /// Why, in words an operator can act on (the attempt's error message).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// What to do, most likely fix first (empty for `resolved`).
+    pub remediation: Vec<String>,
+    /// When the condition began, if known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<DateTime<Utc>>,
+    /// When this event happened.
+    pub at: DateTime<Utc>,
+    /// Failed attempts in a row, for renewal-driven events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consecutive_failures: Option<u32>,
+}
+
+/// Where alerts go (a JetStream stream in production).
+#[async_trait]
+pub trait AlertSink: Send + Sync + 'static {
+    /// Publishes `alert` with its id as the de-duplication key and waits until it is
+    /// stored. `Ok(true)`: the stream already had it.
+    async fn publish(&self, alert: &Alert) -> Result<bool, String>;
+}
+
+/// A provider the store considers unhealthy (in `error` or `needs_reauth`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unhealthy {
+    /// The provider.
+    pub provider_id: ProviderId,
+    /// Its tenant.
+    pub tenant: TenantId,
+    /// Its kind.
+    pub kind: ProviderKind,
+    /// `Error` or `NeedsReauth`.
+    pub state: HealthState,
+    /// When it became unhealthy: the start of its first attempt since it last was
+    /// not.
+    pub since: DateTime<Utc>,
+    /// The actionable reason of its last failure.
+    pub reason: Option<String>,
+    /// Failed attempts in a row.
+    pub consecutive_failures: u32,
+}
+
+/// What the alerting actor reads from the store.
+#[async_trait]
+pub trait AlertStore: Send + Sync + 'static {
+    /// Every unhealthy enabled provider, or just `provider` if it is one.
+    async fn unhealthy(&self, provider: Option<ProviderId>) -> Result<Vec<Unhealthy>, StoreError>;
+}
+
+/// Alerting settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlertingConfig {
+    /// A provider unhealthy for longer than this gets an `escalated` event.
+    pub escalate_after: TimeDelta,
+    /// How soon a failed publish or store read is retried.
+    pub retry_every: Duration,
+    /// Where providers call us back (named in the remediation).
+    pub callbacks: CallbackUrls,
+}
+
+/// The ports the alerting actor uses.
+#[derive(Clone)]
+pub struct AlertingPorts {
+    /// Where alerts go.
+    pub sink: Arc<dyn AlertSink>,
+    /// Who is unhealthy since when.
+    pub store: Arc<dyn AlertStore>,
+    /// Time.
+    pub clock: SharedClock,
+}
+
+/// One unhealthy provider as the actor tracks it, for escalation.
+struct Tracked {
+    /// When it became unhealthy.
+    since: DateTime<Utc>,
+    /// The escalation was published.
+    escalated: bool,
+    /// The armed escalation check.
+    timer: Option<SpawnHandle>,
+}
+
+/// Ids of alerts published lately, so a redelivered cause is not sent again.
+#[derive(Default)]
+struct RecentIds {
+    ids: HashSet<String>,
+    order: VecDeque<String>,
+}
+
+impl RecentIds {
+    fn contains(&self, id: &str) -> bool {
+        self.ids.contains(id)
+    }
+
+    fn insert(&mut self, id: &str) {
+        if self.ids.insert(id.to_owned()) {
+            self.order.push_back(id.to_owned());
+            if self.order.len() > RECENT_IDS
+                && let Some(old) = self.order.pop_front()
+            {
+                self.ids.remove(&old);
+            }
+        }
+    }
+}
+
+/// Publishes alert events.
+pub struct AlertingActor {
+    config: AlertingConfig,
+    ports: AlertingPorts,
+    tracked: HashMap<ProviderId, Tracked>,
+    /// Alerts published lately (by id).
+    recent: RecentIds,
+    /// Silence alerts not yet published, oldest first.
+    queue: VecDeque<Alert>,
+    /// A queue publish is in flight or scheduled.
+    flushing: bool,
+}
+
+/// Formats a timestamp for an alert id (microseconds: what Postgres keeps, so ids
+/// built from stored and from in-memory times agree).
+fn stamp(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+/// What to do about a provider, most likely fix first.
+pub fn remediation(
+    callbacks: &CallbackUrls,
+    tenant: &TenantId,
+    provider: ProviderId,
+    kind: ProviderKind,
+    condition: AlertCondition,
+    class: Option<ErrorClass>,
+) -> Vec<String> {
+    let reauth = format!(
+        "re-authorize the OAuth connection: PUT /api/v1/tenants/{tenant}/providers/{provider}/credentials with a fresh credentials document"
+    );
+    let url = callbacks.notification_url(kind);
+    let webhook = if kind.is_graph() {
+        format!(
+            "check that {url} is reachable from Microsoft over HTTPS and answers the validationToken handshake (POST {url}?validationToken=abc must answer 200 text/plain 'abc')"
+        )
+    } else {
+        format!("check that {url} is reachable from the provider over HTTPS")
+    };
+    let renew = format!(
+        "force a renewal once fixed: subkeeper renew --tenant {tenant} --provider {provider}"
+    );
+    match condition {
+        AlertCondition::NeedsReauth => vec![reauth, renew, webhook],
+        AlertCondition::Error
+            if matches!(class, Some(ErrorClass::Auth | ErrorClass::ReauthRequired)) =>
+        {
+            vec![reauth, webhook, renew]
+        }
+        AlertCondition::Error => vec![webhook, reauth, renew],
+        AlertCondition::Silent => vec![
+            webhook,
+            format!(
+                "force a renewal, which recreates a subscription the provider dropped without notice: subkeeper renew --tenant {tenant} --provider {provider}"
+            ),
+            "if webhooks arrive but are refused, look for bad_client_state or unknown_subscription in subkeeper_webhooks_received_total".to_owned(),
+            "if the mailbox or calendar is simply quiet, this is expected: raise the kind's silence threshold (mail_silence_seconds, calendar_silence_seconds)".to_owned(),
+        ],
+    }
+}
+
+/// The alert a renewal result calls for, if any: `firing` on entering `error` or
+/// `needs_reauth` (or switching between them), `resolved` on leaving them.
+/// `since` is when the condition began, if the caller knows (for `resolved`).
+pub fn alert_for(
+    result: &RenewalResult,
+    since: Option<DateTime<Utc>>,
+    callbacks: &CallbackUrls,
+) -> Option<Alert> {
+    let before = AlertCondition::of(result.previous_status);
+    let after = AlertCondition::of(result.status);
+    let (event, condition) = match (before, after) {
+        (_, Some(now)) if before != Some(now) => (AlertEvent::Firing, now),
+        (Some(ended), None) => (AlertEvent::Resolved, ended),
+        _ => return None,
+    };
+    let firing = event == AlertEvent::Firing;
+    Some(Alert {
+        id: format!(
+            "alert:{}:{}:{}:{}",
+            result.provider_id,
+            event.as_str(),
+            condition.as_str(),
+            stamp(result.attempted_at)
+        ),
+        event,
+        condition,
+        tenant: result.tenant.clone(),
+        provider_id: result.provider_id,
+        kind: result.kind,
+        state: Some(result.status),
+        reason: if firing {
+            result.error_message.clone()
+        } else {
+            None
+        },
+        remediation: if firing {
+            remediation(
+                callbacks,
+                &result.tenant,
+                result.provider_id,
+                result.kind,
+                condition,
+                result.error_class,
+            )
+        } else {
+            Vec::new()
+        },
+        since: if firing {
+            Some(result.attempted_at)
+        } else {
+            since
+        },
+        at: result.attempted_at,
+        consecutive_failures: Some(result.consecutive_failures),
+    })
+}
+
+/// The `escalated` alert of a provider unhealthy since `u.since`.
+pub fn escalation(u: &Unhealthy, at: DateTime<Utc>, callbacks: &CallbackUrls) -> Alert {
+    let condition = AlertCondition::of(u.state).unwrap_or(AlertCondition::Error);
+    Alert {
+        // One escalation per stretch of unhealthiness, whatever its condition.
+        id: format!("alert:{}:escalated:{}", u.provider_id, stamp(u.since)),
+        event: AlertEvent::Escalated,
+        condition,
+        tenant: u.tenant.clone(),
+        provider_id: u.provider_id,
+        kind: u.kind,
+        state: Some(u.state),
+        reason: u.reason.clone(),
+        remediation: remediation(callbacks, &u.tenant, u.provider_id, u.kind, condition, None),
+        since: Some(u.since),
+        at,
+        consecutive_failures: Some(u.consecutive_failures),
+    }
+}
+
+/// The `silent` or silence-`resolved` alert of a silence change.
+pub fn silence_alert(
+    change: &SilenceChanged,
+    at: DateTime<Utc>,
+    callbacks: &CallbackUrls,
+) -> Alert {
+    let (event, s): (AlertEvent, &Silence) = match change {
+        SilenceChanged::Started(s) => (AlertEvent::Silent, s),
+        SilenceChanged::Ended(s) => (AlertEvent::Resolved, s),
+    };
+    let started = event == AlertEvent::Silent;
+    Alert {
+        id: if started {
+            format!("alert:{}:silent:{}", s.provider_id, stamp(s.since))
+        } else {
+            format!("alert:{}:resolved:silent:{}", s.provider_id, stamp(s.since))
+        },
+        event,
+        condition: AlertCondition::Silent,
+        tenant: s.tenant.clone(),
+        provider_id: s.provider_id,
+        kind: s.kind,
+        state: None,
+        reason: started.then(|| {
+            format!(
+                "no webhook since {} although the subscription is alive",
+                s.since.to_rfc3339_opts(SecondsFormat::Secs, true)
+            )
+        }),
+        remediation: if started {
+            remediation(
+                callbacks,
+                &s.tenant,
+                s.provider_id,
+                s.kind,
+                AlertCondition::Silent,
+                None,
+            )
+        } else {
+            Vec::new()
+        },
+        since: Some(s.since),
+        at: s.ended_at.unwrap_or(at),
+        consecutive_failures: None,
+    }
+}
+
+/// How an escalation check ended.
+enum Escalation {
+    /// The store no longer has the provider unhealthy.
+    Recovered,
+    /// Unhealthy, but not for long enough yet (since the returned time).
+    NotYet(DateTime<Utc>),
+    /// Published (`true`: the stream already had it).
+    Published(Alert, bool),
+    /// The store or the sink failed.
+    RetryLater(String),
+}
+
+impl AlertingActor {
+    /// An actor over `ports`.
+    pub fn new(config: AlertingConfig, ports: AlertingPorts) -> Self {
+        Self {
+            config,
+            ports,
+            tracked: HashMap::new(),
+            recent: RecentIds::default(),
+            queue: VecDeque::new(),
+            flushing: false,
+        }
+    }
+
+    fn now(&self) -> DateTime<Utc> {
+        self.ports.clock.now()
+    }
+
+    /// Follows a provider that is unhealthy since `since`, arming its escalation
+    /// check unless it is known already.
+    fn track(&mut self, provider: ProviderId, since: DateTime<Utc>, ctx: &mut Context<Self>) {
+        if self.tracked.contains_key(&provider) {
+            return;
+        }
+        self.tracked.insert(
+            provider,
+            Tracked {
+                since,
+                escalated: false,
+                timer: None,
+            },
+        );
+        self.arm(provider, since + self.config.escalate_after, ctx);
+    }
+
+    fn untrack(&mut self, provider: ProviderId, ctx: &mut Context<Self>) {
+        if let Some(t) = self.tracked.remove(&provider)
+            && let Some(timer) = t.timer
+        {
+            ctx.cancel_future(timer);
+        }
+    }
+
+    fn arm(&mut self, provider: ProviderId, at: DateTime<Utc>, ctx: &mut Context<Self>) {
+        let delay = self.ports.clock.timer_delay(at - self.now());
+        let Some(t) = self.tracked.get_mut(&provider) else {
+            return;
+        };
+        if let Some(old) = t.timer.take() {
+            ctx.cancel_future(old);
+        }
+        t.timer = Some(ctx.run_later(delay, move |act, ctx| act.escalation_due(provider, ctx)));
+    }
+
+    fn escalation_due(&mut self, provider: ProviderId, ctx: &mut Context<Self>) {
+        match self.tracked.get_mut(&provider) {
+            Some(t) if !t.escalated => t.timer = None,
+            _ => return,
+        }
+        let AlertingPorts { sink, store, clock } = self.ports.clone();
+        let escalate_after = self.config.escalate_after;
+        let callbacks = self.config.callbacks.clone();
+        let check = async move {
+            let found = match store.unhealthy(Some(provider)).await {
+                Ok(found) => found,
+                Err(e) => return Escalation::RetryLater(e.to_string()),
+            };
+            let Some(u) = found.into_iter().find(|u| u.provider_id == provider) else {
+                return Escalation::Recovered;
+            };
+            let now = clock.now();
+            if u.since + escalate_after > now {
+                return Escalation::NotYet(u.since);
+            }
+            let alert = escalation(&u, now, &callbacks);
+            match sink.publish(&alert).await {
+                Ok(duplicate) => Escalation::Published(alert, duplicate),
+                Err(e) => Escalation::RetryLater(e),
+            }
+        };
+        ctx.spawn(check.into_actor(self).map(move |outcome, act, ctx| {
+            if !act.tracked.contains_key(&provider) {
+                return;
+            }
+            match outcome {
+                Escalation::Recovered => act.untrack(provider, ctx),
+                Escalation::NotYet(since) => {
+                    if let Some(t) = act.tracked.get_mut(&provider) {
+                        t.since = since;
+                    }
+                    act.arm(provider, since + act.config.escalate_after, ctx);
+                }
+                Escalation::Published(alert, duplicate) => {
+                    AlertPublished {
+                        alert: &alert,
+                        duplicate,
+                    }
+                    .emit();
+                    act.recent.insert(&alert.id);
+                    if let Some(t) = act.tracked.get_mut(&provider) {
+                        t.escalated = true;
+                    }
+                }
+                Escalation::RetryLater(error) => {
+                    AlertNotPublished {
+                        what: "escalation",
+                        provider,
+                        error: &error,
+                    }
+                    .emit();
+                    let at = act.now()
+                        + TimeDelta::from_std(act.config.retry_every)
+                            .unwrap_or(TimeDelta::seconds(5));
+                    act.arm(provider, at, ctx);
+                }
+            }
+        }));
+    }
+
+    /// Brings the escalation state back from the store (at start-up).
+    fn rebuild(&mut self, ctx: &mut Context<Self>) {
+        let store = self.ports.store.clone();
+        ctx.spawn(
+            async move { store.unhealthy(None).await }
+                .into_actor(self)
+                .map(|found, act, ctx| match found {
+                    Ok(found) => {
+                        let now = act.now();
+                        for u in found {
+                            let due = u.since + act.config.escalate_after;
+                            if now - due > MISSED_ESCALATION_GRACE {
+                                // Escalated long ago (or stale): follow it, quietly.
+                                act.tracked.insert(
+                                    u.provider_id,
+                                    Tracked {
+                                        since: u.since,
+                                        escalated: true,
+                                        timer: None,
+                                    },
+                                );
+                            } else {
+                                act.track(u.provider_id, u.since, ctx);
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "alerting: cannot read unhealthy providers; retrying");
+                        ctx.run_later(act.config.retry_every, |act, ctx| act.rebuild(ctx));
+                    }
+                }),
+        );
+    }
+
+    /// Publishes queued silence alerts in order; a failure waits `retry_every`.
+    fn flush(&mut self, ctx: &mut Context<Self>) {
+        if self.flushing {
+            return;
+        }
+        let Some(alert) = self.queue.front().cloned() else {
+            return;
+        };
+        self.flushing = true;
+        let sink = self.ports.sink.clone();
+        ctx.spawn(
+            async move {
+                let result = sink.publish(&alert).await;
+                (alert, result)
+            }
+            .into_actor(self)
+            .map(|(alert, result), act, ctx| {
+                act.flushing = false;
+                match result {
+                    Ok(duplicate) => {
+                        AlertPublished {
+                            alert: &alert,
+                            duplicate,
+                        }
+                        .emit();
+                        act.recent.insert(&alert.id);
+                        act.queue.pop_front();
+                        act.flush(ctx);
+                    }
+                    Err(error) => {
+                        AlertNotPublished {
+                            what: alert.event.as_str(),
+                            provider: alert.provider_id,
+                            error: &error,
+                        }
+                        .emit();
+                        act.flushing = true;
+                        ctx.run_later(act.config.retry_every, |act, ctx| {
+                            act.flushing = false;
+                            act.flush(ctx);
+                        });
+                    }
+                }
+            }),
+        );
+    }
+}
+
+impl Handler<Stop> for AlertingActor {
+    type Result = ();
+    fn handle(&mut self, _: Stop, ctx: &mut Self::Context) {
+        ctx.stop();
+    }
+}
+
+impl Actor for AlertingActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        metrics::gauge!(names::ACTORS_RUNNING, "actor" => CONSUMER).set(1.0);
+        self.rebuild(ctx);
+    }
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        metrics::gauge!(names::ACTORS_RUNNING, "actor" => CONSUMER).set(0.0);
+        if !self.queue.is_empty() {
+            tracing::error!(
+                alerts = self.queue.len(),
+                "alerting stopped with silence alerts unpublished; the health rows still show the silence"
+            );
+        }
+    }
+}
+
+/// What processing a batch of renewal results produced.
+struct Processed {
+    settlements: Vec<Settlement>,
+    /// Results handled (alert published or none needed), in order.
+    handled: Vec<RenewalResult>,
+    /// Alerts published, with whether the stream had them already.
+    published: Vec<(Alert, bool)>,
+    /// Why the rest of the batch was left for redelivery.
+    failed: Option<(ProviderId, String)>,
+}
+
+impl Handler<Deliveries> for AlertingActor {
+    type Result = ResponseActFuture<Self, Vec<Settlement>>;
+
+    fn handle(&mut self, Deliveries(batch): Deliveries, _: &mut Self::Context) -> Self::Result {
+        let mut settlements = vec![Settlement::Ack; batch.len()];
+        let mut work = Vec::with_capacity(batch.len());
+        for (i, delivery) in batch.iter().enumerate() {
+            match serde_json::from_slice::<RenewalResult>(&delivery.payload) {
+                Ok(result) => {
+                    let since = self.tracked.get(&result.provider_id).map(|t| t.since);
+                    let alert = alert_for(&result, since, &self.config.callbacks)
+                        .filter(|a| !self.recent.contains(&a.id));
+                    work.push((i, result, alert, delivery.delivered));
+                }
+                Err(e) => {
+                    MessageRejected {
+                        consumer: CONSUMER,
+                        subject: &delivery.subject,
+                        error: &e.to_string(),
+                    }
+                    .emit();
+                    settlements[i] = Settlement::Reject;
+                }
+            }
+        }
+        let sink = self.ports.sink.clone();
+        let process = async move {
+            let mut out = Processed {
+                settlements,
+                handled: Vec::new(),
+                published: Vec::new(),
+                failed: None,
+            };
+            for (i, result, alert, delivered) in work {
+                // After a failure, leave the rest too, so a provider's alerts keep
+                // their order.
+                if out.failed.is_some() {
+                    out.settlements[i] = Settlement::Retry(retry_delay(delivered));
+                    continue;
+                }
+                if let Some(alert) = alert {
+                    match sink.publish(&alert).await {
+                        Ok(duplicate) => out.published.push((alert, duplicate)),
+                        Err(e) => {
+                            out.failed = Some((result.provider_id, e));
+                            out.settlements[i] = Settlement::Retry(retry_delay(delivered));
+                            continue;
+                        }
+                    }
+                }
+                out.handled.push(result);
+            }
+            out
+        };
+        Box::pin(process.into_actor(self).map(|out, act, ctx| {
+            for (alert, duplicate) in &out.published {
+                AlertPublished {
+                    alert,
+                    duplicate: *duplicate,
+                }
+                .emit();
+                act.recent.insert(&alert.id);
+            }
+            if let Some((provider, error)) = &out.failed {
+                AlertNotPublished {
+                    what: "renewal alert",
+                    provider: *provider,
+                    error,
+                }
+                .emit();
+            }
+            for result in out.handled {
+                if AlertCondition::of(result.status).is_some() {
+                    act.track(result.provider_id, result.attempted_at, ctx);
+                } else {
+                    act.untrack(result.provider_id, ctx);
+                }
+            }
+            DeliveriesSettled {
+                consumer: CONSUMER,
+                settlements: &out.settlements,
+            }
+            .emit();
+            out.settlements
+        }))
+    }
+}
+
+impl Handler<SilenceChanged> for AlertingActor {
+    type Result = ();
+
+    fn handle(&mut self, change: SilenceChanged, ctx: &mut Self::Context) {
+        let alert = silence_alert(&change, self.now(), &self.config.callbacks);
+        if self.recent.contains(&alert.id) || self.queue.iter().any(|a| a.id == alert.id) {
+            return;
+        }
+        if self.queue.len() >= MAX_QUEUED
+            && let Some(dropped) = self.queue.pop_front()
+        {
+            tracing::error!(
+                provider = %dropped.provider_id, event = dropped.event.as_str(),
+                "silence alert dropped: too many unpublished (is the alert stream reachable?)"
+            );
+        }
+        self.queue.push_back(alert);
+        self.flush(ctx);
+    }
+}
+
+/// An alert event was stored by the alert stream.
+struct AlertPublished<'a> {
+    alert: &'a Alert,
+    /// The stream already had it (a redelivery or another instance): not counted.
+    duplicate: bool,
+}
+
+impl AlertPublished<'_> {
+    fn emit(&self) {
+        let a = self.alert;
+        if self.duplicate {
+            tracing::debug!(id = %a.id, "alert already published");
+            return;
+        }
+        metrics::counter!(names::ALERTS_PUBLISHED, "event" => a.event.as_str()).increment(1);
+        tracing::info!(
+            tenant = %a.tenant, provider = %a.provider_id, kind = %a.kind,
+            event = a.event.as_str(), condition = a.condition.as_str(), id = %a.id,
+            "alert published"
+        );
+    }
+}
+
+/// An alert could not be published; it is retried.
+struct AlertNotPublished<'a> {
+    what: &'a str,
+    provider: ProviderId,
+    error: &'a str,
+}
+
+impl AlertNotPublished<'_> {
+    fn emit(&self) {
+        tracing::warn!(
+            provider = %self.provider, what = self.what, error = self.error,
+            "alert not published; retrying"
+        );
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use crate::clock::{Clock, ScaledClock};
+    use crate::delivery::Delivery;
+    use crate::domain::{AttemptKind, RenewalAction};
+    use std::sync::Mutex;
+
+    #[derive(Default)]
+    struct FakeSink {
+        seen: Mutex<Vec<Alert>>,
+        down: Mutex<bool>,
+    }
+
+    impl FakeSink {
+        /// Alerts stored, as the stream keeps them: one per id.
+        fn stored(&self) -> Vec<Alert> {
+            let mut ids = std::collections::HashSet::new();
+            self.seen
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|a| ids.insert(a.id.clone()))
+                .cloned()
+                .collect()
+        }
+
+        fn events(&self) -> Vec<(AlertEvent, AlertCondition)> {
+            self.stored()
+                .iter()
+                .map(|a| (a.event, a.condition))
+                .collect()
+        }
+    }
+
+    #[async_trait]
+    impl AlertSink for FakeSink {
+        async fn publish(&self, alert: &Alert) -> Result<bool, String> {
+            if *self.down.lock().unwrap() {
+                return Err("no JetStream ack".into());
+            }
+            let mut seen = self.seen.lock().unwrap();
+            let duplicate = seen.iter().any(|a| a.id == alert.id);
+            seen.push(alert.clone());
+            Ok(duplicate)
+        }
+    }
+
+    #[derive(Default)]
+    struct FakeStore(Mutex<Vec<Unhealthy>>);
+
+    #[async_trait]
+    impl AlertStore for FakeStore {
+        async fn unhealthy(
+            &self,
+            provider: Option<ProviderId>,
+        ) -> Result<Vec<Unhealthy>, StoreError> {
+            Ok(self
+                .0
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|u| provider.is_none_or(|p| p == u.provider_id))
+                .cloned()
+                .collect())
+        }
+    }
+
+    fn callbacks() -> CallbackUrls {
+        CallbackUrls {
+            public_url: "https://hooks.example.com".into(),
+        }
+    }
+
+    fn result(
+        provider: ProviderId,
+        at: DateTime<Utc>,
+        previous: HealthState,
+        status: HealthState,
+    ) -> RenewalResult {
+        let success = status == HealthState::Healthy;
+        RenewalResult {
+            provider_id: provider,
+            tenant: TenantId::parse("acme").unwrap(),
+            kind: ProviderKind::GraphMail,
+            success,
+            attempt: AttemptKind::Register,
+            action: if success {
+                RenewalAction::Registered
+            } else {
+                RenewalAction::Failed
+            },
+            new_expiration: None,
+            subscription_id: None,
+            error_class: (!success).then_some(ErrorClass::Transient),
+            error_message: (!success).then(|| "transient (HTTP 500): boom".to_owned()),
+            http_status: None,
+            consecutive_failures: 0,
+            status,
+            previous_status: previous,
+            attempted_at: at,
+            scheduled_at: None,
+            duration_ms: 5,
+        }
+    }
+
+    fn deliveries(results: &[RenewalResult]) -> Deliveries {
+        Deliveries(
+            results
+                .iter()
+                .map(|r| Delivery {
+                    subject: "subkeeper.renewal.acme.x".into(),
+                    payload: serde_json::to_vec(r).unwrap(),
+                    delivered: 1,
+                })
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn only_entering_and_leaving_error_or_needs_reauth_alerts() {
+        use HealthState::*;
+        let (p, at) = (ProviderId::new(), Utc::now());
+        let event = |prev, now| {
+            alert_for(&result(p, at, prev, now), None, &callbacks()).map(|a| (a.event, a.condition))
+        };
+        assert_eq!(event(Healthy, Failing), None);
+        assert_eq!(event(Failing, Failing), None);
+        assert_eq!(
+            event(Failing, Error),
+            Some((AlertEvent::Firing, AlertCondition::Error))
+        );
+        assert_eq!(event(Error, Error), None);
+        assert_eq!(
+            event(Error, NeedsReauth),
+            Some((AlertEvent::Firing, AlertCondition::NeedsReauth))
+        );
+        assert_eq!(
+            event(Error, Healthy),
+            Some((AlertEvent::Resolved, AlertCondition::Error))
+        );
+        assert_eq!(
+            event(NeedsReauth, Healthy),
+            Some((AlertEvent::Resolved, AlertCondition::NeedsReauth))
+        );
+        assert_eq!(event(Healthy, Renewing), None);
+
+        let firing = alert_for(&result(p, at, Failing, Error), None, &callbacks()).unwrap();
+        assert_eq!(firing.reason.as_deref(), Some("transient (HTTP 500): boom"));
+        let all = firing.remediation.join("\n");
+        for needle in [
+            format!("PUT /api/v1/tenants/acme/providers/{p}/credentials"),
+            "https://hooks.example.com/webhooks/microsoft".to_owned(),
+            "validationToken".to_owned(),
+            format!("subkeeper renew --tenant acme --provider {p}"),
+        ] {
+            assert!(all.contains(&needle), "{needle} missing from {all}");
+        }
+        // The same attempt always gives the same id; another attempt does not.
+        let again = alert_for(&result(p, at, Failing, Error), None, &callbacks()).unwrap();
+        assert_eq!(again.id, firing.id);
+        let later = alert_for(
+            &result(p, at + TimeDelta::seconds(1), Failing, Error),
+            None,
+            &callbacks(),
+        )
+        .unwrap();
+        assert_ne!(later.id, firing.id);
+    }
+
+    fn paused_system() -> actix::SystemRunner {
+        actix::System::with_tokio_rt(|| {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .start_paused(true)
+                .build()
+                .unwrap()
+        })
+    }
+
+    /// Three strikes, an hour in error, recovery: one firing, one escalation, one
+    /// resolved — also when every result is delivered twice.
+    #[test]
+    fn an_hour_in_error_escalates_once_and_recovery_cancels_nothing_twice() {
+        paused_system().block_on(async {
+            let clock = Arc::new(ScaledClock::new(Utc::now(), 1));
+            let (sink, store) = (
+                Arc::new(FakeSink::default()),
+                Arc::new(FakeStore::default()),
+            );
+            let actor = AlertingActor::new(
+                AlertingConfig {
+                    escalate_after: TimeDelta::minutes(60),
+                    retry_every: Duration::from_secs(5),
+                    callbacks: callbacks(),
+                },
+                AlertingPorts {
+                    sink: sink.clone(),
+                    store: store.clone(),
+                    clock: clock.clone(),
+                },
+            )
+            .start();
+            let p = ProviderId::new();
+            use HealthState::*;
+            let t0 = clock.now();
+            let strikes = [
+                result(p, t0, Healthy, Failing),
+                result(p, t0 + TimeDelta::seconds(30), Failing, Failing),
+                result(p, t0 + TimeDelta::seconds(90), Failing, Error),
+            ];
+            let since = strikes[2].attempted_at;
+            store.0.lock().unwrap().push(Unhealthy {
+                provider_id: p,
+                tenant: TenantId::parse("acme").unwrap(),
+                kind: ProviderKind::GraphMail,
+                state: Error,
+                since,
+                reason: Some("transient (HTTP 500): boom".into()),
+                consecutive_failures: 3,
+            });
+            for _ in 0..2 {
+                let verdicts = actor.send(deliveries(&strikes)).await.unwrap();
+                assert_eq!(verdicts, [Settlement::Ack; 3]);
+            }
+            assert_eq!(sink.events(), [(AlertEvent::Firing, AlertCondition::Error)]);
+            assert_eq!(
+                sink.seen.lock().unwrap().len(),
+                1,
+                "a redelivered result was published again"
+            );
+
+            // 59 minutes in: not yet. 61: escalated, once.
+            tokio::time::sleep(Duration::from_secs(59 * 60)).await;
+            assert_eq!(sink.events().len(), 1);
+            tokio::time::sleep(Duration::from_secs(3 * 60)).await;
+            assert_eq!(
+                sink.events(),
+                [
+                    (AlertEvent::Firing, AlertCondition::Error),
+                    (AlertEvent::Escalated, AlertCondition::Error)
+                ]
+            );
+            tokio::time::sleep(Duration::from_secs(5 * 3600)).await;
+            assert_eq!(sink.events().len(), 2, "escalated more than once");
+
+            store.0.lock().unwrap().clear();
+            let healed = result(p, clock.now(), Error, Healthy);
+            for _ in 0..2 {
+                actor
+                    .send(deliveries(std::slice::from_ref(&healed)))
+                    .await
+                    .unwrap();
+            }
+            let stored = sink.stored();
+            assert_eq!(stored.len(), 3);
+            assert_eq!(sink.seen.lock().unwrap().len(), 3, "published twice");
+            assert_eq!(
+                (stored[2].event, stored[2].condition, stored[2].since),
+                (AlertEvent::Resolved, AlertCondition::Error, Some(since))
+            );
+        });
+    }
+
+    #[test]
+    fn recovery_before_the_escalation_time_cancels_it() {
+        paused_system().block_on(async {
+            let clock = Arc::new(ScaledClock::new(Utc::now(), 1));
+            let (sink, store) = (
+                Arc::new(FakeSink::default()),
+                Arc::new(FakeStore::default()),
+            );
+            let actor = AlertingActor::new(
+                AlertingConfig {
+                    escalate_after: TimeDelta::minutes(60),
+                    retry_every: Duration::from_secs(5),
+                    callbacks: callbacks(),
+                },
+                AlertingPorts {
+                    sink: sink.clone(),
+                    store: store.clone(),
+                    clock: clock.clone(),
+                },
+            )
+            .start();
+            let p = ProviderId::new();
+            use HealthState::*;
+            store.0.lock().unwrap().push(Unhealthy {
+                provider_id: p,
+                tenant: TenantId::parse("acme").unwrap(),
+                kind: ProviderKind::GraphMail,
+                state: NeedsReauth,
+                since: clock.now(),
+                reason: None,
+                consecutive_failures: 1,
+            });
+            actor
+                .send(deliveries(&[result(p, clock.now(), Healthy, NeedsReauth)]))
+                .await
+                .unwrap();
+            tokio::time::sleep(Duration::from_secs(30 * 60)).await;
+            actor
+                .send(deliveries(&[result(p, clock.now(), NeedsReauth, Healthy)]))
+                .await
+                .unwrap();
+            // The store still (wrongly) says unhealthy: only the cancelled timer
+            // keeps the escalation from going out.
+            tokio::time::sleep(Duration::from_secs(3 * 3600)).await;
+            assert_eq!(
+                sink.events(),
+                [
+                    (AlertEvent::Firing, AlertCondition::NeedsReauth),
+                    (AlertEvent::Resolved, AlertCondition::NeedsReauth)
+                ]
+            );
+        });
+    }
+
+    #[actix::test]
+    async fn a_failed_publish_leaves_the_rest_of_the_batch_for_redelivery() {
+        let (sink, store) = (
+            Arc::new(FakeSink::default()),
+            Arc::new(FakeStore::default()),
+        );
+        *sink.down.lock().unwrap() = true;
+        let actor = AlertingActor::new(
+            AlertingConfig {
+                escalate_after: TimeDelta::minutes(60),
+                retry_every: Duration::from_secs(5),
+                callbacks: callbacks(),
+            },
+            AlertingPorts {
+                sink: sink.clone(),
+                store,
+                clock: Arc::new(crate::clock::SystemClock),
+            },
+        )
+        .start();
+        let (p, q, now) = (ProviderId::new(), ProviderId::new(), Utc::now());
+        use HealthState::*;
+        let mut batch = deliveries(&[
+            result(q, now, Healthy, Healthy),
+            result(p, now, Failing, Error),
+            result(q, now, Healthy, Healthy),
+        ]);
+        batch.0.push(Delivery {
+            subject: "subkeeper.renewal.acme.x".into(),
+            payload: b"{\"provider_id\": 7}".to_vec(),
+            delivered: 1,
+        });
+        let verdicts = actor.send(batch).await.unwrap();
+        assert_eq!(
+            verdicts,
+            [
+                Settlement::Ack,
+                Settlement::Retry(Duration::from_secs(1)),
+                Settlement::Retry(Duration::from_secs(1)),
+                Settlement::Reject
+            ]
+        );
+        *sink.down.lock().unwrap() = false;
+        let verdicts = actor
+            .send(deliveries(&[result(p, now, Failing, Error)]))
+            .await
+            .unwrap();
+        assert_eq!(verdicts, [Settlement::Ack]);
+        assert_eq!(sink.events(), [(AlertEvent::Firing, AlertCondition::Error)]);
+    }
+
+    #[test]
+    fn silence_alerts_are_published_in_order_and_retried_until_stored() {
+        paused_system().block_on(async {
+            let clock = Arc::new(ScaledClock::new(Utc::now(), 1));
+            let (sink, store) = (
+                Arc::new(FakeSink::default()),
+                Arc::new(FakeStore::default()),
+            );
+            *sink.down.lock().unwrap() = true;
+            let actor = AlertingActor::new(
+                AlertingConfig {
+                    escalate_after: TimeDelta::minutes(60),
+                    retry_every: Duration::from_secs(5),
+                    callbacks: callbacks(),
+                },
+                AlertingPorts {
+                    sink: sink.clone(),
+                    store,
+                    clock: clock.clone(),
+                },
+            )
+            .start();
+            let silence = Silence {
+                provider_id: ProviderId::new(),
+                tenant: TenantId::parse("acme").unwrap(),
+                kind: ProviderKind::GraphMail,
+                since: clock.now() - TimeDelta::hours(25),
+                ended_at: None,
+            };
+            actor
+                .send(SilenceChanged::Started(silence.clone()))
+                .await
+                .unwrap();
+            actor
+                .send(SilenceChanged::Ended(Silence {
+                    ended_at: Some(clock.now()),
+                    ..silence
+                }))
+                .await
+                .unwrap();
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            assert!(sink.stored().is_empty());
+            *sink.down.lock().unwrap() = false;
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            assert_eq!(
+                sink.events(),
+                [
+                    (AlertEvent::Silent, AlertCondition::Silent),
+                    (AlertEvent::Resolved, AlertCondition::Silent)
+                ]
+            );
+            let silent = &sink.stored()[0];
+            assert!(silent.remediation.join(" ").contains("subkeeper renew"));
+        });
+    }
+}
