@@ -1,5 +1,6 @@
 //! Wiring: `run(config, listener, shutdown)` builds the adapters, starts the fleet,
-//! answers forced renewals over NATS and serves HTTP until `shutdown` resolves.
+//! the notification and alerting actors and the consumers that feed them, answers
+//! forced renewals over NATS and serves HTTP until `shutdown` resolves.
 //! `main` and the tests both start the service through here, so what is tested is
 //! what runs.
 
@@ -10,16 +11,20 @@ use crate::intake::{GraphIntake, Publisher, spawn_outbox_relay};
 use crate::providers::graph::{GraphApi, GraphConfig};
 use crate::store::{OpenError, PgStore};
 use crate::telemetry::MetricsRenderer;
+use actix::Actor as _;
 use actix_web::{App, HttpServer};
 use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
+use subkeeper_actors::alerting::{AlertingActor, AlertingConfig, AlertingPorts};
 use subkeeper_actors::board::HealthBoard;
 use subkeeper_actors::clock::{SharedClock, SystemClock};
+use subkeeper_actors::delivery::Stop;
 use subkeeper_actors::domain::{ErrorClass, Provider, Subscription};
 use subkeeper_actors::fleet::{Fleet, FleetConfig, FleetHandle};
+use subkeeper_actors::notification::{NotificationActor, NotificationConfig};
 use subkeeper_actors::ports::{
     ApiError, CallbackUrls, CreateRequest, EventSink, Ports, ProviderSubscription, SubscriptionApi,
 };
@@ -103,6 +108,38 @@ pub async fn run_with(
         .events
         .unwrap_or_else(|| Arc::new(bus.renewal_sink()));
     let board = HealthBoard::default();
+    let callbacks = CallbackUrls {
+        public_url: config.public_base(),
+    };
+    let alerting = AlertingActor::new(
+        AlertingConfig {
+            escalate_after: TimeDelta::minutes(config.alert_escalation_minutes),
+            retry_every: ALERT_RETRY,
+            callbacks: callbacks.clone(),
+        },
+        AlertingPorts {
+            sink: Arc::new(bus.alert_sink()),
+            store: Arc::new(store.clone()),
+            clock: clock.clone(),
+        },
+    )
+    .start();
+    let notification = NotificationActor::new(
+        NotificationConfig {
+            silence: config.silence_thresholds(),
+            sweep_every: Duration::from_secs(config.silence_check_interval_seconds),
+        },
+        Arc::new(store.clone()),
+        Arc::new(bus.domain_events()),
+        board.clone(),
+        clock.clone(),
+        Some(alerting.clone().recipient()),
+    )
+    .start();
+    let webhook_consumer = bus
+        .consume_webhooks(notification.clone().recipient())
+        .await?;
+    let renewal_consumer = bus.consume_renewals(alerting.clone().recipient()).await?;
     let supervisor_ctx = SupervisorContext {
         ports: Ports {
             api,
@@ -110,9 +147,7 @@ pub async fn run_with(
             events,
             clock: clock.clone(),
         },
-        callbacks: CallbackUrls {
-            public_url: config.public_base(),
-        },
+        callbacks,
         permits: Arc::new(Semaphore::new(config.renewal_concurrency as usize)),
         board: board.clone(),
         attempt_timeout: Duration::from_secs(config.attempt_timeout_seconds),
@@ -178,9 +213,18 @@ pub async fn run_with(
     // what is still buffered.
     relay.abort();
     control.stop();
+    // Settle the batches in hand, then stop the actors they feed; anything not
+    // acknowledged goes to another instance after the consumers' ack wait.
+    webhook_consumer.stop().await;
+    renewal_consumer.stop().await;
+    notification.do_send(Stop);
+    alerting.do_send(Stop);
     bus.flush(Duration::from_secs(2)).await;
     Ok(served?)
 }
+
+/// How soon the alerting actor retries an alert the stream did not acknowledge.
+const ALERT_RETRY: Duration = Duration::from_secs(5);
 
 /// Dispatches the `SubscriptionApi` port to the adapter of the provider's family.
 struct ByKind {

@@ -46,6 +46,10 @@ pub struct Config {
     /// (`SUBKEEPER_NATS_RENEWAL_STREAM_MAX_BYTES`; default 256 MiB, about 250,000
     /// results); when full, the oldest results go (Postgres keeps every attempt).
     pub nats_renewal_stream_max_bytes: u64,
+    /// Size limit of the alert stream, in bytes
+    /// (`SUBKEEPER_NATS_ALERT_STREAM_MAX_BYTES`; default 64 MiB, tens of thousands
+    /// of alerts); when full, the oldest alerts go.
+    pub nats_alert_stream_max_bytes: u64,
     /// Address the HTTP server listens on (`SUBKEEPER_HTTP_ADDR`).
     pub http_addr: SocketAddr,
     /// Base URL the providers call back (`SUBKEEPER_PUBLIC_URL`): webhooks are
@@ -95,6 +99,20 @@ pub struct Config {
     pub outbox_relay_interval_ms: u64,
     /// `text` or `json` logs.
     pub log_format: String,
+    /// A provider in `error` or `needs_reauth` for longer than this many minutes
+    /// gets one `escalated` alert event (`SUBKEEPER_ALERT_ESCALATION_MINUTES`).
+    pub alert_escalation_minutes: i64,
+    /// Seconds without a webhook after which a mail provider (`graph_mail`,
+    /// `gmail`) whose subscription is alive is marked silent
+    /// (`SUBKEEPER_MAIL_SILENCE_SECONDS`; default 24 h; 0 turns it off).
+    pub mail_silence_seconds: i64,
+    /// The same for calendar providers (`graph_calendar`, `google_calendar`)
+    /// (`SUBKEEPER_CALENDAR_SILENCE_SECONDS`; default 7 days: calendars are quiet
+    /// for days; 0 turns it off).
+    pub calendar_silence_seconds: i64,
+    /// How often to look for silent providers, in seconds
+    /// (`SUBKEEPER_SILENCE_CHECK_INTERVAL_SECONDS`).
+    pub silence_check_interval_seconds: u64,
     /// Log filter in tracing's EnvFilter syntax (`SUBKEEPER_LOG_FILTER`), e.g.
     /// `info,subkeeper=debug`.
     pub log_filter: String,
@@ -110,6 +128,7 @@ impl Default for Config {
             nats_stream_prefix: "SUBKEEPER".into(),
             nats_webhook_stream_max_bytes: 4 << 30,
             nats_renewal_stream_max_bytes: 256 << 20,
+            nats_alert_stream_max_bytes: 64 << 20,
             http_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
             public_url: "http://127.0.0.1:8080".into(),
             graph_base_url: "https://graph.microsoft.com/v1.0".into(),
@@ -130,6 +149,10 @@ impl Default for Config {
             webhook_max_body_bytes: 1024 * 1024,
             webhook_publish_timeout_ms: 1000,
             outbox_relay_interval_ms: 1000,
+            alert_escalation_minutes: 60,
+            mail_silence_seconds: 24 * 3600,
+            calendar_silence_seconds: 7 * 24 * 3600,
+            silence_check_interval_seconds: 60,
             log_format: "text".into(),
             log_filter: "info,sqlx=warn,actix_server=warn".into(),
         }
@@ -239,10 +262,20 @@ impl Config {
         }
         if self.nats_webhook_stream_max_bytes < MIN_STREAM_BYTES
             || self.nats_renewal_stream_max_bytes < MIN_STREAM_BYTES
+            || self.nats_alert_stream_max_bytes < MIN_STREAM_BYTES
         {
             return bad(format!(
-                "SUBKEEPER_NATS_WEBHOOK_STREAM_MAX_BYTES and SUBKEEPER_NATS_RENEWAL_STREAM_MAX_BYTES must be at least {MIN_STREAM_BYTES} (1 MiB)"
+                "SUBKEEPER_NATS_WEBHOOK_STREAM_MAX_BYTES, SUBKEEPER_NATS_RENEWAL_STREAM_MAX_BYTES and SUBKEEPER_NATS_ALERT_STREAM_MAX_BYTES must be at least {MIN_STREAM_BYTES} (1 MiB)"
             ));
+        }
+        if self.alert_escalation_minutes < 1 {
+            return bad("SUBKEEPER_ALERT_ESCALATION_MINUTES must be at least 1".into());
+        }
+        if self.mail_silence_seconds < 0 || self.calendar_silence_seconds < 0 {
+            return bad("SUBKEEPER_MAIL_SILENCE_SECONDS and SUBKEEPER_CALENDAR_SILENCE_SECONDS must be 0 (off) or positive".into());
+        }
+        if self.silence_check_interval_seconds == 0 {
+            return bad("SUBKEEPER_SILENCE_CHECK_INTERVAL_SECONDS must be at least 1".into());
         }
         if !(10..=2500).contains(&self.webhook_publish_timeout_ms) {
             return bad("SUBKEEPER_WEBHOOK_PUBLISH_TIMEOUT_MS must be 10-2500 (Graph allows 3 s per request)".into());
@@ -281,6 +314,23 @@ impl Config {
                     min_delay: TimeDelta::seconds(1),
                 };
                 (kind, policy)
+            })
+            .collect()
+    }
+
+    /// How long without a webhook marks a provider of each kind silent; kinds whose
+    /// threshold is 0 are never silent.
+    pub fn silence_thresholds(&self) -> HashMap<ProviderKind, TimeDelta> {
+        ProviderKind::ALL
+            .iter()
+            .filter_map(|&kind| {
+                let seconds = match kind {
+                    ProviderKind::GraphMail | ProviderKind::Gmail => self.mail_silence_seconds,
+                    ProviderKind::GraphCalendar | ProviderKind::GoogleCalendar => {
+                        self.calendar_silence_seconds
+                    }
+                };
+                (seconds > 0).then(|| (kind, TimeDelta::seconds(seconds)))
             })
             .collect()
     }
@@ -338,6 +388,35 @@ mod tests {
             assert_eq!(config.renewal_concurrency, 4);
             Ok(())
         });
+    }
+
+    #[test]
+    fn silence_thresholds_follow_the_kind_and_zero_turns_them_off() {
+        let config = Config {
+            mail_silence_seconds: 90,
+            calendar_silence_seconds: 0,
+            ..Config::default()
+        };
+        let t = config.silence_thresholds();
+        assert_eq!(
+            t.get(&ProviderKind::GraphMail),
+            Some(&TimeDelta::seconds(90))
+        );
+        assert_eq!(t.get(&ProviderKind::Gmail), Some(&TimeDelta::seconds(90)));
+        assert_eq!(t.get(&ProviderKind::GraphCalendar), None);
+        let defaults = Config::default().silence_thresholds();
+        assert_eq!(
+            defaults.get(&ProviderKind::GraphCalendar),
+            Some(&TimeDelta::days(7))
+        );
+        assert!(
+            Config {
+                silence_check_interval_seconds: 0,
+                ..Config::default()
+            }
+            .validate()
+            .is_err()
+        );
     }
 
     #[test]

@@ -22,6 +22,16 @@ pub enum BusError {
         /// What the server or client reported, with a hint when there is one.
         reason: String,
     },
+    /// A durable consumer could not be created or bound.
+    #[error("JetStream consumer {consumer} on stream {stream}: {reason}")]
+    Consumer {
+        /// The stream.
+        stream: String,
+        /// The consumer's durable name.
+        consumer: String,
+        /// What the server or client reported.
+        reason: String,
+    },
     /// The control subject could not be subscribed to.
     #[error("cannot subscribe to {subject}: {reason}")]
     Subscribe {

@@ -1,26 +1,37 @@
 //! The NATS bus: the only module that speaks async-nats. It connects, declares the
-//! JetStream streams, publishes every renewal result ([`NatsEventSink`]) and serves
-//! forced renewals over request/reply ([`control`]).
+//! JetStream streams, publishes every renewal result ([`NatsEventSink`]), serves
+//! forced renewals over request/reply ([`control`]), feeds the webhook and renewal
+//! streams to the notification and alerting actors through durable pull consumers
+//! ([`consumer`]), and publishes their domain events and alerts.
 //!
 //! No async-nats type leaves this module: the rest of the crate sees [`Bus`],
-//! [`Topology`], [`NatsEventSink`] and plain JSON. It holds no lifecycle logic — a
-//! forced renewal is handed to the [`FleetHandle`] as it came.
+//! [`Topology`], the core's ports and plain JSON. It holds no lifecycle or alerting
+//! logic — a forced renewal is handed to the [`FleetHandle`] as it came, a consumed
+//! message to its actor as bytes.
 
+mod alerts;
+pub mod consumer;
 pub mod control;
 mod error;
+mod events;
 mod publisher;
 mod sink;
 pub mod streams;
 
+pub use alerts::JetStreamAlertSink;
+pub use consumer::ConsumerHandle;
 pub use control::{ControlHandle, RenewReply, RenewRequest};
 pub use error::BusError;
+pub use events::NatsDomainEvents;
 pub use sink::NatsEventSink;
 pub use streams::StreamLimits;
 
 use crate::config::Config;
+use actix::Recipient;
 use async_nats::jetstream;
 use std::sync::Arc;
 use std::time::Duration;
+use subkeeper_actors::delivery::Deliveries;
 use subkeeper_actors::domain::{ProviderId, ProviderKind, TenantId};
 use subkeeper_actors::fleet::FleetHandle;
 
@@ -100,6 +111,33 @@ impl Topology {
     pub fn webhook_stream(&self) -> String {
         format!("{}_WEBHOOKS", self.stream_prefix)
     }
+
+    /// `{prefix}.alert.<tenant>.<provider>`: one provider's alert events.
+    pub fn alert_subject(&self, tenant: &TenantId, provider: ProviderId) -> String {
+        format!("{}.alert.{tenant}.{provider}", self.subject_prefix)
+    }
+
+    /// `{prefix}.alert.>`: every alert event.
+    pub fn alert_subjects(&self) -> String {
+        format!("{}.alert.>", self.subject_prefix)
+    }
+
+    /// `{prefix}_ALERTS`.
+    pub fn alert_stream(&self) -> String {
+        format!("{}_ALERTS", self.stream_prefix)
+    }
+
+    /// `{prefix}_NOTIFICATIONS`: the durable consumer of the webhook stream that
+    /// every instance shares (each message goes to one of them).
+    pub fn notification_consumer(&self) -> String {
+        format!("{}_NOTIFICATIONS", self.stream_prefix)
+    }
+
+    /// `{prefix}_ALERTING`: the durable consumer of the renewal stream that every
+    /// instance shares.
+    pub fn alerting_consumer(&self) -> String {
+        format!("{}_ALERTING", self.stream_prefix)
+    }
 }
 
 /// The state of the NATS connection, as `/readyz` reports it.
@@ -174,6 +212,7 @@ impl Bus {
         for config in [
             streams::webhooks(&self.topology, limits),
             streams::renewals(&self.topology, limits),
+            streams::alerts(&self.topology, limits),
         ] {
             let name = config.name.clone();
             self.jetstream
@@ -188,6 +227,44 @@ impl Bus {
     /// The event sink that publishes renewal results to the renewal stream.
     pub fn renewal_sink(&self) -> NatsEventSink {
         NatsEventSink::new(self.jetstream.clone(), self.topology.clone())
+    }
+
+    /// Publishes alert events to the alert stream.
+    pub fn alert_sink(&self) -> JetStreamAlertSink {
+        JetStreamAlertSink::new(self.jetstream.clone(), self.topology.clone())
+    }
+
+    /// Publishes domain events on core NATS.
+    pub fn domain_events(&self) -> NatsDomainEvents {
+        NatsDomainEvents::new(self.client.clone(), self.topology.clone())
+    }
+
+    /// Feeds the webhook stream to `to` through the shared durable consumer
+    /// `{prefix}_NOTIFICATIONS`, until the handle is stopped.
+    pub async fn consume_webhooks(
+        &self,
+        to: Recipient<Deliveries>,
+    ) -> Result<ConsumerHandle, BusError> {
+        consumer::start(
+            self.jetstream.clone(),
+            consumer::ConsumerSpec::notifications(&self.topology),
+            to,
+        )
+        .await
+    }
+
+    /// Feeds the renewal stream to `to` through the shared durable consumer
+    /// `{prefix}_ALERTING`, until the handle is stopped.
+    pub async fn consume_renewals(
+        &self,
+        to: Recipient<Deliveries>,
+    ) -> Result<ConsumerHandle, BusError> {
+        consumer::start(
+            self.jetstream.clone(),
+            consumer::ConsumerSpec::alerting(&self.topology),
+            to,
+        )
+        .await
     }
 
     /// Starts answering forced-renewal requests on `{prefix}.control.renew`.
@@ -256,6 +333,18 @@ mod tests {
         assert_eq!(t.control_renew_subject(), "subkeeper.control.renew");
         assert_eq!(t.renewal_stream(), "SUBKEEPER_RENEWALS");
         assert_eq!(t.webhook_stream(), "SUBKEEPER_WEBHOOKS");
+        assert_eq!(
+            t.alert_subject(&tenant, provider),
+            format!("subkeeper.alert.acme.{provider}")
+        );
+        assert_eq!(t.alert_subjects(), "subkeeper.alert.>");
+        assert_eq!(t.alert_stream(), "SUBKEEPER_ALERTS");
+        assert_eq!(
+            t.event_subject("mail_received", &tenant),
+            "subkeeper.event.mail_received.acme"
+        );
+        assert_eq!(t.notification_consumer(), "SUBKEEPER_NOTIFICATIONS");
+        assert_eq!(t.alerting_consumer(), "SUBKEEPER_ALERTING");
     }
 
     #[test]

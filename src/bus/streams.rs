@@ -2,7 +2,7 @@
 //! instance creates them or brings them up to date at start-up, so these values win
 //! over hand edits (`nats stream edit`); change them here.
 //!
-//! Both streams use file storage (a NATS restart must not lose what was
+//! All streams use file storage (a NATS restart must not lose what was
 //! acknowledged) and limits retention (consumers come and go; the stream keeps
 //! messages until age or size removes them, never forever).
 
@@ -35,6 +35,17 @@ pub const RENEWAL_DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 /// the stream is the feed for consumers that react to results.
 pub const RENEWAL_MAX_AGE: Duration = Duration::from_secs(14 * 24 * 3600);
 
+/// How long the alert stream remembers an alert's id, in seconds (24 h). An alert's
+/// id is derived from its cause, so a redelivered renewal result, a retried publish,
+/// another instance, or a restart that re-checks escalations all republish the same
+/// id: within the window it is stored once. Alerts are rare, so the ids cost little
+/// server memory. Matches `subkeeper_actors::alerting::MISSED_ESCALATION_GRACE`.
+pub const ALERT_DUPLICATE_WINDOW: Duration = Duration::from_secs(24 * 3600);
+
+/// How long an alert event stays in the alert stream, in seconds (30 days): the
+/// history of who was paged about what, for a consumer that was down, or an audit.
+pub const ALERT_MAX_AGE: Duration = Duration::from_secs(30 * 24 * 3600);
+
 /// Size limits of the streams, in bytes. The server reserves each stream's limit
 /// from its JetStream storage when the stream is created, so they are configurable
 /// (`nats_webhook_stream_max_bytes`, `nats_renewal_stream_max_bytes`).
@@ -48,6 +59,9 @@ pub struct StreamLimits {
     /// Largest size of the renewal stream. At the limit the oldest results go
     /// (discard `old`): newer results supersede them and Postgres keeps them all.
     pub renewal_max_bytes: u64,
+    /// Largest size of the alert stream. At the limit the oldest alerts go (discard
+    /// `old`): a new alert must never be refused for an old one.
+    pub alert_max_bytes: u64,
 }
 
 impl StreamLimits {
@@ -56,6 +70,7 @@ impl StreamLimits {
         Self {
             webhook_max_bytes: config.nats_webhook_stream_max_bytes,
             renewal_max_bytes: config.nats_renewal_stream_max_bytes,
+            alert_max_bytes: config.nats_alert_stream_max_bytes,
         }
     }
 }
@@ -92,10 +107,30 @@ pub fn renewals(topology: &Topology, limits: StreamLimits) -> Config {
     }
 }
 
+/// `{prefix}_ALERTS` on `{prefix}.alert.>`: alert events. A stream, not plain core
+/// NATS, because an alert nobody was subscribed to when it was sent must not be
+/// lost: a pager bridge or a later consumer reads it from here, and its id makes
+/// every republish of the same alert a no-op.
+pub fn alerts(topology: &Topology, limits: StreamLimits) -> Config {
+    Config {
+        name: topology.alert_stream(),
+        description: Some("subkeeper: alert events (firing, resolved, escalated, silent)".into()),
+        subjects: vec![topology.alert_subjects()],
+        storage: StorageType::File,
+        retention: RetentionPolicy::Limits,
+        discard: DiscardPolicy::Old,
+        duplicate_window: ALERT_DUPLICATE_WINDOW,
+        max_age: ALERT_MAX_AGE,
+        max_bytes: i64::try_from(limits.alert_max_bytes).unwrap_or(i64::MAX),
+        ..Default::default()
+    }
+}
+
 // The server refuses a duplicate window longer than the max age; Graph redelivers
 // for up to 4 hours. Checked at compile time.
 const _: () = assert!(WEBHOOK_DUPLICATE_WINDOW.as_secs() <= WEBHOOK_MAX_AGE.as_secs());
 const _: () = assert!(RENEWAL_DUPLICATE_WINDOW.as_secs() <= RENEWAL_MAX_AGE.as_secs());
+const _: () = assert!(ALERT_DUPLICATE_WINDOW.as_secs() <= ALERT_MAX_AGE.as_secs());
 const _: () = assert!(WEBHOOK_DUPLICATE_WINDOW.as_secs() >= 4 * 3600);
 
 #[cfg(test)]
@@ -108,6 +143,7 @@ mod tests {
         let limits = StreamLimits {
             webhook_max_bytes: 2 << 20,
             renewal_max_bytes: 1 << 20,
+            alert_max_bytes: 3 << 20,
         };
         let (w, r) = (webhooks(&t, limits), renewals(&t, limits));
         assert_eq!((w.max_bytes, r.max_bytes), (2 << 20, 1 << 20));
@@ -118,6 +154,19 @@ mod tests {
         assert_eq!(
             (r.name.as_str(), r.subjects),
             ("SK_EU1_RENEWALS", vec!["eu1.sk.renewal.>".to_owned()])
+        );
+        // An escalation re-sent at start-up is dropped within the same window.
+        assert_eq!(
+            ALERT_DUPLICATE_WINDOW.as_secs(),
+            subkeeper_actors::alerting::MISSED_ESCALATION_GRACE
+                .num_seconds()
+                .unsigned_abs()
+        );
+        let a = alerts(&t, limits);
+        assert_eq!(a.max_bytes, 3 << 20);
+        assert_eq!(
+            (a.name.as_str(), a.subjects),
+            ("SK_EU1_ALERTS", vec!["eu1.sk.alert.>".to_owned()])
         );
     }
 }

@@ -1,6 +1,7 @@
 //! What webhook intake needs from Postgres: routing a provider-side subscription id
-//! to its provider, the outbox used while JetStream is unreachable, and batched
-//! "last webhook received" updates.
+//! to its provider, and the outbox used while JetStream is unreachable. (Batched
+//! "last webhook received" updates are the notification actor's, in
+//! `notification.rs`.)
 
 use super::{PgStore, db, parse};
 use chrono::{DateTime, Utc};
@@ -141,37 +142,5 @@ impl PgStore {
             row.try_get("n").map_err(db)?,
             row.try_get("oldest").map_err(db)?,
         ))
-    }
-
-    /// Records when webhooks last arrived, for many providers in one statement, and
-    /// clears their silence.
-    pub async fn record_webhooks(
-        &self,
-        seen: &[(ProviderId, DateTime<Utc>)],
-    ) -> Result<(), StoreError> {
-        if seen.is_empty() {
-            return Ok(());
-        }
-        // One row per provider: UPDATE … FROM applies only one of several matches.
-        let mut latest: std::collections::HashMap<ProviderId, DateTime<Utc>> =
-            std::collections::HashMap::new();
-        for (provider, at) in seen {
-            let slot = latest.entry(*provider).or_insert(*at);
-            *slot = (*slot).max(*at);
-        }
-        let (ids, times): (Vec<uuid::Uuid>, Vec<DateTime<Utc>>) =
-            latest.into_iter().map(|(p, t)| (p.0, t)).unzip();
-        sqlx::query(
-            "UPDATE provider_health h SET \
-               last_webhook_received_at = GREATEST(h.last_webhook_received_at, v.at), silent_since = NULL \
-             FROM (SELECT * FROM unnest($1::uuid[], $2::timestamptz[]) AS t(provider_id, at)) v \
-             WHERE h.provider_id = v.provider_id",
-        )
-        .bind(&ids)
-        .bind(&times)
-        .execute(&self.pool)
-        .await
-        .map_err(db)?;
-        Ok(())
     }
 }

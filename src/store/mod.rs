@@ -1,6 +1,7 @@
 //! The Postgres store (sqlx): the only module that speaks SQL.
 //!
-//! It implements the core's `LifecycleStore` port (`lifecycle.rs`), the OAuth
+//! It implements the core's `LifecycleStore` port (`lifecycle.rs`), the
+//! `NotificationStore` and `AlertStore` ports (`notification.rs`), the OAuth
 //! `CredentialSource` (`credentials.rs`) and the tenant-scoped queries of the admin
 //! API (`admin.rs`). Every query that takes a tenant or provider from outside is
 //! scoped by tenant. Timestamps come from the caller's clock, never from `now()` in
@@ -10,6 +11,7 @@ mod admin;
 mod credentials;
 mod intake;
 mod lifecycle;
+mod notification;
 
 pub use admin::{
     AttemptView, NewCredentials, NewProvider, ProviderPatch, ProviderView, request_hash,

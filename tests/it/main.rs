@@ -6,5 +6,6 @@
 mod admin;
 mod lifecycle;
 mod nats;
+mod pipeline;
 mod support;
 mod webhooks;

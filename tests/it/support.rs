@@ -108,6 +108,7 @@ impl TestBus {
         // parallel tests (and any a killed run leaves behind) small.
         config.nats_webhook_stream_max_bytes = 8 << 20;
         config.nats_renewal_stream_max_bytes = 8 << 20;
+        config.nats_alert_stream_max_bytes = 2 << 20;
     }
 
     /// The stream limits tests use.
@@ -130,7 +131,11 @@ impl Drop for TestBus {
             rt.block_on(async move {
                 if let Ok(client) = async_nats::connect(nats_url()).await {
                     let js = async_nats::jetstream::new(client);
-                    for stream in [topology.webhook_stream(), topology.renewal_stream()] {
+                    for stream in [
+                        topology.webhook_stream(),
+                        topology.renewal_stream(),
+                        topology.alert_stream(),
+                    ] {
                         let _ = js.delete_stream(&stream).await;
                     }
                 }
@@ -406,5 +411,124 @@ impl Harness {
     pub async fn renewal_stream(&self) -> Vec<Stored> {
         let t = self.topology();
         read_stream(&self.nats, &t.renewal_stream(), &t.renewal_subjects()).await
+    }
+}
+
+impl Harness {
+    /// A store on this test's database, as the service's actors use it.
+    pub async fn store(&self) -> subkeeper::store::PgStore {
+        subkeeper::store::PgStore::connect(&self._db.url, 2, Arc::new(SystemClock))
+            .await
+            .unwrap()
+    }
+
+    /// The provider's health view (`GET …/providers/{id}/health`).
+    pub async fn health(&self, tenant: &str, id: &str) -> Value {
+        let (status, body) = self
+            .admin(
+                reqwest::Method::GET,
+                &format!("/tenants/{tenant}/providers/{id}/health"),
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body
+    }
+
+    /// The `/metrics` exposition text.
+    pub async fn metrics(&self) -> String {
+        self.http
+            .get(format!("{}/metrics", self.base_url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    /// Waits until the durable consumer `durable` of `stream` has been delivered
+    /// everything in the stream and has settled it — the actor it feeds has caught
+    /// up — and returns its state.
+    pub async fn wait_consumer_idle(
+        &self,
+        stream: &str,
+        durable: &str,
+    ) -> async_nats::jetstream::consumer::Info {
+        let js = async_nats::jetstream::new(self.nats.clone());
+        let stream = js.get_stream(stream).await.unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let info = stream.consumer_info(durable).await.unwrap();
+            if info.num_pending == 0 && info.num_ack_pending == 0 {
+                return info;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "consumer {durable} never caught up: {info:#?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// Every JSON message on a subject, collected in the background from the moment
+/// of subscribing, as any other service subscribed to it would see them.
+pub struct Inbox {
+    seen: Arc<std::sync::Mutex<Vec<(String, Value)>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Inbox {
+    /// Subscribes to `subject` (wildcards allowed); the server has the
+    /// subscription when this returns.
+    pub async fn subscribe(nats: &async_nats::Client, subject: String) -> Self {
+        let mut sub = nats.subscribe(subject).await.unwrap();
+        nats.flush().await.unwrap();
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = seen.clone();
+        let task = tokio::spawn(async move {
+            while let Some(message) = sub.next().await {
+                let body = serde_json::from_slice(&message.payload).unwrap_or_else(|_| {
+                    Value::String(String::from_utf8_lossy(&message.payload).into())
+                });
+                sink.lock()
+                    .unwrap()
+                    .push((message.subject.to_string(), body));
+            }
+        });
+        Self { seen, task }
+    }
+
+    /// Everything received so far, oldest first.
+    pub fn all(&self) -> Vec<(String, Value)> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    /// Waits (at most `timeout`) for a message matching `check`; returns it.
+    pub async fn wait_for(
+        &self,
+        what: &str,
+        timeout: Duration,
+        check: impl Fn(&Value) -> bool,
+    ) -> (String, Value) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Some(found) = self.all().into_iter().find(|(_, body)| check(body)) {
+                return found;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting for {what}; received: {:#?}",
+                self.all()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for Inbox {
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }
