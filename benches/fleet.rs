@@ -1,0 +1,1000 @@
+//! Fleet benchmark: N Graph mail providers against the in-process Graph simulator.
+//!
+//! Measures, on this machine:
+//! - wall time from service start until every provider is registered (its first
+//!   `registered` result has been persisted and published);
+//! - the renewal lag of each provider's first timer-driven renewal, `attempted_at −
+//!   scheduled_at` (the attempt starts once it holds a `renewal_concurrency`
+//!   permit), in domain seconds and in real milliseconds (domain ÷ speed);
+//! - peak RSS (`VmHWM`) of this process, which holds the service **and** the
+//!   simulator (and this harness);
+//! - where the time went: CPU per thread group of this process, of this run's
+//!   Postgres backends and of the whole machine, and what the service's Postgres
+//!   connections were doing (`pg_stat_activity`, sampled every 100 ms).
+//!
+//! How: a fresh database `subkeeper_bench_<random>` is migrated and seeded by direct
+//! SQL with N `graph_mail` providers over `--tenants` tenants (one client_credentials
+//! connection per tenant). The simulator and the service then start in this process
+//! on 127.0.0.1:0 through `subkeeper::run_with`, sharing one `ScaledClock` running
+//! `--speed`× faster than real time, so the first renewal (≈ 6 days of domain time
+//! after registration: 10,065 min lifetime − 24 h lookahead − ≤ 300 s jitter) falls
+//! due within a couple of minutes. Every `RenewalResult` is read from a
+//! `BroadcastSink` on a dedicated thread. The database and this run's NATS streams
+//! are deleted at the end. Needs Postgres and NATS (the service refuses to start
+//! without it) as the integration tests do.
+//!
+//! The speed-up compresses domain time but not the service's work: the ≤ 300 s of
+//! jitter that spreads renewals in production is 60 ms here, so renewals fall due as
+//! fast as providers were registered (a worst-case burst), and a one-hour access
+//! token lasts 0.7 s, so each tenant refreshes its token about once a second.
+//!
+//! Run: `cargo bench --bench fleet -- [--providers N] [--speed S] [--concurrency C]
+//! [--db-connections P] [--tenants T] [--timeout-secs S]`. Logs (warnings and up;
+//! `RUST_LOG` to change) go to stderr, progress too; the report to stdout.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use anyhow::{Context as _, bail};
+use chrono::{TimeDelta, Utc};
+use clap::Parser;
+use sqlx::{Connection, Executor, PgConnection};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use subkeeper::bus::Topology;
+use subkeeper::simulator::{Operation, Simulator, SimulatorConfig};
+use subkeeper::store::PgStore;
+use subkeeper::{Config, RunOptions};
+use subkeeper_actors::clock::{ScaledClock, SharedClock, SystemClock};
+use subkeeper_actors::domain::{AttemptKind, ProviderId, RenewalAction, RenewalResult};
+use subkeeper_actors::memory::BroadcastSink;
+use tokio::sync::broadcast;
+
+/// Graph subscription lifetime the adapter asks for (10,070 min − 5 min skew
+/// margin), in domain minutes; used only to explain the schedule in the output.
+const LIFETIME_MINUTES: i64 = 10_065;
+
+/// Results the broadcast channel buffers for the collector thread; the collector
+/// keeps up easily, and a lag is reported if it ever falls behind.
+const EVENT_BUFFER: usize = 8192;
+
+/// How often progress is printed to stderr.
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+
+#[derive(Parser, Debug)]
+#[command(about = "N Graph providers against the in-process simulator")]
+struct Args {
+    /// Providers to seed.
+    #[arg(long, default_value_t = 10_000)]
+    providers: u32,
+    /// Tenants the providers are spread over (one OAuth connection each).
+    #[arg(long, default_value_t = 50)]
+    tenants: u32,
+    /// Domain seconds per real second. At 5000 the first renewal is due ≈ 103 s
+    /// after registration and the 24 h lookahead is 17.3 s of real time.
+    #[arg(long, default_value_t = 5000)]
+    speed: u32,
+    /// `renewal_concurrency`: provider calls in flight across the fleet.
+    #[arg(long, default_value_t = 32)]
+    concurrency: u32,
+    /// `database_max_connections` of the service's pool.
+    #[arg(long, default_value_t = 10)]
+    db_connections: u32,
+    /// Give up after this many seconds of real time.
+    #[arg(long, default_value_t = 600)]
+    timeout_secs: u64,
+    /// Passed by `cargo bench`; ignored.
+    #[arg(long, hide = true)]
+    bench: bool,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    actix_rt::System::new().block_on(bench(args))
+}
+
+async fn bench(args: Args) -> anyhow::Result<()> {
+    subkeeper::install_crypto();
+    let server = std::env::var("SUBKEEPER_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let name = format!("subkeeper_bench_{id}");
+    admin_sql(&server, &format!("CREATE DATABASE {name}"))
+        .await
+        .context("Postgres must be running on 127.0.0.1:5432")?;
+    // The service needs NATS at start-up even though results go to the in-process
+    // sink here: give it this run's own subjects and streams, deleted at the end.
+    let prefixes = (
+        format!("skbench_{}", &id[..12]),
+        format!("SKBENCH_{}", id[..12].to_uppercase()),
+    );
+    let outcome = measure(&args, &format!("{server}/{name}"), &prefixes).await;
+    delete_streams(&Topology::new(&prefixes.0, &prefixes.1)).await;
+    if let Err(e) = admin_sql(
+        &server,
+        &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+    )
+    .await
+    {
+        eprintln!("could not drop database {name}: {e:#}");
+    }
+    outcome
+}
+
+async fn delete_streams(topology: &Topology) {
+    let url =
+        std::env::var("SUBKEEPER_TEST_NATS_URL").unwrap_or_else(|_| Config::default().nats_url);
+    if let Ok(client) = async_nats::connect(url).await {
+        let js = async_nats::jetstream::new(client);
+        for stream in [
+            topology.webhook_stream(),
+            topology.renewal_stream(),
+            topology.alert_stream(),
+        ] {
+            let _ = js.delete_stream(&stream).await;
+        }
+    }
+}
+
+async fn admin_sql(server: &str, sql: &str) -> anyhow::Result<()> {
+    let mut conn = PgConnection::connect(&format!("{server}/postgres")).await?;
+    conn.execute(sqlx::AssertSqlSafe(sql.to_owned())).await?;
+    Ok(())
+}
+
+/// Migrates and seeds `N` providers over `tenants` tenants, interleaved (provider
+/// `i` belongs to tenant `i % tenants`, rows in `i` order), as if tenants had
+/// connected mailboxes over time: the fleet starts supervisors in table order, so
+/// grouping by tenant would let one cached access token serve a whole tenant.
+async fn seed(url: &str, args: &Args) -> anyhow::Result<()> {
+    let store = PgStore::connect(url, 2, Arc::new(SystemClock)).await?;
+    store.migrate().await?;
+    let pool = store.pool();
+    sqlx::query(
+        "INSERT INTO oauth_credentials (id, tenant_id, flow, authority_tenant, client_id, client_secret, scope) \
+         SELECT gen_random_uuid(), 'bench-' || t, 'client_credentials', 'bench-aad-' || t, \
+                '11111111-2222-3333-4444-555555555555', 'not-a-real-secret', 'https://graph.microsoft.com/.default' \
+         FROM generate_series(0, $1 - 1) AS t",
+    )
+    .bind(i64::from(args.tenants))
+    .execute(pool)
+    .await?;
+    sqlx::query(
+        "INSERT INTO providers (id, tenant_id, kind, display_name, resource, credentials_id) \
+         SELECT gen_random_uuid(), c.tenant_id, 'graph_mail', 'mailbox ' || i || ' inbox', \
+                'users/mbx' || i || '@' || c.tenant_id || '.example/messages', c.id \
+         FROM generate_series(0, $1 - 1) AS i \
+         JOIN oauth_credentials c ON c.tenant_id = 'bench-' || (i % $2) \
+         ORDER BY i",
+    )
+    .bind(i64::from(args.providers))
+    .bind(i64::from(args.tenants))
+    .execute(pool)
+    .await?;
+    let seeded: i64 = sqlx::query_scalar("SELECT count(*) FROM providers")
+        .fetch_one(pool)
+        .await?;
+    if seeded != i64::from(args.providers) {
+        bail!("seeded {seeded} providers, wanted {}", args.providers);
+    }
+    pool.close().await;
+    Ok(())
+}
+
+/// Seeds, starts the simulator and the service, waits for every provider to
+/// register and then renew once, and prints the report. `nats` holds the subject
+/// and stream prefixes of this run.
+async fn measure(args: &Args, url: &str, nats: &(String, String)) -> anyhow::Result<()> {
+    if args.providers == 0 || args.tenants == 0 || args.speed == 0 {
+        bail!("--providers, --tenants and --speed must be positive");
+    }
+    seed(url, args).await?;
+    let n = args.providers as usize;
+
+    let base: SharedClock = Arc::new(ScaledClock::new(Utc::now(), args.speed));
+    let sim = Simulator::new(SimulatorConfig::default(), base);
+    let sim_server = sim.start(std::net::TcpListener::bind("127.0.0.1:0")?)?;
+    // The simulator's server threads exist once it is started; remember them so
+    // their CPU can be told apart from the service's HTTP threads.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let simulator_threads: HashSet<u32> = threads().into_keys().collect();
+    let clock: SharedClock = sim.clock();
+
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let mut config = Config {
+        database_url: url.to_owned(),
+        database_max_connections: args.db_connections,
+        public_url: format!("http://{}", listener.local_addr()?),
+        graph_base_url: sim_server.graph_base_url(),
+        login_base_url: sim_server.login_base_url(),
+        renewal_concurrency: args.concurrency,
+        nats_subject_prefix: nats.0.clone(),
+        nats_stream_prefix: nats.1.clone(),
+        // NATS reserves a stream's size limit up front; nothing is published here.
+        nats_webhook_stream_max_bytes: 8 << 20,
+        nats_renewal_stream_max_bytes: 8 << 20,
+        nats_alert_stream_max_bytes: 8 << 20,
+        // No webhooks flow in this bench: after 24 h of domain time (17 s here)
+        // silence detection would flag every provider. It is not what is measured.
+        mail_silence_seconds: 0,
+        calendar_silence_seconds: 0,
+        ..Config::default()
+    };
+    if let Ok(nats) = std::env::var("SUBKEEPER_TEST_NATS_URL") {
+        config.nats_url = nats;
+    }
+    config.validate()?;
+    let lookahead = TimeDelta::minutes(config.renewal_lookahead_minutes);
+    let jitter = config.renewal_jitter_seconds;
+
+    let events = BroadcastSink::new(EVENT_BUFFER);
+    let rx = events.subscribe();
+    let start = Instant::now();
+    let start_cpu = CpuSample::take(start);
+    let progress = Arc::new(Mutex::new(Progress::new(n)));
+    {
+        let progress = progress.clone();
+        // Detached: the sinks' senders live in actors that may outlive the service.
+        std::thread::Builder::new()
+            .name("bench-collector".into())
+            .spawn(move || collect(rx, &progress, start))?;
+    }
+    let sampling = Arc::new(AtomicBool::new(true));
+    let sampler = {
+        let (url, progress, sampling) = (url.to_owned(), progress.clone(), sampling.clone());
+        std::thread::Builder::new()
+            .name("bench-pg-sampler".into())
+            .spawn(move || sample_backends(&url, &progress, &sampling))?
+    };
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let service = actix_rt::spawn(subkeeper::run_with(
+        Arc::new(config),
+        listener,
+        async move {
+            let _ = stop_rx.await;
+        },
+        RunOptions {
+            clock: Some(clock),
+            events: Some(Arc::new(events)),
+            on_started: None,
+        },
+    ));
+
+    eprintln!(
+        "{} providers / {} tenants, speed {}×, renewal_concurrency {}, pool {}: first renewals due ≈ {:.0} s after registration",
+        args.providers,
+        args.tenants,
+        args.speed,
+        args.concurrency,
+        args.db_connections,
+        (LIFETIME_MINUTES * 60 - lookahead.num_seconds()) as f64 / f64::from(args.speed)
+    );
+    let deadline = start + Duration::from_secs(args.timeout_secs);
+    let mut next_report = start + PROGRESS_EVERY;
+    let gave_up = loop {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let (done, line) = {
+            let p = progress.lock().unwrap();
+            (
+                p.all_renewed.is_some(),
+                format!(
+                    "t={:>6.1}s registered {}/{n}  first renewal attempted {}/{n}  renewed {}/{n}  failed results {}  rss {} MiB",
+                    start.elapsed().as_secs_f64(),
+                    p.registered.len(),
+                    p.first_renew.len(),
+                    p.renewed.len(),
+                    p.failed,
+                    vm_kib("VmRSS") / 1024
+                ),
+            )
+        };
+        if done {
+            break None;
+        }
+        if service.is_finished() {
+            break Some("the service stopped on its own".to_owned());
+        }
+        if Instant::now() >= deadline {
+            break Some(format!(
+                "gave up after {} s: not every provider renewed ({line})",
+                args.timeout_secs
+            ));
+        }
+        if Instant::now() >= next_report {
+            eprintln!("{line}");
+            next_report += PROGRESS_EVERY;
+        }
+    };
+    let peak_rss_kib = vm_kib("VmHWM");
+
+    // What the simulator and the database saw, read before stopping anything.
+    let live_at_simulator = sim.subscriptions().len();
+    let mut operations: BTreeMap<String, usize> = BTreeMap::new();
+    let requests = sim.requests();
+    // The journal keeps every request with its body for the whole run: its size as
+    // JSON is a rough lower bound of what it adds to the RSS.
+    let journal_bytes = serde_json::to_vec(&requests).map_or(0, |v| v.len());
+    for request in requests {
+        let op = match request.operation {
+            Operation::Token => "token",
+            Operation::Create => "create",
+            Operation::Renew => "renew (PATCH)",
+            _ => "other",
+        };
+        *operations.entry(op.to_owned()).or_default() += 1;
+    }
+    let db_attempts = attempt_counts(url).await.unwrap_or_default();
+    sampling.store(false, Ordering::Relaxed);
+    let backends = sampler.join().unwrap_or_default();
+
+    let _ = stop_tx.send(());
+    match tokio::time::timeout(Duration::from_secs(30), service).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => eprintln!("service ended with an error: {e}"),
+        Ok(Err(e)) => eprintln!("service task failed: {e}"),
+        Err(_) => eprintln!("service did not stop within 30 s"),
+    }
+    if tokio::time::timeout(Duration::from_secs(10), sim_server.stop())
+        .await
+        .is_err()
+    {
+        eprintln!("simulator did not stop within 10 s");
+    }
+
+    let p = progress.lock().unwrap();
+    let report = Report {
+        args,
+        n,
+        lookahead,
+        jitter,
+        peak_rss_kib,
+        live_at_simulator,
+        operations,
+        journal_bytes,
+        db_attempts,
+        start_cpu,
+        simulator_threads,
+        backends,
+    };
+    report.print(&p);
+    match gave_up {
+        None => Ok(()),
+        Some(why) => bail!("{why}"),
+    }
+}
+
+/// What the collector has seen so far.
+struct Progress {
+    n: usize,
+    /// Providers with a successful `registered` result.
+    registered: HashSet<ProviderId>,
+    /// Providers whose first timer-driven renew attempt has finished.
+    first_renew: HashSet<ProviderId>,
+    /// Providers with a successful timer-driven `renewed` result.
+    renewed: HashSet<ProviderId>,
+    /// Lag of each provider's first timer-driven renew attempt, domain milliseconds.
+    lags_ms: Vec<i64>,
+    /// First timer-driven renew attempts that did not end `renewed`.
+    first_renew_not_renewed: usize,
+    /// Provider call durations of successful registrations, wall ms.
+    register_ms: Vec<u64>,
+    /// Provider call durations of successful renewals, wall ms.
+    renew_ms: Vec<u64>,
+    /// Results by (attempt, action).
+    by_kind: BTreeMap<(String, String), usize>,
+    /// Results by error class.
+    errors: BTreeMap<String, usize>,
+    /// Failed results.
+    failed: usize,
+    /// Results lost because the collector fell behind the broadcast channel.
+    lagged: u64,
+    first_registered: Option<CpuSample>,
+    all_registered: Option<CpuSample>,
+    first_renewed: Option<CpuSample>,
+    all_renewed: Option<CpuSample>,
+}
+
+impl Progress {
+    fn new(n: usize) -> Self {
+        Self {
+            n,
+            registered: HashSet::with_capacity(n),
+            first_renew: HashSet::with_capacity(n),
+            renewed: HashSet::with_capacity(n),
+            lags_ms: Vec::with_capacity(n),
+            first_renew_not_renewed: 0,
+            register_ms: Vec::with_capacity(n),
+            renew_ms: Vec::with_capacity(n),
+            by_kind: BTreeMap::new(),
+            errors: BTreeMap::new(),
+            failed: 0,
+            lagged: 0,
+            first_registered: None,
+            all_registered: None,
+            first_renewed: None,
+            all_renewed: None,
+        }
+    }
+
+    fn record(&mut self, r: &RenewalResult, start: Instant) {
+        *self
+            .by_kind
+            .entry((r.attempt.to_string(), r.action.to_string()))
+            .or_default() += 1;
+        if !r.success {
+            self.failed += 1;
+            let class = r.error_class.map_or("none", |c| c.as_str());
+            *self.errors.entry(class.to_owned()).or_default() += 1;
+        }
+        if r.action == RenewalAction::Registered && self.registered.insert(r.provider_id) {
+            self.register_ms.push(r.duration_ms);
+            if self.first_registered.is_none() {
+                self.first_registered = Some(CpuSample::take(start));
+            }
+            if self.registered.len() == self.n {
+                self.all_registered = Some(CpuSample::take(start));
+            }
+        }
+        let Some(scheduled) = r.scheduled_at else {
+            return;
+        };
+        if r.attempt == AttemptKind::Renew && self.first_renew.insert(r.provider_id) {
+            self.lags_ms
+                .push((r.attempted_at - scheduled).num_milliseconds());
+            if r.action != RenewalAction::Renewed {
+                self.first_renew_not_renewed += 1;
+            }
+        }
+        if r.action == RenewalAction::Renewed && self.renewed.insert(r.provider_id) {
+            self.renew_ms.push(r.duration_ms);
+            if self.first_renewed.is_none() {
+                self.first_renewed = Some(CpuSample::take(start));
+            }
+            if self.renewed.len() == self.n {
+                self.all_renewed = Some(CpuSample::take(start));
+            }
+        }
+    }
+}
+
+/// Reads every result until the channel closes (or the process ends).
+fn collect(mut rx: broadcast::Receiver<RenewalResult>, progress: &Mutex<Progress>, start: Instant) {
+    loop {
+        match rx.blocking_recv() {
+            Ok(result) => progress.lock().unwrap().record(&result, start),
+            Err(broadcast::error::RecvError::Lagged(missed)) => {
+                progress.lock().unwrap().lagged += missed;
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
+
+/// Which part of the run a backend sample belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Phase {
+    /// Before every provider is registered.
+    Registration,
+    /// From the first renewal until every provider has renewed.
+    Renewals,
+}
+
+impl Phase {
+    fn label(self) -> &'static str {
+        match self {
+            Self::Registration => "registration",
+            Self::Renewals => "renewals",
+        }
+    }
+}
+
+/// What the sampler saw of the service's Postgres backends during one phase.
+#[derive(Default)]
+struct PhaseBackends {
+    /// Samples taken.
+    samples: u64,
+    /// Backends summed over the samples, by (state, wait event).
+    states: BTreeMap<(String, String), u64>,
+    /// Per backend pid: CPU ticks at its first and at its latest sample.
+    cpu: HashMap<i32, (u64, u64)>,
+    /// Cluster-wide WAL and checkpoint counters at the first and latest sample.
+    wal: Option<(WalCounters, WalCounters)>,
+}
+
+/// Cluster-wide counters (every database on the server, not only this run's):
+/// WAL records, full-page images, WAL bytes, checkpoints.
+type WalCounters = (i64, i64, i64, i64);
+
+impl PhaseBackends {
+    /// CPU ticks this database's backends used between their first and last sample.
+    fn cpu_ticks(&self) -> u64 {
+        self.cpu.values().map(|(first, last)| last - first).sum()
+    }
+}
+
+type BackendSamples = BTreeMap<Phase, PhaseBackends>;
+
+/// Samples `pg_stat_activity` for the bench database every 100 ms on its own
+/// thread and runtime (so it does not compete with the fleet's thread): are the
+/// service's connections busy in Postgres (on CPU, waiting for the WAL flush), or
+/// idle in a transaction waiting for the service to send the next statement?
+fn sample_backends(url: &str, progress: &Mutex<Progress>, running: &AtomicBool) -> BackendSamples {
+    let mut out = BackendSamples::new();
+    let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        return out;
+    };
+    rt.block_on(async {
+        let Ok(mut conn) = PgConnection::connect(url).await else {
+            return;
+        };
+        while running.load(Ordering::Relaxed) {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let phase = {
+                let p = progress.lock().unwrap();
+                if p.all_registered.is_none() {
+                    Some(Phase::Registration)
+                } else if p.first_renewed.is_some() && p.all_renewed.is_none() {
+                    Some(Phase::Renewals)
+                } else {
+                    None
+                }
+            };
+            let Some(phase) = phase else { continue };
+            let rows: Vec<(i32, String, String)> = sqlx::query_as(
+                "SELECT pid, coalesce(state, '?'), \
+                        coalesce(wait_event_type || ':' || wait_event, 'running (CPU)') \
+                 FROM pg_stat_activity \
+                 WHERE datname = current_database() AND pid <> pg_backend_pid()",
+            )
+            .fetch_all(&mut conn)
+            .await
+            .unwrap_or_default();
+            // After a checkpoint, the first change to each page writes the whole
+            // page to the WAL; other sessions' CREATE/DROP DATABASE request them.
+            let wal: Option<WalCounters> = sqlx::query_as(
+                "SELECT w.wal_records, w.wal_fpi, w.wal_bytes::bigint, \
+                        b.checkpoints_timed + b.checkpoints_req \
+                 FROM pg_stat_wal w, pg_stat_bgwriter b",
+            )
+            .fetch_one(&mut conn)
+            .await
+            .ok();
+            let phase = out.entry(phase).or_default();
+            phase.samples += 1;
+            if let Some(now) = wal {
+                phase.wal.get_or_insert((now, now)).1 = now;
+            }
+            for (pid, state, wait) in rows {
+                *phase.states.entry((state, wait)).or_default() += 1;
+                if let Some((_, fields)) = stat_fields(&format!("/proc/{pid}/stat")) {
+                    let now = ticks(&fields, false);
+                    phase.cpu.entry(pid).or_insert((now, now)).1 = now;
+                }
+            }
+        }
+    });
+    out
+}
+
+/// CPU counters at one instant.
+#[derive(Clone)]
+struct CpuSample {
+    /// Wall time since service start.
+    at: Duration,
+    /// This process's threads: tid → (name, CPU ticks).
+    threads: HashMap<u32, (String, u64)>,
+    /// Every `postgres` process, including reaped backends (via `cutime`), in ticks.
+    postgres: u64,
+    /// Machine-wide (busy, total) ticks over all cores.
+    machine: (u64, u64),
+    /// Peak RSS so far, KiB.
+    hwm_kib: u64,
+}
+
+impl CpuSample {
+    fn take(start: Instant) -> Self {
+        Self {
+            at: start.elapsed(),
+            threads: threads(),
+            postgres: postgres_ticks(),
+            machine: machine_ticks(),
+            hwm_kib: vm_kib("VmHWM"),
+        }
+    }
+}
+
+/// Fields after the `(comm)` of a `/proc/.../stat` line, and the comm.
+fn stat_fields(path: &str) -> Option<(String, Vec<u64>)> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let open = text.find('(')?;
+    let close = text.rfind(')')?;
+    let comm = text[open + 1..close].to_owned();
+    // Field 3 (state) is not numeric; keep positions by mapping it to 0.
+    let fields = text[close + 1..]
+        .split_whitespace()
+        .map(|f| f.parse().unwrap_or(0))
+        .collect();
+    Some((comm, fields))
+}
+
+/// utime + stime (+ cutime + cstime when `children`), from fields after the comm.
+fn ticks(fields: &[u64], children: bool) -> u64 {
+    let own = fields.get(11).unwrap_or(&0) + fields.get(12).unwrap_or(&0);
+    if children {
+        own + fields.get(13).unwrap_or(&0) + fields.get(14).unwrap_or(&0)
+    } else {
+        own
+    }
+}
+
+fn threads() -> HashMap<u32, (String, u64)> {
+    let mut out = HashMap::new();
+    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
+        return out;
+    };
+    for entry in dir.flatten() {
+        let Ok(tid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        if let Some((comm, fields)) = stat_fields(&format!("/proc/self/task/{tid}/stat")) {
+            out.insert(tid, (comm, ticks(&fields, false)));
+        }
+    }
+    out
+}
+
+fn postgres_ticks() -> u64 {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    dir.flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+        })
+        .filter_map(|e| stat_fields(&format!("/proc/{}/stat", e.file_name().to_string_lossy())))
+        .filter(|(comm, _)| comm == "postgres")
+        .map(|(_, fields)| ticks(&fields, true))
+        .sum()
+}
+
+fn machine_ticks() -> (u64, u64) {
+    let text = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let Some(line) = text.lines().next() else {
+        return (0, 0);
+    };
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|f| f.parse().unwrap_or(0))
+        .collect();
+    // user nice system idle iowait irq softirq steal (guest is inside user).
+    let total: u64 = v.iter().take(8).sum();
+    let idle = v.get(3).unwrap_or(&0) + v.get(4).unwrap_or(&0);
+    (total - idle, total)
+}
+
+/// A `Vm*` line of `/proc/self/status`, in KiB.
+fn vm_kib(key: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Kernel clock ticks per second.
+fn clock_ticks() -> f64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+/// Attempts as the store recorded them, by (attempt, action).
+async fn attempt_counts(url: &str) -> anyhow::Result<Vec<(String, String, i64)>> {
+    let mut conn = PgConnection::connect(url).await?;
+    Ok(sqlx::query_as(
+        "SELECT attempt, action, count(*) FROM renewal_attempts GROUP BY 1, 2 ORDER BY 1, 2",
+    )
+    .fetch_all(&mut conn)
+    .await?)
+}
+
+/// Nearest-rank percentile of a sorted slice.
+fn percentile<T: Copy>(sorted: &[T], p: f64) -> Option<T> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted.get(rank.clamp(1, sorted.len()) - 1).copied()
+}
+
+fn mean(values: &[u64]) -> f64 {
+    if values.is_empty() {
+        0.0
+    } else {
+        values.iter().sum::<u64>() as f64 / values.len() as f64
+    }
+}
+
+struct Report<'a> {
+    args: &'a Args,
+    n: usize,
+    lookahead: TimeDelta,
+    jitter: i64,
+    peak_rss_kib: u64,
+    live_at_simulator: usize,
+    operations: BTreeMap<String, usize>,
+    journal_bytes: usize,
+    db_attempts: Vec<(String, String, i64)>,
+    start_cpu: CpuSample,
+    simulator_threads: HashSet<u32>,
+    backends: BackendSamples,
+}
+
+impl Report<'_> {
+    fn print(&self, p: &Progress) {
+        let a = self.args;
+        let speed = f64::from(a.speed);
+        let secs = |s: &Option<CpuSample>| {
+            s.as_ref()
+                .map_or("—".to_owned(), |s| format!("{:.2}", s.at.as_secs_f64()))
+        };
+        println!();
+        println!(
+            "fleet benchmark: {} providers / {} tenants, speed {}×, renewal_concurrency {}, db pool {}",
+            a.providers, a.tenants, a.speed, a.concurrency, a.db_connections
+        );
+        println!(
+            "schedule: lifetime {LIFETIME_MINUTES} min, lookahead {} min, jitter ≤ {} s → first renewal ≈ {:.1} s real after registration; renewal window (lookahead) = {:.2} s real",
+            self.lookahead.num_minutes(),
+            self.jitter,
+            (LIFETIME_MINUTES * 60 - self.lookahead.num_seconds()) as f64 / speed,
+            self.lookahead.num_seconds() as f64 / speed
+        );
+        println!();
+        println!("| milestone (wall time since service start) | seconds |");
+        println!("|---|---|");
+        println!(
+            "| first provider registered | {} |",
+            secs(&p.first_registered)
+        );
+        println!(
+            "| all {} registered | {} |",
+            self.n,
+            secs(&p.all_registered)
+        );
+        println!("| first provider renewed | {} |", secs(&p.first_renewed));
+        println!("| all {} renewed once | {} |", self.n, secs(&p.all_renewed));
+
+        let mut lags = p.lags_ms.clone();
+        lags.sort_unstable();
+        println!();
+        println!(
+            "| renewal lag, first timer-driven renew ({} providers) | domain s | real ms |",
+            lags.len()
+        );
+        println!("|---|---|---|");
+        for (label, pct) in [("p50", 50.0), ("p99", 99.0), ("max", 100.0)] {
+            let lag = percentile(&lags, pct).unwrap_or(0);
+            println!(
+                "| {label} | {:.1} | {:.1} |",
+                lag as f64 / 1000.0,
+                lag as f64 / speed
+            );
+        }
+        let window_ms = self.lookahead.num_milliseconds() as f64;
+        if let Some(p99) = percentile(&lags, 99.0) {
+            println!(
+                "p99 lag = {:.2} % of the {} min renewal window",
+                100.0 * p99 as f64 / window_ms,
+                self.lookahead.num_minutes()
+            );
+        }
+
+        println!();
+        println!("| provider call (wall ms) | n | p50 | p99 | mean |");
+        println!("|---|---|---|---|---|");
+        for (label, values) in [
+            ("register (create)", &p.register_ms),
+            ("renew (PATCH)", &p.renew_ms),
+        ] {
+            let mut v = values.clone();
+            v.sort_unstable();
+            println!(
+                "| {label} | {} | {} | {} | {:.1} |",
+                v.len(),
+                percentile(&v, 50.0).unwrap_or(0),
+                percentile(&v, 99.0).unwrap_or(0),
+                mean(&v)
+            );
+        }
+
+        println!();
+        if let (Some(first), Some(all)) = (&p.first_registered, &p.all_registered) {
+            let span = (all.at - first.at).as_secs_f64();
+            let overall = self.n as f64 / all.at.as_secs_f64();
+            let steady = (self.n.saturating_sub(1)) as f64 / span.max(1e-9);
+            let bound = f64::from(a.concurrency) * 1000.0 / mean(&p.register_ms).max(1e-9);
+            println!(
+                "registration throughput: {overall:.0}/s from service start, {steady:.0}/s first→last; \
+                 concurrency bound (concurrency ÷ mean create call) {bound:.0}/s → observed/bound = {:.2}",
+                steady / bound
+            );
+        }
+        if let (Some(first), Some(all)) = (&p.first_renewed, &p.all_renewed) {
+            let span = (all.at - first.at).as_secs_f64();
+            println!(
+                "renewal throughput first→last: {:.0}/s",
+                (self.n.saturating_sub(1)) as f64 / span.max(1e-9)
+            );
+        }
+        println!(
+            "peak RSS (VmHWM; service + simulator + this harness in one process): {:.0} MiB at end, {} MiB when all were registered",
+            self.peak_rss_kib as f64 / 1024.0,
+            p.all_registered.as_ref().map_or("—".into(), |s| format!(
+                "{:.0}",
+                s.hwm_kib as f64 / 1024.0
+            ))
+        );
+
+        let wall = self.print_cpu(
+            "registration (start → all registered)",
+            Some(&self.start_cpu),
+            p.all_registered.as_ref(),
+        );
+        self.print_backends(Phase::Registration, wall);
+        let wall = self.print_cpu(
+            "renewals (first → all renewed)",
+            p.first_renewed.as_ref(),
+            p.all_renewed.as_ref(),
+        );
+        self.print_backends(Phase::Renewals, wall);
+
+        println!();
+        println!(
+            "results: {}",
+            p.by_kind
+                .iter()
+                .map(|((attempt, action), c)| format!("{attempt}→{action} {c}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        if !p.errors.is_empty() {
+            println!("failed results by class: {:?}", p.errors);
+        }
+        println!(
+            "first timer-driven renew attempts not ending `renewed`: {}; results missed by the collector: {}",
+            p.first_renew_not_renewed, p.lagged
+        );
+        println!(
+            "store: {}",
+            self.db_attempts
+                .iter()
+                .map(|(attempt, action, c)| format!("{attempt}→{action} {c}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        println!(
+            "simulator: {} live subscriptions; requests {:?}; request journal ≈ {:.1} MiB as JSON",
+            self.live_at_simulator,
+            self.operations,
+            self.journal_bytes as f64 / (1024.0 * 1024.0)
+        );
+    }
+
+    fn print_backends(&self, phase: Phase, wall: Option<f64>) {
+        let Some(seen) = self.backends.get(&phase) else {
+            return;
+        };
+        let n = seen.samples.max(1) as f64;
+        println!();
+        let cpu = seen.cpu_ticks() as f64 / clock_ticks();
+        println!(
+            "service's Postgres connections during {} (pool {}; mean over {} samples, 100 ms apart); \
+             their backends used {cpu:.1} CPU s{}:",
+            phase.label(),
+            self.args.db_connections,
+            seen.samples,
+            wall.map_or(String::new(), |w| format!(" = {:.2} cores", cpu / w))
+        );
+        if let Some((first, last)) = seen.wal {
+            let records = (last.0 - first.0).max(0);
+            let bytes = (last.2 - first.2).max(0) as f64;
+            println!(
+                "whole Postgres server meanwhile (all databases): {} checkpoints, {:.0} MiB WAL = {:.1} KiB per provider attempt, {:.0} % of WAL records full-page images",
+                last.3 - first.3,
+                bytes / (1024.0 * 1024.0),
+                bytes / 1024.0 / self.n as f64,
+                100.0 * (last.1 - first.1).max(0) as f64 / records.max(1) as f64
+            );
+        }
+        println!("| state | waiting on | mean connections |");
+        println!("|---|---|---|");
+        let mut rows: Vec<_> = seen.states.iter().collect();
+        rows.sort_by(|a, b| b.1.cmp(a.1));
+        for ((state, wait), count) in rows {
+            println!("| {state} | {wait} | {:.2} |", *count as f64 / n);
+        }
+    }
+
+    /// Prints the CPU table of a phase; returns its wall time in seconds.
+    fn print_cpu(
+        &self,
+        phase: &str,
+        from: Option<&CpuSample>,
+        to: Option<&CpuSample>,
+    ) -> Option<f64> {
+        let (Some(from), Some(to)) = (from, to) else {
+            return None;
+        };
+        let hz = clock_ticks();
+        let wall = (to.at - from.at).as_secs_f64().max(1e-9);
+        let main_tid = std::process::id();
+        let mut groups: BTreeMap<&str, u64> = BTreeMap::new();
+        for (tid, (name, t)) in &to.threads {
+            let before = from.threads.get(tid).map_or(0, |(_, b)| *b);
+            let group = if *tid == main_tid {
+                "main thread (fleet + supervisors, Graph client, sqlx)"
+            } else if name == "bench-collector" {
+                "bench collector"
+            } else if self.simulator_threads.contains(tid) {
+                "simulator HTTP threads"
+            } else {
+                "service HTTP threads + other"
+            };
+            *groups.entry(group).or_default() += t.saturating_sub(before);
+        }
+        let process: u64 = groups.values().sum();
+        let pg = to.postgres.saturating_sub(from.postgres);
+        let busy = to.machine.0.saturating_sub(from.machine.0);
+        let total = to.machine.1.saturating_sub(from.machine.1).max(1);
+        println!();
+        println!("CPU during {phase}, {wall:.1} s wall:");
+        println!("| where | CPU s | cores |");
+        println!("|---|---|---|");
+        for (group, t) in &groups {
+            let s = *t as f64 / hz;
+            println!("| {group} | {s:.1} | {:.2} |", s / wall);
+        }
+        let s = process as f64 / hz;
+        println!("| **bench process total** | {s:.1} | {:.2} |", s / wall);
+        let s = pg as f64 / hz;
+        println!(
+            "| postgres processes (all databases) | {s:.1} | {:.2} |",
+            s / wall
+        );
+        let other = busy.saturating_sub(process).saturating_sub(pg);
+        println!(
+            "| other processes (builds, other sessions' tests…) | {:.1} | {:.2} |",
+            other as f64 / hz,
+            other as f64 / hz / wall
+        );
+        println!(
+            "| machine busy (all processes) | {:.1} | {:.2} of {} ({:.0} %) |",
+            busy as f64 / hz,
+            busy as f64 / hz / wall,
+            std::thread::available_parallelism().map_or(0, |n| n.get()),
+            100.0 * busy as f64 / total as f64
+        );
+        Some(wall)
+    }
+}
