@@ -89,6 +89,9 @@ struct CallResult {
     lag_seconds: Option<f64>,
     /// When a timer-driven attempt was due.
     scheduled: Option<DateTime<Utc>>,
+    /// The fleet-wide permit, held until the attempt is recorded, so that
+    /// `renewal_concurrency` also caps the writes queueing for a store connection.
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 /// Supervises one provider's subscription.
@@ -215,7 +218,7 @@ impl ProviderSupervisor {
         let callbacks = self.ctx.callbacks.clone();
         let fut = async move {
             // A closed semaphore only happens at shutdown; carry on without a permit.
-            let _permit = permits.acquire_owned().await.ok();
+            let permit = permits.acquire_owned().await.ok();
             let started_at = clock.now();
             let lag_seconds =
                 scheduled.map(|s| (started_at - s).num_milliseconds() as f64 / 1000.0);
@@ -255,6 +258,7 @@ impl ProviderSupervisor {
                 elapsed: begun.elapsed(),
                 lag_seconds,
                 scheduled,
+                permit,
             }
         };
         ctx.spawn(
@@ -376,7 +380,9 @@ impl ProviderSupervisor {
         let store = self.ctx.ports.store.clone();
         let events = self.ctx.ports.events.clone();
         let provider_id = self.provider.id;
+        let permit = call.permit;
         let persist = async move {
+            let _permit = permit;
             // The health row is rewritten whole by every attempt, so a lost write is
             // repaired by the next one; a few quick retries cover a brief blip.
             let mut delay = Duration::from_millis(100);
