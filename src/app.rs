@@ -77,6 +77,9 @@ pub async fn run_with(
 ) -> Result<(), RunError> {
     crate::install_crypto();
     let clock: SharedClock = options.clock.unwrap_or_else(|| Arc::new(SystemClock));
+    // First: whatever is recorded before the recorder exists is lost for good (the
+    // actors' running gauges are set once, when they start).
+    let metrics = MetricsRenderer::install(clock.clone());
     let store = PgStore::connect(
         &config.database_url,
         config.database_max_connections,
@@ -187,7 +190,7 @@ pub async fn run_with(
         store,
         fleet,
         board,
-        metrics: MetricsRenderer::install(clock),
+        metrics,
         bus: bus.clone(),
         graph_intake,
     };

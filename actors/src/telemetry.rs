@@ -83,6 +83,67 @@ pub mod names {
     ];
 }
 
+/// Gives every metric the recorder exports its `# HELP` text (`promtool check
+/// metrics` rejects a family without one). Call once, after the recorder is
+/// installed. The gauges rendered from the health board at scrape time carry their
+/// own help text.
+pub fn describe_metrics() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(
+        names::RENEWAL_ATTEMPTS,
+        "Subscription lifecycle calls to a provider (register, renew, recreate) by outcome."
+    );
+    describe_counter!(
+        names::RENEWAL_ERRORS,
+        "Failed provider calls by error class."
+    );
+    describe_histogram!(
+        names::RENEWAL_DURATION,
+        "Seconds one provider call took, token refresh included."
+    );
+    describe_histogram!(
+        names::RENEWAL_LAG,
+        "Seconds between a renewal's scheduled time and its start."
+    );
+    describe_counter!(
+        names::WEBHOOKS_RECEIVED,
+        "Webhook requests by endpoint kind and what became of them."
+    );
+    describe_histogram!(
+        names::WEBHOOK_RESPONSE,
+        "Seconds from webhook request to response."
+    );
+    describe_histogram!(
+        names::JETSTREAM_PUBLISH,
+        "Seconds for a JetStream publish to be acknowledged."
+    );
+    describe_counter!(
+        names::JETSTREAM_PUBLISH_FAILURES,
+        "JetStream publishes that failed (not connected, no ack in time, refused)."
+    );
+    describe_gauge!(
+        names::OUTBOX_DEPTH,
+        "Notifications waiting in the Postgres outbox."
+    );
+    describe_gauge!(
+        names::OUTBOX_OLDEST_AGE,
+        "Age in seconds of the oldest outbox entry (0 when empty)."
+    );
+    describe_gauge!(names::ACTORS_RUNNING, "Running actors by type.");
+    describe_gauge!(
+        names::BUILD_INFO,
+        "Always 1; the version label is the running build."
+    );
+    describe_counter!(
+        names::CONSUMER_MESSAGES,
+        "Stream messages a consumer settled, by outcome (acked, retried, rejected)."
+    );
+    describe_counter!(
+        names::ALERTS_PUBLISHED,
+        "Alert events published to the alert stream, by event."
+    );
+}
+
 /// One attempt finished (success or failure).
 pub struct RenewalAttempted<'a> {
     /// The result as recorded.

@@ -34,6 +34,7 @@ use std::time::Duration;
 use subkeeper_actors::delivery::Deliveries;
 use subkeeper_actors::domain::{ProviderId, ProviderKind, TenantId};
 use subkeeper_actors::fleet::FleetHandle;
+use subkeeper_actors::telemetry::names;
 
 /// How long connecting to NATS may take at start-up before it counts as unreachable.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -220,6 +221,10 @@ impl Bus {
                 .await
                 .map_err(|e| BusError::stream(&name, &e))?;
             tracing::debug!(stream = %name, "JetStream stream ready");
+            // Export the failure counter at 0 from the start: the dashboard then
+            // shows "0 failures" rather than "No data", and the first failure is an
+            // increase that `rate()`/`increase()` can see.
+            metrics::counter!(names::JETSTREAM_PUBLISH_FAILURES, "stream" => name).increment(0);
         }
         Ok(())
     }

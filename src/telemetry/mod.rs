@@ -60,6 +60,7 @@ fn prometheus() -> Option<PrometheusHandle> {
                 });
             match builder.and_then(|b| b.install_recorder()) {
                 Ok(handle) => {
+                    subkeeper_actors::telemetry::describe_metrics();
                     metrics::gauge!(names::BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
                     Some(handle)
                 }

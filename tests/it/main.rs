@@ -4,8 +4,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod admin;
+mod alerting_e2e;
 mod lifecycle;
+mod monitoring;
 mod nats;
 mod pipeline;
+mod series_budget;
 mod support;
 mod webhooks;
