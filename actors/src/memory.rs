@@ -114,15 +114,17 @@ impl LifecycleStore for MemoryStore {
         external_id: &str,
     ) -> Result<(), StoreError> {
         self.with(|t| {
+            // Only the live subscription's removal changes the health row: stopping a
+            // rotated-out one leaves the provider as it is.
             if t.subscriptions
                 .get(&provider)
                 .is_some_and(|s| s.external_id == external_id)
             {
                 t.subscriptions.remove(&provider);
-            }
-            if let Some(h) = t.health.get_mut(&provider) {
-                h.subscription_status = HealthState::Healthy;
-                h.subscription_expires_at = None;
+                if let Some(h) = t.health.get_mut(&provider) {
+                    h.subscription_status = HealthState::Healthy;
+                    h.subscription_expires_at = None;
+                }
             }
         })
     }

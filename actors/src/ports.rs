@@ -74,6 +74,9 @@ pub struct ProviderSubscription {
     pub resource_id: Option<String>,
     /// The expiry the provider granted.
     pub expires_at: DateTime<Utc>,
+    /// The secret of a subscription created by a renew that rotates (Google
+    /// channels get a fresh token each); `None` keeps the one already known.
+    pub client_state: Option<String>,
 }
 
 /// A provider API (Microsoft Graph, Google): create, renew, delete subscriptions.
@@ -90,8 +93,9 @@ pub trait SubscriptionApi: Send + Sync + 'static {
     ) -> Result<ProviderSubscription, ApiError>;
 
     /// Extends `subscription` to `expires_at`. Families that cannot extend (Google
-    /// Calendar channels) rotate here — create the new one, then stop the old — and
-    /// return the new id.
+    /// Calendar channels) create the replacement here and return its id; the
+    /// supervisor records it first and then stops the old one with
+    /// [`SubscriptionApi::delete`], so notifications never have nowhere to go.
     async fn renew(
         &self,
         provider: &Provider,
@@ -155,8 +159,8 @@ pub trait LifecycleStore: Send + Sync + 'static {
     /// Records one attempt: health, subscription changes and a `renewal_attempts` row.
     async fn record_attempt(&self, record: &AttemptRecord) -> Result<(), StoreError>;
 
-    /// Marks the provider's live subscription deleted at the provider, and purges a
-    /// provider that was deleted once nothing of it remains at the provider.
+    /// Marks a subscription deleted at the provider (a retired provider's live one,
+    /// or one rotated out). Notifications for it are ignored from then on.
     async fn subscription_deleted(
         &self,
         provider: ProviderId,

@@ -289,9 +289,10 @@ impl ProviderSupervisor {
                 let same = old
                     .as_ref()
                     .is_some_and(|o| o.external_id == granted.external_id);
-                let client_state = call
+                let client_state = granted
                     .client_state
                     .clone()
+                    .or_else(|| call.client_state.clone())
                     .or_else(|| old.as_ref().map(|o| o.client_state.clone()))
                     .unwrap_or_default();
                 self.subscription = Some(Subscription {
@@ -380,6 +381,14 @@ impl ProviderSupervisor {
         let store = self.ctx.ports.store.clone();
         let events = self.ctx.ports.events.clone();
         let provider_id = self.provider.id;
+        // A renew that rotated (Google channels) leaves the old subscription live at
+        // the provider: stop it once the new one is recorded.
+        let rotated_out = match (&call.result, done.attempt) {
+            (Ok(_), AttemptKind::Renew) => record.replaced.clone(),
+            _ => None,
+        };
+        let api = self.ctx.ports.api.clone();
+        let provider = self.provider.clone();
         let permit = call.permit;
         let persist = async move {
             let _permit = permit;
@@ -400,6 +409,22 @@ impl ProviderSupervisor {
                 }
             }
             events.renewal(&record.result).await;
+            if let Some(old) = rotated_out {
+                match api.delete(&provider, &old).await {
+                    Ok(()) => {
+                        if let Err(e) = store
+                            .subscription_deleted(provider.id, &old.external_id)
+                            .await
+                        {
+                            tracing::warn!(provider = %provider.id, error = %e, "old subscription stopped but not recorded");
+                        }
+                    }
+                    Err(e) => tracing::warn!(
+                        provider = %provider.id, subscription = %old.external_id, error = %e,
+                        "old subscription not stopped; it lapses at its own expiry"
+                    ),
+                }
+            }
             record.result
         };
         ctx.wait(persist.into_actor(self).map(move |result, act, ctx| {

@@ -97,6 +97,7 @@ impl SubscriptionApi for ClockedGraph {
                 external_id: id,
                 resource_id: None,
                 expires_at: request.expires_at,
+                client_state: None,
             })
         };
         self.leave();
@@ -137,6 +138,7 @@ impl SubscriptionApi for ClockedGraph {
                     external_id: sub.external_id.clone(),
                     resource_id: None,
                     expires_at,
+                    client_state: None,
                 })
             }
         };

@@ -272,7 +272,8 @@ impl LifecycleStore for PgStore {
         .map_err(db)?;
         sqlx::query(
             "UPDATE provider_health SET subscription_expires_at = NULL, next_renewal_at = NULL, updated_at = $1 \
-             WHERE provider_id = $2",
+             WHERE provider_id = $2 \
+               AND NOT EXISTS (SELECT 1 FROM subscriptions WHERE provider_id = $2 AND state = 'active')",
         )
         .bind(now)
         .bind(provider.0)

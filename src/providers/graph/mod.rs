@@ -175,6 +175,7 @@ impl GraphApi {
             external_id: granted.id,
             resource_id: None,
             expires_at: granted.expires_at,
+            client_state: None,
         })
     }
 
@@ -209,6 +210,7 @@ impl GraphApi {
             external_id: granted.id,
             resource_id: None,
             expires_at: granted.expires_at,
+            client_state: None,
         })
     }
 
