@@ -34,7 +34,16 @@ pub(crate) fn routes(config: &mut web::ServiceConfig) {
             .route("/lifecycle", web::post().to(lifecycle))
             .route("/clock", web::get().to(clock))
             .route("/clock/advance", web::post().to(advance_clock))
-            .route("/config", web::get().to(config_view)),
+            .route("/config", web::get().to(config_view))
+            .route("/google/channels", web::get().to(list_google_channels))
+            .route("/google/notify", web::post().to(google_notify))
+            .route("/google/gmail-watches", web::get().to(list_gmail_watches))
+            .route("/google/gmail-push", web::post().to(gmail_push))
+            .service(
+                web::resource("/google/push-endpoint")
+                    .route(web::get().to(push_endpoint))
+                    .route(web::post().to(set_push_endpoint)),
+            ),
     );
 }
 
@@ -66,6 +75,30 @@ struct LifecycleRequest {
     subscription_id: String,
     /// `reauthorizationRequired`, `subscriptionRemoved` or `missed`.
     event: LifecycleEvent,
+}
+
+/// `POST /_sim/google/notify` body.
+#[derive(Debug, Deserialize)]
+struct GoogleNotifyRequest {
+    /// Calendar channel to send an `exists` message on.
+    channel_id: String,
+    /// How many POSTs of the same message number; 1 unless given.
+    #[serde(default = "one")]
+    times: u32,
+}
+
+/// `POST /_sim/google/gmail-push` body.
+#[derive(Debug, Deserialize)]
+struct GmailPushRequest {
+    /// Mailbox with a live watch.
+    email: String,
+}
+
+/// `POST /_sim/google/push-endpoint` body.
+#[derive(Debug, Deserialize)]
+struct PushEndpointRequest {
+    /// Pub/Sub push endpoint URL; `null` clears it.
+    endpoint: Option<String>,
 }
 
 /// `POST /_sim/clock/advance` body.
@@ -134,6 +167,54 @@ async fn lifecycle(sim: web::Data<Simulator>, body: web::Bytes) -> HttpResponse 
     }
 }
 
+async fn list_google_channels(sim: web::Data<Simulator>) -> HttpResponse {
+    HttpResponse::Ok().json(sim.google_channels())
+}
+
+async fn list_gmail_watches(sim: web::Data<Simulator>) -> HttpResponse {
+    HttpResponse::Ok().json(sim.gmail_watches())
+}
+
+async fn google_notify(sim: web::Data<Simulator>, body: web::Bytes) -> HttpResponse {
+    let request: GoogleNotifyRequest = match parse(&body) {
+        Ok(request) => request,
+        Err(message) => return bad_request(&message),
+    };
+    match sim.google_notify(&request.channel_id, request.times).await {
+        Ok(report) => HttpResponse::Ok().json(report),
+        Err(error) => sim_error(&error),
+    }
+}
+
+async fn gmail_push(sim: web::Data<Simulator>, body: web::Bytes) -> HttpResponse {
+    let request: GmailPushRequest = match parse(&body) {
+        Ok(request) => request,
+        Err(message) => return bad_request(&message),
+    };
+    match sim.gmail_push(&request.email).await {
+        Ok(report) => HttpResponse::Ok().json(report),
+        Err(error) => sim_error(&error),
+    }
+}
+
+async fn push_endpoint(sim: web::Data<Simulator>) -> HttpResponse {
+    HttpResponse::Ok().json(json!({ "endpoint": sim.gmail_push_endpoint() }))
+}
+
+async fn set_push_endpoint(sim: web::Data<Simulator>, body: web::Bytes) -> HttpResponse {
+    let request: PushEndpointRequest = match parse(&body) {
+        Ok(request) => request,
+        Err(message) => return bad_request(&message),
+    };
+    if let Some(endpoint) = &request.endpoint
+        && url::Url::parse(endpoint).is_err()
+    {
+        return bad_request("endpoint is not a URL");
+    }
+    sim.set_gmail_push_endpoint(request.endpoint);
+    push_endpoint(sim).await
+}
+
 async fn clock(sim: web::Data<Simulator>) -> HttpResponse {
     clock_view(&sim)
 }
@@ -156,12 +237,14 @@ async fn config_view(sim: web::Data<Simulator>) -> HttpResponse {
         validation_timeout,
         validate_endpoints,
         notification_timeout,
+        gmail_push_endpoint: _,
     } = sim.config();
     HttpResponse::Ok().json(json!({
         "require_https": require_https,
         "validation_timeout_ms": validation_timeout.as_millis(),
         "validate_endpoints": validate_endpoints,
         "notification_timeout_ms": notification_timeout.as_millis(),
+        "gmail_push_endpoint": sim.gmail_push_endpoint(),
     }))
 }
 
@@ -186,5 +269,9 @@ fn sim_error(error: &SimError) -> HttpResponse {
     match error {
         SimError::SubscriptionNotFound { .. } => HttpResponse::NotFound().json(body),
         SimError::ReauthorizationPending { .. } => HttpResponse::Conflict().json(body),
+        SimError::ChannelNotFound { .. } | SimError::WatchNotFound { .. } => {
+            HttpResponse::NotFound().json(body)
+        }
+        SimError::NoPushEndpoint => HttpResponse::Conflict().json(body),
     }
 }

@@ -1,6 +1,8 @@
 //! The provider simulator: a faithful stand-in for Microsoft Graph's
-//! subscription API and the Microsoft identity platform's token endpoint, served
-//! over real HTTP so the service, its tests and the demo run without Microsoft.
+//! subscription API and the Microsoft identity platform's token endpoint, and for
+//! Google Calendar watch channels, Gmail watches (Pub/Sub push) and Google's
+//! OAuth token endpoint, served over real HTTP so the service, its tests and the
+//! demo run without Microsoft or Google.
 //!
 //! Owns simulated provider state (tokens, subscriptions, a movable clock), fault
 //! injection, the request journal, and the calls the provider makes back to the
@@ -10,12 +12,13 @@
 //!
 //! Layout: `graph/` holds the Microsoft part (pure model, wire shapes, HTTP
 //! handlers, outgoing deliveries, token endpoint); `control.rs` is the `/_sim/`
-//! API that mirrors [`Simulator`]'s methods over HTTP; a Google part will sit
-//! beside `graph/` in the same server.
+//! API that mirrors [`Simulator`]'s methods over HTTP; `google/` holds the Google
+//! part (Calendar, Gmail, token endpoint) in the same server.
 
 pub mod clock;
 mod control;
 pub mod faults;
+pub mod google;
 pub mod graph;
 pub mod journal;
 
@@ -31,6 +34,7 @@ pub use journal::{Operation, RecordedRequest};
 use actix_web::{App, HttpServer, web};
 use chrono::{DateTime, TimeDelta, Utc};
 use faults::FaultBook;
+use google::model::{GoogleState, StoredChannel, StoredWatch};
 use graph::model::{GraphState, StoredSubscription};
 use journal::{Journal, lock};
 use serde::{Deserialize, Serialize};
@@ -53,6 +57,10 @@ pub struct SimulatorConfig {
     /// How long a notification POST may take before it counts as not delivered
     /// (Graph expects an answer within 3 s).
     pub notification_timeout: Duration,
+    /// Where [`Simulator::gmail_push`] POSTs Pub/Sub push messages (the push
+    /// subscription's endpoint); `None` until set here or through
+    /// `POST /_sim/google/push-endpoint`.
+    pub gmail_push_endpoint: Option<String>,
 }
 
 impl Default for SimulatorConfig {
@@ -62,6 +70,7 @@ impl Default for SimulatorConfig {
             validation_timeout: Duration::from_secs(10),
             validate_endpoints: true,
             notification_timeout: Duration::from_secs(3),
+            gmail_push_endpoint: None,
         }
     }
 }
@@ -82,6 +91,21 @@ pub enum SimError {
         /// The id asked for.
         subscription_id: String,
     },
+    /// No live (unexpired, unstopped) Calendar channel with that id.
+    #[error("no live Google channel {channel_id}")]
+    ChannelNotFound {
+        /// The id asked for.
+        channel_id: String,
+    },
+    /// No live Gmail watch on that mailbox.
+    #[error("no live Gmail watch for {email}")]
+    WatchNotFound {
+        /// The address asked for.
+        email: String,
+    },
+    /// [`Simulator::gmail_push`] was called with no push endpoint configured.
+    #[error("no Gmail push endpoint configured")]
+    NoPushEndpoint,
 }
 
 /// A live subscription as the simulator holds it, for assertions and the demo.
@@ -132,6 +156,88 @@ impl From<&StoredSubscription> for SimSubscription {
     }
 }
 
+/// A Calendar watch channel as the simulator holds it, for assertions and the
+/// demo.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SimChannel {
+    /// Client-chosen channel id.
+    pub id: String,
+    /// Google's opaque id of the watched calendar (stable per calendar).
+    pub resource_id: String,
+    /// Calendar watched.
+    pub calendar_id: String,
+    /// Echoed in `X-Goog-Channel-Token`.
+    pub token: Option<String>,
+    /// Where messages go.
+    pub address: String,
+    /// OAuth client that created it.
+    pub client_id: String,
+    /// Provider time it expires (ms precision).
+    pub expiration: DateTime<Utc>,
+    /// Provider time it was created.
+    pub created_at: DateTime<Utc>,
+    /// `channels.stop` was called.
+    pub stopped: bool,
+    /// Last message number sent (1 = the sync message).
+    pub message_number: u64,
+}
+
+impl From<&StoredChannel> for SimChannel {
+    fn from(c: &StoredChannel) -> Self {
+        Self {
+            id: c.id.clone(),
+            resource_id: c.resource_id.clone(),
+            calendar_id: c.calendar_id.clone(),
+            token: c.token.clone(),
+            address: c.address.clone(),
+            client_id: c.client_id.clone(),
+            expiration: c.expiration,
+            created_at: c.created_at,
+            stopped: c.stopped,
+            message_number: c.message_number,
+        }
+    }
+}
+
+/// A Gmail watch as the simulator holds it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SimGmailWatch {
+    /// Mailbox address.
+    pub email: String,
+    /// `userId` as the watch call named it (`me` or the address).
+    pub user_id: String,
+    /// Pub/Sub topic.
+    pub topic_name: String,
+    /// Label filter.
+    pub label_ids: Vec<String>,
+    /// `include` / `exclude`, when given.
+    pub label_filter_behavior: Option<String>,
+    /// OAuth client that watched.
+    pub client_id: String,
+    /// Provider time it lapses (ms precision).
+    pub expiration: DateTime<Utc>,
+    /// Provider time of the latest watch call.
+    pub created_at: DateTime<Utc>,
+    /// `users.stop` was called.
+    pub stopped: bool,
+}
+
+impl From<&StoredWatch> for SimGmailWatch {
+    fn from(w: &StoredWatch) -> Self {
+        Self {
+            email: w.email.clone(),
+            user_id: w.user_id.clone(),
+            topic_name: w.topic_name.clone(),
+            label_ids: w.label_ids.clone(),
+            label_filter_behavior: w.label_filter_behavior.clone(),
+            client_id: w.client_id.clone(),
+            expiration: w.expiration,
+            created_at: w.created_at,
+            stopped: w.stopped,
+        }
+    }
+}
+
 /// What happened when the simulator sent notifications for a subscription.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DeliveryReport {
@@ -144,6 +250,10 @@ pub struct DeliveryReport {
     pub body: serde_json::Value,
     /// One entry per POST, in order.
     pub attempts: Vec<DeliveryAttempt>,
+    /// Headers that carry the message (Google Calendar's `X-Goog-*`; its body
+    /// is empty and `body` is `null`). Empty for Graph and Pub/Sub.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<(String, String)>,
 }
 
 impl DeliveryReport {
@@ -161,6 +271,10 @@ pub(crate) struct Shared {
     pub(crate) clock: Arc<SimClock>,
     /// Graph's tokens and subscriptions; never held across an await.
     pub(crate) graph: Mutex<GraphState>,
+    /// Google's tokens, channels and watches; never held across an await.
+    pub(crate) google: Mutex<GoogleState>,
+    /// Where Gmail's Pub/Sub pushes go (starts as the config's).
+    pub(crate) gmail_push_endpoint: Mutex<Option<String>>,
     /// Active fault rules.
     pub(crate) faults: FaultBook,
     /// Every request received.
@@ -239,11 +353,14 @@ impl Simulator {
                 tracing::error!(error = %err, "simulator HTTP client misconfigured; using defaults");
                 reqwest::Client::new()
             });
+        let gmail_push_endpoint = config.gmail_push_endpoint.clone();
         Self {
             shared: Arc::new(Shared {
                 config,
                 clock: Arc::new(SimClock::new(base_clock)),
+                gmail_push_endpoint: Mutex::new(gmail_push_endpoint),
                 graph: Mutex::new(GraphState::default()),
+                google: Mutex::new(GoogleState::default()),
                 faults: FaultBook::default(),
                 journal: Journal::default(),
                 http,
@@ -287,6 +404,7 @@ impl Simulator {
                 .app_data(web::Data::new(sim.clone()))
                 .configure(control::routes)
                 .configure(graph::routes)
+                .configure(google::routes)
         })
         .workers(1)
         .shutdown_timeout(1)
@@ -385,6 +503,7 @@ impl Simulator {
             url: Some(subscription.notification_url),
             body,
             attempts,
+            headers: Vec::new(),
         })
     }
 
@@ -437,6 +556,145 @@ impl Simulator {
             url: subscription.lifecycle_notification_url,
             body,
             attempts,
+            headers: Vec::new(),
+        })
+    }
+
+    /// Google's API base URL for a server at `server_base` (what the service's
+    /// `SUBKEEPER_GOOGLE_BASE_URL` points at): Calendar is under
+    /// `{base}/calendar/v3/`, Gmail under `{base}/gmail/v1/`, the token endpoint
+    /// at `{base}/token`.
+    pub fn google_base_url(server_base: &str) -> String {
+        server_base.trim_end_matches('/').to_owned()
+    }
+
+    /// Issues a Google access token for `client_id` acting as `account` without
+    /// going through `/token`, for tests that exercise Calendar/Gmail only. Not
+    /// journaled.
+    pub fn issue_google_access_token(&self, client_id: &str, account: &str) -> String {
+        let now = self.now();
+        let mut google = lock(&self.shared.google);
+        let refresh = format!("sim-issued:{account}");
+        google.register_account(&refresh, account);
+        google.issue_token(client_id, Some(&refresh), now)
+    }
+
+    /// Makes `/token` resolve `refresh_token` to the Gmail address `email`
+    /// (what `users/me` means); unregistered refresh tokens belong to
+    /// [`google::model::DEFAULT_GOOGLE_ACCOUNT`].
+    pub fn register_google_account(&self, refresh_token: &str, email: &str) {
+        lock(&self.shared.google).register_account(refresh_token, email);
+    }
+
+    /// Revokes a refresh token: `/token` answers `invalid_grant` for it from now
+    /// on (the user withdrew consent). Access tokens already issued keep working
+    /// until they expire, as at Google.
+    pub fn revoke_google_refresh_token(&self, refresh_token: &str) {
+        lock(&self.shared.google).revoke(refresh_token);
+    }
+
+    /// Live (unexpired, unstopped) Calendar channels, oldest first.
+    pub fn google_channels(&self) -> Vec<SimChannel> {
+        let now = self.now();
+        lock(&self.shared.google)
+            .all_channels()
+            .iter()
+            .filter(|c| c.is_live(now))
+            .map(SimChannel::from)
+            .collect()
+    }
+
+    /// Every Calendar channel ever created, stopped and expired ones included,
+    /// oldest first (for "no pile-up" and ordering assertions).
+    pub fn google_channel_history(&self) -> Vec<SimChannel> {
+        lock(&self.shared.google)
+            .all_channels()
+            .iter()
+            .map(SimChannel::from)
+            .collect()
+    }
+
+    /// Live Gmail watches, by mailbox address.
+    pub fn gmail_watches(&self) -> Vec<SimGmailWatch> {
+        let now = self.now();
+        lock(&self.shared.google)
+            .all_watches()
+            .iter()
+            .filter(|w| w.is_live(now))
+            .map(SimGmailWatch::from)
+            .collect()
+    }
+
+    /// Sets (or clears) where [`Simulator::gmail_push`] delivers.
+    pub fn set_gmail_push_endpoint(&self, endpoint: Option<String>) {
+        *lock(&self.shared.gmail_push_endpoint) = endpoint;
+    }
+
+    /// Where [`Simulator::gmail_push`] delivers, if anywhere.
+    pub fn gmail_push_endpoint(&self) -> Option<String> {
+        lock(&self.shared.gmail_push_endpoint).clone()
+    }
+
+    /// A change on a watched calendar: POSTs an `exists` message to the
+    /// channel's address with the next message number, `times` times (the same
+    /// number every time: redeliveries), and reports each answer.
+    pub async fn google_notify(
+        &self,
+        channel_id: &str,
+        times: u32,
+    ) -> Result<DeliveryReport, SimError> {
+        let now = self.now();
+        let channel = lock(&self.shared.google)
+            .next_message_number(channel_id, now)
+            .ok_or_else(|| SimError::ChannelNotFound {
+                channel_id: channel_id.to_owned(),
+            })?;
+        let headers = google::wire::channel_headers(&channel, "exists", channel.message_number);
+        let attempts = google::delivery::post_times(
+            &self.shared.http,
+            &channel.address,
+            &headers,
+            None,
+            times,
+            self.shared.config.notification_timeout,
+        )
+        .await;
+        Ok(DeliveryReport {
+            subscription_id: channel.id,
+            url: Some(channel.address),
+            body: serde_json::Value::Null,
+            attempts,
+            headers,
+        })
+    }
+
+    /// A new message in `email`'s mailbox: bumps its historyId and POSTs the
+    /// Pub/Sub push message Gmail publishes to the configured push endpoint.
+    /// The mailbox needs a live watch.
+    pub async fn gmail_push(&self, email: &str) -> Result<DeliveryReport, SimError> {
+        let endpoint = self.gmail_push_endpoint().ok_or(SimError::NoPushEndpoint)?;
+        let now = self.now();
+        let (watch, history_id, message_id) = lock(&self.shared.google)
+            .mailbox_changed(email, now)
+            .ok_or_else(|| SimError::WatchNotFound {
+                email: email.to_owned(),
+            })?;
+        let body = google::wire::pubsub_push_json(&watch.email, history_id, message_id, now);
+        let attempts = google::delivery::post_times(
+            &self.shared.http,
+            &endpoint,
+            &[],
+            Some(&body),
+            1,
+            self.shared.config.notification_timeout,
+        )
+        .await;
+        Ok(DeliveryReport {
+            subscription_id: watch.email,
+            url: Some(endpoint),
+            body,
+            attempts,
+            headers: Vec::new(),
         })
     }
 

@@ -5,6 +5,7 @@
 
 mod control_api;
 mod faults;
+mod google_api;
 mod graph_api;
 mod support;
 mod tokens;
