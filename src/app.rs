@@ -7,7 +7,11 @@
 use crate::bus::{Bus, BusError, StreamLimits, Topology};
 use crate::config::Config;
 use crate::http::{AppState, routes};
-use crate::intake::{GraphIntake, Publisher, spawn_outbox_relay};
+use crate::intake::{
+    GoogleIntake, GraphIntake, Publisher, ResyncOnReplacement, spawn_google_resync,
+    spawn_outbox_relay,
+};
+use crate::providers::google::{GoogleApis, GoogleConfig};
 use crate::providers::graph::{GraphApi, GraphConfig};
 use crate::store::{OpenError, PgStore};
 use crate::telemetry::MetricsRenderer;
@@ -22,7 +26,7 @@ use subkeeper_actors::alerting::{AlertingActor, AlertingConfig, AlertingPorts};
 use subkeeper_actors::board::HealthBoard;
 use subkeeper_actors::clock::{SharedClock, SystemClock};
 use subkeeper_actors::delivery::Stop;
-use subkeeper_actors::domain::{ErrorClass, Provider, Subscription};
+use subkeeper_actors::domain::{Provider, ProviderKind, Subscription};
 use subkeeper_actors::fleet::{Fleet, FleetConfig, FleetHandle};
 use subkeeper_actors::notification::{NotificationActor, NotificationConfig};
 use subkeeper_actors::ports::{
@@ -104,16 +108,36 @@ pub async fn run_with(
         clock.clone(),
     )
     .map_err(|e| RunError::Client(e.to_string()))?;
+    let callbacks = CallbackUrls {
+        public_url: config.public_base(),
+    };
+    let google = GoogleApis::new(
+        GoogleConfig {
+            base_url: config.google_base_url.clone(),
+            token_url: config.google_token_url.clone(),
+            gmail_topic: config.gmail_pubsub_topic.clone(),
+            calendar_address: callbacks.notification_url(ProviderKind::GoogleCalendar),
+            request_timeout: config.provider_timeout(),
+            ..GoogleConfig::default()
+        },
+        Arc::new(store.clone()),
+        clock.clone(),
+    )
+    .map_err(|e| RunError::Client(e.to_string()))?;
     let api: Arc<dyn SubscriptionApi> = Arc::new(ByKind {
         graph: Arc::new(graph),
+        google: Arc::new(google),
     });
     let events: Arc<dyn EventSink> = options
         .events
         .unwrap_or_else(|| Arc::new(bus.renewal_sink()));
+    // Google replacements also tell downstream to resync.
+    let events: Arc<dyn EventSink> = Arc::new(ResyncOnReplacement::new(
+        events,
+        Arc::new(bus.clone()),
+        clock.clone(),
+    ));
     let board = HealthBoard::default();
-    let callbacks = CallbackUrls {
-        public_url: config.public_base(),
-    };
     let alerting = AlertingActor::new(
         AlertingConfig {
             escalate_after: TimeDelta::minutes(config.alert_escalation_minutes),
@@ -178,6 +202,19 @@ pub async fn run_with(
         clock.clone(),
         publish_timeout,
     );
+    let google_intake = GoogleIntake::new(
+        store.clone(),
+        publisher.clone(),
+        clock.clone(),
+        publish_timeout,
+        config.gmail_push_secret.clone(),
+    );
+    let resync = spawn_google_resync(
+        store.clone(),
+        publisher.clone(),
+        clock.clone(),
+        config.google_resync_minutes,
+    );
     let relay = spawn_outbox_relay(
         store.clone(),
         publisher,
@@ -193,6 +230,7 @@ pub async fn run_with(
         metrics,
         bus: bus.clone(),
         graph_intake,
+        google_intake,
     };
     let server = HttpServer::new(move || {
         App::new()
@@ -215,6 +253,9 @@ pub async fn run_with(
     // Leave the queue group first so other instances take the requests, then send
     // what is still buffered.
     relay.abort();
+    if let Some(resync) = resync {
+        resync.abort();
+    }
     control.stop();
     // Settle the batches in hand, then stop the actors they feed; anything not
     // acknowledged goes to another instance after the consumers' ack wait.
@@ -232,21 +273,16 @@ const ALERT_RETRY: Duration = Duration::from_secs(5);
 /// Dispatches the `SubscriptionApi` port to the adapter of the provider's family.
 struct ByKind {
     graph: Arc<GraphApi>,
+    google: Arc<GoogleApis>,
 }
 
 impl ByKind {
     fn family(&self, provider: &Provider) -> Result<&dyn SubscriptionApi, ApiError> {
-        if provider.kind.is_graph() {
-            Ok(self.graph.as_ref())
-        } else {
-            Err(ApiError::new(
-                ErrorClass::Permanent,
-                format!(
-                    "provider kind {} is not supported by this release",
-                    provider.kind
-                ),
-            ))
-        }
+        Ok(match provider.kind {
+            ProviderKind::GraphMail | ProviderKind::GraphCalendar => self.graph.as_ref(),
+            ProviderKind::GoogleCalendar => &self.google.calendar,
+            ProviderKind::Gmail => &self.google.gmail,
+        })
     }
 }
 

@@ -16,6 +16,9 @@ use subkeeper_actors::lifecycle::Policy;
 /// Longest subscription lifetime Graph grants Outlook resources, in minutes.
 pub const GRAPH_MAX_LIFETIME_MINUTES: i64 = 10_080;
 
+/// Lifetime of a Google Calendar channel and of a Gmail watch, in minutes (7 days).
+pub const GOOGLE_MAX_LIFETIME_MINUTES: i64 = 7 * 24 * 60;
+
 /// subkeeper's configuration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -59,13 +62,36 @@ pub struct Config {
     pub graph_base_url: String,
     /// Microsoft identity platform base URL (`SUBKEEPER_LOGIN_BASE_URL`).
     pub login_base_url: String,
-    /// Google APIs base URL (`SUBKEEPER_GOOGLE_BASE_URL`).
+    /// Google APIs base URL (`SUBKEEPER_GOOGLE_BASE_URL`): Calendar is
+    /// `{base}/calendar/v3`, Gmail `{base}/gmail/v1`.
     pub google_base_url: String,
+    /// Google's OAuth token endpoint (`SUBKEEPER_GOOGLE_TOKEN_URL`), where Google
+    /// refresh tokens are exchanged for access tokens.
+    pub google_token_url: String,
+    /// Pub/Sub topic Gmail publishes mailbox changes to
+    /// (`SUBKEEPER_GMAIL_PUBSUB_TOPIC`, `projects/{project}/topics/{topic}`); Gmail
+    /// needs publish rights on it. Empty: Gmail providers fail with a permanent
+    /// error naming this variable.
+    pub gmail_pubsub_topic: String,
+    /// Call Gmail's `users.watch` again this many hours after the last one
+    /// (`SUBKEEPER_GMAIL_RENEW_EVERY_HOURS`; default 24, as Google recommends; 1-167):
+    /// a watch lapses 7 days after the last call.
+    pub gmail_renew_every_hours: i64,
+    /// Shared secret the Pub/Sub push subscription carries as `?token=` in its
+    /// endpoint URL (`SUBKEEPER_GMAIL_PUSH_SECRET`, at least 16 characters); pushes
+    /// without it are refused. Unset: `/webhooks/gmail` refuses everything.
+    pub gmail_push_secret: Option<String>,
+    /// Every Google provider emits a `resync_required` event this often, in
+    /// minutes (`SUBKEEPER_GOOGLE_RESYNC_MINUTES`; default 360; 0 turns it off):
+    /// Google does not promise every change is pushed.
+    pub google_resync_minutes: u64,
     /// Renew Graph subscriptions this many minutes before expiry
     /// (`SUBKEEPER_RENEWAL_LOOKAHEAD_MINUTES`); must be below Graph's 10,080-minute
     /// maximum lifetime.
     pub renewal_lookahead_minutes: i64,
-    /// Renew Google channels this many minutes before expiry.
+    /// Replace Google Calendar channels this many minutes before expiry
+    /// (`SUBKEEPER_GOOGLE_RENEWAL_LOOKAHEAD_MINUTES`; default 12 h; below the 7-day
+    /// channel lifetime). Gmail follows `gmail_renew_every_hours` instead.
     pub google_renewal_lookahead_minutes: i64,
     /// Up to this many seconds of random extra lead per renewal, so providers
     /// created together do not all renew in the same second.
@@ -134,6 +160,11 @@ impl Default for Config {
             graph_base_url: "https://graph.microsoft.com/v1.0".into(),
             login_base_url: "https://login.microsoftonline.com".into(),
             google_base_url: "https://www.googleapis.com".into(),
+            google_token_url: "https://oauth2.googleapis.com/token".into(),
+            gmail_pubsub_topic: String::new(),
+            gmail_renew_every_hours: 24,
+            gmail_push_secret: None,
+            google_resync_minutes: 360,
             renewal_lookahead_minutes: 24 * 60,
             google_renewal_lookahead_minutes: 12 * 60,
             renewal_jitter_seconds: 300,
@@ -201,8 +232,32 @@ impl Config {
                 GRAPH_MAX_LIFETIME_MINUTES - 1
             ));
         }
-        if self.google_renewal_lookahead_minutes < 1 {
-            return bad("SUBKEEPER_GOOGLE_RENEWAL_LOOKAHEAD_MINUTES must be at least 1".into());
+        if !(1..GOOGLE_MAX_LIFETIME_MINUTES).contains(&self.google_renewal_lookahead_minutes) {
+            return bad(format!(
+                "SUBKEEPER_GOOGLE_RENEWAL_LOOKAHEAD_MINUTES={} must be between 1 and {} (below a channel's 7-day lifetime)",
+                self.google_renewal_lookahead_minutes,
+                GOOGLE_MAX_LIFETIME_MINUTES - 1
+            ));
+        }
+        if !(1..GOOGLE_MAX_LIFETIME_MINUTES / 60).contains(&self.gmail_renew_every_hours) {
+            return bad(format!(
+                "SUBKEEPER_GMAIL_RENEW_EVERY_HOURS={} must be between 1 and {} (a Gmail watch lapses after 7 days)",
+                self.gmail_renew_every_hours,
+                GOOGLE_MAX_LIFETIME_MINUTES / 60 - 1
+            ));
+        }
+        if !self.gmail_pubsub_topic.is_empty() && !is_pubsub_topic(&self.gmail_pubsub_topic) {
+            return bad(format!(
+                "SUBKEEPER_GMAIL_PUBSUB_TOPIC={} must be projects/{{project}}/topics/{{topic}}",
+                self.gmail_pubsub_topic
+            ));
+        }
+        if self
+            .gmail_push_secret
+            .as_deref()
+            .is_some_and(|t| t.len() < 16)
+        {
+            return bad("SUBKEEPER_GMAIL_PUSH_SECRET must be at least 16 characters".into());
         }
         if self.failure_threshold == 0 {
             return bad("SUBKEEPER_FAILURE_THRESHOLD must be at least 1".into());
@@ -236,6 +291,7 @@ impl Config {
             ("SUBKEEPER_GRAPH_BASE_URL", &self.graph_base_url),
             ("SUBKEEPER_LOGIN_BASE_URL", &self.login_base_url),
             ("SUBKEEPER_GOOGLE_BASE_URL", &self.google_base_url),
+            ("SUBKEEPER_GOOGLE_TOKEN_URL", &self.google_token_url),
         ] {
             match url::Url::parse(value) {
                 Ok(u) if matches!(u.scheme(), "http" | "https") => {}
@@ -299,10 +355,16 @@ impl Config {
         ProviderKind::ALL
             .iter()
             .map(|&kind| {
-                let lookahead = if kind.is_graph() {
-                    self.renewal_lookahead_minutes
-                } else {
-                    self.google_renewal_lookahead_minutes
+                let lookahead = match kind {
+                    ProviderKind::GraphMail | ProviderKind::GraphCalendar => {
+                        self.renewal_lookahead_minutes
+                    }
+                    ProviderKind::GoogleCalendar => self.google_renewal_lookahead_minutes,
+                    // Renewing `every` hours after a watch that lasts the full
+                    // lifetime means renewing `lifetime − every` before expiry.
+                    ProviderKind::Gmail => {
+                        GOOGLE_MAX_LIFETIME_MINUTES - self.gmail_renew_every_hours * 60
+                    }
                 };
                 let policy = Policy {
                     lookahead: TimeDelta::minutes(lookahead),
@@ -363,6 +425,16 @@ fn is_subject_prefix(raw: &str) -> bool {
     raw.len() <= MAX_PREFIX_LEN && raw.split('.').all(is_token)
 }
 
+/// `projects/{project}/topics/{topic}`, as Gmail's `users.watch` wants it.
+fn is_pubsub_topic(raw: &str) -> bool {
+    let parts: Vec<&str> = raw.split('/').collect();
+    parts.len() == 4
+        && parts[0] == "projects"
+        && parts[2] == "topics"
+        && !parts[1].is_empty()
+        && !parts[3].is_empty()
+}
+
 /// One token: a stream name may not contain a dot.
 fn is_stream_prefix(raw: &str) -> bool {
     raw.len() <= MAX_PREFIX_LEN && is_token(raw)
@@ -416,6 +488,48 @@ mod tests {
             }
             .validate()
             .is_err()
+        );
+    }
+
+    #[test]
+    fn gmail_renews_daily_and_google_settings_are_checked() {
+        let policies = Config::default().policies();
+        assert_eq!(
+            policies[&ProviderKind::Gmail].lookahead,
+            TimeDelta::days(6),
+            "a 7-day watch renewed every 24 h is renewed 6 days before expiry"
+        );
+        assert_eq!(
+            policies[&ProviderKind::GoogleCalendar].lookahead,
+            TimeDelta::hours(12)
+        );
+        for bad in [
+            Config {
+                gmail_renew_every_hours: 168,
+                ..Config::default()
+            },
+            Config {
+                gmail_pubsub_topic: "my-topic".into(),
+                ..Config::default()
+            },
+            Config {
+                gmail_push_secret: Some("short".into()),
+                ..Config::default()
+            },
+            Config {
+                google_renewal_lookahead_minutes: GOOGLE_MAX_LIFETIME_MINUTES,
+                ..Config::default()
+            },
+        ] {
+            assert!(bad.validate().is_err(), "{bad:?}");
+        }
+        assert!(
+            Config {
+                gmail_pubsub_topic: "projects/p/topics/gmail".into(),
+                ..Config::default()
+            }
+            .validate()
+            .is_ok()
         );
     }
 

@@ -12,7 +12,7 @@ pub use error::HttpError;
 
 use crate::bus::Bus;
 use crate::config::Config;
-use crate::intake::GraphIntake;
+use crate::intake::{GoogleIntake, GraphIntake};
 use crate::store::PgStore;
 use crate::telemetry::MetricsRenderer;
 use actix_web::web;
@@ -37,6 +37,8 @@ pub struct AppState {
     pub bus: Bus,
     /// Graph webhook intake.
     pub graph_intake: GraphIntake,
+    /// Google Calendar and Gmail intake.
+    pub google_intake: GoogleIntake,
 }
 
 /// Registers every route on an actix-web app.

@@ -1,10 +1,11 @@
 //! Provider webhooks: Microsoft Graph change and lifecycle notifications, including
-//! the validation handshake. Handlers only translate HTTP: intake decides what is
-//! accepted. A 202 means JetStream or the outbox holds every accepted item; a 5xx
-//! makes Graph retry.
+//! the validation handshake; Google Calendar channel messages; Gmail Pub/Sub
+//! pushes. Handlers only translate HTTP: intake decides what is accepted. A 2xx
+//! means JetStream or the outbox holds every accepted item (or it was dropped for
+//! good); a 5xx makes the provider retry.
 
 use super::AppState;
-use crate::intake::IntakeError;
+use crate::intake::{ChannelMessage, IntakeError, PushAuth};
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde_json::json;
 use std::time::Instant;
@@ -19,7 +20,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route(
             "/webhooks/microsoft/lifecycle",
             web::post().to(microsoft_lifecycle),
-        );
+        )
+        .route("/webhooks/google", web::post().to(google))
+        .route("/webhooks/gmail", web::post().to(gmail));
 }
 
 /// The `validationToken` query parameter, URL-decoded.
@@ -90,6 +93,56 @@ async fn microsoft_lifecycle(
         },
     };
     metrics::histogram!(names::WEBHOOK_RESPONSE, "kind" => "microsoft_lifecycle")
+        .record(started.elapsed().as_secs_f64());
+    response
+}
+
+/// A Calendar channel message: everything is in the `X-Goog-*` headers. Answers
+/// 200 to whatever was taken in or dropped for good (Google retries anything
+/// else), 400 to missing headers, 503 when nothing could store it.
+async fn google(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    let started = Instant::now();
+    let headers = req.headers();
+    let response = match ChannelMessage::from_headers(|name| {
+        headers.get(name).and_then(|v| v.to_str().ok())
+    }) {
+        Err(e) => refused("google", &e),
+        Ok(message) => match state.google_intake.channel_message(&message).await {
+            Ok(_) => HttpResponse::Ok().finish(),
+            Err(e) => refused("google", &e),
+        },
+    };
+    metrics::histogram!(names::WEBHOOK_RESPONSE, "kind" => "google")
+        .record(started.elapsed().as_secs_f64());
+    response
+}
+
+/// A Gmail Pub/Sub push. The push subscription's endpoint carries the deployment's
+/// secret as `?token=`; without it 401, with a wrong one 403. A 204 acknowledges
+/// the message to Pub/Sub (also when no provider watches the mailbox: redelivery
+/// would not change that).
+async fn gmail(req: HttpRequest, state: web::Data<AppState>, body: web::Bytes) -> HttpResponse {
+    let started = Instant::now();
+    let token = web::Query::<Vec<(String, String)>>::from_query(req.query_string())
+        .ok()
+        .and_then(|q| q.0.into_iter().find(|(k, _)| k == "token").map(|(_, v)| v));
+    let response = match state.google_intake.authenticate_push(token.as_deref()) {
+        Err(why) => {
+            metrics::counter!(names::WEBHOOKS_RECEIVED, "kind" => "gmail", "result" => "rejected")
+                .increment(1);
+            tracing::warn!(reason = ?why, "Gmail push refused: bad or missing token");
+            let body = json!({ "error": { "code": "unauthorized", "message": "missing or wrong push token" } });
+            match why {
+                PushAuth::Missing => HttpResponse::Unauthorized().json(body),
+                PushAuth::Wrong => HttpResponse::Forbidden().json(body),
+            }
+        }
+        Ok(()) => match state.google_intake.gmail_push(&body).await {
+            Ok(_) => HttpResponse::NoContent().finish(),
+            Err(e) => refused("gmail", &e),
+        },
+    };
+    metrics::histogram!(names::WEBHOOK_RESPONSE, "kind" => "gmail")
         .record(started.elapsed().as_secs_f64());
     response
 }

@@ -7,7 +7,6 @@ use super::{
     DomainEvent, Dropped, Publisher, RouteCache, WebhookEnvelope, message_id, secrets_match,
 };
 use crate::store::{PgStore, Route};
-use futures_util::future::join_all;
 use serde_json::Value;
 use std::sync::Arc;
 use std::time::Duration;
@@ -177,32 +176,18 @@ impl GraphIntake {
             })
             .collect();
 
-        let acks = join_all(messages.iter().map(|(subject, msg_id, payload)| {
-            self.publisher
-                .publish_durable(subject, msg_id, payload.clone(), self.publish_timeout)
-        }))
-        .await;
-        let mut outcome = IntakeOutcome {
+        let (published, deferred) = super::store_durably(
+            self.publisher.as_ref(),
+            &self.store,
+            messages,
+            self.publish_timeout,
+        )
+        .await?;
+        let outcome = IntakeOutcome {
+            published,
+            deferred,
             dropped,
-            ..IntakeOutcome::default()
         };
-        let mut deferred = Vec::new();
-        for (message, ack) in messages.into_iter().zip(acks) {
-            match ack {
-                Ok(()) => outcome.published += 1,
-                Err(e) => {
-                    tracing::warn!(subject = %message.0, error = %e, "JetStream did not acknowledge; using the outbox");
-                    deferred.push(message);
-                }
-            }
-        }
-        if !deferred.is_empty() {
-            if let Err(e) = self.store.outbox_push(&deferred).await {
-                tracing::error!(error = %e, "neither JetStream nor the outbox took webhook notifications; the provider will retry");
-                return Err(IntakeError::Unavailable);
-            }
-            outcome.deferred = deferred.len();
-        }
         let accepted = outcome.published + outcome.deferred;
         metrics::counter!(names::WEBHOOKS_RECEIVED, "kind" => "microsoft", "result" => "accepted")
             .increment(accepted as u64);

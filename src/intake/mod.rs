@@ -6,14 +6,19 @@
 //! only once JetStream or the Postgres outbox holds it. It does not touch the
 //! lifecycle: lifecycle notifications are handed to the fleet.
 
+mod google;
 mod graph;
 mod outbox;
+mod resync;
 
+pub use google::{ChannelMessage, ChannelOutcome, GoogleIntake, PushAuth, PushOutcome};
 pub use graph::{GraphIntake, IntakeError, IntakeOutcome, LifecycleOutcome};
 pub use outbox::spawn_outbox_relay;
+pub use resync::{ResyncOnReplacement, spawn_google_resync};
 
 use crate::store::{PgStore, Route};
 use async_trait::async_trait;
+use futures_util::future::join_all;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -80,6 +85,40 @@ pub fn message_id(provider: ProviderId, item: &serde_json::Value) -> String {
     hash.update(provider.0.as_bytes());
     hash.update(serde_json::to_vec(item).unwrap_or_default());
     hash.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Publishes `(subject, msg_id, payload)` messages to JetStream, parking those it
+/// does not acknowledge within `timeout` in the Postgres outbox. Returns how many
+/// were published and how many deferred; `Unavailable` when neither took them (the
+/// provider must retry).
+pub(crate) async fn store_durably(
+    publisher: &dyn Publisher,
+    store: &PgStore,
+    messages: Vec<(String, String, Vec<u8>)>,
+    timeout: Duration,
+) -> Result<(usize, usize), graph::IntakeError> {
+    let acks = join_all(messages.iter().map(|(subject, msg_id, payload)| {
+        publisher.publish_durable(subject, msg_id, payload.clone(), timeout)
+    }))
+    .await;
+    let mut published = 0;
+    let mut deferred = Vec::new();
+    for (message, ack) in messages.into_iter().zip(acks) {
+        match ack {
+            Ok(()) => published += 1,
+            Err(e) => {
+                tracing::warn!(subject = %message.0, error = %e, "JetStream did not acknowledge; using the outbox");
+                deferred.push(message);
+            }
+        }
+    }
+    if !deferred.is_empty()
+        && let Err(e) = store.outbox_push(&deferred).await
+    {
+        tracing::error!(error = %e, "neither JetStream nor the outbox took webhook notifications; the provider will retry");
+        return Err(graph::IntakeError::Unavailable);
+    }
+    Ok((published, deferred.len()))
 }
 
 /// Constant-time equality of two secrets.

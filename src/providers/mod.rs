@@ -1,5 +1,5 @@
 //! Provider adapters: the reqwest implementations of the core's `SubscriptionApi`
-//! port, one folder per provider family (`graph/` today, `google/` later), plus the
+//! port, one folder per provider family (`graph/`, `google/`), plus the
 //! OAuth token handling they share (`oauth`).
 //!
 //! Owns everything that speaks a provider's wire protocol and the classification of
@@ -8,6 +8,7 @@
 //! go out as `ProviderSubscription` / `ApiError`, and nothing here schedules or
 //! retries beyond the single token refresh after a 401.
 
+pub mod google;
 pub mod graph;
 pub mod oauth;
 

@@ -1,6 +1,7 @@
-//! OAuth 2.0 against the Microsoft identity platform (v2 token endpoint): the
-//! credentials model, the port the store implements to hand them over, and the
-//! access-token cache every Graph call draws its bearer token from.
+//! OAuth 2.0 against the Microsoft identity platform (v2 token endpoint) and
+//! Google's token endpoint: the credentials model, the port the store implements
+//! to hand them over, and the access-token cache every Graph and Google call draws
+//! its bearer token from.
 //!
 //! Owns token acquisition (client credentials for app-only access, refresh token for
 //! delegated access), caching until shortly before expiry on the [`Clock`](subkeeper_actors::clock::Clock),
@@ -417,8 +418,8 @@ fn status_class(status: u16, retry_after: Option<TimeDelta>) -> Option<ErrorClas
 pub struct TokenCache {
     /// Shared HTTP client (its timeouts bound every token request).
     http: reqwest::Client,
-    /// Base of the identity platform, e.g. `https://login.microsoftonline.com`.
-    login_base_url: Url,
+    /// Where tokens are requested: per Azure AD tenant, or one fixed URL (Google).
+    endpoint: TokenEndpoint,
     /// Where credentials are read and rotated refresh tokens written.
     source: Arc<dyn CredentialSource>,
     /// Domain time: token expiry is judged on it.
@@ -432,10 +433,21 @@ pub struct TokenCache {
 impl fmt::Debug for TokenCache {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TokenCache")
-            .field("login_base_url", &self.login_base_url.as_str())
+            .field("endpoint", &self.endpoint)
             .field("refresh_margin", &self.refresh_margin)
             .finish_non_exhaustive()
     }
+}
+
+/// Where a [`TokenCache`] requests tokens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum TokenEndpoint {
+    /// Microsoft: `{base}/{authority_tenant}/oauth2/v2.0/token`.
+    Authority(Url),
+    /// One endpoint for every credentials row (Google's
+    /// `https://oauth2.googleapis.com/token`); `authority_tenant` only labels
+    /// messages.
+    Fixed(Url),
 }
 
 /// The cache entry of one credentials row.
@@ -474,7 +486,26 @@ impl TokenCache {
         }
         Ok(Self {
             http,
-            login_base_url,
+            endpoint: TokenEndpoint::Authority(login_base_url),
+            source,
+            clock,
+            refresh_margin: DEFAULT_REFRESH_MARGIN,
+            slots: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// A cache fetching every token from one `token_url` (Google's token endpoint),
+    /// whatever the credentials' `authority_tenant`.
+    pub fn with_token_url(
+        http: reqwest::Client,
+        token_url: &str,
+        source: Arc<dyn CredentialSource>,
+        clock: SharedClock,
+    ) -> Result<Self, url::ParseError> {
+        let token_url = Url::parse(token_url)?;
+        Ok(Self {
+            http,
+            endpoint: TokenEndpoint::Fixed(token_url),
             source,
             clock,
             refresh_margin: DEFAULT_REFRESH_MARGIN,
@@ -572,8 +603,12 @@ impl TokenCache {
         let mut form: Vec<(&str, &str)> = vec![
             ("grant_type", credentials.flow.grant_type()),
             ("client_id", &credentials.client_id),
-            ("scope", &credentials.scope),
         ];
+        // Google's refresh grant takes no scope (the grant fixes it); an empty
+        // scope is left out rather than sent empty.
+        if !credentials.scope.trim().is_empty() {
+            form.push(("scope", &credentials.scope));
+        }
         let missing = |missing| TokenError::CredentialsIncomplete {
             id,
             flow: credentials.flow,
@@ -689,7 +724,11 @@ impl TokenCache {
         if tenant.is_empty() || tenant == "." || tenant == ".." {
             return Err(invalid("the authority tenant is empty or not a name"));
         }
-        let mut url = self.login_base_url.clone();
+        let base = match &self.endpoint {
+            TokenEndpoint::Fixed(url) => return Ok(url.clone()),
+            TokenEndpoint::Authority(base) => base,
+        };
+        let mut url = base.clone();
         url.path_segments_mut()
             .map_err(|()| invalid("the login base URL cannot take a path"))?
             .pop_if_empty()

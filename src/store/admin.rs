@@ -53,13 +53,19 @@ impl NewCredentials {
         }
     }
 
-    fn scope(&self) -> String {
-        self.scope
-            .clone()
-            .unwrap_or_else(|| match self.flow.as_str() {
+    /// The scope stored for a provider of `kind`. Google's refresh grant takes no
+    /// scope (the user's consent fixed it), so Google rows store an empty one
+    /// unless the operator gave one.
+    fn scope(&self, kind: ProviderKind) -> String {
+        self.scope.clone().unwrap_or_else(|| {
+            if !kind.is_graph() {
+                return String::new();
+            }
+            match self.flow.as_str() {
                 "refresh_token" => "offline_access https://graph.microsoft.com/.default".into(),
                 _ => "https://graph.microsoft.com/.default".into(),
-            })
+            }
+        })
     }
 }
 
@@ -82,25 +88,48 @@ pub struct NewProvider {
 impl NewProvider {
     /// Checks the submission; the error says what is wrong.
     pub fn validate(&self) -> Result<(), String> {
-        if !self.kind.is_graph() {
-            return Err(format!(
-                "provider kind '{}' is not supported by this release yet; use graph_mail or graph_calendar",
-                self.kind
-            ));
-        }
         if self.display_name.trim().is_empty() || self.display_name.len() > 200 {
             return Err("display_name must be 1-200 characters".into());
         }
-        if self.resource.trim().is_empty()
+        let resource = self.resource.trim();
+        let bad_resource = resource.is_empty()
             || self.resource.len() > 1024
             || self.resource.contains("://")
-        {
-            return Err(
-                "resource must be a Graph resource path such as users/{id}/messages".into(),
-            );
+            || resource != self.resource;
+        match self.kind {
+            ProviderKind::GraphMail | ProviderKind::GraphCalendar if bad_resource => {
+                return Err(
+                    "resource must be a Graph resource path such as users/{id}/messages".into(),
+                );
+            }
+            ProviderKind::GoogleCalendar if bad_resource || resource.contains('/') => {
+                return Err(
+                    "resource must be a Google calendar id such as team@example.com or primary"
+                        .into(),
+                );
+            }
+            ProviderKind::Gmail if bad_resource || !is_mailbox(resource) => {
+                return Err(
+                    "resource must be the Gmail mailbox address, e.g. someone@example.com".into(),
+                );
+            }
+            _ => {}
+        }
+        if !self.kind.is_graph() && self.credentials.flow != "refresh_token" {
+            return Err(format!(
+                "provider kind '{}' needs flow refresh_token (a Google user's consent; client_credentials is Microsoft-only)",
+                self.kind
+            ));
         }
         self.credentials.validate()
     }
+}
+
+/// A plausible mailbox address: one `@` with something on each side, no spaces or
+/// path characters (Gmail pushes name the mailbox by it).
+fn is_mailbox(raw: &str) -> bool {
+    matches!(raw.split_once('@'), Some((local, domain)) if !local.is_empty() && !domain.is_empty() && !domain.contains('@'))
+        && !raw.contains(['/', ' ', '?', '#'])
 }
 
 /// Fields an operator may change.
@@ -203,6 +232,7 @@ impl PgStore {
         tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
         tenant: &TenantId,
         c: &NewCredentials,
+        kind: ProviderKind,
     ) -> Result<Uuid, StoreError> {
         let id = Uuid::new_v4();
         sqlx::query(
@@ -216,7 +246,7 @@ impl PgStore {
         .bind(&c.client_id)
         .bind(&c.client_secret)
         .bind(&c.refresh_token)
-        .bind(c.scope())
+        .bind(c.scope(kind))
         .bind(self.clock.now())
         .execute(&mut **tx)
         .await
@@ -236,7 +266,7 @@ impl PgStore {
         let enabled = new.enabled.unwrap_or(true);
         let mut tx = self.pool.begin().await.map_err(db)?;
         let credentials_id = self
-            .insert_credentials(&mut tx, tenant, &new.credentials)
+            .insert_credentials(&mut tx, tenant, &new.credentials, new.kind)
             .await?;
         sqlx::query(
             "INSERT INTO providers (id, tenant_id, kind, display_name, resource, credentials_id, enabled, status, created_at, updated_at) \
@@ -402,18 +432,20 @@ impl PgStore {
         hash: &str,
     ) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin().await.map_err(db)?;
-        let exists = sqlx::query("SELECT 1 FROM providers WHERE tenant_id = $1 AND id = $2 AND deleted_at IS NULL FOR UPDATE")
+        let kind: Option<String> = sqlx::query_scalar("SELECT kind FROM providers WHERE tenant_id = $1 AND id = $2 AND deleted_at IS NULL FOR UPDATE")
             .bind(tenant.as_str())
             .bind(id.0)
             .fetch_optional(&mut *tx)
             .await
-            .map_err(db)?
-            .is_some();
-        if !exists {
+            .map_err(db)?;
+        let Some(kind) = kind else {
             return Ok(false);
-        }
+        };
+        let kind: ProviderKind = kind
+            .parse()
+            .map_err(|e| StoreError(format!("provider kind: {e}")))?;
         let credentials_id = self
-            .insert_credentials(&mut tx, tenant, credentials)
+            .insert_credentials(&mut tx, tenant, credentials, kind)
             .await?;
         sqlx::query(
             "UPDATE providers SET credentials_id = $1, credentials_version = credentials_version + 1, updated_at = $2 \

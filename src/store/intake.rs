@@ -1,5 +1,6 @@
 //! What webhook intake needs from Postgres: routing a provider-side subscription id
-//! to its provider, and the outbox used while JetStream is unreachable. (Batched
+//! (or, for Gmail pushes, a mailbox address) to its provider, the Google providers
+//! owed a periodic resync, and the outbox used while JetStream is unreachable. (Batched
 //! "last webhook received" updates are the notification actor's, in
 //! `notification.rs`.)
 
@@ -24,6 +25,28 @@ pub struct Route {
     pub state: String,
     /// False once the provider is disabled or deleted.
     pub provider_enabled: bool,
+}
+
+/// A Gmail provider a Pub/Sub push for its mailbox goes to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MailboxRoute {
+    /// The provider.
+    pub provider: ProviderId,
+    /// Its tenant.
+    pub tenant: TenantId,
+    /// Its live watch's id (`gmail:<mailbox>:<uuid>`).
+    pub subscription_id: String,
+}
+
+/// A provider owed a periodic `resync_required` event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResyncTarget {
+    /// The provider.
+    pub provider: ProviderId,
+    /// Its tenant.
+    pub tenant: TenantId,
+    /// Its kind.
+    pub kind: ProviderKind,
 }
 
 /// One notification waiting in the outbox.
@@ -62,6 +85,55 @@ impl PgStore {
             state: row.try_get("state").map_err(db)?,
             provider_enabled: row.try_get("provider_enabled").map_err(db)?,
         }))
+    }
+
+    /// The enabled Gmail providers watching `mailbox` (case-insensitive) that have a
+    /// live watch. Several tenants may watch one mailbox; each gets the push.
+    pub async fn mailbox_routes(&self, mailbox: &str) -> Result<Vec<MailboxRoute>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT p.id, p.tenant_id, s.external_id \
+             FROM providers p JOIN subscriptions s ON s.provider_id = p.id AND s.state = 'active' \
+             WHERE p.kind = 'gmail' AND lower(p.resource) = lower($1) \
+               AND p.enabled AND p.deleted_at IS NULL",
+        )
+        .bind(mailbox)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.iter()
+            .map(|row| {
+                let tenant: String = row.try_get("tenant_id").map_err(db)?;
+                Ok(MailboxRoute {
+                    provider: ProviderId(row.try_get("id").map_err(db)?),
+                    tenant: TenantId::parse(&tenant).map_err(|e| StoreError(e.to_string()))?,
+                    subscription_id: row.try_get("external_id").map_err(db)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Enabled Google providers (Calendar and Gmail) with a live subscription: the
+    /// ones whose pushes may have been missed.
+    pub async fn google_resync_targets(&self) -> Result<Vec<ResyncTarget>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT p.id, p.tenant_id, p.kind FROM providers p \
+             WHERE p.kind IN ('google_calendar', 'gmail') AND p.enabled AND p.deleted_at IS NULL \
+               AND EXISTS (SELECT 1 FROM subscriptions s WHERE s.provider_id = p.id AND s.state = 'active')",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.iter()
+            .map(|row| {
+                let tenant: String = row.try_get("tenant_id").map_err(db)?;
+                let kind: String = row.try_get("kind").map_err(db)?;
+                Ok(ResyncTarget {
+                    provider: ProviderId(row.try_get("id").map_err(db)?),
+                    tenant: TenantId::parse(&tenant).map_err(|e| StoreError(e.to_string()))?,
+                    kind: parse(&kind)?,
+                })
+            })
+            .collect()
     }
 
     /// Stores notifications for the relay; an id already there is kept once.

@@ -1,0 +1,483 @@
+//! The Google adapters: the core's `SubscriptionApi` port over Google Calendar v3
+//! watch channels (`google_calendar`) and Gmail v1 mailbox watches (`gmail`).
+//!
+//! Owns the watch and stop requests, the lifetimes Google grants, bearer tokens via
+//! the OAuth [`TokenCache`] (refresh-token grant against Google's token endpoint)
+//! and the classification of every Google failure (`error`). It must not schedule,
+//! retry beyond one token refresh after a 401, or touch the store or the bus: the
+//! lifecycle decides from the returned `ApiError`, and the supervisor stops a
+//! rotated-out channel through [`SubscriptionApi::delete`].
+//!
+//! - `client`: wire shapes and the authenticated HTTP call.
+//! - `error`: [`GoogleError`] and the classification table.
+//!
+//! A Calendar channel can never be extended: `renew` creates a new channel (new id,
+//! new token) and returns it; the supervisor records it and then stops the old one.
+//! A Gmail watch is extended by calling `users.watch` again; its id stays.
+
+mod client;
+mod error;
+#[cfg(test)]
+mod tests;
+
+pub use client::{GmailWatchBody, StopChannelBody, WEB_HOOK, WatchChannelBody, parse_millis};
+pub use error::{Call, GoogleError, GoogleErrorBody, required_scope};
+
+use crate::providers::http_client;
+use crate::providers::oauth::{CredentialSource, TokenCache, TokenError};
+use async_trait::async_trait;
+use chrono::{DateTime, TimeDelta, Utc};
+use client::{ChannelAnswer, GmailWatchAnswer, GoogleClient, parse_answer};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+use subkeeper_actors::clock::SharedClock;
+use subkeeper_actors::domain::{Provider, ProviderKind, Subscription};
+use subkeeper_actors::ports::{ApiError, CreateRequest, ProviderSubscription, SubscriptionApi};
+use tracing::Instrument;
+
+/// Longest lifetime asked of a Calendar watch channel, in seconds: Google
+/// documents no fixed maximum for Calendar and grants at most about a week in
+/// practice (its `expiration` answer is what is stored, never this).
+pub const CALENDAR_MAX_TTL_SECONDS: i64 = 7 * 24 * 3600;
+
+/// Lifetime of a Gmail watch: fixed by Google at 7 days from the last
+/// `users.watch`, which Google recommends calling daily.
+pub const GMAIL_WATCH_LIFETIME: TimeDelta = TimeDelta::days(7);
+
+/// Subtracted from the maximum so our clock running ahead of Google's never asks
+/// for more than it grants.
+pub const CLOCK_SKEW_MARGIN: TimeDelta = TimeDelta::minutes(5);
+
+/// Labels a Gmail watch pushes changes for: new and changed inbox mail.
+pub const GMAIL_LABEL_IDS: [&str; 1] = ["INBOX"];
+
+/// Prefix of a Gmail watch's `external_id` (`gmail:<mailbox>:<uuid>`): Gmail has
+/// no id for a watch, one exists per mailbox and Pub/Sub topic.
+pub const GMAIL_ID_PREFIX: &str = "gmail:";
+
+/// Where Google is and how long to wait for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GoogleConfig {
+    /// Base of the Google APIs, no trailing slash (`https://www.googleapis.com`;
+    /// the simulator's base). Calendar is `{base}/calendar/v3`, Gmail
+    /// `{base}/gmail/v1`.
+    pub base_url: String,
+    /// Google's OAuth token endpoint (`https://oauth2.googleapis.com/token`).
+    pub token_url: String,
+    /// Pub/Sub topic Gmail publishes mailbox changes to
+    /// (`projects/{project}/topics/{topic}`); empty: Gmail watches are refused.
+    pub gmail_topic: String,
+    /// Where Calendar channels deliver: the service's `{public_url}/webhooks/google`.
+    pub calendar_address: String,
+    /// Upper bound on one HTTP call, token requests included. Default 10 s.
+    pub request_timeout: Duration,
+    /// Upper bound on establishing a connection. Default 5 s.
+    pub connect_timeout: Duration,
+}
+
+impl Default for GoogleConfig {
+    fn default() -> Self {
+        Self {
+            base_url: "https://www.googleapis.com".to_owned(),
+            token_url: "https://oauth2.googleapis.com/token".to_owned(),
+            gmail_topic: String::new(),
+            calendar_address: "http://127.0.0.1:8080/webhooks/google".to_owned(),
+            request_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Both Google adapters over one HTTP client and one token cache.
+pub struct GoogleApis {
+    /// Calendar watch channels.
+    pub calendar: GoogleCalendarApi,
+    /// Gmail mailbox watches.
+    pub gmail: GmailApi,
+}
+
+impl GoogleApis {
+    /// Adapters calling `config`'s endpoints, reading credentials from
+    /// `credentials`. Fails only on an unusable configuration.
+    pub fn new(
+        config: GoogleConfig,
+        credentials: Arc<dyn CredentialSource>,
+        clock: SharedClock,
+    ) -> Result<Self, GoogleError> {
+        let http = http_client(config.request_timeout, config.connect_timeout)
+            .map_err(|e| GoogleError::Config(format!("HTTP client: {e}")))?;
+        let tokens = TokenCache::with_token_url(
+            http.clone(),
+            &config.token_url,
+            credentials,
+            Arc::clone(&clock),
+        )
+        .map_err(|e| {
+            GoogleError::Config(format!("google_token_url '{}': {e}", config.token_url))
+        })?;
+        let tokens = Arc::new(tokens);
+        let client = Arc::new(GoogleClient::new(
+            http,
+            &config.base_url,
+            Arc::clone(&tokens),
+            Arc::clone(&clock),
+            config.request_timeout,
+        )?);
+        Ok(Self {
+            calendar: GoogleCalendarApi {
+                client: Arc::clone(&client),
+                clock: Arc::clone(&clock),
+                address: config.calendar_address,
+            },
+            gmail: GmailApi {
+                client,
+                topic: config.gmail_topic,
+            },
+        })
+    }
+}
+
+/// Google Calendar watch channels behind the `SubscriptionApi` port.
+pub struct GoogleCalendarApi {
+    /// Authenticated HTTP calls.
+    client: Arc<GoogleClient>,
+    /// Domain time: the requested ttl counts from now.
+    clock: SharedClock,
+    /// Where a rotated channel delivers (the port hands `create` the URL, not
+    /// `renew`).
+    address: String,
+}
+
+impl std::fmt::Debug for GoogleCalendarApi {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GoogleCalendarApi").finish_non_exhaustive()
+    }
+}
+
+impl GoogleCalendarApi {
+    /// Opens a channel on the provider's calendar.
+    async fn watch(
+        &self,
+        provider: &Provider,
+        token: &str,
+        address: &str,
+        expires_at: DateTime<Utc>,
+    ) -> Result<ProviderSubscription, GoogleError> {
+        let credentials = credentials_of(provider, ProviderKind::GoogleCalendar)?;
+        let channel_id = uuid::Uuid::new_v4().to_string();
+        let ttl = (expires_at - self.clock.now())
+            .num_seconds()
+            .clamp(1, CALENDAR_MAX_TTL_SECONDS);
+        let body = to_json(&WatchChannelBody {
+            id: &channel_id,
+            kind: WEB_HOOK,
+            address,
+            token,
+            params: BTreeMap::from([("ttl", ttl.to_string())]),
+        })?;
+        let url = self.client.url(&[
+            "calendar",
+            "v3",
+            "calendars",
+            &provider.resource,
+            "events",
+            "watch",
+        ])?;
+        let answer = self
+            .client
+            .post(credentials, Call::EventsWatch, url, Some(&body), &[])
+            .await?;
+        let channel: ChannelAnswer = parse_answer(Call::EventsWatch, &answer)?;
+        let invalid = |reason: String| GoogleError::InvalidResponse {
+            call: Call::EventsWatch,
+            status: answer.status,
+            reason,
+        };
+        if channel.id != channel_id {
+            return Err(invalid(format!(
+                "the channel id '{}' is not the one requested",
+                channel.id
+            )));
+        }
+        let expires_at = match channel.expiration.as_deref() {
+            Some(raw) => parse_millis(raw)
+                .ok_or_else(|| invalid(format!("expiration '{raw}' is not Unix milliseconds")))?,
+            // No expiration in the answer: Google's default applies; assume what
+            // was asked so the lifecycle renews in time.
+            None => expires_at,
+        };
+        tracing::info!(channel = %channel.id, expires_at = %expires_at, "Google Calendar channel opened");
+        Ok(ProviderSubscription {
+            external_id: channel.id,
+            resource_id: Some(channel.resource_id),
+            expires_at,
+            client_state: Some(token.to_owned()),
+        })
+    }
+
+    async fn stop(
+        &self,
+        provider: &Provider,
+        subscription: &Subscription,
+    ) -> Result<(), GoogleError> {
+        let credentials = credentials_of(provider, ProviderKind::GoogleCalendar)?;
+        let Some(resource_id) = subscription.resource_id.as_deref() else {
+            // Never stored a resourceId: the channel cannot be named to Google; it
+            // lapses at its own expiry.
+            tracing::warn!(channel = %subscription.external_id, "channel has no resourceId; it lapses at its expiry");
+            return Ok(());
+        };
+        let body = to_json(&StopChannelBody {
+            id: &subscription.external_id,
+            resource_id,
+        })?;
+        let url = self.client.url(&["calendar", "v3", "channels", "stop"])?;
+        let answer = self
+            .client
+            .post(
+                credentials,
+                Call::ChannelsStop,
+                url,
+                Some(&body),
+                &[404, 410],
+            )
+            .await?;
+        if answer.status == 404 || answer.status == 410 {
+            tracing::info!(
+                status = answer.status,
+                "Google Calendar channel was already gone"
+            );
+        } else {
+            tracing::info!("Google Calendar channel stopped");
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl SubscriptionApi for GoogleCalendarApi {
+    fn max_lifetime(&self, _provider: &Provider) -> TimeDelta {
+        TimeDelta::seconds(CALENDAR_MAX_TTL_SECONDS) - CLOCK_SKEW_MARGIN
+    }
+
+    async fn create(
+        &self,
+        provider: &Provider,
+        request: &CreateRequest,
+    ) -> Result<ProviderSubscription, ApiError> {
+        let span = call_span(provider, Call::EventsWatch, None);
+        self.watch(
+            provider,
+            &request.client_state,
+            &request.notification_url,
+            request.expires_at,
+        )
+        .instrument(span)
+        .await
+        .map_err(|e| failed(provider, &e))
+    }
+
+    async fn renew(
+        &self,
+        provider: &Provider,
+        subscription: &Subscription,
+        expires_at: DateTime<Utc>,
+    ) -> Result<ProviderSubscription, ApiError> {
+        let span = call_span(provider, Call::EventsWatch, Some(&subscription.external_id));
+        async {
+            // A channel cannot be extended: open its successor with a fresh token.
+            // The supervisor records it, then stops this one via `delete`.
+            self.watch(provider, &new_channel_token(), &self.address, expires_at)
+                .await
+        }
+        .instrument(span)
+        .await
+        .map_err(|e| failed(provider, &e))
+    }
+
+    async fn delete(
+        &self,
+        provider: &Provider,
+        subscription: &Subscription,
+    ) -> Result<(), ApiError> {
+        let span = call_span(
+            provider,
+            Call::ChannelsStop,
+            Some(&subscription.external_id),
+        );
+        self.stop(provider, subscription)
+            .instrument(span)
+            .await
+            .map_err(|e| failed(provider, &e))
+    }
+}
+
+/// Gmail mailbox watches behind the `SubscriptionApi` port.
+pub struct GmailApi {
+    /// Authenticated HTTP calls.
+    client: Arc<GoogleClient>,
+    /// Pub/Sub topic Gmail publishes to.
+    topic: String,
+}
+
+impl std::fmt::Debug for GmailApi {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GmailApi")
+            .field("topic", &self.topic)
+            .finish_non_exhaustive()
+    }
+}
+
+impl GmailApi {
+    /// Starts or extends the watch on the provider's mailbox; Google answers the
+    /// new expiry (7 days out).
+    async fn watch(
+        &self,
+        provider: &Provider,
+    ) -> Result<(DateTime<Utc>, Option<String>), GoogleError> {
+        let credentials = credentials_of(provider, ProviderKind::Gmail)?;
+        if self.topic.trim().is_empty() {
+            return Err(GoogleError::Config(
+                "no Pub/Sub topic for Gmail watches: set SUBKEEPER_GMAIL_PUBSUB_TOPIC to projects/{project}/topics/{topic}".to_owned(),
+            ));
+        }
+        let body = to_json(&GmailWatchBody {
+            topic_name: &self.topic,
+            label_ids: GMAIL_LABEL_IDS.to_vec(),
+            label_filter_behavior: "include",
+        })?;
+        let url = self
+            .client
+            .url(&["gmail", "v1", "users", &provider.resource, "watch"])?;
+        let answer = self
+            .client
+            .post(credentials, Call::UsersWatch, url, Some(&body), &[])
+            .await?;
+        let watch: GmailWatchAnswer = parse_answer(Call::UsersWatch, &answer)?;
+        let expires_at =
+            parse_millis(&watch.expiration).ok_or_else(|| GoogleError::InvalidResponse {
+                call: Call::UsersWatch,
+                status: answer.status,
+                reason: format!("expiration '{}' is not Unix milliseconds", watch.expiration),
+            })?;
+        tracing::info!(expires_at = %expires_at, history_id = watch.history_id.as_deref().unwrap_or(""), "Gmail watch set");
+        Ok((expires_at, watch.history_id))
+    }
+}
+
+#[async_trait]
+impl SubscriptionApi for GmailApi {
+    fn max_lifetime(&self, _provider: &Provider) -> TimeDelta {
+        GMAIL_WATCH_LIFETIME - CLOCK_SKEW_MARGIN
+    }
+
+    async fn create(
+        &self,
+        provider: &Provider,
+        _request: &CreateRequest,
+    ) -> Result<ProviderSubscription, ApiError> {
+        let span = call_span(provider, Call::UsersWatch, None);
+        async {
+            let (expires_at, _history) = self.watch(provider).await?;
+            Ok(ProviderSubscription {
+                external_id: format!(
+                    "{GMAIL_ID_PREFIX}{}:{}",
+                    provider.resource,
+                    uuid::Uuid::new_v4().simple()
+                ),
+                resource_id: None,
+                expires_at,
+                client_state: None,
+            })
+        }
+        .instrument(span)
+        .await
+        .map_err(|e: GoogleError| failed(provider, &e))
+    }
+
+    async fn renew(
+        &self,
+        provider: &Provider,
+        subscription: &Subscription,
+        _expires_at: DateTime<Utc>,
+    ) -> Result<ProviderSubscription, ApiError> {
+        let span = call_span(provider, Call::UsersWatch, Some(&subscription.external_id));
+        async {
+            let (expires_at, _history) = self.watch(provider).await?;
+            Ok(ProviderSubscription {
+                external_id: subscription.external_id.clone(),
+                resource_id: None,
+                expires_at,
+                client_state: None,
+            })
+        }
+        .instrument(span)
+        .await
+        .map_err(|e: GoogleError| failed(provider, &e))
+    }
+
+    async fn delete(
+        &self,
+        provider: &Provider,
+        subscription: &Subscription,
+    ) -> Result<(), ApiError> {
+        let span = call_span(provider, Call::UsersStop, Some(&subscription.external_id));
+        async {
+            let credentials = credentials_of(provider, ProviderKind::Gmail)?;
+            let url = self
+                .client
+                .url(&["gmail", "v1", "users", &provider.resource, "stop"])?;
+            let answer = self
+                .client
+                .post(credentials, Call::UsersStop, url, None, &[404, 410])
+                .await?;
+            tracing::info!(status = answer.status, "Gmail watch stopped");
+            Ok(())
+        }
+        .instrument(span)
+        .await
+        .map_err(|e: GoogleError| failed(provider, &e))
+    }
+}
+
+/// A fresh channel token: 32 random bytes, hex (64 characters; Google allows 256).
+fn new_channel_token() -> String {
+    let bytes: [u8; 32] = rand::random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The credentials row a provider of `kind` authenticates with.
+fn credentials_of(provider: &Provider, kind: ProviderKind) -> Result<uuid::Uuid, GoogleError> {
+    if provider.kind != kind {
+        return Err(GoogleError::WrongKind(provider.kind));
+    }
+    provider
+        .credentials_id
+        .ok_or(GoogleError::Token(TokenError::CredentialsMissing {
+            id: None,
+        }))
+}
+
+fn to_json<T: serde::Serialize>(body: &T) -> Result<serde_json::Value, GoogleError> {
+    serde_json::to_value(body).map_err(|e| GoogleError::Config(format!("request body: {e}")))
+}
+
+/// Span for one call; tenant, provider and channel, never secrets.
+fn call_span(provider: &Provider, call: Call, subscription: Option<&str>) -> tracing::Span {
+    tracing::info_span!(
+        "google",
+        op = call.as_str(),
+        tenant = %provider.tenant,
+        provider = %provider.id,
+        kind = %provider.kind,
+        subscription = subscription.unwrap_or(""),
+    )
+}
+
+/// Logs a classified failure (WARN: the lifecycle decides whether a human must act).
+fn failed(provider: &Provider, error: &GoogleError) -> ApiError {
+    let classified = error.classify(provider);
+    tracing::warn!(class = %classified.class, status = ?classified.http_status, retry_after = ?classified.retry_after, message = %classified.message, "Google call failed");
+    classified
+}
