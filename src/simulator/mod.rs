@@ -323,6 +323,12 @@ impl SimServer {
         Simulator::login_base_url(&self.base_url)
     }
 
+    /// Google's base URL on this server (Calendar at `{base}/calendar/v3/`, Gmail
+    /// at `{base}/gmail/v1/`, the token endpoint at `{base}/token`).
+    pub fn google_base_url(&self) -> String {
+        Simulator::google_base_url(&self.base_url)
+    }
+
     /// Stops accepting requests, lets in-flight ones finish (at most 1 s) and
     /// waits for the server to end.
     pub async fn stop(self) {
@@ -721,6 +727,7 @@ pub async fn serve_forever(addr: SocketAddr, speed: u32) -> std::io::Result<()> 
     tracing::info!(
         graph_base_url = %server.graph_base_url(),
         login_base_url = %server.login_base_url(),
+        google_base_url = %server.google_base_url(),
         control_url = %format!("{}/_sim", server.base_url),
         speed,
         "provider simulator listening"

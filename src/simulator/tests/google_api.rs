@@ -749,3 +749,69 @@ async fn control_api_notifies_and_lists_channels() {
     assert_eq!(missing.status, 404);
     h.stop().await;
 }
+
+#[actix_web::test]
+async fn rotation_shows_in_the_journal_and_leaves_one_live_channel() {
+    let h = GoogleHarness::start().await;
+    let token = h.access_token("1//refresh").await;
+    // A client that percent-encodes the calendar id reaches the same calendar.
+    let encoded = h.url(
+        "calendar.events.watch",
+        &[("calendarId", "alice%40example.com")],
+    );
+    let old = h
+        .post(&encoded, Some(&token), &h.channel_body("old", None))
+        .await;
+    assert_eq!(old.status, 200, "{:?}", old.body);
+    assert_valid(&h.channel_schema, &old.body);
+    assert_eq!(h.sim.google_channels()[0].calendar_id, CALENDAR);
+
+    // Rotate: the new channel first, then stop the old one.
+    h.sim.advance(TimeDelta::days(6));
+    let token = h.access_token("1//refresh").await;
+    let new = h.watch_ok(&token, "new", None).await;
+    assert_eq!(new["resourceId"], old.body["resourceId"]);
+    let stopped = h
+        .stop_channel(&token, "old", old.body["resourceId"].as_str().unwrap())
+        .await;
+    assert_eq!(stopped.status, 204);
+
+    let calendar_calls: Vec<(Operation, Option<String>)> = h
+        .sim
+        .requests()
+        .into_iter()
+        .filter(|r| r.resource.as_deref() == Some(CALENDAR))
+        .map(|r| (r.operation, r.subscription_id))
+        .collect();
+    assert_eq!(
+        calendar_calls,
+        [
+            (Operation::Create, Some("old".into())),
+            (Operation::Create, Some("new".into())),
+            (Operation::Delete, Some("old".into())),
+        ]
+    );
+    let live: Vec<String> = h.sim.google_channels().into_iter().map(|c| c.id).collect();
+    assert_eq!(live, ["new"]);
+    h.stop().await;
+}
+
+/// The Google schemas must be able to fail, or checking against them proves
+/// nothing.
+#[test]
+fn google_schemas_reject_misspelt_fields_and_numbers_for_int64() {
+    let channel = validator("google.calendar.Channel.schema.json");
+    assert!(channel.is_valid(&json!({"id": "c", "type": "web_hook", "address": "https://x"})));
+    assert!(!channel.is_valid(&json!({"id": "c", "channelType": "web_hook"})));
+    assert!(!channel.is_valid(&json!({"id": "c", "expiration": 1_700_000_000_000_i64})));
+    assert!(!channel.is_valid(&json!({"params": {"ttl": 3600}})));
+    let request = validator("google.gmail.WatchRequest.schema.json");
+    assert!(!request.is_valid(&json!({"topic": "projects/p/topics/t"})));
+    assert!(
+        !request.is_valid(
+            &json!({"topicName": "projects/p/topics/t", "labelFilterBehavior": "INCLUDE"})
+        )
+    );
+    let response = validator("google.gmail.WatchResponse.schema.json");
+    assert!(!response.is_valid(&json!({"historyId": 1, "expiration": "1"})));
+}
