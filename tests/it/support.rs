@@ -18,6 +18,12 @@ use tokio::sync::oneshot;
 /// Admin token used by every test.
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 
+/// The Pub/Sub push secret every test deployment expects on `/webhooks/gmail`.
+pub const GMAIL_PUSH_SECRET: &str = "test-gmail-push-secret-0123456789";
+
+/// The Pub/Sub topic Gmail watches publish to in tests.
+pub const GMAIL_TOPIC: &str = "projects/subkeeper-test/topics/gmail";
+
 /// Base URL of the Postgres server tests create databases on.
 fn server_url() -> String {
     std::env::var("SUBKEEPER_TEST_DATABASE_URL")
@@ -226,6 +232,10 @@ impl Harness {
             public_url: base_url.clone(),
             graph_base_url: sim_server.graph_base_url(),
             login_base_url: sim_server.login_base_url(),
+            google_base_url: sim_server.google_base_url(),
+            google_token_url: format!("{}/token", sim_server.google_base_url()),
+            gmail_pubsub_topic: GMAIL_TOPIC.into(),
+            gmail_push_secret: Some(GMAIL_PUSH_SECRET.into()),
             admin_token: Some(ADMIN_TOKEN.into()),
             retry_base_seconds: 1,
             retry_max_seconds: 2,
@@ -239,6 +249,10 @@ impl Harness {
         bus.configure(&mut config);
         tweak(&mut config);
         config.validate().unwrap();
+        // Pub/Sub's push subscription points at our Gmail endpoint with the secret.
+        sim.set_gmail_push_endpoint(Some(format!(
+            "{base_url}/webhooks/gmail?token={GMAIL_PUSH_SECRET}"
+        )));
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let done = actix_rt::spawn(subkeeper::run_with(
             Arc::new(config),
@@ -327,6 +341,41 @@ impl Harness {
                         "authority_tenant": authority,
                         "client_id": "11111111-2222-3333-4444-555555555555",
                         "client_secret": "not-a-real-secret",
+                    }
+                })),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        body["id"].as_str().unwrap().to_owned()
+    }
+
+    /// Creates a Google provider (`google_calendar` watching calendar `resource`,
+    /// or `gmail` watching mailbox `resource`) connected through the OAuth client
+    /// `client_id` (the simulator's tenant for faults) with `refresh_token`;
+    /// returns its id.
+    pub async fn create_google_provider(
+        &self,
+        tenant: &str,
+        kind: &str,
+        resource: &str,
+        client_id: &str,
+        refresh_token: &str,
+    ) -> String {
+        self.sim.register_google_account(refresh_token, resource);
+        let (status, body) = self
+            .admin(
+                reqwest::Method::POST,
+                &format!("/tenants/{tenant}/providers"),
+                Some(json!({
+                    "kind": kind,
+                    "display_name": format!("{resource} ({kind})"),
+                    "resource": resource,
+                    "credentials": {
+                        "flow": "refresh_token",
+                        "authority_tenant": "google",
+                        "client_id": client_id,
+                        "client_secret": "not-a-real-google-secret",
+                        "refresh_token": refresh_token,
                     }
                 })),
             )

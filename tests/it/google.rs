@@ -1,0 +1,557 @@
+//! Google Calendar and Gmail as a user sees them, through the same supervisor as
+//! Microsoft: channel rotation (new channel before the old one is stopped, one live
+//! channel at the end), stale, forged and sync messages publishing nothing, a
+//! redelivered message stored once, a Gmail Pub/Sub push on the right subject,
+//! every watch/stop body checked against Google's schemas, and one scenario table
+//! of three strikes and needs_reauth run against both families.
+
+use crate::support::{GMAIL_PUSH_SECRET, GMAIL_TOPIC, Harness, Inbox, read_stream, wait_until};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use sqlx::Row;
+use std::collections::HashMap;
+use std::time::Duration;
+use subkeeper::simulator::{Fault, FaultOperation, FaultRule, Operation, RecordedRequest};
+
+fn status(view: &Value) -> &str {
+    view["health"]["subscription_status"].as_str().unwrap_or("")
+}
+
+fn schema(name: &str) -> jsonschema::Validator {
+    let path = format!("{}/tests/schemas/{name}", env!("CARGO_MANIFEST_DIR"));
+    let schema: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    jsonschema::validator_for(&schema).unwrap()
+}
+
+fn assert_valid(validator: &jsonschema::Validator, instance: &Value) {
+    let errors: Vec<String> = validator
+        .iter_errors(instance)
+        .map(|e| format!("{e} at {}", e.instance_path()))
+        .collect();
+    assert!(errors.is_empty(), "{errors:#?}\n{instance:#}");
+}
+
+/// True when `path` is the request path of `method` in `google.paths.json`
+/// (`{param}` matching one non-empty segment) under `prefix` (`/calendar/v3/` or
+/// `/`, where the simulator mounts the service path).
+fn path_matches(method: &str, prefix: &str, path: &str) -> bool {
+    let file = format!(
+        "{}/tests/schemas/google.paths.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let paths: HashMap<String, String> =
+        serde_json::from_str(&std::fs::read_to_string(file).unwrap()).unwrap();
+    let template = format!("{prefix}{}", paths[method]);
+    let want: Vec<&str> = template.split('/').collect();
+    let got: Vec<&str> = path.split('/').collect();
+    want.len() == got.len()
+        && want.iter().zip(&got).all(|(w, g)| {
+            if w.starts_with('{') && w.ends_with('}') {
+                !g.is_empty()
+            } else {
+                w == g
+            }
+        })
+}
+
+/// POSTs a Calendar channel message to our endpoint, as Google would.
+async fn channel_message(
+    h: &Harness,
+    channel_id: &str,
+    token: &str,
+    resource_id: &str,
+    state: &str,
+    number: u64,
+) -> StatusCode {
+    h.http
+        .post(format!("{}/webhooks/google", h.base_url))
+        .header("X-Goog-Channel-ID", channel_id)
+        .header("X-Goog-Channel-Token", token)
+        .header("X-Goog-Resource-ID", resource_id)
+        .header("X-Goog-Resource-State", state)
+        .header("X-Goog-Message-Number", number.to_string())
+        .header("Content-Length", "0")
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
+/// The sample value of `subkeeper_webhooks_received_total{kind,result}`, 0 if absent.
+fn received(metrics: &str, kind: &str, result: &str) -> f64 {
+    let needle = format!("kind=\"{kind}\",result=\"{result}\"");
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("subkeeper_webhooks_received_total{") && l.contains(&needle))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Requests of `operation` whose path starts with `prefix`, in journal order.
+fn journal(h: &Harness, prefix: &str) -> Vec<(usize, RecordedRequest)> {
+    h.sim
+        .requests()
+        .into_iter()
+        .enumerate()
+        .filter(|(_, r)| r.path.starts_with(prefix))
+        .collect()
+}
+
+#[actix_web::test]
+async fn calendar_rotation_opens_the_new_channel_before_stopping_the_old_and_publishes_only_real_changes()
+ {
+    let h = Harness::start(|_| {}).await;
+    let tenant = "acme";
+    let calendar = "team@example.com";
+    let p = h
+        .create_google_provider(
+            tenant,
+            "google_calendar",
+            calendar,
+            "client-acme",
+            "rt-acme",
+        )
+        .await;
+    let view = h
+        .wait_provider(tenant, &p, "calendar registered", |v| {
+            status(v) == "healthy"
+        })
+        .await;
+    let first_id = view["subscription"]["id"].as_str().unwrap().to_owned();
+    let live = h.sim.google_channels();
+    assert_eq!(live.len(), 1, "{live:#?}");
+    let old = live[0].clone();
+    assert_eq!(old.id, first_id);
+    assert_eq!(old.calendar_id, calendar);
+    assert_eq!(old.address, format!("{}/webhooks/google", h.base_url));
+
+    // Rotation: a forced renewal opens a new channel, records it, stops the old.
+    let resync = Inbox::subscribe(
+        &h.nats,
+        format!("{}.event.resync_required.{tenant}", h.bus.subject_prefix),
+    )
+    .await;
+    let (code, result) = h
+        .admin(
+            Method::POST,
+            &format!("/tenants/{tenant}/providers/{p}/renew"),
+            None,
+        )
+        .await;
+    assert_eq!(code, 200, "{result:#}");
+    assert_eq!(result["action"], "renewed", "{result:#}");
+    let new_id = result["subscription_id"].as_str().unwrap().to_owned();
+    assert_ne!(new_id, first_id, "a Calendar channel cannot be extended");
+    wait_until("old channel stopped", Duration::from_secs(10), || async {
+        h.sim.google_channels().iter().all(|c| c.id != first_id)
+    })
+    .await;
+    let requests = journal(&h, "/calendar/v3/");
+    let opened = requests
+        .iter()
+        .find(|(_, r)| {
+            r.operation == Operation::Create
+                && r.subscription_id.as_deref() == Some(new_id.as_str())
+        })
+        .map(|(i, _)| *i)
+        .expect("the new channel's events.watch is in the journal");
+    let stopped = requests
+        .iter()
+        .find(|(_, r)| {
+            r.operation == Operation::Delete
+                && r.subscription_id.as_deref() == Some(first_id.as_str())
+        })
+        .map(|(i, _)| *i)
+        .expect("the old channel's channels.stop is in the journal");
+    assert!(
+        opened < stopped,
+        "new channel opened (#{opened}) before the old one was stopped (#{stopped})"
+    );
+    let live = h.sim.google_channels();
+    assert_eq!(
+        live.len(),
+        1,
+        "exactly one live channel per calendar: {live:#?}"
+    );
+    assert_eq!(live[0].id, new_id);
+    assert_ne!(live[0].token, old.token, "each channel has its own token");
+    let old_state: String = sqlx::query("SELECT state FROM subscriptions WHERE external_id = $1")
+        .bind(&first_id)
+        .fetch_one(&h.pool)
+        .await
+        .unwrap()
+        .get("state");
+    assert_eq!(old_state, "deleted");
+    let (_, event) = resync
+        .wait_for("resync on rotation", Duration::from_secs(5), |e| {
+            e["provider_id"] == p.as_str() && e["reason"] == "channel_rotated"
+        })
+        .await;
+    assert_eq!(event["kind"], "google_calendar");
+
+    // Messages that must not be published: the stopped channel (with its own,
+    // once valid token), a forged token on the live channel, and a sync.
+    let new = live[0].clone();
+    let old_token = old.token.clone().unwrap();
+    let new_token = new.token.clone().unwrap();
+    assert_eq!(
+        channel_message(&h, &old.id, &old_token, &old.resource_id, "exists", 2).await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        channel_message(&h, &new.id, "forged-token", &new.resource_id, "exists", 90).await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        channel_message(&h, &new.id, &new_token, &new.resource_id, "sync", 1).await,
+        StatusCode::OK
+    );
+    // Missing headers are a bad request.
+    let bare = h
+        .http
+        .post(format!("{}/webhooks/google", h.base_url))
+        .header("X-Goog-Channel-ID", new.id.as_str())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bare.status(), StatusCode::BAD_REQUEST);
+
+    // A real change, delivered three times with the same message number.
+    let report = h.sim.google_notify(&new_id, 3).await.unwrap();
+    assert!(report.all_accepted(), "{report:#?}");
+    let number = report
+        .headers
+        .iter()
+        .find(|(k, _)| k == "X-Goog-Message-Number")
+        .map(|(_, v)| v.clone())
+        .unwrap();
+
+    let t = h.topology();
+    let subject = format!(
+        "{}.webhook.google_calendar.{tenant}.{p}",
+        h.bus.subject_prefix
+    );
+    let mut stored = Vec::new();
+    wait_until("the change stored", Duration::from_secs(10), || async {
+        !read_stream(&h.nats, &t.webhook_stream(), &subject)
+            .await
+            .is_empty()
+    })
+    .await;
+    // Give stragglers a moment: nothing else may arrive.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stored.extend(
+        read_stream(
+            &h.nats,
+            &t.webhook_stream(),
+            &format!("{}.webhook.>", h.bus.subject_prefix),
+        )
+        .await,
+    );
+    assert_eq!(stored.len(), 1, "one change, stored once: {stored:#?}");
+    assert_eq!(stored[0].subject, subject);
+    assert_eq!(
+        stored[0].message_id.as_deref(),
+        Some(format!("{new_id}:{number}").as_str())
+    );
+    assert_eq!(stored[0].body["subscription_id"], new_id.as_str());
+    assert_eq!(stored[0].body["notification"]["resourceState"], "exists");
+
+    let metrics = h.metrics().await;
+    assert!(
+        received(&metrics, "google", "bad_client_state") >= 1.0,
+        "{metrics}"
+    );
+    assert!(
+        received(&metrics, "google", "rejected") >= 2.0,
+        "stopped channel and bad request: {metrics}"
+    );
+    assert!(
+        received(&metrics, "google", "validation") >= 1.0,
+        "{metrics}"
+    );
+
+    // Every body the adapter sent is a Google Channel; every path is Google's.
+    let channel = schema("google.calendar.Channel.schema.json");
+    for (_, r) in journal(&h, "/calendar/v3/") {
+        let method = match r.operation {
+            Operation::Create => "calendar.events.watch",
+            Operation::Delete => "calendar.channels.stop",
+            other => panic!("unexpected Calendar call {other:?}: {r:#?}"),
+        };
+        assert!(
+            path_matches(method, "/calendar/v3/", &r.path),
+            "{} is not {method}",
+            r.path
+        );
+        let body = r.body.clone().expect("watch and stop have bodies");
+        assert_valid(&channel, &body);
+        if r.operation == Operation::Create {
+            assert_eq!(body["type"], "web_hook");
+            assert!(body["token"].as_str().is_some_and(|t| t.len() >= 32));
+            let ttl: i64 = body["params"]["ttl"].as_str().unwrap().parse().unwrap();
+            assert!((6 * 86_400..=7 * 86_400).contains(&ttl), "ttl {ttl}");
+        } else {
+            assert_eq!(body, json!({"id": first_id, "resourceId": old.resource_id}));
+        }
+    }
+    h.stop().await;
+}
+
+#[actix_web::test]
+async fn gmail_watch_is_renewed_in_place_and_a_pubsub_push_reaches_jetstream() {
+    let h = Harness::start(|_| {}).await;
+    let tenant = "acme";
+    let mailbox = "dana@example.com";
+    let p = h
+        .create_google_provider(tenant, "gmail", mailbox, "client-acme", "rt-dana")
+        .await;
+    let view = h
+        .wait_provider(tenant, &p, "gmail registered", |v| status(v) == "healthy")
+        .await;
+    let watch_id = view["subscription"]["id"].as_str().unwrap().to_owned();
+    let watches = h.sim.gmail_watches();
+    assert_eq!(watches.len(), 1, "{watches:#?}");
+    assert_eq!(watches[0].email, mailbox);
+    assert_eq!(watches[0].topic_name, GMAIL_TOPIC);
+    assert_eq!(watches[0].label_ids, vec!["INBOX".to_owned()]);
+
+    // Renewal calls users.watch again and keeps the id.
+    let (code, result) = h
+        .admin(
+            Method::POST,
+            &format!("/tenants/{tenant}/providers/{p}/renew"),
+            None,
+        )
+        .await;
+    assert_eq!(code, 200, "{result:#}");
+    assert_eq!(result["action"], "renewed");
+    assert_eq!(result["subscription_id"], watch_id.as_str());
+    assert_eq!(h.sim.gmail_watches().len(), 1);
+
+    // A new message: Gmail publishes, Pub/Sub pushes, we store it.
+    let report = h.sim.gmail_push(mailbox).await.unwrap();
+    assert!(report.all_accepted(), "{report:#?}");
+    let message_id = report.body["message"]["messageId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let t = h.topology();
+    let subject = format!("{}.webhook.gmail.{tenant}.{p}", h.bus.subject_prefix);
+    wait_until("the push stored", Duration::from_secs(10), || async {
+        !read_stream(&h.nats, &t.webhook_stream(), &subject)
+            .await
+            .is_empty()
+    })
+    .await;
+    let stored = read_stream(&h.nats, &t.webhook_stream(), &subject).await;
+    assert_eq!(stored.len(), 1, "{stored:#?}");
+    assert_eq!(
+        stored[0].message_id.as_deref(),
+        Some(format!("{message_id}:{p}").as_str())
+    );
+    assert_eq!(stored[0].body["kind"], "gmail");
+    assert_eq!(stored[0].body["notification"]["emailAddress"], mailbox);
+    assert_eq!(stored[0].body["subscription_id"], watch_id.as_str());
+
+    // Without the deployment's secret nothing is read; junk is a bad request.
+    let push = |query: &'static str, body: Value| {
+        let url = format!("{}/webhooks/gmail{query}", h.base_url);
+        let http = h.http.clone();
+        async move { http.post(url).json(&body).send().await.unwrap().status() }
+    };
+    assert_eq!(
+        push("", report.body.clone()).await,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        push("?token=wrong-secret-wrong-secret", report.body.clone()).await,
+        StatusCode::FORBIDDEN
+    );
+    let good = Box::leak(format!("?token={GMAIL_PUSH_SECRET}").into_boxed_str());
+    assert_eq!(
+        push(
+            good,
+            json!({"message": {"data": "not base64!", "messageId": "1"}})
+        )
+        .await,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        read_stream(&h.nats, &t.webhook_stream(), &subject)
+            .await
+            .len(),
+        1
+    );
+
+    // Every watch body is a Gmail WatchRequest on Gmail's path.
+    let request = schema("google.gmail.WatchRequest.schema.json");
+    let watches: Vec<_> = journal(&h, "/gmail/v1/")
+        .into_iter()
+        .filter(|(_, r)| r.operation == Operation::Create)
+        .collect();
+    assert_eq!(watches.len(), 2, "register and one renewal");
+    for (_, r) in watches {
+        assert!(
+            path_matches("gmail.users.watch", "/", &r.path),
+            "{}",
+            r.path
+        );
+        assert_valid(&request, r.body.as_ref().unwrap());
+    }
+
+    // Deleting the provider stops the watch.
+    let (code, _) = h
+        .admin(
+            Method::DELETE,
+            &format!("/tenants/{tenant}/providers/{p}"),
+            None,
+        )
+        .await;
+    assert_eq!(code, 204);
+    wait_until("watch stopped", Duration::from_secs(10), || async {
+        h.sim.gmail_watches().is_empty()
+    })
+    .await;
+    let stops: Vec<_> = journal(&h, "/gmail/v1/")
+        .into_iter()
+        .filter(|(_, r)| r.operation == Operation::Delete)
+        .collect();
+    assert_eq!(stops.len(), 1);
+    assert!(
+        path_matches("gmail.users.stop", "/", &stops[0].1.path),
+        "{}",
+        stops[0].1.path
+    );
+    h.stop().await;
+}
+
+/// A provider family the scenario runs against.
+#[derive(Debug, Clone, Copy)]
+enum Family {
+    GraphMail,
+    GoogleCalendar,
+}
+
+impl Family {
+    /// Creates a provider named `name` whose OAuth identity (Azure AD tenant for
+    /// Graph, OAuth client id for Google) is `identity`.
+    async fn create(self, h: &Harness, name: &str, identity: &str) -> String {
+        match self {
+            Self::GraphMail => h.create_provider("acme", identity, name).await,
+            Self::GoogleCalendar => {
+                h.create_google_provider(
+                    "acme",
+                    "google_calendar",
+                    &format!("{name}@example.com"),
+                    identity,
+                    &format!("rt-{name}"),
+                )
+                .await
+            }
+        }
+    }
+}
+
+/// One table, both families: a healthy provider stays healthy; a revoked grant
+/// parks its provider in needs_reauth with a remediation and no further calls;
+/// three failed creates put a provider in error with the reason, once; healing
+/// brings it back with the count reset. Only the adapter differs.
+async fn scenario(family: Family) {
+    let h = Harness::start(|_| {}).await;
+    h.sim.inject_fault(
+        FaultRule::new(FaultOperation::Token, Fault::InvalidGrant).for_tenant("revoked-identity"),
+    );
+    h.sim.inject_fault(
+        FaultRule::new(
+            FaultOperation::Create,
+            Fault::Status {
+                status: 500,
+                code: "InternalServerError".into(),
+                retry_after_seconds: None,
+            },
+        )
+        .for_resource("bob"),
+    );
+    let alice = family.create(&h, "alice", "good-identity").await;
+    let bob = family.create(&h, "bob", "good-identity").await;
+    let carol = family.create(&h, "carol", "revoked-identity").await;
+
+    // (provider, the status an operator sees once the lifecycle has settled)
+    let rows = [
+        (alice.as_str(), "connected"),
+        (carol.as_str(), "needs_reauth"),
+        (bob.as_str(), "error"),
+    ];
+    for (id, want) in rows {
+        h.wait_provider("acme", id, &format!("{family:?} {want}"), |v| {
+            v["status"] == want && (want != "connected" || status(v) == "healthy")
+        })
+        .await;
+    }
+    let view = h.provider("acme", &carol).await;
+    assert!(
+        view["error_message"]
+            .as_str()
+            .unwrap()
+            .contains("re-authorize"),
+        "{family:?}: {view:#}"
+    );
+    let parked_calls = || {
+        h.sim
+            .requests()
+            .iter()
+            .filter(|r| r.tenant.as_deref() == Some("revoked-identity"))
+            .count()
+    };
+    let calls_when_parked = parked_calls();
+    let view = h.provider("acme", &bob).await;
+    assert_eq!(
+        view["health"]["consecutive_failure_count"], 3,
+        "{family:?}: {view:#}"
+    );
+    let reason = view["health"]["failure_reason"].as_str().unwrap();
+    assert!(
+        reason.contains("transient") && reason.contains("500"),
+        "{family:?}: {reason}"
+    );
+
+    h.sim.clear_faults();
+    let view = h
+        .wait_provider("acme", &bob, "bob recovered", |v| status(v) == "healthy")
+        .await;
+    assert_eq!(view["status"], "connected");
+    assert_eq!(view["health"]["consecutive_failure_count"], 0);
+    let statuses: Vec<String> = sqlx::query(
+        "SELECT status_after FROM renewal_attempts WHERE provider_id = $1::uuid ORDER BY id",
+    )
+    .bind(&bob)
+    .fetch_all(&h.pool)
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| r.get("status_after"))
+    .collect();
+    let into_error = statuses
+        .windows(2)
+        .filter(|w| w[0] != "error" && w[1] == "error")
+        .count();
+    assert_eq!(into_error, 1, "{family:?} transitions: {statuses:?}");
+    assert_eq!(
+        parked_calls(),
+        calls_when_parked,
+        "{family:?}: needs_reauth provider was called"
+    );
+    assert_eq!(h.provider("acme", &carol).await["status"], "needs_reauth");
+    h.stop().await;
+}
+
+#[actix_web::test]
+async fn three_strikes_and_needs_reauth_for_microsoft() {
+    scenario(Family::GraphMail).await;
+}
+
+#[actix_web::test]
+async fn three_strikes_and_needs_reauth_for_google_the_same_way() {
+    scenario(Family::GoogleCalendar).await;
+}
