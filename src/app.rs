@@ -213,7 +213,7 @@ pub async fn run_with(
         store.clone(),
         publisher.clone(),
         clock.clone(),
-        config.google_resync_minutes,
+        Duration::from_secs(config.google_resync_minutes.saturating_mul(60)),
     );
     let relay = spawn_outbox_relay(
         store.clone(),

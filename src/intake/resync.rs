@@ -49,19 +49,18 @@ async fn publish_resync(
     }
 }
 
-/// Starts the periodic resync: every `every_minutes`, one `resync_required`
-/// (reason `periodic`) per enabled Google provider with a live subscription. The
-/// first round is one period after start. `None` when `every_minutes` is 0 (off).
+/// Starts the periodic resync: every `period`, one `resync_required` (reason
+/// `periodic`) per enabled Google provider with a live subscription. The first
+/// round is one period after start. `None` when `period` is zero (off).
 pub fn spawn_google_resync(
     store: PgStore,
     publisher: Arc<dyn Publisher>,
     clock: SharedClock,
-    every_minutes: u64,
+    period: Duration,
 ) -> Option<tokio::task::JoinHandle<()>> {
-    if every_minutes == 0 {
+    if period.is_zero() {
         return None;
     }
-    let period = Duration::from_secs(every_minutes.saturating_mul(60));
     Some(tokio::spawn(async move {
         let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -555,3 +555,63 @@ async fn three_strikes_and_needs_reauth_for_microsoft() {
 async fn three_strikes_and_needs_reauth_for_google_the_same_way() {
     scenario(Family::GoogleCalendar).await;
 }
+
+#[actix_web::test]
+async fn google_providers_get_periodic_resync_events_and_graph_ones_do_not() {
+    let h = Harness::start(|_| {}).await;
+    let tenant = "acme";
+    let calendar = h
+        .create_google_provider(
+            tenant,
+            "google_calendar",
+            "ops@example.com",
+            "client-acme",
+            "rt-ops",
+        )
+        .await;
+    let mail = h.create_provider(tenant, "acme-aad", "erin").await;
+    for id in [&calendar, &mail] {
+        h.wait_provider(tenant, id, "registered", |v| status(v) == "healthy")
+            .await;
+    }
+    let inbox = Inbox::subscribe(
+        &h.nats,
+        format!("{}.event.resync_required.{tenant}", h.bus.subject_prefix),
+    )
+    .await;
+    // The service's own timer runs every `google_resync_minutes`; the same task on
+    // a short period, against this test's database and subjects.
+    let bus = subkeeper::bus::Bus::connect(&crate::support::nats_url(), h.topology())
+        .await
+        .unwrap();
+    let task = subkeeper::intake::spawn_google_resync(
+        h.store().await,
+        std::sync::Arc::new(bus),
+        std::sync::Arc::new(subkeeper_actors::clock::SystemClock),
+        Duration::from_millis(200),
+    )
+    .unwrap();
+    let (_, event) = inbox
+        .wait_for("a periodic resync", Duration::from_secs(5), |e| {
+            e["reason"] == "periodic"
+        })
+        .await;
+    assert_eq!(event["provider_id"], calendar.as_str());
+    assert_eq!(event["kind"], "google_calendar");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    task.abort();
+    let periodic: Vec<Value> = inbox
+        .all()
+        .into_iter()
+        .map(|(_, e)| e)
+        .filter(|e| e["reason"] == "periodic")
+        .collect();
+    assert!(periodic.len() >= 2, "one per period: {periodic:#?}");
+    assert!(
+        periodic
+            .iter()
+            .all(|e| e["provider_id"] == calendar.as_str()),
+        "Graph providers have lifecycle notifications instead: {periodic:#?}"
+    );
+    h.stop().await;
+}
