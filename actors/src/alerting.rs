@@ -913,6 +913,7 @@ mod tests {
             },
             new_expiration: None,
             subscription_id: None,
+            history_id: None,
             error_class: (!success).then_some(ErrorClass::Transient),
             error_message: (!success).then(|| "transient (HTTP 500): boom".to_owned()),
             http_status: None,

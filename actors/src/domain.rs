@@ -299,6 +299,9 @@ pub struct Subscription {
     pub created_at: DateTime<Utc>,
     /// When it was last renewed, if ever.
     pub renewed_at: Option<DateTime<Utc>>,
+    /// Gmail's `historyId` as of the last `users.watch`: downstream reads the
+    /// mailbox's history from here after a gap. `None` for other families.
+    pub history_id: Option<String>,
 }
 
 /// The health row of a provider (`provider_health`).
@@ -349,6 +352,10 @@ pub struct RenewalResult {
     pub new_expiration: Option<DateTime<Utc>>,
     /// The live subscription's provider-side id after the attempt.
     pub subscription_id: Option<String>,
+    /// Gmail's `historyId` the watch answered, on success (changes after it are
+    /// pushed); absent for other families.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history_id: Option<String>,
     /// Classification of the failure, if any.
     pub error_class: Option<ErrorClass>,
     /// Human-readable, actionable failure message, if any.
@@ -414,6 +421,10 @@ pub struct DomainEvent {
     /// change events.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub change_type: Option<String>,
+    /// Gmail's `historyId` a `resync_required` event may read the mailbox's
+    /// history from (the new watch's, after a recreate).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history_id: Option<String>,
 }
 
 #[cfg(test)]

@@ -214,6 +214,13 @@ pub fn domain_event(envelope: &WebhookEnvelope) -> DomainEvent {
         at: envelope.received_at,
         resource: field("resource"),
         change_type,
+        // Gmail says up to which history id the mailbox changed (a number on
+        // the wire, a string in Gmail's API).
+        history_id: match envelope.notification.get("historyId") {
+            Some(serde_json::Value::Number(n)) => Some(n.to_string()),
+            Some(serde_json::Value::String(s)) => Some(s.clone()),
+            _ => None,
+        },
     }
 }
 

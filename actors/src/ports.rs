@@ -77,6 +77,10 @@ pub struct ProviderSubscription {
     /// The secret of a subscription created by a renew that rotates (Google
     /// channels get a fresh token each); `None` keeps the one already known.
     pub client_state: Option<String>,
+    /// The provider's change cursor when the call was answered (Gmail's
+    /// `historyId`: changes after it are pushed); `None` keeps the one already
+    /// known for the same subscription.
+    pub history_id: Option<String>,
 }
 
 /// A provider API (Microsoft Graph, Google): create, renew, delete subscriptions.

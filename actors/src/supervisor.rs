@@ -307,6 +307,11 @@ impl ProviderSupervisor {
                         call.started_at
                     },
                     renewed_at: same.then_some(call.started_at),
+                    history_id: granted.history_id.clone().or_else(|| {
+                        old.as_ref()
+                            .filter(|_| same)
+                            .and_then(|o| o.history_id.clone())
+                    }),
                 });
                 if !same {
                     replaced = old;
@@ -336,6 +341,7 @@ impl ProviderSupervisor {
             action: done.action,
             new_expiration: call.result.as_ref().ok().map(|s| s.expires_at),
             subscription_id: self.subscription.as_ref().map(|s| s.external_id.clone()),
+            history_id: call.result.as_ref().ok().and_then(|s| s.history_id.clone()),
             error_class: class,
             error_message: message.clone(),
             http_status,

@@ -98,6 +98,7 @@ impl SubscriptionApi for ClockedGraph {
                 resource_id: None,
                 expires_at: request.expires_at,
                 client_state: None,
+                history_id: None,
             })
         };
         self.leave();
@@ -139,6 +140,7 @@ impl SubscriptionApi for ClockedGraph {
                     resource_id: None,
                     expires_at,
                     client_state: None,
+                    history_id: None,
                 })
             }
         };

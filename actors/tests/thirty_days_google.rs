@@ -75,6 +75,7 @@ impl ClockedGoogle {
             resource_id: Some("resource-1".into()),
             expires_at: now + LIFETIME,
             client_state: Some(uuid::Uuid::new_v4().simple().to_string()),
+            history_id: None,
         }
     }
 

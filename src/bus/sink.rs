@@ -156,6 +156,7 @@ mod tests {
             action: attempt.success_action(),
             new_expiration: None,
             subscription_id: None,
+            history_id: None,
             error_class: None,
             error_message: None,
             http_status: None,

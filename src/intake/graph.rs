@@ -242,6 +242,7 @@ impl GraphIntake {
                     at: self.clock.now(),
                     resource: None,
                     change_type: None,
+                    history_id: None,
                 };
                 let subject = self
                     .publisher

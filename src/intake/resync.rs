@@ -29,6 +29,7 @@ async fn publish_resync(
     provider: ProviderId,
     kind: ProviderKind,
     reason: &str,
+    history_id: Option<String>,
 ) {
     let event = DomainEvent {
         event_type: "resync_required".into(),
@@ -39,6 +40,7 @@ async fn publish_resync(
         at: clock.now(),
         resource: None,
         change_type: None,
+        history_id,
     };
     let subject = publisher.event_subject("resync_required", tenant);
     if let Err(e) = publisher
@@ -81,6 +83,7 @@ pub fn spawn_google_resync(
                     target.provider,
                     target.kind,
                     "periodic",
+                    None,
                 )
                 .await;
             }
@@ -144,6 +147,7 @@ impl EventSink for ResyncOnReplacement {
                 result.provider_id,
                 result.kind,
                 reason,
+                result.history_id.clone(),
             )
             .await;
         }

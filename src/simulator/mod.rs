@@ -631,6 +631,12 @@ impl Simulator {
             .collect()
     }
 
+    /// The current historyId of `email`'s mailbox (what the next `users.watch`
+    /// answers), once a watch or change gave it one.
+    pub fn gmail_history_id(&self, email: &str) -> Option<u64> {
+        lock(&self.shared.google).current_history_id(email)
+    }
+
     /// Sets (or clears) where [`Simulator::gmail_push`] delivers.
     pub fn set_gmail_push_endpoint(&self, endpoint: Option<String>) {
         *lock(&self.shared.gmail_push_endpoint) = endpoint;

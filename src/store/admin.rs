@@ -149,6 +149,9 @@ pub struct SubscriptionView {
     pub id: String,
     /// Expiry the provider granted.
     pub expires_at: DateTime<Utc>,
+    /// Gmail's `historyId` as of the last watch (Gmail only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub history_id: Option<String>,
 }
 
 /// A provider as shown by the admin API (never its secrets).
@@ -316,7 +319,7 @@ impl PgStore {
         id: Option<ProviderId>,
     ) -> Result<Vec<ProviderView>, StoreError> {
         let sql = format!(
-            "SELECT {PROVIDER_COLUMNS}, p.status, p.error_message, s.external_id AS sub_id, s.expires_at AS sub_expires_at, \
+            "SELECT {PROVIDER_COLUMNS}, p.status, p.error_message, s.external_id AS sub_id, s.expires_at AS sub_expires_at, s.history_id AS sub_history_id, \
                h.provider_id AS h_provider_id, h.subscription_status, h.subscription_expires_at, h.last_renewal_attempt_at, \
                h.last_renewal_result, h.failure_reason, h.last_webhook_received_at, h.consecutive_failure_count, h.next_renewal_at, h.silent_since \
              FROM providers p \
@@ -336,6 +339,7 @@ impl PgStore {
                 let sub_id: Option<String> = row.try_get("sub_id").map_err(db)?;
                 let sub_expires: Option<DateTime<Utc>> =
                     row.try_get("sub_expires_at").map_err(db)?;
+                let sub_history_id: Option<String> = row.try_get("sub_history_id").map_err(db)?;
                 let has_health: Option<Uuid> = row.try_get("h_provider_id").map_err(db)?;
                 let health = has_health
                     .map(|_| health_from(row, provider.id))
@@ -349,9 +353,13 @@ impl PgStore {
                     enabled: provider.enabled,
                     status: super::parse(&status)?,
                     error_message: row.try_get("error_message").map_err(db)?,
-                    subscription: sub_id
-                        .zip(sub_expires)
-                        .map(|(id, expires_at)| SubscriptionView { id, expires_at }),
+                    subscription: sub_id.zip(sub_expires).map(|(id, expires_at)| {
+                        SubscriptionView {
+                            id,
+                            expires_at,
+                            history_id: sub_history_id,
+                        }
+                    }),
                     health,
                 })
             })

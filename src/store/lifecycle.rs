@@ -13,7 +13,7 @@ use subkeeper_actors::ports::{AttemptRecord, LifecycleStore, ProviderState, Stor
 pub(super) const PROVIDER_COLUMNS: &str = "p.id, p.tenant_id, p.kind, p.display_name, p.resource, p.credentials_id, p.enabled, p.credentials_version";
 
 /// Columns of `subscriptions` that make a [`Subscription`], prefixed `s.`.
-const SUBSCRIPTION_COLUMNS: &str = "s.provider_id, s.external_id, s.resource_id, s.client_state, s.expires_at, s.created_at, s.renewed_at";
+const SUBSCRIPTION_COLUMNS: &str = "s.provider_id, s.external_id, s.resource_id, s.client_state, s.expires_at, s.created_at, s.renewed_at, s.history_id";
 
 pub(super) fn provider_from(row: &PgRow) -> Result<Provider, StoreError> {
     let tenant: String = row.try_get("tenant_id").map_err(db)?;
@@ -39,6 +39,7 @@ fn subscription_from(row: &PgRow) -> Result<Subscription, StoreError> {
         expires_at: row.try_get("expires_at").map_err(db)?,
         created_at: row.try_get("created_at").map_err(db)?,
         renewed_at: row.try_get("renewed_at").map_err(db)?,
+        history_id: row.try_get("history_id").map_err(db)?,
     })
 }
 
@@ -164,11 +165,13 @@ impl LifecycleStore for PgStore {
             .map_err(db)?;
             sqlx::query(
                 "INSERT INTO subscriptions \
-                   (provider_id, tenant_id, resource, external_id, resource_id, client_state, expires_at, created_at, renewed_at, state) \
-                 SELECT $1, p.tenant_id, p.resource, $2, $3, $4, $5, $6, $7, 'active' FROM providers p WHERE p.id = $1 \
+                   (provider_id, tenant_id, resource, external_id, resource_id, client_state, expires_at, created_at, renewed_at, history_id, state) \
+                 SELECT $1, p.tenant_id, p.resource, $2, $3, $4, $5, $6, $7, $8, 'active' FROM providers p WHERE p.id = $1 \
                  ON CONFLICT (external_id) DO UPDATE SET \
                    expires_at = EXCLUDED.expires_at, renewed_at = EXCLUDED.renewed_at, \
-                   resource_id = EXCLUDED.resource_id, state = 'active', retired_at = NULL",
+                   resource_id = EXCLUDED.resource_id, \
+                   history_id = COALESCE(EXCLUDED.history_id, subscriptions.history_id), \
+                   state = 'active', retired_at = NULL",
             )
             .bind(r.provider_id.0)
             .bind(&sub.external_id)
@@ -177,6 +180,7 @@ impl LifecycleStore for PgStore {
             .bind(sub.expires_at)
             .bind(sub.created_at)
             .bind(sub.renewed_at)
+            .bind(&sub.history_id)
             .execute(&mut *tx)
             .await
             .map_err(db)?;

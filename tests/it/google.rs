@@ -315,6 +315,18 @@ async fn gmail_watch_is_renewed_in_place_and_a_pubsub_push_reaches_jetstream() {
     assert_eq!(watches[0].email, mailbox);
     assert_eq!(watches[0].topic_name, GMAIL_TOPIC);
     assert_eq!(watches[0].label_ids, vec!["INBOX".to_owned()]);
+    // The historyId the watch answered is stored and shown.
+    let first_history = h.sim.gmail_history_id(mailbox).unwrap();
+    assert_eq!(
+        view["subscription"]["history_id"],
+        first_history.to_string().as_str(),
+        "{view:#}"
+    );
+    let changes = Inbox::subscribe(
+        &h.nats,
+        format!("{}.event.mail_changed.{tenant}", h.bus.subject_prefix),
+    )
+    .await;
 
     // Renewal calls users.watch again and keeps the id.
     let (code, result) = h
@@ -353,6 +365,38 @@ async fn gmail_watch_is_renewed_in_place_and_a_pubsub_push_reaches_jetstream() {
     assert_eq!(stored[0].body["kind"], "gmail");
     assert_eq!(stored[0].body["notification"]["emailAddress"], mailbox);
     assert_eq!(stored[0].body["subscription_id"], watch_id.as_str());
+    // Downstream hears of the change with the historyId to read from.
+    let pushed_history = h.sim.gmail_history_id(mailbox).unwrap();
+    assert!(pushed_history > first_history);
+    let (_, event) = changes
+        .wait_for("mail_changed event", Duration::from_secs(10), |e| {
+            e["provider_id"] == p.as_str()
+        })
+        .await;
+    assert_eq!(event["history_id"], pushed_history.to_string().as_str());
+
+    // The next watch answers the mailbox's new historyId; the stored one follows.
+    let (code, _) = h
+        .admin(
+            Method::POST,
+            &format!("/tenants/{tenant}/providers/{p}/renew"),
+            None,
+        )
+        .await;
+    assert_eq!(code, 200);
+    let (_, view) = h
+        .admin(
+            Method::GET,
+            &format!("/tenants/{tenant}/providers/{p}"),
+            None,
+        )
+        .await;
+    assert_eq!(
+        view["subscription"]["history_id"],
+        pushed_history.to_string().as_str(),
+        "{view:#}"
+    );
+    assert_eq!(view["subscription"]["id"], watch_id.as_str());
 
     // Without the deployment's secret nothing is read; junk is a bad request.
     let push = |query: &'static str, body: Value| {
@@ -390,7 +434,7 @@ async fn gmail_watch_is_renewed_in_place_and_a_pubsub_push_reaches_jetstream() {
         .into_iter()
         .filter(|(_, r)| r.operation == Operation::Create)
         .collect();
-    assert_eq!(watches.len(), 2, "register and one renewal");
+    assert_eq!(watches.len(), 3, "register and two renewals");
     for (_, r) in watches {
         assert!(
             path_matches("gmail.users.watch", "/", &r.path),

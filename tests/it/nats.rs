@@ -354,6 +354,7 @@ fn a_result(tenant: &str, attempt: AttemptKind) -> RenewalResult {
         action: attempt.success_action(),
         new_expiration: Some(Utc::now() + chrono::TimeDelta::days(7)),
         subscription_id: Some("sub-1".into()),
+        history_id: None,
         error_class: None,
         error_message: None,
         http_status: None,

@@ -213,6 +213,7 @@ impl GoogleCalendarApi {
             resource_id: Some(channel.resource_id),
             expires_at,
             client_state: Some(token.to_owned()),
+            history_id: None,
         })
     }
 
@@ -379,7 +380,7 @@ impl SubscriptionApi for GmailApi {
     ) -> Result<ProviderSubscription, ApiError> {
         let span = call_span(provider, Call::UsersWatch, None);
         async {
-            let (expires_at, _history) = self.watch(provider).await?;
+            let (expires_at, history_id) = self.watch(provider).await?;
             Ok(ProviderSubscription {
                 external_id: format!(
                     "{GMAIL_ID_PREFIX}{}:{}",
@@ -389,6 +390,7 @@ impl SubscriptionApi for GmailApi {
                 resource_id: None,
                 expires_at,
                 client_state: None,
+                history_id,
             })
         }
         .instrument(span)
@@ -404,12 +406,13 @@ impl SubscriptionApi for GmailApi {
     ) -> Result<ProviderSubscription, ApiError> {
         let span = call_span(provider, Call::UsersWatch, Some(&subscription.external_id));
         async {
-            let (expires_at, _history) = self.watch(provider).await?;
+            let (expires_at, history_id) = self.watch(provider).await?;
             Ok(ProviderSubscription {
                 external_id: subscription.external_id.clone(),
                 resource_id: None,
                 expires_at,
                 client_state: None,
+                history_id,
             })
         }
         .instrument(span)

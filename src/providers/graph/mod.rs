@@ -176,6 +176,7 @@ impl GraphApi {
             resource_id: None,
             expires_at: granted.expires_at,
             client_state: None,
+            history_id: None,
         })
     }
 
@@ -211,6 +212,7 @@ impl GraphApi {
             resource_id: None,
             expires_at: granted.expires_at,
             client_state: None,
+            history_id: None,
         })
     }
 

@@ -176,6 +176,7 @@ impl Harness {
             expires_at: created.expires_at,
             created_at: self.sim.now(),
             renewed_at: None,
+            history_id: None,
         }
     }
 

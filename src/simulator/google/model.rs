@@ -572,6 +572,11 @@ impl GoogleState {
         Some((watch, history, 2_070_443_601_311_540 + self.next_message_id))
     }
 
+    /// The mailbox's current historyId, if it ever had one.
+    pub fn current_history_id(&self, email: &str) -> Option<u64> {
+        self.history_ids.get(email).copied()
+    }
+
     fn history_id(&mut self, email: &str) -> u64 {
         *self
             .history_ids
