@@ -124,6 +124,7 @@ pub async fn run_with(
         clock.clone(),
     )
     .map_err(|e| RunError::Client(e.to_string()))?;
+    let pending_channels = google.calendar.pending_channels();
     let api: Arc<dyn SubscriptionApi> = Arc::new(ByKind {
         graph: Arc::new(graph),
         google: Arc::new(google),
@@ -208,6 +209,7 @@ pub async fn run_with(
         clock.clone(),
         publish_timeout,
         config.gmail_push_secret.clone(),
+        pending_channels,
     );
     let resync = spawn_google_resync(
         store.clone(),

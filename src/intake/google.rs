@@ -4,7 +4,8 @@
 //! time). Nothing here touches the lifecycle.
 
 use super::{Dropped, IntakeError, Publisher, WebhookEnvelope, secrets_match, store_durably};
-use crate::store::PgStore;
+use crate::providers::google::PendingChannels;
+use crate::store::{PgStore, Route};
 use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -165,6 +166,8 @@ pub struct GoogleIntake {
     publish_timeout: Duration,
     /// The secret Pub/Sub pushes must carry; `None` refuses every push.
     push_secret: Option<Arc<str>>,
+    /// Channels being opened, for messages that arrive before their row.
+    pending: Arc<PendingChannels>,
 }
 
 impl GoogleIntake {
@@ -175,6 +178,7 @@ impl GoogleIntake {
         clock: SharedClock,
         publish_timeout: Duration,
         push_secret: Option<String>,
+        pending: Arc<PendingChannels>,
     ) -> Self {
         Self {
             store,
@@ -182,22 +186,41 @@ impl GoogleIntake {
             clock,
             publish_timeout,
             push_secret: push_secret.map(Arc::from),
+            pending,
         }
+    }
+
+    /// Where a channel's messages go: its row, or, before the row is written,
+    /// the channel the Calendar adapter is opening (Google sends `sync` before
+    /// `events.watch` answers).
+    async fn channel_route(&self, channel_id: &str) -> Result<Option<Route>, IntakeError> {
+        let route = self.store.route(channel_id).await.map_err(|e| {
+            tracing::error!(error = %e, "cannot route Google notification: store unavailable");
+            IntakeError::Unavailable
+        })?;
+        Ok(route.or_else(|| {
+            self.pending.get(channel_id).map(|p| Route {
+                provider: p.provider,
+                tenant: p.tenant,
+                kind: ProviderKind::GoogleCalendar,
+                client_state: p.token,
+                state: "active".to_owned(),
+                provider_enabled: true,
+            })
+        }))
     }
 
     /// Takes in one Calendar channel message.
     ///
     /// Routing reads the store on every message rather than a cache: a rotated-out
     /// channel must stop being accepted the moment it is stopped, and Calendar
-    /// messages are few.
+    /// messages are few. A channel the store does not know yet is routed by the
+    /// adapter's pending open.
     pub async fn channel_message(
         &self,
         message: &ChannelMessage,
     ) -> Result<ChannelOutcome, IntakeError> {
-        let route = self.store.route(&message.channel_id).await.map_err(|e| {
-            tracing::error!(error = %e, "cannot route Google notification: store unavailable");
-            IntakeError::Unavailable
-        })?;
+        let route = self.channel_route(&message.channel_id).await?;
         let verdict = match route {
             Some(r) if r.kind != ProviderKind::GoogleCalendar => Err(Dropped::UnknownSubscription),
             None => Err(Dropped::UnknownSubscription),

@@ -11,6 +11,8 @@
 pub mod google;
 pub mod graph;
 pub mod oauth;
+#[cfg(test)]
+pub(crate) mod test_support;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use std::time::Duration;

@@ -238,6 +238,7 @@ async fn config_view(sim: web::Data<Simulator>) -> HttpResponse {
         validate_endpoints,
         notification_timeout,
         gmail_push_endpoint: _,
+        google_sync_before_answer,
     } = sim.config();
     HttpResponse::Ok().json(json!({
         "require_https": require_https,
@@ -245,6 +246,7 @@ async fn config_view(sim: web::Data<Simulator>) -> HttpResponse {
         "validate_endpoints": validate_endpoints,
         "notification_timeout_ms": notification_timeout.as_millis(),
         "gmail_push_endpoint": sim.gmail_push_endpoint(),
+        "google_sync_before_answer": google_sync_before_answer,
     }))
 }
 

@@ -61,6 +61,11 @@ pub struct SimulatorConfig {
     /// subscription's endpoint); `None` until set here or through
     /// `POST /_sim/google/push-endpoint`.
     pub gmail_push_endpoint: Option<String>,
+    /// Deliver a new Calendar channel's `sync` message, and wait for its answer
+    /// (up to `notification_timeout`), before answering `events.watch` — the
+    /// order a subscriber sees when Google's sync outruns its own answer, pinned
+    /// so tests can rely on it. Off: the sync is sent right after the answer.
+    pub google_sync_before_answer: bool,
 }
 
 impl Default for SimulatorConfig {
@@ -71,6 +76,7 @@ impl Default for SimulatorConfig {
             validate_endpoints: true,
             notification_timeout: Duration::from_secs(3),
             gmail_push_endpoint: None,
+            google_sync_before_answer: false,
         }
     }
 }

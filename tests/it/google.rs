@@ -659,3 +659,122 @@ async fn google_providers_get_periodic_resync_events_and_graph_ones_do_not() {
     );
     h.stop().await;
 }
+
+/// Google sends a new channel's `sync` message — and can send its first change —
+/// before `events.watch` has answered, so before the channel's row exists. Intake
+/// routes those by the Calendar adapter's pending open, checked against its
+/// token like any other; a channel nobody is opening stays unknown.
+#[actix_web::test]
+async fn messages_on_a_channel_still_being_opened_are_routed_by_its_pending_open() {
+    use std::sync::Arc;
+    use subkeeper::bus::Bus;
+    use subkeeper::intake::{ChannelMessage, ChannelOutcome, Dropped, GoogleIntake};
+    use subkeeper::providers::google::{PendingChannel, PendingChannels};
+    use subkeeper::store::PgStore;
+    use subkeeper_actors::clock::{SharedClock, SystemClock};
+    use subkeeper_actors::domain::{ProviderId, TenantId};
+
+    let db = crate::support::TestDb::create().await;
+    let bus = crate::support::TestBus::new();
+    let clock: SharedClock = Arc::new(SystemClock);
+    let store = PgStore::connect(&db.url, 2, clock.clone()).await.unwrap();
+    store.migrate().await.unwrap();
+    let publisher = Bus::connect(&crate::support::nats_url(), bus.topology())
+        .await
+        .unwrap();
+    publisher.ensure_streams(bus.limits()).await.unwrap();
+    let pending = Arc::new(PendingChannels::default());
+    let intake = GoogleIntake::new(
+        store,
+        Arc::new(publisher),
+        clock,
+        Duration::from_secs(2),
+        None,
+        Arc::clone(&pending),
+    );
+    let provider = ProviderId(uuid::Uuid::new_v4());
+    let token = "t".repeat(40);
+    let message = |token: &str, state: &str, number: u64| ChannelMessage {
+        channel_id: "channel-being-opened".into(),
+        token: token.into(),
+        resource_id: "resource-1".into(),
+        resource_state: state.into(),
+        message_number: number,
+        resource_uri: None,
+        channel_expiration: None,
+    };
+
+    // Nobody is opening it: unknown, whatever it claims.
+    assert_eq!(
+        intake
+            .channel_message(&message(&token, "sync", 1))
+            .await
+            .unwrap(),
+        ChannelOutcome::Dropped(Dropped::UnknownSubscription)
+    );
+
+    pending.open(
+        "channel-being-opened",
+        PendingChannel {
+            provider,
+            tenant: TenantId::parse("acme").unwrap(),
+            token: token.clone(),
+        },
+    );
+    assert_eq!(
+        intake
+            .channel_message(&message(&token, "sync", 1))
+            .await
+            .unwrap(),
+        ChannelOutcome::Synced
+    );
+    assert_eq!(
+        intake
+            .channel_message(&message("forged-token", "exists", 2))
+            .await
+            .unwrap(),
+        ChannelOutcome::Dropped(Dropped::BadClientState)
+    );
+    assert_eq!(
+        intake
+            .channel_message(&message(&token, "exists", 2))
+            .await
+            .unwrap(),
+        ChannelOutcome::Published
+    );
+    let client = async_nats::connect(crate::support::nats_url())
+        .await
+        .unwrap();
+    let stored = read_stream(
+        &client,
+        &bus.topology().webhook_stream(),
+        &format!("{}.webhook.>", bus.subject_prefix),
+    )
+    .await;
+    assert_eq!(
+        stored.len(),
+        1,
+        "only the authenticated change: {stored:#?}"
+    );
+    assert_eq!(
+        stored[0].subject,
+        format!(
+            "{}.webhook.google_calendar.acme.{provider}",
+            bus.subject_prefix
+        )
+    );
+    assert_eq!(
+        stored[0].message_id.as_deref(),
+        Some("channel-being-opened:2")
+    );
+
+    // Google refused to open it: unknown again.
+    pending.forget("channel-being-opened");
+    assert_eq!(
+        intake
+            .channel_message(&message(&token, "exists", 3))
+            .await
+            .unwrap(),
+        ChannelOutcome::Dropped(Dropped::UnknownSubscription)
+    );
+}

@@ -220,7 +220,14 @@ impl Harness {
         subkeeper::install_crypto();
         let db = TestDb::create().await;
         let bus = TestBus::new();
-        let sim = Simulator::new(SimulatorConfig::default(), Arc::new(SystemClock));
+        // Google's sync message outruns the events.watch answer: the harder order.
+        let sim = Simulator::new(
+            SimulatorConfig {
+                google_sync_before_answer: true,
+                ..SimulatorConfig::default()
+            },
+            Arc::new(SystemClock),
+        );
         let sim_server = sim
             .start(std::net::TcpListener::bind("127.0.0.1:0").unwrap())
             .unwrap();

@@ -10,6 +10,8 @@
 //!
 //! - `client`: wire shapes and the authenticated HTTP call.
 //! - `error`: [`GoogleError`] and the classification table.
+//! - `pending`: channels asked for and not yet recorded, so intake can route
+//!   the `sync` message Google sends before `events.watch` answers.
 //!
 //! A Calendar channel can never be extended: `renew` creates a new channel (new id,
 //! new token) and returns it; the supervisor records it and then stops the old one.
@@ -17,11 +19,13 @@
 
 mod client;
 mod error;
+mod pending;
 #[cfg(test)]
 mod tests;
 
 pub use client::{GmailWatchBody, StopChannelBody, WEB_HOOK, WatchChannelBody, parse_millis};
 pub use error::{Call, GoogleError, GoogleErrorBody, required_scope};
+pub use pending::{PENDING_TTL, PendingChannel, PendingChannels};
 
 use crate::providers::http_client;
 use crate::providers::oauth::{CredentialSource, TokenCache, TokenError};
@@ -129,6 +133,7 @@ impl GoogleApis {
                 client: Arc::clone(&client),
                 clock: Arc::clone(&clock),
                 address: config.calendar_address,
+                pending: Arc::new(PendingChannels::default()),
             },
             gmail: GmailApi {
                 client,
@@ -147,6 +152,8 @@ pub struct GoogleCalendarApi {
     /// Where a rotated channel delivers (the port hands `create` the URL, not
     /// `renew`).
     address: String,
+    /// Channels asked for and not yet recorded (read by intake).
+    pending: Arc<PendingChannels>,
 }
 
 impl std::fmt::Debug for GoogleCalendarApi {
@@ -156,6 +163,12 @@ impl std::fmt::Debug for GoogleCalendarApi {
 }
 
 impl GoogleCalendarApi {
+    /// The channels this adapter is opening, for intake to route their first
+    /// messages.
+    pub fn pending_channels(&self) -> Arc<PendingChannels> {
+        Arc::clone(&self.pending)
+    }
+
     /// Opens a channel on the provider's calendar.
     async fn watch(
         &self,
@@ -184,9 +197,42 @@ impl GoogleCalendarApi {
             "events",
             "watch",
         ])?;
+        // Google may deliver the sync message before it answers.
+        self.pending.open(
+            &channel_id,
+            PendingChannel {
+                provider: provider.id,
+                tenant: provider.tenant.clone(),
+                token: token.to_owned(),
+            },
+        );
+        let opened = self
+            .call_watch(credentials, url, &body, &channel_id, expires_at)
+            .await
+            .map(|mut channel| {
+                channel.client_state = Some(token.to_owned());
+                channel
+            });
+        if opened.is_err() {
+            // Refused, or unknown: a channel that may exist without our
+            // knowing its resourceId is not one to route for (it lapses).
+            self.pending.forget(&channel_id);
+        }
+        opened
+    }
+
+    /// `events.watch` and the checks on its answer.
+    async fn call_watch(
+        &self,
+        credentials: uuid::Uuid,
+        url: reqwest::Url,
+        body: &serde_json::Value,
+        channel_id: &str,
+        expires_at: DateTime<Utc>,
+    ) -> Result<ProviderSubscription, GoogleError> {
         let answer = self
             .client
-            .post(credentials, Call::EventsWatch, url, Some(&body), &[])
+            .post(credentials, Call::EventsWatch, url, Some(body), &[])
             .await?;
         let channel: ChannelAnswer = parse_answer(Call::EventsWatch, &answer)?;
         let invalid = |reason: String| GoogleError::InvalidResponse {
@@ -212,7 +258,8 @@ impl GoogleCalendarApi {
             external_id: channel.id,
             resource_id: Some(channel.resource_id),
             expires_at,
-            client_state: Some(token.to_owned()),
+            // The token the caller chose (set by `watch`).
+            client_state: None,
             history_id: None,
         })
     }

@@ -1,5 +1,6 @@
-//! The Google adapters' pure parts: classification of Google's error answers and
-//! the wire shapes. Round trips against the simulator live in `tests/it/google.rs`.
+//! The Google adapters' pure parts (classification of Google's error answers, the
+//! wire shapes) and the pending-channel contract against the simulator. The
+//! service-level round trips live in `tests/it/google.rs`.
 
 use super::*;
 use subkeeper_actors::domain::{ErrorClass, ProviderId, TenantId};
@@ -150,4 +151,152 @@ fn watch_bodies_have_googles_field_names() {
     .unwrap();
     assert_eq!(gmail["topicName"], "projects/p/topics/t");
     assert_eq!(gmail["labelIds"][0], "INBOX");
+}
+
+/// What the test's webhook receiver saw of one channel message.
+#[derive(Debug, Clone, PartialEq)]
+struct Seen {
+    channel_id: String,
+    state: String,
+    /// Whether the adapter's pending registry knew the channel with this token
+    /// at the moment the message arrived.
+    pending_with_token: bool,
+}
+
+/// Google answering `events.watch` only after its sync message was answered (the
+/// race a subscriber must survive): the adapter has registered the channel as
+/// pending before calling, so intake can route that sync; a refused watch leaves
+/// nothing behind.
+#[actix_web::test]
+async fn a_channel_is_pending_before_events_watch_is_called_and_forgotten_when_refused() {
+    use crate::providers::oauth::OAuthCredentials;
+    use crate::providers::test_support::MemoryCredentials;
+    use crate::simulator::{
+        Fault, FaultOperation, FaultRule, Operation, Simulator, SimulatorConfig,
+    };
+    use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+    use std::net::TcpListener;
+    use std::sync::Mutex;
+    use subkeeper_actors::clock::SystemClock;
+    use subkeeper_actors::ports::CreateRequest;
+
+    let sim = Simulator::new(
+        SimulatorConfig {
+            google_sync_before_answer: true,
+            ..SimulatorConfig::default()
+        },
+        Arc::new(SystemClock),
+    );
+    let server = sim
+        .start(TcpListener::bind("127.0.0.1:0").unwrap())
+        .unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = format!("http://{}/webhooks/google", listener.local_addr().unwrap());
+
+    let credentials = Arc::new(MemoryCredentials::default());
+    let credentials_id = uuid::Uuid::new_v4();
+    credentials.insert(OAuthCredentials::refresh_token(
+        credentials_id,
+        "google",
+        "client-acme",
+        Some("not-a-real-google-secret".into()),
+        "rt-acme",
+    ));
+    sim.register_google_account("rt-acme", "team@example.com");
+    let apis = GoogleApis::new(
+        GoogleConfig {
+            base_url: server.google_base_url(),
+            token_url: format!("{}/token", server.google_base_url()),
+            calendar_address: address.clone(),
+            ..GoogleConfig::default()
+        },
+        credentials,
+        sim.clock(),
+    )
+    .unwrap();
+    let pending = apis.calendar.pending_channels();
+
+    let seen = Arc::new(Mutex::new(Vec::<Seen>::new()));
+    let receiver = {
+        let pending = Arc::clone(&pending);
+        let seen = Arc::clone(&seen);
+        HttpServer::new(move || {
+            let pending = Arc::clone(&pending);
+            let seen = Arc::clone(&seen);
+            App::new().default_service(web::to(move |req: HttpRequest| {
+                let header = |name: &str| {
+                    req.headers()
+                        .get(name)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default()
+                        .to_owned()
+                };
+                let channel_id = header("X-Goog-Channel-ID");
+                let pending_with_token = pending
+                    .get(&channel_id)
+                    .is_some_and(|p| p.token == header("X-Goog-Channel-Token"));
+                seen.lock().unwrap().push(Seen {
+                    channel_id,
+                    state: header("X-Goog-Resource-State"),
+                    pending_with_token,
+                });
+                async { HttpResponse::Ok().finish() }
+            }))
+        })
+        .workers(1)
+        .disable_signals()
+        .listen(listener)
+        .unwrap()
+        .run()
+    };
+    actix_web::rt::spawn(receiver);
+
+    let mut p = provider(ProviderKind::GoogleCalendar);
+    p.credentials_id = Some(credentials_id);
+    let request = CreateRequest {
+        notification_url: address.clone(),
+        lifecycle_url: String::new(),
+        client_state: "s".repeat(48),
+        expires_at: sim.now() + TimeDelta::days(7),
+    };
+    let opened = apis.calendar.create(&p, &request).await.unwrap();
+    assert_eq!(
+        *seen.lock().unwrap(),
+        vec![Seen {
+            channel_id: opened.external_id.clone(),
+            state: "sync".into(),
+            pending_with_token: true,
+        }],
+        "the sync arrived before the answer, while the channel was pending"
+    );
+    assert_eq!(
+        pending.get(&opened.external_id).map(|c| c.provider),
+        Some(p.id)
+    );
+
+    // Google refuses the next one: nothing stays pending for it.
+    sim.inject_fault(
+        FaultRule::new(
+            FaultOperation::Create,
+            Fault::Status {
+                status: 500,
+                code: "backendError".into(),
+                retry_after_seconds: None,
+            },
+        )
+        .times(1),
+    );
+    let refused = apis.calendar.create(&p, &request).await.unwrap_err();
+    assert_eq!(refused.class, ErrorClass::Transient);
+    let refused_id = sim
+        .requests()
+        .into_iter()
+        .rev()
+        .find(|r| r.operation == Operation::Create)
+        .and_then(|r| r.subscription_id)
+        .expect("the refused watch is journaled with its channel id");
+    assert_ne!(refused_id, opened.external_id);
+    assert!(pending.get(&refused_id).is_none());
+    assert_eq!(pending.len(), 1, "only the opened channel");
+    server.stop().await;
 }

@@ -4,60 +4,23 @@
 
 use super::*;
 use crate::providers::oauth::{OAuthCredentials, OAuthFlow};
+use crate::providers::test_support::MemoryCredentials;
 use crate::simulator::{
     Fault, FaultOperation, FaultRule, Operation as SimOperation, RecordedRequest, SimServer,
     Simulator, SimulatorConfig,
 };
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use serde_json::Value;
-use std::collections::HashMap;
 use std::net::TcpListener;
-use std::sync::Mutex;
 use std::time::Instant;
 use subkeeper_actors::clock::SystemClock;
 use subkeeper_actors::domain::{ErrorClass, ProviderId, ProviderKind, TenantId};
-use subkeeper_actors::ports::StoreError;
 use uuid::Uuid;
 
 const AZURE_TENANT: &str = "7f1c2a9e-3b4d-4e5f-8a6b-9c0d1e2f3a4b";
 const CLIENT_ID: &str = "11111111-2222-3333-4444-555555555555";
 const INBOX: &str = "users/5d3c1f7e-aaaa-bbbb-cccc-111122223333/mailFolders('Inbox')/messages";
 const CALENDAR: &str = "users/5d3c1f7e-aaaa-bbbb-cccc-111122223333/events";
-
-/// Credentials in memory, recording every refresh token stored.
-#[derive(Default)]
-struct MemoryCredentials {
-    rows: Mutex<HashMap<Uuid, OAuthCredentials>>,
-    stored: Mutex<Vec<String>>,
-}
-
-impl MemoryCredentials {
-    fn insert(&self, credentials: OAuthCredentials) {
-        self.rows
-            .lock()
-            .unwrap()
-            .insert(credentials.id, credentials);
-    }
-
-    fn stored(&self) -> Vec<String> {
-        self.stored.lock().unwrap().clone()
-    }
-}
-
-#[async_trait]
-impl CredentialSource for MemoryCredentials {
-    async fn credentials(&self, id: Uuid) -> Result<Option<OAuthCredentials>, StoreError> {
-        Ok(self.rows.lock().unwrap().get(&id).cloned())
-    }
-
-    async fn store_refresh_token(&self, id: Uuid, refresh_token: &str) -> Result<(), StoreError> {
-        self.stored.lock().unwrap().push(refresh_token.to_owned());
-        if let Some(row) = self.rows.lock().unwrap().get_mut(&id) {
-            row.refresh_token = Some(refresh_token.to_owned());
-        }
-        Ok(())
-    }
-}
 
 /// The subscriber side of the validation handshake: echoes `validationToken` as
 /// text/plain, as subkeeper's `/webhooks/microsoft` does.

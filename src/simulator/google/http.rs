@@ -6,7 +6,9 @@
 //! exactly once (tenant = the OAuth client id, resource = calendarId / mailbox,
 //! subscription id = channel id). The state lock is never held across an await;
 //! the `sync` message is sent from a spawned task after the answer, as Google
-//! sends it independently of the watch response.
+//! sends it independently of the watch response — or, with
+//! `google_sync_before_answer`, before the answer (the race a subscriber must
+//! survive, pinned).
 
 use crate::simulator::Simulator;
 use crate::simulator::faults::{Fault, FaultTarget};
@@ -242,10 +244,15 @@ async fn events_watch(
     let http = sim.shared.http.clone();
     let timeout = sim.shared.config.notification_timeout;
     let address = channel.address.clone();
-    tokio::spawn(async move {
+    let sync = async move {
         let attempts = delivery::post_times(&http, &address, &headers, None, 1, timeout).await;
         tracing::debug!(address, ?attempts, "simulator sent the sync message");
-    });
+    };
+    if sim.shared.config.google_sync_before_answer {
+        sync.await;
+    } else {
+        tokio::spawn(sync);
+    }
     ex.json(&wire::channel_json(&channel))
 }
 
