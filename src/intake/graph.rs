@@ -106,32 +106,40 @@ impl GraphIntake {
         Ok(items)
     }
 
-    /// Routes and authenticates each item.
+    /// Routes and authenticates each item: one route lookup for the whole
+    /// request, and one warning per reason however many items were dropped (a
+    /// flood of forged ids must not become a flood of queries and log lines).
     async fn sort(
         &self,
         items: Vec<Value>,
         kind_label: &'static str,
     ) -> Result<(Vec<Accepted>, Vec<Dropped>), IntakeError> {
-        let mut accepted = Vec::new();
-        let mut dropped = Vec::new();
-        for item in items {
-            let subscription_id = item["subscriptionId"]
+        let subscription_id = |item: &Value| -> String {
+            item["subscriptionId"]
                 .as_str()
                 .unwrap_or_default()
-                .to_owned();
-            let route = self.routes.route(&subscription_id).await.map_err(|e| {
-                tracing::error!(error = %e, "cannot route webhook: store unavailable");
-                IntakeError::Unavailable
-            })?;
+                .to_owned()
+        };
+        let ids: Vec<String> = items.iter().map(subscription_id).collect();
+        let lookup: Vec<&str> = ids.iter().map(String::as_str).collect();
+        let routes = self.routes.routes(&lookup).await.map_err(|e| {
+            tracing::error!(error = %e, "cannot route webhook: store unavailable");
+            IntakeError::Unavailable
+        })?;
+        let mut accepted = Vec::new();
+        let mut dropped = Vec::new();
+        // Reason → (items, the first one's subscription id).
+        let mut summary: Vec<(Dropped, usize, String)> = Vec::new();
+        for (item, subscription_id) in items.into_iter().zip(ids) {
             let given = item
                 .get("clientState")
                 .and_then(Value::as_str)
                 .unwrap_or("");
-            let verdict = match route {
+            let verdict = match routes.get(&subscription_id) {
                 None => Err(Dropped::UnknownSubscription),
                 Some(r) if !secrets_match(given, &r.client_state) => Err(Dropped::BadClientState),
                 Some(r) if !r.provider_enabled || r.state == "deleted" => Err(Dropped::Retired),
-                Some(route) => Ok(route),
+                Some(route) => Ok(route.clone()),
             };
             match verdict {
                 Ok(route) => accepted.push(Accepted {
@@ -140,11 +148,18 @@ impl GraphIntake {
                     item,
                 }),
                 Err(why) => {
-                    metrics::counter!(names::WEBHOOKS_RECEIVED, "kind" => kind_label, "result" => why.label()).increment(1);
-                    tracing::warn!(subscription = %subscription_id, reason = why.label(), "webhook notification dropped");
+                    match summary.iter_mut().find(|(w, _, _)| *w == why) {
+                        Some((_, n, _)) => *n += 1,
+                        None => summary.push((why, 1, subscription_id)),
+                    }
                     dropped.push(why);
                 }
             }
+        }
+        for (why, items, first) in summary {
+            metrics::counter!(names::WEBHOOKS_RECEIVED, "kind" => kind_label, "result" => why.label())
+                .increment(items as u64);
+            tracing::warn!(reason = why.label(), items, subscription = %first, "webhook notifications dropped");
         }
         Ok((accepted, dropped))
     }

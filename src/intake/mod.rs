@@ -127,8 +127,9 @@ pub fn secrets_match(given: &str, expected: &str) -> bool {
     bool::from(given.as_bytes().ct_eq(expected.as_bytes()))
 }
 
-/// Routes cached for a short while: a webhook burst costs one query per
-/// subscription, and a replaced subscription's route is still found in the store.
+/// Routes cached for a short while: a webhook request costs at most one query
+/// (for the ids not in memory), and a replaced subscription's route is still
+/// found in the store.
 pub struct RouteCache {
     store: PgStore,
     entries: Mutex<HashMap<String, (Option<Route>, Instant)>>,
@@ -148,25 +149,41 @@ impl RouteCache {
         }
     }
 
-    /// The route of a subscription id. Unknown ids are not cached: the id of a
-    /// subscription being created right now may arrive before it is stored.
-    pub async fn route(&self, subscription_id: &str) -> Result<Option<Route>, StoreError> {
-        if let Ok(entries) = self.entries.lock()
-            && let Some((route, at)) = entries.get(subscription_id)
-            && at.elapsed() < self.ttl
-        {
-            return Ok(route.clone());
+    /// The routes of `ids` (those we know), from memory where fresh and otherwise
+    /// in one store query for all the misses. Unknown ids are not cached: the id
+    /// of a subscription being created right now may arrive before it is stored.
+    pub async fn routes(&self, ids: &[&str]) -> Result<HashMap<String, Route>, StoreError> {
+        let mut found = HashMap::new();
+        let mut misses: Vec<&str> = Vec::new();
+        if let Ok(entries) = self.entries.lock() {
+            for id in ids {
+                match entries.get(*id) {
+                    Some((Some(route), at)) if at.elapsed() < self.ttl => {
+                        found.insert((*id).to_owned(), route.clone());
+                    }
+                    _ => misses.push(id),
+                }
+            }
+        } else {
+            misses.extend(ids);
         }
-        let route = self.store.route(subscription_id).await?;
-        if let (Some(found), Ok(mut entries)) = (&route, self.entries.lock()) {
-            if entries.len() >= Self::MAX_ENTRIES {
+        misses.sort_unstable();
+        misses.dedup();
+        misses.retain(|id| !found.contains_key(*id));
+        if misses.is_empty() {
+            return Ok(found);
+        }
+        let fetched = self.store.routes(&misses).await?;
+        if let Ok(mut entries) = self.entries.lock() {
+            if entries.len() + fetched.len() > Self::MAX_ENTRIES {
                 entries.clear();
             }
-            entries.insert(
-                subscription_id.to_owned(),
-                (Some(found.clone()), Instant::now()),
-            );
+            let now = Instant::now();
+            for (id, route) in &fetched {
+                entries.insert(id.clone(), (Some(route.clone()), now));
+            }
         }
-        Ok(route)
+        found.extend(fetched);
+        Ok(found)
     }
 }

@@ -7,6 +7,7 @@
 use super::{PgStore, db, parse};
 use chrono::{DateTime, Utc};
 use sqlx::Row;
+use std::collections::HashMap;
 use subkeeper_actors::domain::{ProviderId, ProviderKind, TenantId};
 use subkeeper_actors::ports::StoreError;
 
@@ -65,26 +66,43 @@ pub struct OutboxEntry {
 impl PgStore {
     /// The route of a provider-side subscription id, if we ever created it.
     pub async fn route(&self, external_id: &str) -> Result<Option<Route>, StoreError> {
-        let row = sqlx::query(
-            "SELECT s.provider_id, s.tenant_id, p.kind, s.client_state, s.state, \
+        let mut found = self.routes(&[external_id]).await?;
+        Ok(found.remove(external_id))
+    }
+
+    /// The routes of the subscription ids we ever created among `external_ids`,
+    /// in one query (a webhook request names many).
+    pub async fn routes(
+        &self,
+        external_ids: &[&str],
+    ) -> Result<HashMap<String, Route>, StoreError> {
+        if external_ids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let rows = sqlx::query(
+            "SELECT s.external_id, s.provider_id, s.tenant_id, p.kind, s.client_state, s.state, \
                     (p.enabled AND p.deleted_at IS NULL) AS provider_enabled \
-             FROM subscriptions s JOIN providers p ON p.id = s.provider_id WHERE s.external_id = $1",
+             FROM subscriptions s JOIN providers p ON p.id = s.provider_id WHERE s.external_id = ANY($1)",
         )
-        .bind(external_id)
-        .fetch_optional(&self.pool)
+        .bind(external_ids)
+        .fetch_all(&self.pool)
         .await
         .map_err(db)?;
-        let Some(row) = row else { return Ok(None) };
-        let tenant: String = row.try_get("tenant_id").map_err(db)?;
-        let kind: String = row.try_get("kind").map_err(db)?;
-        Ok(Some(Route {
-            provider: ProviderId(row.try_get("provider_id").map_err(db)?),
-            tenant: TenantId::parse(&tenant).map_err(|e| StoreError(e.to_string()))?,
-            kind: parse(&kind)?,
-            client_state: row.try_get("client_state").map_err(db)?,
-            state: row.try_get("state").map_err(db)?,
-            provider_enabled: row.try_get("provider_enabled").map_err(db)?,
-        }))
+        rows.iter()
+            .map(|row| {
+                let tenant: String = row.try_get("tenant_id").map_err(db)?;
+                let kind: String = row.try_get("kind").map_err(db)?;
+                let route = Route {
+                    provider: ProviderId(row.try_get("provider_id").map_err(db)?),
+                    tenant: TenantId::parse(&tenant).map_err(|e| StoreError(e.to_string()))?,
+                    kind: parse(&kind)?,
+                    client_state: row.try_get("client_state").map_err(db)?,
+                    state: row.try_get("state").map_err(db)?,
+                    provider_enabled: row.try_get("provider_enabled").map_err(db)?,
+                };
+                Ok((row.try_get("external_id").map_err(db)?, route))
+            })
+            .collect()
     }
 
     /// The enabled Gmail providers watching `mailbox` (case-insensitive) that have a

@@ -357,3 +357,112 @@ async fn lifecycle_notifications_renew_recreate_and_ask_for_resync() {
     assert_eq!(view["health"]["last_renewal_result"], "recreated");
     h.stop().await;
 }
+
+/// One request naming two providers' subscriptions among thousands of forged
+/// ids (one route lookup for the whole request): exactly the real items are
+/// published, each on its provider's subject, a repeated one once.
+#[actix_web::test]
+async fn a_request_mixing_real_items_with_thousands_of_forged_ids_publishes_exactly_the_real_ones()
+{
+    let h = Harness::start(|_| {}).await;
+    let alice = h.create_provider("acme", "acme-aad", "alice").await;
+    let bob = h.create_provider("globex", "globex-aad", "bob").await;
+    let alice_sub = live_subscription(&h, "acme", &alice).await;
+    let bob_sub = live_subscription(&h, "globex", &bob).await;
+    let client_state = |sub: String| {
+        let pool = h.pool.clone();
+        async move {
+            sqlx::query("SELECT client_state FROM subscriptions WHERE external_id = $1")
+                .bind(sub)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+                .get::<String, _>("client_state")
+        }
+    };
+    let alice_state = client_state(alice_sub.clone()).await;
+    let bob_state = client_state(bob_sub.clone()).await;
+    let item = |sub: &str, state: &str, message: &str| {
+        json!({
+            "subscriptionId": sub, "clientState": state, "changeType": "created",
+            "resource": format!("Users/x/Messages/{message}"), "tenantId": "aad",
+            "subscriptionExpirationDateTime": "2026-11-28T00:00:00.0000000Z",
+            "resourceData": {"id": message}
+        })
+    };
+    let mut items = vec![
+        item(&alice_sub, &alice_state, "A1"),
+        item(&alice_sub, "forged-client-state", "A2"),
+        item(&bob_sub, &bob_state, "B1"),
+    ];
+    items
+        .extend((0..3_000).map(|i| item(&uuid::Uuid::new_v4().to_string(), "x", &format!("F{i}"))));
+    items.push(item(&alice_sub, &alice_state, "A1"));
+    let body = json!({ "value": items }).to_string();
+    assert!(body.len() < 1 << 20, "within the default body limit");
+    assert_eq!(post(&h, body).await, StatusCode::ACCEPTED);
+
+    wait_until("both real items stored", Duration::from_secs(5), || async {
+        webhook_messages(&h).await.len() >= 2
+    })
+    .await;
+    let stored = webhook_messages(&h).await;
+    let mut got: Vec<(String, String)> = stored
+        .iter()
+        .map(|m| {
+            (
+                m.body["provider_id"].as_str().unwrap().to_owned(),
+                m.body["notification"]["resourceData"]["id"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned(),
+            )
+        })
+        .collect();
+    got.sort();
+    let mut want = vec![
+        (alice.clone(), "A1".to_owned()),
+        (bob.clone(), "B1".to_owned()),
+    ];
+    want.sort();
+    assert_eq!(got, want, "{stored:#?}");
+    for m in &stored {
+        let provider = m.body["provider_id"].as_str().unwrap();
+        assert!(
+            m.subject.ends_with(&format!(".{provider}")),
+            "{}",
+            m.subject
+        );
+    }
+    h.stop().await;
+}
+
+/// Probe, not a test (run it with `--ignored --nocapture`, see BENCHMARKS.md):
+/// the time the service takes to answer 1 MiB of minimal Graph items naming
+/// random subscription ids — what one unauthenticated request can cost it.
+#[actix_web::test]
+#[ignore = "measurement probe: prints timings, run by hand"]
+async fn probe_forged_flood() {
+    let h = Harness::start(|_| {}).await;
+    let mut items = Vec::new();
+    let mut size = 0;
+    while size < (1 << 20) - 100 {
+        let item = format!("{{\"subscriptionId\":\"{}\"}}", uuid::Uuid::new_v4());
+        size += item.len() + 1;
+        items.push(item);
+    }
+    let body = format!("{{\"value\":[{}]}}", items.join(","));
+    let mut millis = Vec::new();
+    for _ in 0..5 {
+        let started = std::time::Instant::now();
+        assert_eq!(post(&h, body.clone()).await, StatusCode::ACCEPTED);
+        millis.push(started.elapsed().as_millis());
+    }
+    assert!(webhook_messages(&h).await.is_empty());
+    eprintln!(
+        "forged flood: {} items, {} bytes per request; answered in {millis:?} ms",
+        items.len(),
+        body.len()
+    );
+    h.stop().await;
+}
