@@ -468,6 +468,10 @@ struct SlotState {
     /// The outcome of the last token request when it failed, for the callers that
     /// were waiting on it.
     last_failure: Option<TokenError>,
+    /// The credentials as last read (with any refresh token rotated since): used
+    /// when the store cannot be read, so a database hiccup is not counted as a
+    /// provider failure.
+    credentials: Option<OAuthCredentials>,
 }
 
 impl TokenCache {
@@ -539,7 +543,7 @@ impl TokenCache {
             // rather than hammering an endpoint that just refused.
             return still_usable(&state, now, &failure).ok_or(failure);
         }
-        let result = self.fetch(id).await;
+        let result = self.fetch(id, &mut state.credentials).await;
         slot.fetches.fetch_add(1, Ordering::AcqRel);
         match result {
             Ok(token) => {
@@ -589,14 +593,33 @@ impl TokenCache {
         Arc::clone(slots.entry(id).or_default())
     }
 
-    /// One token request, with the credentials as stored right now.
-    async fn fetch(&self, id: Uuid) -> Result<AccessToken, TokenError> {
-        let credentials = self
-            .source
-            .credentials(id)
-            .await
-            .map_err(|StoreError(reason)| TokenError::Store(reason))?
-            .ok_or(TokenError::CredentialsMissing { id: Some(id) })?;
+    /// One token request, with the credentials as stored right now — or, when the
+    /// store cannot be read, as `known` last saw them (updated here).
+    async fn fetch(
+        &self,
+        id: Uuid,
+        known: &mut Option<OAuthCredentials>,
+    ) -> Result<AccessToken, TokenError> {
+        let credentials = match self.source.credentials(id).await {
+            Ok(Some(credentials)) => {
+                *known = Some(credentials.clone());
+                credentials
+            }
+            Ok(None) => {
+                *known = None;
+                return Err(TokenError::CredentialsMissing { id: Some(id) });
+            }
+            Err(StoreError(reason)) => match known.clone() {
+                Some(credentials) => {
+                    tracing::warn!(
+                        reason,
+                        "credential store unavailable; using the credentials last read"
+                    );
+                    credentials
+                }
+                None => return Err(TokenError::Store(reason)),
+            },
+        };
         let tenant = credentials.authority_tenant.clone();
         let url = self.endpoint(&tenant)?;
 
@@ -699,6 +722,9 @@ impl TokenCache {
             && credentials.flow == OAuthFlow::RefreshToken
             && credentials.refresh_token.as_deref() != Some(rotated)
         {
+            if let Some(known) = known.as_mut() {
+                known.refresh_token = Some(rotated.to_owned());
+            }
             // Losing a rotated token is survivable (Microsoft keeps the previous one
             // valid until its own expiry), so a store failure is logged, not fatal.
             if let Err(StoreError(reason)) = self.source.store_refresh_token(id, rotated).await {

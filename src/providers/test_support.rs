@@ -4,14 +4,17 @@ use crate::providers::oauth::{CredentialSource, OAuthCredentials};
 use async_trait::async_trait;
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use subkeeper_actors::ports::StoreError;
 use uuid::Uuid;
 
-/// Credentials in memory, recording every refresh token stored.
+/// Credentials in memory, recording every refresh token stored; can play a
+/// store that cannot be read.
 #[derive(Default)]
 pub(crate) struct MemoryCredentials {
     pub(crate) rows: Mutex<HashMap<Uuid, OAuthCredentials>>,
     stored: Mutex<Vec<String>>,
+    unavailable: AtomicBool,
 }
 
 impl MemoryCredentials {
@@ -25,11 +28,21 @@ impl MemoryCredentials {
     pub(crate) fn stored(&self) -> Vec<String> {
         self.stored.lock().unwrap().clone()
     }
+
+    /// From now on reads fail as a database outage would (or work again).
+    pub(crate) fn set_unavailable(&self, unavailable: bool) {
+        self.unavailable.store(unavailable, Ordering::SeqCst);
+    }
 }
 
 #[async_trait]
 impl CredentialSource for MemoryCredentials {
     async fn credentials(&self, id: Uuid) -> Result<Option<OAuthCredentials>, StoreError> {
+        if self.unavailable.load(Ordering::SeqCst) {
+            return Err(StoreError(
+                "pool timed out while waiting for an open connection".into(),
+            ));
+        }
         Ok(self.rows.lock().unwrap().get(&id).cloned())
     }
 

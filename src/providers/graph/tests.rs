@@ -902,3 +902,61 @@ fn oauth_flows_round_trip_through_their_stored_names() {
     }
     assert!("password".parse::<OAuthFlow>().is_err());
 }
+
+#[actix_web::test]
+async fn a_credential_store_outage_does_not_fail_a_token_refresh_once_credentials_were_read() {
+    let h = Harness::start().await;
+    let provider = h.mail();
+    h.create(&provider).await.unwrap();
+    assert_eq!(h.token_requests(), 1);
+
+    // The database goes away and the token is due: the refresh still happens,
+    // with the credentials as last read, and the call succeeds.
+    h.credentials.set_unavailable(true);
+    h.api.tokens().invalidate(h.credentials_id).await;
+    h.create(&provider).await.unwrap();
+    assert_eq!(h.token_requests(), 2, "a new token was fetched");
+
+    // Credentials never read: nothing to fall back on, the failure is reported as
+    // the store's (transient), not the provider's.
+    let other = Uuid::new_v4();
+    h.credentials.insert(OAuthCredentials::client_credentials(
+        other,
+        AZURE_TENANT,
+        CLIENT_ID,
+        "not-a-real-secret",
+    ));
+    let mut stranger = h.mail();
+    stranger.credentials_id = Some(other);
+    let err = h.create(&stranger).await.unwrap_err();
+    assert_eq!(err.class, ErrorClass::Transient);
+    assert!(
+        err.message.contains("could not read OAuth credentials"),
+        "{}",
+        err.message
+    );
+    assert_eq!(
+        h.token_requests(),
+        2,
+        "no token request without credentials"
+    );
+
+    // The store is back: changed credentials are read again, not the remembered
+    // copy (here: another directory tenant, visible in the token request's path).
+    h.credentials.set_unavailable(false);
+    let moved = "0a0b0c0d-1111-2222-3333-444455556666";
+    h.credentials.insert(OAuthCredentials::client_credentials(
+        h.credentials_id,
+        moved,
+        CLIENT_ID,
+        "not-a-real-secret",
+    ));
+    h.api.tokens().invalidate(h.credentials_id).await;
+    let _ = h.create(&provider).await;
+    let last = h.requests(SimOperation::Token).pop().unwrap();
+    assert!(
+        last.path.starts_with(&format!("/{moved}/")),
+        "{}",
+        last.path
+    );
+}
