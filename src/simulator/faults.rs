@@ -70,6 +70,14 @@ pub enum Fault {
         /// real time, whatever the simulated clock says).
         seconds: u64,
     },
+    /// The request is carried out, then its answer is held for `seconds` of wall
+    /// time and is a 504: the provider created what was asked, the client never
+    /// learns it (the lost-answer case that leaves orphans behind). Creates only;
+    /// Calendar `events.watch` commits first, other creates act like `Timeout`.
+    LostAnswer {
+        /// How long to hold the answer, in real seconds.
+        seconds: u64,
+    },
     /// Graph calls answer 401 `InvalidAuthenticationToken` as if the access token
     /// had expired. Does not apply to the token endpoint.
     ExpiredToken,
@@ -83,6 +91,7 @@ impl Fault {
     fn applies_to(&self, operation: Operation) -> bool {
         match self {
             Self::Status { .. } | Self::Timeout { .. } => true,
+            Self::LostAnswer { .. } => operation == Operation::Create,
             Self::ExpiredToken => operation != Operation::Token,
             Self::InvalidGrant => operation == Operation::Token,
         }

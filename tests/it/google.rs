@@ -778,3 +778,75 @@ async fn messages_on_a_channel_still_being_opened_are_routed_by_its_pending_open
         ChannelOutcome::Dropped(Dropped::UnknownSubscription)
     );
 }
+
+/// Google opened the channel but its answer never arrived (the call timed out):
+/// the channel delivers anyway, and every retry would add another for up to a
+/// week. The next channel opened for the calendar names its resourceId, and the
+/// lost one is stopped with it: one live channel, no pile-up.
+#[actix_web::test]
+async fn a_channel_whose_watch_answer_was_lost_is_stopped_after_the_next_watch() {
+    let h = Harness::start(|c| c.provider_timeout_seconds = 1).await;
+    let tenant = "acme";
+    let calendar = "lost@example.com";
+    h.sim.inject_fault(
+        FaultRule::new(FaultOperation::Create, Fault::LostAnswer { seconds: 3 })
+            .for_resource(calendar)
+            .times(1),
+    );
+    let p = h
+        .create_google_provider(
+            tenant,
+            "google_calendar",
+            calendar,
+            "client-acme",
+            "rt-lost",
+        )
+        .await;
+    let view = h
+        .wait_provider(tenant, &p, "calendar registered after a lost answer", |v| {
+            status(v) == "healthy"
+        })
+        .await;
+    let live_id = view["subscription"]["id"].as_str().unwrap().to_owned();
+    wait_until(
+        "the lost channel stopped",
+        Duration::from_secs(10),
+        || async { h.sim.google_channels().len() == 1 },
+    )
+    .await;
+
+    let history = h.sim.google_channel_history();
+    assert_eq!(history.len(), 2, "{history:#?}");
+    let (lost, live) = (&history[0], &history[1]);
+    assert_eq!(live.id, live_id);
+    assert!(!live.stopped);
+    assert!(lost.stopped, "the lost channel was stopped: {lost:#?}");
+    assert_eq!(
+        lost.resource_id, live.resource_id,
+        "one resourceId per calendar"
+    );
+
+    let calls = journal(&h, "/calendar/v3/");
+    let position = |op: Operation, id: &str, status: u16| {
+        calls
+            .iter()
+            .position(|(_, r)| {
+                r.operation == op && r.subscription_id.as_deref() == Some(id) && r.status == status
+            })
+            .unwrap_or_else(|| panic!("{op:?} {id} {status} not in {calls:#?}"))
+    };
+    let lost_watch = position(Operation::Create, &lost.id, 504);
+    let live_watch = position(Operation::Create, &live.id, 200);
+    let stop = position(Operation::Delete, &lost.id, 204);
+    assert!(lost_watch < live_watch && live_watch < stop);
+
+    // The lost channel was never recorded: nothing routes to it.
+    let rows: i64 = sqlx::query("SELECT count(*) AS n FROM subscriptions WHERE external_id = $1")
+        .bind(&lost.id)
+        .fetch_one(&h.pool)
+        .await
+        .unwrap()
+        .get("n");
+    assert_eq!(rows, 0);
+    h.stop().await;
+}

@@ -12,6 +12,8 @@
 //! - `error`: [`GoogleError`] and the classification table.
 //! - `pending`: channels asked for and not yet recorded, so intake can route
 //!   the `sync` message Google sends before `events.watch` answers.
+//! - `unconfirmed`: channels whose `events.watch` answer was lost; stopped once
+//!   the next channel of the same calendar tells us its resourceId (no pile-up).
 //!
 //! A Calendar channel can never be extended: `renew` creates a new channel (new id,
 //! new token) and returns it; the supervisor records it and then stops the old one.
@@ -22,10 +24,12 @@ mod error;
 mod pending;
 #[cfg(test)]
 mod tests;
+mod unconfirmed;
 
 pub use client::{GmailWatchBody, StopChannelBody, WEB_HOOK, WatchChannelBody, parse_millis};
 pub use error::{Call, GoogleError, GoogleErrorBody, required_scope};
 pub use pending::{PENDING_TTL, PendingChannel, PendingChannels};
+pub use unconfirmed::UnconfirmedChannels;
 
 use crate::providers::http_client;
 use crate::providers::oauth::{CredentialSource, TokenCache, TokenError};
@@ -36,7 +40,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 use subkeeper_actors::clock::SharedClock;
-use subkeeper_actors::domain::{Provider, ProviderKind, Subscription};
+use subkeeper_actors::domain::{Provider, ProviderId, ProviderKind, Subscription};
 use subkeeper_actors::ports::{ApiError, CreateRequest, ProviderSubscription, SubscriptionApi};
 use tracing::Instrument;
 
@@ -134,6 +138,7 @@ impl GoogleApis {
                 clock: Arc::clone(&clock),
                 address: config.calendar_address,
                 pending: Arc::new(PendingChannels::default()),
+                unconfirmed: UnconfirmedChannels::default(),
             },
             gmail: GmailApi {
                 client,
@@ -154,6 +159,8 @@ pub struct GoogleCalendarApi {
     address: String,
     /// Channels asked for and not yet recorded (read by intake).
     pending: Arc<PendingChannels>,
+    /// Channels that may exist without our knowing (lost answers).
+    unconfirmed: UnconfirmedChannels,
 }
 
 impl std::fmt::Debug for GoogleCalendarApi {
@@ -206,6 +213,12 @@ impl GoogleCalendarApi {
                 token: token.to_owned(),
             },
         );
+        // Routed only if the call returns the channel: an error, or the caller
+        // dropping this future on its own timeout, forgets it.
+        let mut routed = pending::ForgetUnlessKept::new(&self.pending, &channel_id);
+        // Listed until the outcome is known: a cancelled call stays listed.
+        self.unconfirmed
+            .add(provider.id, &channel_id, self.clock.now());
         let opened = self
             .call_watch(credentials, url, &body, &channel_id, expires_at)
             .await
@@ -213,12 +226,60 @@ impl GoogleCalendarApi {
                 channel.client_state = Some(token.to_owned());
                 channel
             });
-        if opened.is_err() {
-            // Refused, or unknown: a channel that may exist without our
-            // knowing its resourceId is not one to route for (it lapses).
-            self.pending.forget(&channel_id);
+        match &opened {
+            Ok(channel) => {
+                routed.keep();
+                self.unconfirmed.settle(provider.id, &channel_id);
+                if let Some(resource_id) = channel.resource_id.as_deref() {
+                    self.stop_unconfirmed(provider, credentials, resource_id)
+                        .await;
+                }
+            }
+            Err(e) => {
+                // Not routed (the guard forgets it): a channel we may never
+                // record is not one to deliver for.
+                if !e.may_have_opened() {
+                    self.unconfirmed.settle(provider.id, &channel_id);
+                }
+            }
         }
         opened
+    }
+
+    /// Stops the provider's channels whose watch answer was lost, now that a
+    /// channel on the same calendar named its resourceId. A failed stop is
+    /// kept for the next successful watch; it never fails this one.
+    async fn stop_unconfirmed(
+        &self,
+        provider: &Provider,
+        credentials: uuid::Uuid,
+        resource_id: &str,
+    ) {
+        let lifetime = TimeDelta::seconds(CALENDAR_MAX_TTL_SECONDS);
+        let listed = self
+            .unconfirmed
+            .take(provider.id, self.clock.now(), lifetime);
+        let mut keep = Vec::new();
+        for (channel_id, asked_at) in listed {
+            match self
+                .stop_channel(credentials, &channel_id, resource_id)
+                .await
+            {
+                Ok(()) => {
+                    tracing::info!(channel = %channel_id, "channel whose watch answer was lost is stopped (or never existed)")
+                }
+                Err(e) => {
+                    tracing::warn!(channel = %channel_id, error = %e, "could not stop a channel whose watch answer was lost; retrying after the next watch");
+                    keep.push((channel_id, asked_at));
+                }
+            }
+        }
+        self.unconfirmed.put_back(provider.id, keep);
+    }
+
+    /// The channels listed as possibly open without our knowing, for `provider`.
+    pub fn unconfirmed_channels(&self, provider: ProviderId) -> Vec<String> {
+        self.unconfirmed.listed(provider)
     }
 
     /// `events.watch` and the checks on its answer.
@@ -276,8 +337,19 @@ impl GoogleCalendarApi {
             tracing::warn!(channel = %subscription.external_id, "channel has no resourceId; it lapses at its expiry");
             return Ok(());
         };
+        self.stop_channel(credentials, &subscription.external_id, resource_id)
+            .await
+    }
+
+    /// `channels.stop`; a channel Google does not know (404/410) counts as stopped.
+    async fn stop_channel(
+        &self,
+        credentials: uuid::Uuid,
+        channel_id: &str,
+        resource_id: &str,
+    ) -> Result<(), GoogleError> {
         let body = to_json(&StopChannelBody {
-            id: &subscription.external_id,
+            id: channel_id,
             resource_id,
         })?;
         let url = self.client.url(&["calendar", "v3", "channels", "stop"])?;

@@ -94,6 +94,39 @@ impl PendingChannels {
     }
 }
 
+/// Forgets a pending channel when dropped, unless [`ForgetUnlessKept::keep`] was
+/// called: the adapter's call can end in an error or be dropped by its caller's
+/// timeout, and neither may leave the channel routable.
+pub(crate) struct ForgetUnlessKept<'a> {
+    pending: &'a PendingChannels,
+    channel_id: &'a str,
+    kept: bool,
+}
+
+impl<'a> ForgetUnlessKept<'a> {
+    /// Guards `channel_id`.
+    pub(crate) fn new(pending: &'a PendingChannels, channel_id: &'a str) -> Self {
+        Self {
+            pending,
+            channel_id,
+            kept: false,
+        }
+    }
+
+    /// The channel was opened: keep routing it until it ages out.
+    pub(crate) fn keep(&mut self) {
+        self.kept = true;
+    }
+}
+
+impl Drop for ForgetUnlessKept<'_> {
+    fn drop(&mut self) {
+        if !self.kept {
+            self.pending.forget(self.channel_id);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -126,5 +159,16 @@ mod tests {
         assert!(pending.get("old").is_none());
         pending.open("new", channel("t1"));
         assert_eq!(pending.len(), 1, "the aged-out entry was dropped");
+    }
+
+    #[test]
+    fn a_guard_forgets_unless_kept() {
+        let pending = PendingChannels::default();
+        pending.open("dropped", channel("t1"));
+        pending.open("kept", channel("t2"));
+        drop(ForgetUnlessKept::new(&pending, "dropped"));
+        ForgetUnlessKept::new(&pending, "kept").keep();
+        assert!(pending.get("dropped").is_none());
+        assert!(pending.get("kept").is_some());
     }
 }

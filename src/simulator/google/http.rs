@@ -126,15 +126,19 @@ impl Exchange {
                 reason: code,
                 retry_after_seconds,
             }),
-            Fault::Timeout { seconds } => {
-                let error = GoogleError::new(504, "backendError", "Deadline exceeded");
-                // Journal first: a client that gives up drops this future.
-                self.record(error.status);
-                tokio::time::sleep(Duration::from_secs(seconds)).await;
-                render_error(&error)
-            }
+            // Only events.watch commits before losing its answer (`lost`).
+            Fault::Timeout { seconds } | Fault::LostAnswer { seconds } => self.lost(seconds).await,
             Fault::ExpiredToken | Fault::InvalidGrant => self.fail(GoogleError::unauthenticated()),
         }
+    }
+
+    /// Holds the answer for `seconds` of wall time, then a 504.
+    async fn lost(self, seconds: u64) -> HttpResponse {
+        let error = GoogleError::new(504, "backendError", "Deadline exceeded");
+        // Journal first: a client that gives up drops this future.
+        self.record(error.status);
+        tokio::time::sleep(Duration::from_secs(seconds)).await;
+        render_error(&error)
     }
 
     fn record(&self, status: u16) {
@@ -222,9 +226,11 @@ async fn events_watch(
         Ok(caller) => caller,
         Err(error) => return ex.fail(error),
     };
-    if let Some(fault) = ex.fault() {
-        return ex.faulted(fault).await;
-    }
+    let lost_answer = match ex.fault() {
+        Some(Fault::LostAnswer { seconds }) => Some(seconds),
+        Some(fault) => return ex.faulted(fault).await,
+        None => None,
+    };
     let channel = {
         let now = sim.now();
         let mut google = lock(&sim.shared.google);
@@ -252,6 +258,10 @@ async fn events_watch(
         sync.await;
     } else {
         tokio::spawn(sync);
+    }
+    if let Some(seconds) = lost_answer {
+        // The channel exists and delivers; the caller never hears of it.
+        return ex.lost(seconds).await;
     }
     ex.json(&wire::channel_json(&channel))
 }

@@ -96,7 +96,7 @@ async fn token(sim: web::Data<Simulator>, req: HttpRequest, body: web::Bytes) ->
             error.retry_after_seconds = retry_after_seconds;
             return fail(error);
         }
-        Some(Fault::Timeout { seconds }) => {
+        Some(Fault::Timeout { seconds } | Fault::LostAnswer { seconds }) => {
             let error = OAuthError::new(504, "temporarily_unavailable", "Deadline exceeded.");
             record(error.status);
             tokio::time::sleep(Duration::from_secs(seconds)).await;

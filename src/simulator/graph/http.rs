@@ -148,7 +148,8 @@ impl Exchange {
                 message: canned_message(status).to_owned(),
                 retry_after_seconds,
             }),
-            Fault::Timeout { seconds } => {
+            // Graph creates do not commit first here: a plain timeout.
+            Fault::Timeout { seconds } | Fault::LostAnswer { seconds } => {
                 let error = GraphError::new(504, "GatewayTimeout", canned_message(504));
                 // Journal first: a client that gives up drops this future.
                 self.record(error.status);

@@ -129,7 +129,7 @@ async fn token(
             error.retry_after_seconds = retry_after_seconds;
             return fail(error);
         }
-        Some(Fault::Timeout { seconds }) => {
+        Some(Fault::Timeout { seconds } | Fault::LostAnswer { seconds }) => {
             let error = AadError::new(
                 504,
                 "temporarily_unavailable",
