@@ -1,4 +1,4 @@
--- Gmail's historyId as of the last users.watch (the point from which Gmail
--- pushes changes); downstream reads the mailbox's history from it after a gap.
+-- Gmail's historyId as of the last users.watch: the mailbox's position when the
+-- watch was (re)set; pushes cover changes after it. Not a consumer's sync cursor.
 -- NULL for Graph subscriptions and Calendar channels.
 ALTER TABLE subscriptions ADD COLUMN history_id text;

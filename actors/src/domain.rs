@@ -299,8 +299,10 @@ pub struct Subscription {
     pub created_at: DateTime<Utc>,
     /// When it was last renewed, if ever.
     pub renewed_at: Option<DateTime<Utc>>,
-    /// Gmail's `historyId` as of the last `users.watch`: downstream reads the
-    /// mailbox's history from here after a gap. `None` for other families.
+    /// Gmail's `historyId` as of the last `users.watch`: the mailbox's position
+    /// when the watch was (re)set — pushes cover changes after it. Not a sync
+    /// cursor: a consumer keeps its own last-processed historyId. `None` for
+    /// other families.
     pub history_id: Option<String>,
 }
 
@@ -421,8 +423,9 @@ pub struct DomainEvent {
     /// change events.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub change_type: Option<String>,
-    /// Gmail's `historyId` a `resync_required` event may read the mailbox's
-    /// history from (the new watch's, after a recreate).
+    /// Gmail's `historyId`: on `mail_changed`, the one the push announced; on a
+    /// `resync_required` after a recreate, the new watch's (pushes cover changes
+    /// after it; read `history.list` from your own last-processed id up to it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub history_id: Option<String>,
 }

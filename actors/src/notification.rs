@@ -217,6 +217,7 @@ pub fn domain_event(envelope: &WebhookEnvelope) -> DomainEvent {
         // Gmail says up to which history id the mailbox changed (a number on
         // the wire, a string in Gmail's API).
         history_id: match envelope.notification.get("historyId") {
+            _ if envelope.kind != ProviderKind::Gmail => None,
             Some(serde_json::Value::Number(n)) => Some(n.to_string()),
             Some(serde_json::Value::String(s)) => Some(s.clone()),
             _ => None,

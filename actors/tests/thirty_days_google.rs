@@ -56,7 +56,12 @@ struct ClockedGoogle {
 }
 
 impl ClockedGoogle {
-    fn open(&self, id: String, replacing: Option<&Subscription>) -> ProviderSubscription {
+    fn open(
+        &self,
+        id: String,
+        replacing: Option<&Subscription>,
+        history_id: Option<String>,
+    ) -> ProviderSubscription {
         let now = self.clock.now();
         let mut live = self.live.lock().unwrap();
         let replacing = replacing.and_then(|old| {
@@ -75,7 +80,7 @@ impl ClockedGoogle {
             resource_id: Some("resource-1".into()),
             expires_at: now + LIFETIME,
             client_state: Some(uuid::Uuid::new_v4().simple().to_string()),
-            history_id: None,
+            history_id,
         }
     }
 
@@ -99,11 +104,14 @@ impl SubscriptionApi for ClockedGoogle {
 
     async fn create(
         &self,
-        _: &Provider,
+        provider: &Provider,
         _: &CreateRequest,
     ) -> Result<ProviderSubscription, ApiError> {
         tokio::time::sleep(Duration::from_millis(200)).await;
-        Ok(self.open(uuid::Uuid::new_v4().to_string(), None))
+        // Gmail answers the mailbox's historyId; the renewals below answer none,
+        // and the one known must be kept.
+        let history = (provider.kind == ProviderKind::Gmail).then(|| "4711".to_owned());
+        Ok(self.open(uuid::Uuid::new_v4().to_string(), None, history))
     }
 
     async fn renew(
@@ -118,7 +126,7 @@ impl SubscriptionApi for ClockedGoogle {
             ProviderKind::Gmail => sub.external_id.clone(),
             _ => uuid::Uuid::new_v4().to_string(),
         };
-        Ok(self.open(id, Some(sub)))
+        Ok(self.open(id, Some(sub), None))
     }
 
     async fn delete(&self, _: &Provider, sub: &Subscription) -> Result<(), ApiError> {
@@ -301,7 +309,12 @@ fn thirty_days_of_gmail_watch_renewed_daily_in_place() {
                 );
             }
             assert_eq!(google.live_now().len(), 1);
-            assert!(store.subscription(provider.id).is_some());
+            let watch = store.subscription(provider.id).expect("a live watch");
+            assert_eq!(
+                watch.history_id.as_deref(),
+                Some("4711"),
+                "renewals that answer no historyId keep the known one"
+            );
             assert!(store.attempts().iter().all(|a| a.success));
         },
     );

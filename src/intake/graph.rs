@@ -46,6 +46,9 @@ pub struct LifecycleOutcome {
     pub dropped: Vec<Dropped>,
 }
 
+/// Subscription ids of ours logged per drop reason and request.
+const MAX_LOGGED_IDS: usize = 10;
+
 /// Graph notification intake.
 #[derive(Clone)]
 pub struct GraphIntake {
@@ -128,8 +131,10 @@ impl GraphIntake {
         })?;
         let mut accepted = Vec::new();
         let mut dropped = Vec::new();
-        // Reason → (items, the first one's subscription id).
-        let mut summary: Vec<(Dropped, usize, String)> = Vec::new();
+        // Reason → (items, example subscription ids): for unknown ids the first
+        // (they may be forged by the thousand), for ours every distinct one up
+        // to a few (a real subscription failing its check must show).
+        let mut summary: Vec<(Dropped, usize, Vec<String>)> = Vec::new();
         for (item, subscription_id) in items.into_iter().zip(ids) {
             let given = item
                 .get("clientState")
@@ -148,18 +153,28 @@ impl GraphIntake {
                     item,
                 }),
                 Err(why) => {
+                    let cap = if why == Dropped::UnknownSubscription {
+                        1
+                    } else {
+                        MAX_LOGGED_IDS
+                    };
                     match summary.iter_mut().find(|(w, _, _)| *w == why) {
-                        Some((_, n, _)) => *n += 1,
-                        None => summary.push((why, 1, subscription_id)),
+                        Some((_, n, ids)) => {
+                            *n += 1;
+                            if ids.len() < cap && !ids.contains(&subscription_id) {
+                                ids.push(subscription_id);
+                            }
+                        }
+                        None => summary.push((why, 1, vec![subscription_id])),
                     }
                     dropped.push(why);
                 }
             }
         }
-        for (why, items, first) in summary {
+        for (why, items, ids) in summary {
             metrics::counter!(names::WEBHOOKS_RECEIVED, "kind" => kind_label, "result" => why.label())
                 .increment(items as u64);
-            tracing::warn!(reason = why.label(), items, subscription = %first, "webhook notifications dropped");
+            tracing::warn!(reason = why.label(), items, subscriptions = %ids.join(","), "webhook notifications dropped");
         }
         Ok((accepted, dropped))
     }

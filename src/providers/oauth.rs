@@ -600,6 +600,7 @@ impl TokenCache {
         id: Uuid,
         known: &mut Option<OAuthCredentials>,
     ) -> Result<AccessToken, TokenError> {
+        let mut remembered = None;
         let credentials = match self.source.credentials(id).await {
             Ok(Some(credentials)) => {
                 *known = Some(credentials.clone());
@@ -615,6 +616,7 @@ impl TokenCache {
                         reason,
                         "credential store unavailable; using the credentials last read"
                     );
+                    remembered = Some(reason);
                     credentials
                 }
                 None => return Err(TokenError::Store(reason)),
@@ -692,6 +694,16 @@ impl TokenCache {
                 },
             };
             tracing::warn!(status, class = %error.class(), error = %error, "token request refused");
+            // The remembered copy may be the one a human has just replaced: its
+            // refusal says nothing about the stored credentials, so it is the
+            // store's (transient) failure, not a reason to stop and page.
+            if let Some(reason) = remembered
+                && matches!(error.class(), ErrorClass::ReauthRequired | ErrorClass::Auth)
+            {
+                return Err(TokenError::Store(format!(
+                    "{reason}; the credentials last read were refused ({error})"
+                )));
+            }
             return Err(error);
         }
 

@@ -917,6 +917,19 @@ async fn a_credential_store_outage_does_not_fail_a_token_refresh_once_credential
     h.create(&provider).await.unwrap();
     assert_eq!(h.token_requests(), 2, "a new token was fetched");
 
+    // The remembered copy is refused (a human may have just replaced it): that
+    // says nothing about the stored credentials, so it is not a reason to stop.
+    h.api.tokens().invalidate(h.credentials_id).await;
+    h.fault(FaultOperation::Token, Fault::InvalidGrant, 1);
+    let err = h.create(&provider).await.unwrap_err();
+    assert_eq!(err.class, ErrorClass::Transient, "{}", err.message);
+    assert!(
+        err.message.contains("last read were refused"),
+        "{}",
+        err.message
+    );
+    assert_eq!(h.token_requests(), 3);
+
     // Credentials never read: nothing to fall back on, the failure is reported as
     // the store's (transient), not the provider's.
     let other = Uuid::new_v4();
@@ -937,7 +950,7 @@ async fn a_credential_store_outage_does_not_fail_a_token_refresh_once_credential
     );
     assert_eq!(
         h.token_requests(),
-        2,
+        3,
         "no token request without credentials"
     );
 
