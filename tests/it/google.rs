@@ -97,19 +97,21 @@ fn journal(h: &Harness, prefix: &str) -> Vec<(usize, RecordedRequest)> {
         .collect()
 }
 
-#[actix_web::test]
-async fn calendar_rotation_opens_the_new_channel_before_stopping_the_old_and_publishes_only_real_changes()
- {
-    let h = Harness::start(|_| {}).await;
-    let tenant = "acme";
-    let calendar = "team@example.com";
+/// Creates a `google_calendar` provider for `calendar` and waits until it is
+/// healthy; its id and its live channel's id.
+async fn healthy_calendar(
+    h: &Harness,
+    tenant: &str,
+    calendar: &str,
+    refresh_token: &str,
+) -> (String, String) {
     let p = h
         .create_google_provider(
             tenant,
             "google_calendar",
             calendar,
             "client-acme",
-            "rt-acme",
+            refresh_token,
         )
         .await;
     let view = h
@@ -117,7 +119,17 @@ async fn calendar_rotation_opens_the_new_channel_before_stopping_the_old_and_pub
             status(v) == "healthy"
         })
         .await;
-    let first_id = view["subscription"]["id"].as_str().unwrap().to_owned();
+    let channel = view["subscription"]["id"].as_str().unwrap().to_owned();
+    (p, channel)
+}
+
+#[actix_web::test]
+async fn calendar_rotation_opens_the_new_channel_before_stopping_the_old_and_publishes_only_real_changes()
+ {
+    let h = Harness::start(|_| {}).await;
+    let tenant = "acme";
+    let calendar = "team@example.com";
+    let (p, first_id) = healthy_calendar(&h, tenant, calendar, "rt-acme").await;
     let live = h.sim.google_channels();
     assert_eq!(live.len(), 1, "{live:#?}");
     let old = live[0].clone();
@@ -793,21 +805,7 @@ async fn a_channel_whose_watch_answer_was_lost_is_stopped_after_the_next_watch()
             .for_resource(calendar)
             .times(1),
     );
-    let p = h
-        .create_google_provider(
-            tenant,
-            "google_calendar",
-            calendar,
-            "client-acme",
-            "rt-lost",
-        )
-        .await;
-    let view = h
-        .wait_provider(tenant, &p, "calendar registered after a lost answer", |v| {
-            status(v) == "healthy"
-        })
-        .await;
-    let live_id = view["subscription"]["id"].as_str().unwrap().to_owned();
+    let (_, live_id) = healthy_calendar(&h, tenant, calendar, "rt-lost").await;
     wait_until(
         "the lost channel stopped",
         Duration::from_secs(10),
