@@ -29,35 +29,48 @@ pub fn init_logging(format: &str, filter: &str) {
     };
 }
 
+/// Histogram buckets, in seconds. Alert thresholds sit on a boundary so
+/// `histogram_quantile` does not interpolate across them (docs/metrics.md lists
+/// the same, a test keeps them equal).
+pub const BUCKETS: [(&str, &[f64]); 4] = [
+    // Alert at 2 s; Graph counts a delivery slower than ~3 s as failed.
+    (
+        names::WEBHOOK_RESPONSE,
+        &[
+            0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 2.9, 3.0, 5.0,
+        ],
+    ),
+    // Alert at 900 s.
+    (
+        names::RENEWAL_LAG,
+        &[0.1, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0],
+    ),
+    // One provider call, plus a token refresh when needed.
+    (
+        names::RENEWAL_DURATION,
+        &[0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0],
+    ),
+    // A healthy ack takes milliseconds; past the publish timeout it is the outbox.
+    (
+        names::JETSTREAM_PUBLISH,
+        &[
+            0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+        ],
+    ),
+];
+
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
 /// Installs the Prometheus recorder once per process and returns its handle.
 fn prometheus() -> Option<PrometheusHandle> {
     HANDLE
         .get_or_init(|| {
-            let builder = PrometheusBuilder::new()
-                .set_buckets_for_metric(
-                    Matcher::Full(names::WEBHOOK_RESPONSE.into()),
-                    &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 2.9, 3.0, 5.0],
-                )
-                .and_then(|b| {
-                    b.set_buckets_for_metric(
-                        Matcher::Full(names::RENEWAL_LAG.into()),
-                        &[0.1, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0],
-                    )
-                })
-                .and_then(|b| {
-                    b.set_buckets_for_metric(
-                        Matcher::Full(names::RENEWAL_DURATION.into()),
-                        &[0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0],
-                    )
-                })
-                .and_then(|b| {
-                    b.set_buckets_for_metric(
-                        Matcher::Full(names::JETSTREAM_PUBLISH.into()),
-                        &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0],
-                    )
-                });
+            let builder = BUCKETS.iter().try_fold(
+                PrometheusBuilder::new(),
+                |builder, (name, buckets)| {
+                    builder.set_buckets_for_metric(Matcher::Full((*name).into()), buckets)
+                },
+            );
             match builder.and_then(|b| b.install_recorder()) {
                 Ok(handle) => {
                     subkeeper_actors::telemetry::describe_metrics();
@@ -280,6 +293,30 @@ mod tests {
         let mut exported: Vec<&str> = names::ALL.to_vec();
         exported.sort_unstable();
         assert_eq!(documented, exported);
+    }
+
+    /// docs/metrics.md's bucket table is what the recorder is given.
+    #[test]
+    fn documented_buckets_are_the_configured_ones() {
+        let doc = include_str!("../../docs/metrics.md");
+        let table = doc
+            .split("## Histogram buckets")
+            .nth(1)
+            .expect("docs/metrics.md has a '## Histogram buckets' section");
+        for (name, buckets) in BUCKETS {
+            let row = table
+                .lines()
+                .find(|l| l.starts_with(&format!("| `{name}` |")))
+                .unwrap_or_else(|| panic!("no bucket row for {name} in docs/metrics.md"));
+            let documented: Vec<f64> = row
+                .split('|')
+                .nth(2)
+                .unwrap()
+                .split(',')
+                .map(|b| b.trim().parse().unwrap())
+                .collect();
+            assert_eq!(documented, buckets, "{name}");
+        }
     }
 
     #[test]
