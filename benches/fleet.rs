@@ -319,6 +319,13 @@ async fn measure(args: &Args, url: &str, nats: &(String, String)) -> anyhow::Res
     let live_at_simulator = sim.subscriptions().len();
     let mut operations: BTreeMap<String, usize> = BTreeMap::new();
     let requests = sim.requests();
+    if sim.requests_dropped() > 0 {
+        eprintln!(
+            "note: the simulator journal let go of its {} oldest requests; the operation counts cover the latest {} only",
+            sim.requests_dropped(),
+            requests.len()
+        );
+    }
     // The journal keeps every request with its body for the whole run: its size as
     // JSON is a rough lower bound of what it adds to the RSS.
     let journal_bytes = serde_json::to_vec(&requests).map_or(0, |v| v.len());

@@ -239,6 +239,7 @@ async fn config_view(sim: web::Data<Simulator>) -> HttpResponse {
         notification_timeout,
         gmail_push_endpoint: _,
         google_sync_before_answer,
+        journal_capacity,
     } = sim.config();
     HttpResponse::Ok().json(json!({
         "require_https": require_https,
@@ -247,6 +248,8 @@ async fn config_view(sim: web::Data<Simulator>) -> HttpResponse {
         "notification_timeout_ms": notification_timeout.as_millis(),
         "gmail_push_endpoint": sim.gmail_push_endpoint(),
         "google_sync_before_answer": google_sync_before_answer,
+        "journal_capacity": journal_capacity,
+        "journal_dropped": sim.requests_dropped(),
     }))
 }
 

@@ -2,11 +2,15 @@
 //! with what the simulator made of it and what it answered.
 //!
 //! Tests assert on it ("the service renewed exactly once", "it refreshed its token
-//! after the 401"). It records; it never decides an answer.
+//! after the 401"). It records; it never decides an answer. It keeps the latest
+//! entries up to a capacity (a long `subkeeper simulate` must not grow without
+//! bound), and counts what it let go.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use std::collections::VecDeque;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// What a request asked the provider to do, as the simulator classified it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -58,15 +62,38 @@ pub struct RecordedRequest {
     pub body: Option<serde_json::Value>,
 }
 
-/// Append-only list of [`RecordedRequest`]s, cleared on demand.
-#[derive(Debug, Default)]
+/// Entries a journal keeps by default: about 50 MiB of requests with bodies,
+/// more than a 10,000-provider benchmark run makes.
+pub const DEFAULT_JOURNAL_CAPACITY: usize = 100_000;
+
+/// The latest [`RecordedRequest`]s, up to a capacity, cleared on demand.
+#[derive(Debug)]
 pub struct Journal {
     /// In arrival order (more precisely: in the order answers were decided).
-    entries: Mutex<Vec<RecordedRequest>>,
+    entries: Mutex<VecDeque<RecordedRequest>>,
+    /// Entries kept at most; the oldest go first.
+    capacity: usize,
+    /// Entries let go to stay within `capacity`.
+    dropped: AtomicU64,
+}
+
+impl Default for Journal {
+    fn default() -> Self {
+        Self::with_capacity(DEFAULT_JOURNAL_CAPACITY)
+    }
 }
 
 impl Journal {
-    /// Adds one entry.
+    /// A journal keeping the latest `capacity` entries (at least one).
+    pub fn with_capacity(capacity: usize) -> Self {
+        Self {
+            entries: Mutex::new(VecDeque::new()),
+            capacity: capacity.max(1),
+            dropped: AtomicU64::new(0),
+        }
+    }
+
+    /// Adds one entry, letting the oldest go when full.
     pub fn record(&self, entry: RecordedRequest) {
         tracing::debug!(
             method = %entry.method,
@@ -75,12 +102,27 @@ impl Journal {
             status = entry.status,
             "simulator answered"
         );
-        lock(&self.entries).push(entry);
+        let mut entries = lock(&self.entries);
+        if entries.len() >= self.capacity {
+            entries.pop_front();
+            if self.dropped.fetch_add(1, Ordering::Relaxed) == 0 {
+                tracing::info!(
+                    capacity = self.capacity,
+                    "simulator journal full: the oldest requests are let go from now on"
+                );
+            }
+        }
+        entries.push_back(entry);
     }
 
-    /// A copy of every entry so far.
+    /// A copy of every entry kept, oldest first.
     pub fn entries(&self) -> Vec<RecordedRequest> {
-        lock(&self.entries).clone()
+        lock(&self.entries).iter().cloned().collect()
+    }
+
+    /// Entries let go so far to stay within the capacity.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
     }
 
     /// Forgets every entry.
@@ -95,4 +137,36 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(path: &str) -> RecordedRequest {
+        RecordedRequest {
+            method: "POST".into(),
+            path: path.into(),
+            operation: Operation::Create,
+            tenant: None,
+            resource: None,
+            subscription_id: None,
+            status: 201,
+            at: Utc::now(),
+            body: None,
+        }
+    }
+
+    #[test]
+    fn a_full_journal_keeps_the_latest_entries_and_counts_the_rest() {
+        let journal = Journal::with_capacity(3);
+        for i in 0..5 {
+            journal.record(entry(&format!("/{i}")));
+        }
+        let paths: Vec<String> = journal.entries().into_iter().map(|e| e.path).collect();
+        assert_eq!(paths, ["/2", "/3", "/4"]);
+        assert_eq!(journal.dropped(), 2);
+        journal.clear();
+        assert!(journal.entries().is_empty());
+    }
 }

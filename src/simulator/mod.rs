@@ -66,6 +66,9 @@ pub struct SimulatorConfig {
     /// order a subscriber sees when Google's sync outruns its own answer, pinned
     /// so tests can rely on it. Off: the sync is sent right after the answer.
     pub google_sync_before_answer: bool,
+    /// Requests the journal keeps (the latest); older ones are let go and
+    /// counted ([`Simulator::requests_dropped`]).
+    pub journal_capacity: usize,
 }
 
 impl Default for SimulatorConfig {
@@ -77,6 +80,7 @@ impl Default for SimulatorConfig {
             notification_timeout: Duration::from_secs(3),
             gmail_push_endpoint: None,
             google_sync_before_answer: false,
+            journal_capacity: journal::DEFAULT_JOURNAL_CAPACITY,
         }
     }
 }
@@ -352,6 +356,7 @@ impl Simulator {
     /// A simulator with no tokens, subscriptions or faults, whose provider time is
     /// `base_clock` until advanced.
     pub fn new(config: SimulatorConfig, base_clock: SharedClock) -> Self {
+        let journal = Journal::with_capacity(config.journal_capacity);
         // reqwest is built without a default crypto provider; the first caller
         // installs ring, later calls find it installed.
         let _ = rustls::crypto::ring::default_provider().install_default();
@@ -374,7 +379,7 @@ impl Simulator {
                 graph: Mutex::new(GraphState::default()),
                 google: Mutex::new(GoogleState::default()),
                 faults: FaultBook::default(),
-                journal: Journal::default(),
+                journal,
                 http,
             }),
         }
@@ -458,9 +463,15 @@ impl Simulator {
         self.shared.faults.clear();
     }
 
-    /// Every request the Graph and token endpoints received, in order.
+    /// The requests the provider endpoints received, in order (the latest
+    /// `journal_capacity` of them).
     pub fn requests(&self) -> Vec<RecordedRequest> {
         self.shared.journal.entries()
+    }
+
+    /// Requests the journal let go to stay within its capacity.
+    pub fn requests_dropped(&self) -> u64 {
+        self.shared.journal.dropped()
     }
 
     /// Forgets the recorded requests.
