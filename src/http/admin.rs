@@ -197,7 +197,12 @@ async fn credentials(
     authorize(&req, &state)?;
     let (tenant, id) = key(&path)?;
     let new: NewCredentials = body(&bytes)?;
-    new.validate().map_err(HttpError::Unprocessable)?;
+    // What a provider needs depends on its kind (which never changes).
+    let Some(provider) = state.store.provider_view(&tenant, id).await? else {
+        return Err(not_found(&tenant, id));
+    };
+    new.validate_for(provider.kind)
+        .map_err(HttpError::Unprocessable)?;
     if !state
         .store
         .replace_credentials(&tenant, id, &new, &crate::store::request_hash(&bytes))

@@ -20,7 +20,9 @@ use uuid::Uuid;
 pub struct NewCredentials {
     /// `client_credentials` (app-only) or `refresh_token` (delegated).
     pub flow: String,
-    /// Azure AD tenant id or domain the token is requested from.
+    /// Azure AD tenant id or domain the token is requested from (Microsoft;
+    /// Google ignores it and may leave it out).
+    #[serde(default)]
     pub authority_tenant: String,
     /// App registration's client id.
     pub client_id: String,
@@ -33,11 +35,23 @@ pub struct NewCredentials {
 }
 
 impl NewCredentials {
-    /// Checks the fields the flow needs; the error says what is missing.
-    pub fn validate(&self) -> Result<(), String> {
+    /// Checks the fields a provider of `kind` and the flow need; the error says
+    /// what is missing.
+    pub fn validate_for(&self, kind: ProviderKind) -> Result<(), String> {
         let blank = |s: &Option<String>| s.as_deref().is_none_or(|v| v.trim().is_empty());
-        if self.authority_tenant.trim().is_empty() || self.client_id.trim().is_empty() {
-            return Err("credentials need authority_tenant and client_id".into());
+        if self.client_id.trim().is_empty() {
+            return Err("credentials need client_id".into());
+        }
+        if kind.is_graph() && self.authority_tenant.trim().is_empty() {
+            return Err(
+                "Microsoft credentials need authority_tenant (the Azure AD tenant id or domain)"
+                    .into(),
+            );
+        }
+        if !kind.is_graph() && self.flow != "refresh_token" {
+            return Err(format!(
+                "provider kind '{kind}' needs flow refresh_token (a Google user's consent; client_credentials is Microsoft-only)"
+            ));
         }
         match self.flow.as_str() {
             "client_credentials" if blank(&self.client_secret) => {
@@ -50,6 +64,15 @@ impl NewCredentials {
             other => Err(format!(
                 "unknown flow '{other}': use client_credentials or refresh_token"
             )),
+        }
+    }
+
+    /// The authority stored for a provider of `kind`: Google has one token
+    /// endpoint, so its rows say `google` unless the operator wrote something.
+    fn authority(&self, kind: ProviderKind) -> &str {
+        match self.authority_tenant.trim() {
+            "" if !kind.is_graph() => "google",
+            _ => &self.authority_tenant,
         }
     }
 
@@ -115,13 +138,7 @@ impl NewProvider {
             }
             _ => {}
         }
-        if !self.kind.is_graph() && self.credentials.flow != "refresh_token" {
-            return Err(format!(
-                "provider kind '{}' needs flow refresh_token (a Google user's consent; client_credentials is Microsoft-only)",
-                self.kind
-            ));
-        }
-        self.credentials.validate()
+        self.credentials.validate_for(self.kind)
     }
 }
 
@@ -245,7 +262,7 @@ impl PgStore {
         .bind(id)
         .bind(tenant.as_str())
         .bind(&c.flow)
-        .bind(&c.authority_tenant)
+        .bind(c.authority(kind))
         .bind(&c.client_id)
         .bind(&c.client_secret)
         .bind(&c.refresh_token)

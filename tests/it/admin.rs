@@ -3,6 +3,7 @@
 use crate::support::Harness;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
+use sqlx::Row;
 
 #[actix_web::test]
 async fn another_tenants_provider_is_not_found_and_bad_input_changes_nothing() {
@@ -118,5 +119,103 @@ async fn graph_handshake_echoes_the_decoded_token_as_plain_text() {
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    h.stop().await;
+}
+
+/// Credentials are checked against the provider's kind, on create and on
+/// replacement: Microsoft needs its directory tenant, Google needs a user's
+/// refresh token and no tenant at all. A refused replacement changes nothing.
+#[actix_web::test]
+async fn credentials_are_checked_against_the_providers_kind() {
+    let h = Harness::start(|_| {}).await;
+    h.sim.register_google_account("rt-kind", "kind@example.com");
+    let google = json!({
+        "flow": "refresh_token", "client_id": "client-acme",
+        "client_secret": "not-a-real-google-secret", "refresh_token": "rt-kind"
+    });
+    // Google without authority_tenant: accepted, stored as `google`, and it works.
+    let (status, body) = h
+        .admin(
+            Method::POST,
+            "/tenants/acme/providers",
+            Some(json!({
+                "kind": "google_calendar", "display_name": "kind", "resource": "kind@example.com",
+                "credentials": google
+            })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let id = body["id"].as_str().unwrap().to_owned();
+    h.wait_provider("acme", &id, "healthy", |v| {
+        v["health"]["subscription_status"] == "healthy"
+    })
+    .await;
+    let authority: String = sqlx::query(
+        "SELECT c.authority_tenant FROM oauth_credentials c JOIN providers p ON p.credentials_id = c.id WHERE p.id = $1::uuid",
+    )
+    .bind(&id)
+    .fetch_one(&h.pool)
+    .await
+    .unwrap()
+    .get("authority_tenant");
+    assert_eq!(authority, "google");
+
+    // Microsoft without one: refused, naming the field.
+    let (status, body) = h
+        .admin(Method::POST, "/tenants/acme/providers", Some(json!({
+            "kind": "graph_mail", "display_name": "x", "resource": "users/x/messages",
+            "credentials": {"flow": "client_credentials", "client_id": "c", "client_secret": "s"}
+        })))
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("authority_tenant"),
+        "{body}"
+    );
+
+    // App-only credentials for the Google provider: refused, nothing changes.
+    let version = |pool: sqlx::PgPool, id: String| async move {
+        sqlx::query("SELECT credentials_version, credentials_id FROM providers WHERE id = $1::uuid")
+            .bind(id)
+            .fetch_one(&pool)
+            .await
+            .map(|r| {
+                (
+                    r.get::<i64, _>("credentials_version"),
+                    r.get::<uuid::Uuid, _>("credentials_id"),
+                )
+            })
+            .unwrap()
+    };
+    let before = version(h.pool.clone(), id.clone()).await;
+    let (status, body) = h
+        .admin(
+            Method::PUT,
+            &format!("/tenants/acme/providers/{id}/credentials"),
+            Some(json!({"flow": "client_credentials", "authority_tenant": "a", "client_id": "c", "client_secret": "s"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("refresh_token"),
+        "{body}"
+    );
+    assert_eq!(version(h.pool.clone(), id.clone()).await, before);
+    // Another tenant's provider is not found, whatever the body.
+    let (status, _) = h
+        .admin(
+            Method::PUT,
+            &format!("/tenants/contoso/providers/{id}/credentials"),
+            Some(json!({"flow": "refresh_token", "client_id": "c", "refresh_token": "r"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(version(h.pool.clone(), id.clone()).await, before);
     h.stop().await;
 }
