@@ -121,6 +121,7 @@ pub async fn run_with(
             ..GoogleConfig::default()
         },
         Arc::new(store.clone()),
+        Arc::new(store.clone()),
         clock.clone(),
     )
     .map_err(|e| RunError::Client(e.to_string()))?;

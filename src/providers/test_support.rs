@@ -54,3 +54,17 @@ impl CredentialSource for MemoryCredentials {
         Ok(())
     }
 }
+
+/// A mailbox nobody else watches.
+pub(crate) struct NoOtherWatchers;
+
+#[async_trait]
+impl crate::providers::google::MailboxWatchers for NoOtherWatchers {
+    async fn watched_by_others(
+        &self,
+        _: &str,
+        _: subkeeper_actors::domain::ProviderId,
+    ) -> Result<bool, StoreError> {
+        Ok(false)
+    }
+}

@@ -1,10 +1,13 @@
-//! OAuth credentials on Postgres: the `CredentialSource` the provider adapters read
-//! tokens' inputs from, and where rotated refresh tokens are kept.
+//! What the provider adapters read from Postgres: OAuth credentials (the
+//! `CredentialSource` tokens' inputs come from, and where rotated refresh tokens
+//! are kept) and, for Gmail, who else watches a mailbox (`MailboxWatchers`).
 
 use super::{PgStore, db};
+use crate::providers::google::MailboxWatchers;
 use crate::providers::oauth::{CredentialSource, OAuthCredentials, OAuthFlow};
 use async_trait::async_trait;
 use sqlx::Row;
+use subkeeper_actors::domain::ProviderId;
 use subkeeper_actors::ports::StoreError;
 use uuid::Uuid;
 
@@ -51,5 +54,26 @@ impl CredentialSource for PgStore {
         .await
         .map_err(db)?;
         Ok(())
+    }
+}
+
+#[async_trait]
+impl MailboxWatchers for PgStore {
+    async fn watched_by_others(
+        &self,
+        mailbox: &str,
+        except: ProviderId,
+    ) -> Result<bool, StoreError> {
+        sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM providers p \
+               JOIN subscriptions s ON s.provider_id = p.id AND s.state = 'active' \
+               WHERE p.kind = 'gmail' AND lower(p.resource) = lower($1) \
+                 AND p.enabled AND p.deleted_at IS NULL AND p.id <> $2)",
+        )
+        .bind(mailbox)
+        .bind(except.0)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db)
     }
 }

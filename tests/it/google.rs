@@ -848,3 +848,98 @@ async fn a_channel_whose_watch_answer_was_lost_is_stopped_after_the_next_watch()
     assert_eq!(rows, 0);
     h.stop().await;
 }
+
+/// Gmail keeps one watch per mailbox: when two providers watch the same
+/// mailbox (two tenants, or a provider re-created before the old one was
+/// deleted), deleting one must not stop the watch the other relies on.
+#[actix_web::test]
+async fn deleting_one_of_two_gmail_providers_on_a_mailbox_keeps_the_watch_for_the_other() {
+    let h = Harness::start(|_| {}).await;
+    let mailbox = "shared@example.com";
+    let old = h
+        .create_google_provider("acme", "gmail", mailbox, "client-acme", "rt-shared-acme")
+        .await;
+    let new = h
+        .create_google_provider(
+            "globex",
+            "gmail",
+            mailbox,
+            "client-globex",
+            "rt-shared-globex",
+        )
+        .await;
+    for (tenant, p) in [("acme", &old), ("globex", &new)] {
+        h.wait_provider(tenant, p, "gmail registered", |v| status(v) == "healthy")
+            .await;
+    }
+    assert_eq!(h.sim.gmail_watches().len(), 1, "one watch per mailbox");
+
+    let subscription_state = |p: String| {
+        let pool = h.pool.clone();
+        async move {
+            sqlx::query("SELECT state FROM subscriptions WHERE provider_id = $1::uuid")
+                .bind(p)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+                .get::<String, _>("state")
+        }
+    };
+    let (code, _) = h
+        .admin(
+            Method::DELETE,
+            &format!("/tenants/acme/providers/{old}"),
+            None,
+        )
+        .await;
+    assert_eq!(code, 204);
+    wait_until(
+        "the old provider retired",
+        Duration::from_secs(10),
+        || async { subscription_state(old.clone()).await == "deleted" },
+    )
+    .await;
+    assert_eq!(h.sim.gmail_watches().len(), 1, "the watch is still live");
+    assert!(
+        journal(&h, "/gmail/v1/")
+            .iter()
+            .all(|(_, r)| r.operation != Operation::Delete),
+        "users.stop was not called"
+    );
+
+    // The remaining provider still hears of new mail.
+    assert!(h.sim.gmail_push(mailbox).await.unwrap().all_accepted());
+    let t = h.topology();
+    let subject = format!("{}.webhook.gmail.globex.{new}", h.bus.subject_prefix);
+    wait_until(
+        "the push stored for globex",
+        Duration::from_secs(10),
+        || async {
+            !read_stream(&h.nats, &t.webhook_stream(), &subject)
+                .await
+                .is_empty()
+        },
+    )
+    .await;
+    let acme = format!("{}.webhook.gmail.acme.{old}", h.bus.subject_prefix);
+    assert!(
+        read_stream(&h.nats, &t.webhook_stream(), &acme)
+            .await
+            .is_empty()
+    );
+
+    // The last one out stops it.
+    let (code, _) = h
+        .admin(
+            Method::DELETE,
+            &format!("/tenants/globex/providers/{new}"),
+            None,
+        )
+        .await;
+    assert_eq!(code, 204);
+    wait_until("the watch stopped", Duration::from_secs(10), || async {
+        h.sim.gmail_watches().is_empty()
+    })
+    .await;
+    h.stop().await;
+}

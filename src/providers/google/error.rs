@@ -191,6 +191,9 @@ pub enum GoogleError {
     /// The configuration is unusable (base URL, missing Pub/Sub topic).
     #[error("invalid Google configuration: {0}")]
     Config(String),
+    /// subkeeper's own store could not answer a question the call depends on.
+    #[error("could not read subkeeper's store: {0}")]
+    Store(String),
 }
 
 impl GoogleError {
@@ -220,7 +223,7 @@ impl GoogleError {
     pub fn classify(&self, provider: &Provider) -> ApiError {
         match self {
             Self::Token(error) => error.to_api_error(),
-            Self::Timeout { .. } | Self::Unreachable { .. } => {
+            Self::Timeout { .. } | Self::Unreachable { .. } | Self::Store(_) => {
                 ApiError::new(ErrorClass::Transient, self.to_string())
             }
             Self::InvalidResponse { status, .. } => {

@@ -41,7 +41,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use subkeeper_actors::clock::SharedClock;
 use subkeeper_actors::domain::{Provider, ProviderId, ProviderKind, Subscription};
-use subkeeper_actors::ports::{ApiError, CreateRequest, ProviderSubscription, SubscriptionApi};
+use subkeeper_actors::ports::{
+    ApiError, CreateRequest, ProviderSubscription, StoreError, SubscriptionApi,
+};
 use tracing::Instrument;
 
 /// Longest lifetime asked of a Calendar watch channel, in seconds: Google
@@ -63,6 +65,21 @@ pub const GMAIL_LABEL_IDS: [&str; 1] = ["INBOX"];
 /// Prefix of a Gmail watch's `external_id` (`gmail:<mailbox>:<uuid>`): Gmail has
 /// no id for a watch, one exists per mailbox and Pub/Sub topic.
 pub const GMAIL_ID_PREFIX: &str = "gmail:";
+
+/// Who else watches a Gmail mailbox. Gmail keeps one watch per mailbox (and
+/// Google Cloud project), so `users.stop` for one provider would silence every
+/// other provider on that mailbox — for example the one an operator created to
+/// replace it — until its next daily renewal. The store implements it.
+#[async_trait]
+pub trait MailboxWatchers: Send + Sync + 'static {
+    /// True when an enabled provider other than `except` has a live watch on
+    /// `mailbox` (case-insensitive).
+    async fn watched_by_others(
+        &self,
+        mailbox: &str,
+        except: ProviderId,
+    ) -> Result<bool, StoreError>;
+}
 
 /// Where Google is and how long to wait for it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -111,6 +128,7 @@ impl GoogleApis {
     pub fn new(
         config: GoogleConfig,
         credentials: Arc<dyn CredentialSource>,
+        watchers: Arc<dyn MailboxWatchers>,
         clock: SharedClock,
     ) -> Result<Self, GoogleError> {
         let http = http_client(config.request_timeout, config.connect_timeout)
@@ -143,6 +161,7 @@ impl GoogleApis {
             gmail: GmailApi {
                 client,
                 topic: config.gmail_topic,
+                watchers,
             },
         })
     }
@@ -439,6 +458,8 @@ pub struct GmailApi {
     client: Arc<GoogleClient>,
     /// Pub/Sub topic Gmail publishes to.
     topic: String,
+    /// Other providers on the same mailbox (their watch is ours too).
+    watchers: Arc<dyn MailboxWatchers>,
 }
 
 impl std::fmt::Debug for GmailApi {
@@ -547,6 +568,17 @@ impl SubscriptionApi for GmailApi {
         let span = call_span(provider, Call::UsersStop, Some(&subscription.external_id));
         async {
             let credentials = credentials_of(provider, ProviderKind::Gmail)?;
+            let shared = self
+                .watchers
+                .watched_by_others(&provider.resource, provider.id)
+                .await
+                .map_err(|StoreError(reason)| GoogleError::Store(reason))?;
+            if shared {
+                // Stopping it would stop it for them too; it lapses within 7
+                // days once nobody renews it.
+                tracing::info!("Gmail watch kept: another provider watches this mailbox");
+                return Ok(());
+            }
             let url = self
                 .client
                 .url(&["gmail", "v1", "users", &provider.resource, "stop"])?;

@@ -211,6 +211,7 @@ async fn a_channel_is_pending_before_events_watch_is_called_and_forgotten_when_r
             ..GoogleConfig::default()
         },
         credentials,
+        Arc::new(crate::providers::test_support::NoOtherWatchers),
         sim.clock(),
     )
     .unwrap();
