@@ -2,32 +2,23 @@
 //! renewal lands inside `[expires_at − lookahead − jitter, expires_at)`, the
 //! subscription never lapses, and there are never two provider calls in flight.
 //!
-//! Runs the real Fleet and ProviderSupervisor on an actix System whose current-thread
-//! runtime starts paused, so a 6-day `run_later` fires in microseconds. The ports are
-//! in-process (a Graph-like API that expires subscriptions on the same clock, and the
-//! memory store): real sockets would let tokio's auto-advance jump the clock while a
-//! query is in flight.
+//! Runs the real Fleet and ProviderSupervisor through the shared harness
+//! (`common/mod.rs`): paused time, so a 6-day `run_later` fires in microseconds,
+//! against a Graph-like API that expires subscriptions on the same clock.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
 
 use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
 use std::collections::HashMap;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use subkeeper_actors::board::HealthBoard;
-use subkeeper_actors::clock::{ScaledClock, SharedClock};
-use subkeeper_actors::domain::{
-    ErrorClass, Provider, ProviderId, ProviderKind, Subscription, TenantId,
-};
-use subkeeper_actors::fleet::{Fleet, FleetConfig};
+use subkeeper_actors::clock::SharedClock;
+use subkeeper_actors::domain::{ErrorClass, Provider, ProviderKind, Subscription};
 use subkeeper_actors::lifecycle::Policy;
-use subkeeper_actors::memory::{BroadcastSink, MemoryStore};
-use subkeeper_actors::ports::{
-    ApiError, CallbackUrls, CreateRequest, Ports, ProviderSubscription, SubscriptionApi,
-};
-use subkeeper_actors::supervisor::SupervisorContext;
-use tokio::sync::Semaphore;
+use subkeeper_actors::ports::{ApiError, CreateRequest, ProviderSubscription, SubscriptionApi};
 
 /// Graph's Outlook limit as the live service enforces it.
 const MAX_LIFETIME: TimeDelta = TimeDelta::minutes(10_070);
@@ -156,106 +147,59 @@ impl SubscriptionApi for ClockedGraph {
 
 #[test]
 fn thirty_days_of_renewals_never_lapse_and_never_overlap() {
-    let system = actix::System::with_tokio_rt(|| {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .start_paused(true)
-            .build()
-            .unwrap()
-    });
-    system.block_on(async {
-        let origin = DateTime::from_timestamp(1_795_000_000, 0).unwrap();
-        let clock: SharedClock = Arc::new(ScaledClock::new(origin, 1));
-        let graph = Arc::new(ClockedGraph {
-            clock: clock.clone(),
+    let policy = Policy::default();
+    common::run_for_days(
+        30,
+        common::provider(ProviderKind::GraphMail, "alice", "users/alice/messages"),
+        policy.clone(),
+        |clock| ClockedGraph {
+            clock,
             subs: Mutex::default(),
             calls: Mutex::default(),
             in_flight: AtomicUsize::new(0),
             max_in_flight: AtomicUsize::new(0),
-        });
-        let store = MemoryStore::default();
-        let provider = Provider {
-            id: ProviderId::new(),
-            tenant: TenantId::parse("acme").unwrap(),
-            kind: ProviderKind::GraphMail,
-            display_name: "alice".into(),
-            resource: "users/alice/messages".into(),
-            credentials_id: None,
-            enabled: true,
-            credentials_version: 1,
-        };
-        store.put_provider(provider.clone());
-        let policy = Policy::default();
-        let ctx = SupervisorContext {
-            ports: Ports {
-                api: graph.clone(),
-                store: Arc::new(store.clone()),
-                events: Arc::new(BroadcastSink::new(16)),
-                clock: clock.clone(),
-            },
-            callbacks: CallbackUrls {
-                public_url: "https://subkeeper.example".into(),
-            },
-            permits: Arc::new(Semaphore::new(4)),
-            board: HealthBoard::default(),
-            attempt_timeout: Duration::from_secs(60),
-            retired: None,
-        };
-        let policies = ProviderKind::ALL
-            .iter()
-            .map(|k| (*k, policy.clone()))
-            .collect();
-        let _fleet = Fleet::new(
-            FleetConfig {
-                policies,
-                reconcile_every: Duration::from_secs(3600),
-            },
-            ctx,
-        )
-        .start_fleet();
-
-        tokio::time::sleep(Duration::from_secs(30 * 24 * 3600)).await;
-
-        let now = clock.now();
-        assert!(now - origin >= TimeDelta::days(30));
-        let calls = graph.calls.lock().unwrap().clone();
-        assert_eq!(calls.first().map(|c| c.op), Some("create"));
-        let renewals: Vec<&Call> = calls.iter().filter(|c| c.op == "renew").collect();
-        // 30 days at one renewal per ~6 days.
-        assert!(
-            (4..=6).contains(&renewals.len()),
-            "{} renewals: {calls:?}",
-            renewals.len()
-        );
-        for call in &renewals {
-            let expiring = call
-                .expiring
-                .expect("renewed a subscription that had lapsed");
-            assert!(call.at < expiring, "renewed after expiry: {call:?}");
+        },
+        |graph, store, provider| {
+            let now = graph.clock.now();
+            let calls = graph.calls.lock().unwrap().clone();
+            assert_eq!(calls.first().map(|c| c.op), Some("create"));
+            let renewals: Vec<&Call> = calls.iter().filter(|c| c.op == "renew").collect();
+            // 30 days at one renewal per ~6 days.
             assert!(
-                call.at >= expiring - policy.lookahead - policy.jitter_max,
-                "renewed before the window: {call:?}"
+                (4..=6).contains(&renewals.len()),
+                "{} renewals: {calls:?}",
+                renewals.len()
             );
+            for call in &renewals {
+                let expiring = call
+                    .expiring
+                    .expect("renewed a subscription that had lapsed");
+                assert!(call.at < expiring, "renewed after expiry: {call:?}");
+                assert!(
+                    call.at >= expiring - policy.lookahead - policy.jitter_max,
+                    "renewed before the window: {call:?}"
+                );
+                assert!(
+                    call.at <= expiring - policy.lookahead + TimeDelta::seconds(1),
+                    "renewed late in the window: {call:?}"
+                );
+            }
+            assert_eq!(
+                calls.len(),
+                renewals.len() + 1,
+                "no recreate was ever needed: {calls:?}"
+            );
+            assert_eq!(graph.max_in_flight.load(Ordering::SeqCst), 1);
+            let live = store
+                .subscription(provider.id)
+                .expect("a live subscription");
             assert!(
-                call.at <= expiring - policy.lookahead + TimeDelta::seconds(1),
-                "renewed late in the window: {call:?}"
+                live.expires_at > now + policy.lookahead,
+                "subscription about to lapse at the end"
             );
-        }
-        assert_eq!(
-            calls.len(),
-            renewals.len() + 1,
-            "no recreate was ever needed: {calls:?}"
-        );
-        assert_eq!(graph.max_in_flight.load(Ordering::SeqCst), 1);
-        let live = store
-            .subscription(provider.id)
-            .expect("a live subscription");
-        assert!(
-            live.expires_at > now + policy.lookahead,
-            "subscription about to lapse at the end"
-        );
-        let attempts = store.attempts();
-        assert_eq!(attempts.len(), calls.len());
-        assert!(attempts.iter().all(|a| a.success));
-    });
+            let attempts = store.attempts();
+            assert_eq!(attempts.len(), calls.len());
+            assert!(attempts.iter().all(|a| a.success));
+        },
+    );
 }

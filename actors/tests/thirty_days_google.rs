@@ -7,26 +7,22 @@
 //! Gmail: `users.watch` again before the 7-day expiry, daily, keeping the id.
 //!
 //! The ports are in-process stand-ins with Google's rules on the shared clock (see
-//! `thirty_days.rs` for why not sockets); the wire side is covered against the
+//! `common/mod.rs` for why not sockets); the wire side is covered against the
 //! simulator in `tests/it/google.rs`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
 
 use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
-use subkeeper_actors::board::HealthBoard;
-use subkeeper_actors::clock::{ScaledClock, SharedClock};
-use subkeeper_actors::domain::{Provider, ProviderId, ProviderKind, Subscription, TenantId};
-use subkeeper_actors::fleet::{Fleet, FleetConfig};
+use subkeeper_actors::clock::SharedClock;
+use subkeeper_actors::domain::{Provider, ProviderKind, Subscription};
 use subkeeper_actors::lifecycle::Policy;
-use subkeeper_actors::memory::{BroadcastSink, MemoryStore};
-use subkeeper_actors::ports::{
-    ApiError, CallbackUrls, CreateRequest, Ports, ProviderSubscription, SubscriptionApi,
-};
-use subkeeper_actors::supervisor::SupervisorContext;
-use tokio::sync::Semaphore;
+use subkeeper_actors::memory::MemoryStore;
+use subkeeper_actors::ports::{ApiError, CreateRequest, ProviderSubscription, SubscriptionApi};
 
 /// Lifetime Google grants a channel or a watch.
 const LIFETIME: TimeDelta = TimeDelta::days(7);
@@ -140,74 +136,27 @@ impl SubscriptionApi for ClockedGoogle {
 }
 
 /// Runs one provider of `kind` for 30 simulated days with `lookahead`, then hands
-/// the stand-in, the store, the provider and the start time to `check`.
+/// the stand-in, the store and the provider to `check`.
 fn thirty_days(
     kind: ProviderKind,
     lookahead: TimeDelta,
-    check: impl FnOnce(&ClockedGoogle, &MemoryStore, &Provider, DateTime<Utc>),
+    check: impl FnOnce(&ClockedGoogle, &MemoryStore, &Provider),
 ) {
-    let system = actix::System::with_tokio_rt(|| {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .start_paused(true)
-            .build()
-            .unwrap()
-    });
-    system.block_on(async {
-        let origin = DateTime::from_timestamp(1_795_000_000, 0).unwrap();
-        let clock: SharedClock = Arc::new(ScaledClock::new(origin, 1));
-        let google = Arc::new(ClockedGoogle {
-            clock: clock.clone(),
+    let policy = Policy {
+        lookahead,
+        ..Policy::default()
+    };
+    common::run_for_days(
+        30,
+        common::provider(kind, "team", "team@example.com"),
+        policy,
+        |clock| ClockedGoogle {
+            clock,
             live: Mutex::default(),
             events: Mutex::default(),
-        });
-        let store = MemoryStore::default();
-        let provider = Provider {
-            id: ProviderId::new(),
-            tenant: TenantId::parse("acme").unwrap(),
-            kind,
-            display_name: "team".into(),
-            resource: "team@example.com".into(),
-            credentials_id: None,
-            enabled: true,
-            credentials_version: 1,
-        };
-        store.put_provider(provider.clone());
-        let policy = Policy {
-            lookahead,
-            ..Policy::default()
-        };
-        let ctx = SupervisorContext {
-            ports: Ports {
-                api: google.clone(),
-                store: Arc::new(store.clone()),
-                events: Arc::new(BroadcastSink::new(16)),
-                clock: clock.clone(),
-            },
-            callbacks: CallbackUrls {
-                public_url: "https://subkeeper.example".into(),
-            },
-            permits: Arc::new(Semaphore::new(4)),
-            board: HealthBoard::default(),
-            attempt_timeout: Duration::from_secs(60),
-            retired: None,
-        };
-        let policies = ProviderKind::ALL
-            .iter()
-            .map(|k| (*k, policy.clone()))
-            .collect();
-        let _fleet = Fleet::new(
-            FleetConfig {
-                policies,
-                reconcile_every: Duration::from_secs(3600),
-            },
-            ctx,
-        )
-        .start_fleet();
-        tokio::time::sleep(Duration::from_secs(30 * 24 * 3600)).await;
-        assert!(clock.now() - origin >= TimeDelta::days(30));
-        check(&google, &store, &provider, origin);
-    });
+        },
+        check,
+    );
 }
 
 #[test]
@@ -215,7 +164,7 @@ fn thirty_days_of_calendar_rotation_never_lapse_and_never_pile_up() {
     thirty_days(
         ProviderKind::GoogleCalendar,
         TimeDelta::hours(12),
-        |google, store, provider, _| {
+        |google, store, provider| {
             let events = google.events.lock().unwrap().clone();
             let opened: Vec<&Event> = events
                 .iter()
@@ -270,7 +219,7 @@ fn thirty_days_of_gmail_watch_renewed_daily_in_place() {
     thirty_days(
         ProviderKind::Gmail,
         TimeDelta::days(6),
-        |google, store, provider, _| {
+        |google, store, provider| {
             let events = google.events.lock().unwrap().clone();
             let renewals: Vec<&Event> = events
                 .iter()
