@@ -3,11 +3,11 @@
 //! subscription never lapses, and there are never two provider calls in flight.
 //!
 //! Runs the real Fleet and ProviderSupervisor through the shared harness
-//! (`common/mod.rs`): paused time, so a 6-day `run_later` fires in microseconds,
+//! (`common.rs`): paused time, so a 6-day `run_later` fires in microseconds,
 //! against a Graph-like API that expires subscriptions on the same clock.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};

@@ -7,11 +7,11 @@
 //! Gmail: `users.watch` again before the 7-day expiry, daily, keeping the id.
 //!
 //! The ports are in-process stand-ins with Google's rules on the shared clock (see
-//! `common/mod.rs` for why not sockets); the wire side is covered against the
+//! `common.rs` for why not sockets); the wire side is covered against the
 //! simulator in `tests/it/google.rs`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
