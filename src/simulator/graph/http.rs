@@ -137,6 +137,20 @@ impl Dialect for GraphDialect {
 
 /// What only Graph's handlers need of an exchange.
 impl Exchange {
+    /// Starts answering a request on subscription `id`; fault rules and the
+    /// journal see its resource when it is (or was) stored.
+    fn begin_on(
+        sim: &Simulator,
+        req: &HttpRequest,
+        operation: Operation,
+        id: &str,
+        raw_body: &[u8],
+    ) -> Self {
+        let mut ex = Self::begin(sim, req, operation, Some(id.to_owned()), raw_body);
+        ex.resource = lock(&sim.shared.graph).resource_of(id);
+        ex
+    }
+
     fn policy(&self) -> CreatePolicy {
         CreatePolicy {
             require_https: self.sim.shared.config.require_https,
@@ -203,8 +217,7 @@ async fn update(
     body: web::Bytes,
 ) -> HttpResponse {
     let id = id.into_inner();
-    let mut ex = Exchange::begin(&sim, &req, Operation::Renew, Some(id.clone()), &body);
-    ex.resource = lock(&sim.shared.graph).resource_of(&id);
+    let ex = Exchange::begin_on(&sim, &req, Operation::Renew, &id, &body);
     let (ex, caller) = match ex.admit().await {
         Ok(admitted) => admitted,
         Err(answer) => return answer,
@@ -243,8 +256,7 @@ async fn delete(
     body: web::Bytes,
 ) -> HttpResponse {
     let id = id.into_inner();
-    let mut ex = Exchange::begin(&sim, &req, Operation::Delete, Some(id.clone()), &body);
-    ex.resource = lock(&sim.shared.graph).resource_of(&id);
+    let ex = Exchange::begin_on(&sim, &req, Operation::Delete, &id, &body);
     let (ex, caller) = match ex.admit().await {
         Ok(admitted) => admitted,
         Err(answer) => return answer,
@@ -260,8 +272,7 @@ async fn delete(
 /// `GET /v1.0/subscriptions/{id}`.
 async fn get(sim: web::Data<Simulator>, req: HttpRequest, id: web::Path<String>) -> HttpResponse {
     let id = id.into_inner();
-    let mut ex = Exchange::begin(&sim, &req, Operation::Get, Some(id.clone()), &[]);
-    ex.resource = lock(&sim.shared.graph).resource_of(&id);
+    let ex = Exchange::begin_on(&sim, &req, Operation::Get, &id, &[]);
     let (ex, caller) = match ex.admit().await {
         Ok(admitted) => admitted,
         Err(answer) => return answer,
@@ -296,8 +307,7 @@ async fn reauthorize(
     body: web::Bytes,
 ) -> HttpResponse {
     let id = id.into_inner();
-    let mut ex = Exchange::begin(&sim, &req, Operation::Reauthorize, Some(id.clone()), &body);
-    ex.resource = lock(&sim.shared.graph).resource_of(&id);
+    let ex = Exchange::begin_on(&sim, &req, Operation::Reauthorize, &id, &body);
     let (ex, caller) = match ex.admit().await {
         Ok(admitted) => admitted,
         Err(answer) => return answer,
