@@ -10,6 +10,10 @@
 //! What differs per family — error body shapes and wordings, how an injected
 //! fault is worded, extra response headers, token rules — lives in the family's
 //! [`Dialect`]. It must not touch a family's state except through that trait.
+//!
+//! The token endpoints (`graph/login.rs`, `google/oauth.rs`) answer without a
+//! bearer token and in OAuth's shapes; they share only the helpers at the end
+//! (status codes, the redacted form for the journal).
 
 use crate::simulator::Simulator;
 use crate::simulator::faults::{Fault, FaultTarget};
@@ -17,7 +21,8 @@ use crate::simulator::journal::{Operation, RecordedRequest};
 use actix_web::http::{StatusCode, header};
 use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder};
 use chrono::{DateTime, Utc};
-use serde_json::Value;
+use serde_json::{Map, Value};
+use std::collections::HashMap;
 use std::time::Duration;
 
 /// What an error answer must tell the shared plumbing.
@@ -243,6 +248,29 @@ fn bearer_token(req: &HttpRequest) -> Option<String> {
             }
             _ => String::new(),
         })
+}
+
+/// A token endpoint's form as the journal keeps it: a JSON object of its
+/// fields with `secret_fields` redacted; nothing for an empty form.
+pub(crate) fn form_for_journal(
+    form: &HashMap<String, String>,
+    secret_fields: &[&str],
+) -> Option<Value> {
+    if form.is_empty() {
+        return None;
+    }
+    let object: Map<String, Value> = form
+        .iter()
+        .map(|(k, v)| {
+            let value = if secret_fields.contains(&k.as_str()) {
+                "<redacted>".to_owned()
+            } else {
+                v.clone()
+            };
+            (k.clone(), Value::String(value))
+        })
+        .collect();
+    Some(Value::Object(object))
 }
 
 /// JSON as sent, a non-JSON body as a string, nothing for an empty body.
