@@ -13,10 +13,14 @@
 //! Layout: `graph/` holds the Microsoft part (pure model, wire shapes, HTTP
 //! handlers, outgoing deliveries, token endpoint); `control.rs` is the `/_sim/`
 //! API that mirrors [`Simulator`]'s methods over HTTP; `google/` holds the Google
-//! part (Calendar, Gmail, token endpoint) in the same server.
+//! part (Calendar, Gmail, token endpoint) in the same server. `exchange.rs` is
+//! the request plumbing both families' API handlers share (authenticate, fault
+//! rules, journaling, held answers); `faults.rs` and `journal.rs` hold the rules
+//! and the record it consults.
 
 pub mod clock;
 mod control;
+mod exchange;
 pub mod faults;
 pub mod google;
 pub mod graph;

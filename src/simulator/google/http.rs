@@ -1,29 +1,25 @@
 //! actix-web handlers for Calendar v3 `events.watch` / `channels.stop` and Gmail
 //! v1 `users.watch` / `users.stop`.
 //!
-//! Every handler follows Google's order: authenticate the bearer token, consult
-//! the fault rules, then validate and act on the model. Each request is journaled
-//! exactly once (tenant = the OAuth client id, resource = calendarId / mailbox,
-//! subscription id = channel id). The state lock is never held across an await;
-//! the `sync` message is sent from a spawned task after the answer, as Google
-//! sends it independently of the watch response — or, with
-//! `google_sync_before_answer`, before the answer (the race a subscriber must
-//! survive, pinned).
+//! Every handler follows Google's order (the shared [`exchange`] prologue):
+//! authenticate the bearer token, consult the fault rules, then validate and act
+//! on the model. This module keeps what is Google's own: its error wording, the
+//! journal's view of a request (tenant = the OAuth client id, resource =
+//! calendarId / mailbox, subscription id = channel id) and the `sync` message.
+//! The state lock is never held across an await; the `sync` message is sent
+//! from a spawned task after the answer, as Google sends it independently of
+//! the watch response — or, with `google_sync_before_answer`, before the answer
+//! (the race a subscriber must survive, pinned).
 
 use crate::simulator::Simulator;
-use crate::simulator::faults::{Fault, FaultTarget};
+use crate::simulator::exchange::{self, Dialect, ErrorAnswer};
+use crate::simulator::faults::Fault;
 use crate::simulator::google::model::{GoogleCaller, GoogleError, GoogleState};
 use crate::simulator::google::{delivery, wire};
-use crate::simulator::journal::{Operation, RecordedRequest, lock};
-use actix_web::http::{StatusCode, header};
+use crate::simulator::journal::{Operation, lock};
 use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
-use std::time::Duration;
-
-/// `WWW-Authenticate` Google sends with a 401.
-const WWW_AUTHENTICATE: &str =
-    "Bearer realm=\"https://accounts.google.com/\", error=\"invalid_token\"";
 
 /// Mounts `/calendar/v3` and `/gmail/v1`.
 pub(crate) fn routes(config: &mut web::ServiceConfig) {
@@ -39,153 +35,99 @@ pub(crate) fn routes(config: &mut web::ServiceConfig) {
         .service(web::resource("/gmail/v1/users/{user_id}/stop").route(web::post().to(gmail_stop)));
 }
 
-/// One Google API request in flight.
-struct Exchange {
-    /// The simulator answering.
-    sim: Simulator,
-    /// Request method.
-    method: String,
-    /// Request path without query.
-    path: String,
-    /// Classified operation.
-    operation: Operation,
-    /// Bearer token, if any.
-    bearer: Option<String>,
-    /// OAuth client id of the token, once known.
-    client_id: Option<String>,
-    /// calendarId or mailbox.
-    resource: Option<String>,
-    /// Channel id.
-    channel_id: Option<String>,
-    /// Body as journaled.
-    recorded_body: Option<Value>,
-    /// Provider time of arrival.
-    at: DateTime<Utc>,
+/// A Google API request in flight (tenant = the OAuth client id, subscription
+/// id = the channel id).
+type Exchange = exchange::Exchange<GoogleDialect>;
+
+/// How Google words its answers: errors in Google's `error` object with
+/// `errors[].reason`, no per-request headers.
+struct GoogleDialect;
+
+impl ErrorAnswer for GoogleError {
+    fn status(&self) -> u16 {
+        self.status
+    }
+
+    fn retry_after_seconds(&self) -> Option<u64> {
+        self.retry_after_seconds
+    }
 }
 
-impl Exchange {
-    fn begin(sim: &Simulator, req: &HttpRequest, operation: Operation, raw_body: &[u8]) -> Self {
-        let bearer = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .map(|v| match v.split_once(' ') {
-                Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => {
-                    token.trim().to_owned()
-                }
-                _ => String::new(),
-            });
-        let client_id = lock(&sim.shared.google).client_of(bearer.as_deref());
-        let recorded_body =
-            if raw_body.is_empty() {
-                None
-            } else {
-                Some(serde_json::from_slice(raw_body).unwrap_or_else(|_| {
-                    Value::String(String::from_utf8_lossy(raw_body).into_owned())
-                }))
-            };
-        Self {
-            sim: sim.clone(),
-            method: req.method().as_str().to_owned(),
-            path: req.path().to_owned(),
-            operation,
-            bearer,
-            client_id,
-            resource: None,
-            channel_id: None,
-            recorded_body,
-            at: sim.now(),
-        }
+impl Dialect for GoogleDialect {
+    type Caller = GoogleCaller;
+    type Error = GoogleError;
+
+    const JSON_CONTENT_TYPE: &'static str = wire::GOOGLE_JSON_CONTENT_TYPE;
+    const WWW_AUTHENTICATE: &'static str =
+        "Bearer realm=\"https://accounts.google.com/\", error=\"invalid_token\"";
+
+    fn open(_req: &HttpRequest) -> Self {
+        Self
     }
 
-    fn authenticate(&mut self) -> Result<GoogleCaller, GoogleError> {
-        let now = self.sim.now();
-        let caller = lock(&self.sim.shared.google).authenticate(self.bearer.as_deref(), now)?;
-        self.client_id = Some(caller.client_id.clone());
-        Ok(caller)
+    /// Google journals the client id of any token it ever issued, even one it
+    /// now refuses.
+    fn tenant_of_token(sim: &Simulator, bearer: Option<&str>) -> Option<String> {
+        lock(&sim.shared.google).client_of(bearer)
     }
 
-    fn fault(&self) -> Option<Fault> {
-        self.sim.shared.faults.take(&FaultTarget {
-            operation: self.operation,
-            tenant: self.client_id.as_deref(),
-            resource: self.resource.as_deref(),
-            subscription_id: self.channel_id.as_deref(),
-        })
+    fn authenticate(
+        sim: &Simulator,
+        bearer: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<(GoogleCaller, String), GoogleError> {
+        let caller = lock(&sim.shared.google).authenticate(bearer, now)?;
+        let client_id = caller.client_id.clone();
+        Ok((caller, client_id))
     }
 
-    async fn faulted(self, fault: Fault) -> HttpResponse {
+    fn fault_error(fault: Fault) -> GoogleError {
         match fault {
             Fault::Status {
                 status,
                 code,
                 retry_after_seconds,
-            } => self.fail(GoogleError {
+            } => GoogleError {
                 status,
                 message: canned_message(&code, status),
                 reason: code,
                 retry_after_seconds,
-            }),
-            // Only events.watch commits before losing its answer (`lost`).
-            Fault::Timeout { seconds } | Fault::LostAnswer { seconds } => self.lost(seconds).await,
-            Fault::ExpiredToken | Fault::InvalidGrant => self.fail(GoogleError::unauthenticated()),
+            },
+            // Only events.watch commits before losing its answer: it acts, then
+            // answers the fault.
+            Fault::Timeout { .. } | Fault::LostAnswer { .. } => {
+                GoogleError::new(504, "backendError", "Deadline exceeded")
+            }
+            Fault::ExpiredToken | Fault::InvalidGrant => GoogleError::unauthenticated(),
         }
     }
 
-    /// Holds the answer for `seconds` of wall time, then a 504.
-    async fn lost(self, seconds: u64) -> HttpResponse {
-        let error = GoogleError::new(504, "backendError", "Deadline exceeded");
-        // Journal first: a client that gives up drops this future.
-        self.record(error.status);
-        tokio::time::sleep(Duration::from_secs(seconds)).await;
-        render_error(&error)
-    }
-
-    fn record(&self, status: u16) {
-        self.sim.shared.journal.record(RecordedRequest {
-            method: self.method.clone(),
-            path: self.path.clone(),
-            operation: self.operation,
-            tenant: self.client_id.clone(),
-            resource: self.resource.clone(),
-            subscription_id: self.channel_id.clone(),
-            status,
-            at: self.at,
-            body: self.recorded_body.clone(),
-        });
-    }
-
-    fn fail(self, error: GoogleError) -> HttpResponse {
-        self.record(error.status);
-        render_error(&error)
-    }
-
-    fn json(self, body: &Value) -> HttpResponse {
-        self.record(200);
-        HttpResponse::Ok()
-            .content_type(wire::GOOGLE_JSON_CONTENT_TYPE)
-            .body(body.to_string())
-    }
-
-    fn no_content(self) -> HttpResponse {
-        self.record(204);
-        HttpResponse::NoContent().finish()
+    fn error_body(&self, _sim: &Simulator, error: &GoogleError) -> Value {
+        wire::error_json(error)
     }
 }
 
-fn render_error(error: &GoogleError) -> HttpResponse {
-    let mut response = HttpResponse::build(
-        StatusCode::from_u16(error.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-    );
-    if error.status == 401 {
-        response.insert_header((header::WWW_AUTHENTICATE, WWW_AUTHENTICATE));
+/// What only Gmail's handlers need of an exchange.
+impl Exchange {
+    /// The prologue of a Gmail call on `users/{user_id}`: authenticate, resolve
+    /// the mailbox (`me` is the token's account), then consult the fault rules,
+    /// which match on the mailbox address.
+    async fn admit_mailbox(
+        mut self,
+        user_id: &str,
+    ) -> Result<(Self, GoogleCaller, String), HttpResponse> {
+        self.resource = Some(user_id.to_owned());
+        let caller = match self.authenticate() {
+            Ok(caller) => caller,
+            Err(error) => return Err(self.fail(error)),
+        };
+        let email = GoogleState::mailbox(&caller, user_id);
+        self.resource = Some(email.clone());
+        match self.fault() {
+            Some(fault) => Err(self.faulted(fault).await),
+            None => Ok((self, caller, email)),
+        }
     }
-    if let Some(seconds) = error.retry_after_seconds {
-        response.insert_header((header::RETRY_AFTER, seconds.to_string()));
-    }
-    response
-        .content_type(wire::GOOGLE_JSON_CONTENT_TYPE)
-        .body(wire::error_json(error).to_string())
 }
 
 /// The message Google words an injected error with.
@@ -214,10 +156,10 @@ async fn events_watch(
     body: web::Bytes,
 ) -> HttpResponse {
     let calendar_id = calendar_id.into_inner();
-    let mut ex = Exchange::begin(&sim, &req, Operation::Create, &body);
+    let mut ex = Exchange::begin(&sim, &req, Operation::Create, None, &body);
     ex.resource = Some(calendar_id.clone());
     let parsed: Option<Value> = serde_json::from_slice(&body).ok();
-    ex.channel_id = parsed
+    ex.subscription_id = parsed
         .as_ref()
         .and_then(|v| v.get("id"))
         .and_then(Value::as_str)
@@ -227,7 +169,7 @@ async fn events_watch(
         Err(error) => return ex.fail(error),
     };
     let lost_answer = match ex.fault() {
-        Some(Fault::LostAnswer { seconds }) => Some(seconds),
+        Some(fault @ Fault::LostAnswer { .. }) => Some(fault),
         Some(fault) => return ex.faulted(fault).await,
         None => None,
     };
@@ -259,11 +201,11 @@ async fn events_watch(
     } else {
         tokio::spawn(sync);
     }
-    if let Some(seconds) = lost_answer {
+    if let Some(fault) = lost_answer {
         // The channel exists and delivers; the caller never hears of it.
-        return ex.lost(seconds).await;
+        return ex.faulted(fault).await;
     }
-    ex.json(&wire::channel_json(&channel))
+    ex.json(200, &wire::channel_json(&channel))
 }
 
 /// `POST /calendar/v3/channels/stop`.
@@ -272,24 +214,21 @@ async fn channels_stop(
     req: HttpRequest,
     body: web::Bytes,
 ) -> HttpResponse {
-    let mut ex = Exchange::begin(&sim, &req, Operation::Delete, &body);
+    let mut ex = Exchange::begin(&sim, &req, Operation::Delete, None, &body);
     let parsed: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    ex.channel_id = parsed.get("id").and_then(Value::as_str).map(str::to_owned);
+    ex.subscription_id = parsed.get("id").and_then(Value::as_str).map(str::to_owned);
     ex.resource = ex
-        .channel_id
+        .subscription_id
         .as_deref()
         .and_then(|id| lock(&sim.shared.google).calendar_of(id));
-    let caller = match ex.authenticate() {
-        Ok(caller) => caller,
-        Err(error) => return ex.fail(error),
+    let (ex, caller) = match ex.admit().await {
+        Ok(admitted) => admitted,
+        Err(answer) => return answer,
     };
-    if let Some(fault) = ex.fault() {
-        return ex.faulted(fault).await;
-    }
     let now = sim.now();
     let stopped = lock(&sim.shared.google).stop_channel(&caller, &parsed, now);
     match stopped {
-        Ok(()) => ex.no_content(),
+        Ok(()) => ex.empty(204),
         Err(error) => ex.fail(error),
     }
 }
@@ -302,17 +241,11 @@ async fn gmail_watch(
     body: web::Bytes,
 ) -> HttpResponse {
     let user_id = user_id.into_inner();
-    let mut ex = Exchange::begin(&sim, &req, Operation::Create, &body);
-    ex.resource = Some(user_id.clone());
-    let caller = match ex.authenticate() {
-        Ok(caller) => caller,
-        Err(error) => return ex.fail(error),
+    let ex = Exchange::begin(&sim, &req, Operation::Create, None, &body);
+    let (ex, caller, email) = match ex.admit_mailbox(&user_id).await {
+        Ok(admitted) => admitted,
+        Err(answer) => return answer,
     };
-    let email = GoogleState::mailbox(&caller, &user_id);
-    ex.resource = Some(email.clone());
-    if let Some(fault) = ex.fault() {
-        return ex.faulted(fault).await;
-    }
     let parsed: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let answer = {
         let now = sim.now();
@@ -323,7 +256,7 @@ async fn gmail_watch(
         })
     };
     match answer {
-        Ok(body) => ex.json(&body),
+        Ok(body) => ex.json(200, &body),
         Err(error) => ex.fail(error),
     }
 }
@@ -336,17 +269,11 @@ async fn gmail_stop(
     body: web::Bytes,
 ) -> HttpResponse {
     let user_id = user_id.into_inner();
-    let mut ex = Exchange::begin(&sim, &req, Operation::Delete, &body);
-    ex.resource = Some(user_id.clone());
-    let caller = match ex.authenticate() {
-        Ok(caller) => caller,
-        Err(error) => return ex.fail(error),
+    let ex = Exchange::begin(&sim, &req, Operation::Delete, None, &body);
+    let (ex, _caller, email) = match ex.admit_mailbox(&user_id).await {
+        Ok(admitted) => admitted,
+        Err(answer) => return answer,
     };
-    let email = GoogleState::mailbox(&caller, &user_id);
-    ex.resource = Some(email.clone());
-    if let Some(fault) = ex.fault() {
-        return ex.faulted(fault).await;
-    }
     lock(&sim.shared.google).stop_watch(&email);
-    ex.no_content()
+    ex.empty(204)
 }

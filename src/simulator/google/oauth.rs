@@ -7,13 +7,14 @@
 //! Errors come back in Google's OAuth shape (`error`, `error_description`).
 
 use crate::simulator::Simulator;
+use crate::simulator::exchange::{form_for_journal, status_code};
 use crate::simulator::faults::{Fault, FaultTarget};
 use crate::simulator::google::model::ACCESS_TOKEN_LIFETIME_SECONDS;
 use crate::simulator::google::wire;
 use crate::simulator::journal::{Operation, RecordedRequest, lock};
-use actix_web::http::{StatusCode, header};
+use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
-use serde_json::{Map, Value, json};
+use serde_json::json;
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -71,7 +72,7 @@ async fn token(sim: web::Data<Simulator>, req: HttpRequest, body: web::Bytes) ->
             subscription_id: None,
             status,
             at,
-            body: journal_form(&form),
+            body: form_for_journal(&form, SECRET_FIELDS),
         });
     };
     let fail = |error: OAuthError| {
@@ -161,32 +162,11 @@ async fn token(sim: web::Data<Simulator>, req: HttpRequest, body: web::Bytes) ->
 }
 
 fn render(error: &OAuthError) -> HttpResponse {
-    let mut response = HttpResponse::build(
-        StatusCode::from_u16(error.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-    );
+    let mut response = HttpResponse::build(status_code(error.status));
     if let Some(seconds) = error.retry_after_seconds {
         response.insert_header((header::RETRY_AFTER, seconds.to_string()));
     }
     response
         .content_type("application/json; charset=utf-8")
         .body(wire::oauth_error_json(&error.error, &error.description).to_string())
-}
-
-/// The form as a JSON object, secrets redacted.
-fn journal_form(form: &HashMap<String, String>) -> Option<Value> {
-    if form.is_empty() {
-        return None;
-    }
-    let object: Map<String, Value> = form
-        .iter()
-        .map(|(k, v)| {
-            let value = if SECRET_FIELDS.contains(&k.as_str()) {
-                "<redacted>".to_owned()
-            } else {
-                v.clone()
-            };
-            (k.clone(), Value::String(value))
-        })
-        .collect();
-    Some(Value::Object(object))
 }

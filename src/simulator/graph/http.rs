@@ -1,25 +1,22 @@
 //! actix-web handlers for Graph v1.0 `/subscriptions`: create, renew (PATCH),
 //! delete, get, list and reauthorize.
 //!
-//! Every handler follows Graph's order: authenticate the bearer token, consult
-//! the fault rules, then validate and act on the model. Each request is journaled
-//! exactly once, with the status it was answered. Handlers never hold the state
-//! lock across an await (the validation handshake runs unlocked).
+//! Every handler follows Graph's order (the shared [`exchange`] prologue):
+//! authenticate the bearer token, consult the fault rules, then validate and act
+//! on the model. This module keeps what is Graph's own: its answers' request ids
+//! and error wording, and the validation handshake. Handlers never hold the
+//! state lock across an await (the validation handshake runs unlocked).
 
 use crate::simulator::Simulator;
-use crate::simulator::faults::{Fault, FaultTarget};
+use crate::simulator::exchange::{self, Dialect, ErrorAnswer};
+use crate::simulator::faults::Fault;
 use crate::simulator::graph::delivery;
 use crate::simulator::graph::model::{Caller, CreatePolicy, GraphError};
 use crate::simulator::graph::wire;
-use crate::simulator::journal::{Operation, RecordedRequest, lock};
-use actix_web::http::{StatusCode, header};
-use actix_web::{HttpRequest, HttpResponse, web};
+use crate::simulator::journal::{Operation, lock};
+use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder, web};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
-use std::time::Duration;
-
-/// `WWW-Authenticate` Graph sends with a 401.
-const WWW_AUTHENTICATE: &str = "Bearer realm=\"\", authorization_uri=\"https://login.microsoftonline.com/common/oauth2/authorize\", client_id=\"00000003-0000-0000-c000-000000000000\"";
 
 /// Mounts `/v1.0`.
 pub(crate) fn routes(config: &mut web::ServiceConfig) {
@@ -47,43 +44,37 @@ pub(crate) fn routes(config: &mut web::ServiceConfig) {
     );
 }
 
-/// One Graph request in flight: what it is about, and how to answer and journal
-/// it.
-struct Exchange {
-    /// The simulator answering.
-    sim: Simulator,
-    /// Request method.
-    method: String,
-    /// Request path without query.
-    path: String,
-    /// Classified operation.
-    operation: Operation,
-    /// Bearer token from `Authorization`, if any.
-    bearer: Option<String>,
-    /// Tenant, once the token is known.
-    tenant: Option<String>,
-    /// Resource, once known.
-    resource: Option<String>,
-    /// Subscription id, once known.
-    subscription_id: Option<String>,
-    /// Body as journaled.
-    recorded_body: Option<Value>,
-    /// Provider time of arrival.
-    at: DateTime<Utc>,
+/// A Graph request in flight.
+type Exchange = exchange::Exchange<GraphDialect>;
+
+/// How Graph words its answers: every answer carries `request-id` and
+/// `client-request-id`, errors come in Graph's `error` object with
+/// `innerError`.
+struct GraphDialect {
     /// `request-id` of this answer.
     request_id: String,
     /// The caller's `client-request-id`, or the request id when absent (as Graph).
     client_request_id: String,
 }
 
-impl Exchange {
-    fn begin(
-        sim: &Simulator,
-        req: &HttpRequest,
-        operation: Operation,
-        subscription_id: Option<String>,
-        raw_body: &[u8],
-    ) -> Self {
+impl ErrorAnswer for GraphError {
+    fn status(&self) -> u16 {
+        self.status
+    }
+
+    fn retry_after_seconds(&self) -> Option<u64> {
+        self.retry_after_seconds
+    }
+}
+
+impl Dialect for GraphDialect {
+    type Caller = Caller;
+    type Error = GraphError;
+
+    const JSON_CONTENT_TYPE: &'static str = wire::GRAPH_JSON_CONTENT_TYPE;
+    const WWW_AUTHENTICATE: &'static str = "Bearer realm=\"\", authorization_uri=\"https://login.microsoftonline.com/common/oauth2/authorize\", client_id=\"00000003-0000-0000-c000-000000000000\"";
+
+    fn open(req: &HttpRequest) -> Self {
         let request_id = uuid::Uuid::new_v4().to_string();
         let client_request_id = req
             .headers()
@@ -91,139 +82,73 @@ impl Exchange {
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned)
             .unwrap_or_else(|| request_id.clone());
-        let bearer = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .map(|v| match v.split_once(' ') {
-                Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => {
-                    token.trim().to_owned()
-                }
-                _ => String::new(),
-            });
         Self {
-            sim: sim.clone(),
-            method: req.method().as_str().to_owned(),
-            path: req.path().to_owned(),
-            operation,
-            bearer,
-            tenant: None,
-            resource: None,
-            subscription_id,
-            recorded_body: body_for_journal(raw_body),
-            at: sim.now(),
             request_id,
             client_request_id,
         }
     }
 
-    /// Resolves the bearer token; remembers the tenant for the journal.
-    fn authenticate(&mut self) -> Result<Caller, GraphError> {
-        let now = self.sim.now();
-        let caller = lock(&self.sim.shared.graph).authenticate(self.bearer.as_deref(), now)?;
-        self.tenant = Some(caller.tenant.clone());
-        Ok(caller)
+    fn authenticate(
+        sim: &Simulator,
+        bearer: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<(Caller, String), GraphError> {
+        let caller = lock(&sim.shared.graph).authenticate(bearer, now)?;
+        let tenant = caller.tenant.clone();
+        Ok((caller, tenant))
     }
 
-    /// The fault rule hitting this request, if any (counts the rule down).
-    fn fault(&self) -> Option<Fault> {
-        self.sim.shared.faults.take(&FaultTarget {
-            operation: self.operation,
-            tenant: self.tenant.as_deref(),
-            resource: self.resource.as_deref(),
-            subscription_id: self.subscription_id.as_deref(),
-        })
-    }
-
-    /// Answers as the fault says.
-    async fn faulted(self, fault: Fault) -> HttpResponse {
+    fn fault_error(fault: Fault) -> GraphError {
         match fault {
             Fault::Status {
                 status,
                 code,
                 retry_after_seconds,
-            } => self.fail(GraphError {
+            } => GraphError {
                 status,
                 code,
                 message: canned_message(status).to_owned(),
                 retry_after_seconds,
-            }),
+            },
             // Graph creates do not commit first here: a plain timeout.
-            Fault::Timeout { seconds } | Fault::LostAnswer { seconds } => {
-                let error = GraphError::new(504, "GatewayTimeout", canned_message(504));
-                // Journal first: a client that gives up drops this future.
-                self.record(error.status);
-                tokio::time::sleep(Duration::from_secs(seconds)).await;
-                self.render_error(&error)
+            Fault::Timeout { .. } | Fault::LostAnswer { .. } => {
+                GraphError::new(504, "GatewayTimeout", canned_message(504))
             }
-            Fault::ExpiredToken => self.fail(GraphError::unauthenticated(
-                "Access token has expired or is not yet valid.",
-            )),
+            Fault::ExpiredToken => {
+                GraphError::unauthenticated("Access token has expired or is not yet valid.")
+            }
             // Never matched for Graph operations; answered sensibly anyway.
-            Fault::InvalidGrant => self.fail(GraphError::unauthenticated(
-                "Access token validation failure.",
-            )),
+            Fault::InvalidGrant => GraphError::unauthenticated("Access token validation failure."),
         }
     }
 
-    fn record(&self, status: u16) {
-        self.sim.shared.journal.record(RecordedRequest {
-            method: self.method.clone(),
-            path: self.path.clone(),
-            operation: self.operation,
-            tenant: self.tenant.clone(),
-            resource: self.resource.clone(),
-            subscription_id: self.subscription_id.clone(),
-            status,
-            at: self.at,
-            body: self.recorded_body.clone(),
-        });
+    fn error_body(&self, sim: &Simulator, error: &GraphError) -> Value {
+        wire::graph_error_json(error, &self.request_id, &self.client_request_id, sim.now())
     }
 
-    fn fail(self, error: GraphError) -> HttpResponse {
-        self.record(error.status);
-        self.render_error(&error)
-    }
-
-    fn render_error(&self, error: &GraphError) -> HttpResponse {
-        let body = wire::graph_error_json(
-            error,
-            &self.request_id,
-            &self.client_request_id,
-            self.sim.now(),
-        );
-        let mut response = self.builder(error.status);
-        if error.status == 401 {
-            response.insert_header((header::WWW_AUTHENTICATE, WWW_AUTHENTICATE));
-        }
-        if let Some(seconds) = error.retry_after_seconds {
-            response.insert_header((header::RETRY_AFTER, seconds.to_string()));
-        }
-        response
-            .content_type(wire::GRAPH_JSON_CONTENT_TYPE)
-            .body(body.to_string())
-    }
-
-    fn json(self, status: u16, body: &Value) -> HttpResponse {
-        self.record(status);
-        self.builder(status)
-            .content_type(wire::GRAPH_JSON_CONTENT_TYPE)
-            .body(body.to_string())
-    }
-
-    fn empty(self, status: u16) -> HttpResponse {
-        self.record(status);
-        self.builder(status).finish()
-    }
-
-    fn builder(&self, status: u16) -> actix_web::HttpResponseBuilder {
-        let mut builder = HttpResponse::build(
-            StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-        );
+    fn builder(&self, status: u16) -> HttpResponseBuilder {
+        let mut builder = HttpResponse::build(exchange::status_code(status));
         builder
             .insert_header(("request-id", self.request_id.clone()))
             .insert_header(("client-request-id", self.client_request_id.clone()));
         builder
+    }
+}
+
+/// What only Graph's handlers need of an exchange.
+impl Exchange {
+    /// Starts answering a request on subscription `id`; fault rules and the
+    /// journal see its resource when it is (or was) stored.
+    fn begin_on(
+        sim: &Simulator,
+        req: &HttpRequest,
+        operation: Operation,
+        id: &str,
+        raw_body: &[u8],
+    ) -> Self {
+        let mut ex = Self::begin(sim, req, operation, Some(id.to_owned()), raw_body);
+        ex.resource = lock(&sim.shared.graph).resource_of(id);
+        ex
     }
 
     fn policy(&self) -> CreatePolicy {
@@ -251,13 +176,10 @@ async fn create(sim: web::Data<Simulator>, req: HttpRequest, body: web::Bytes) -
         .and_then(|v| v.get("resource"))
         .and_then(Value::as_str)
         .map(str::to_owned);
-    let caller = match ex.authenticate() {
-        Ok(caller) => caller,
-        Err(error) => return ex.fail(error),
+    let (mut ex, caller) = match ex.admit().await {
+        Ok(admitted) => admitted,
+        Err(answer) => return answer,
     };
-    if let Some(fault) = ex.fault() {
-        return ex.faulted(fault).await;
-    }
 
     let now = sim.now();
     let new = {
@@ -295,15 +217,11 @@ async fn update(
     body: web::Bytes,
 ) -> HttpResponse {
     let id = id.into_inner();
-    let mut ex = Exchange::begin(&sim, &req, Operation::Renew, Some(id.clone()), &body);
-    ex.resource = lock(&sim.shared.graph).resource_of(&id);
-    let caller = match ex.authenticate() {
-        Ok(caller) => caller,
-        Err(error) => return ex.fail(error),
+    let ex = Exchange::begin_on(&sim, &req, Operation::Renew, &id, &body);
+    let (ex, caller) = match ex.admit().await {
+        Ok(admitted) => admitted,
+        Err(answer) => return answer,
     };
-    if let Some(fault) = ex.fault() {
-        return ex.faulted(fault).await;
-    }
 
     let parsed: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let update = {
@@ -338,15 +256,11 @@ async fn delete(
     body: web::Bytes,
 ) -> HttpResponse {
     let id = id.into_inner();
-    let mut ex = Exchange::begin(&sim, &req, Operation::Delete, Some(id.clone()), &body);
-    ex.resource = lock(&sim.shared.graph).resource_of(&id);
-    let caller = match ex.authenticate() {
-        Ok(caller) => caller,
-        Err(error) => return ex.fail(error),
+    let ex = Exchange::begin_on(&sim, &req, Operation::Delete, &id, &body);
+    let (ex, caller) = match ex.admit().await {
+        Ok(admitted) => admitted,
+        Err(answer) => return answer,
     };
-    if let Some(fault) = ex.fault() {
-        return ex.faulted(fault).await;
-    }
     let now = sim.now();
     let deleted = lock(&sim.shared.graph).delete(&caller, &id, now);
     match deleted {
@@ -358,15 +272,11 @@ async fn delete(
 /// `GET /v1.0/subscriptions/{id}`.
 async fn get(sim: web::Data<Simulator>, req: HttpRequest, id: web::Path<String>) -> HttpResponse {
     let id = id.into_inner();
-    let mut ex = Exchange::begin(&sim, &req, Operation::Get, Some(id.clone()), &[]);
-    ex.resource = lock(&sim.shared.graph).resource_of(&id);
-    let caller = match ex.authenticate() {
-        Ok(caller) => caller,
-        Err(error) => return ex.fail(error),
+    let ex = Exchange::begin_on(&sim, &req, Operation::Get, &id, &[]);
+    let (ex, caller) = match ex.admit().await {
+        Ok(admitted) => admitted,
+        Err(answer) => return answer,
     };
-    if let Some(fault) = ex.fault() {
-        return ex.faulted(fault).await;
-    }
     let now = sim.now();
     let found = lock(&sim.shared.graph)
         .get(&caller, &id, now)
@@ -379,14 +289,11 @@ async fn get(sim: web::Data<Simulator>, req: HttpRequest, id: web::Path<String>)
 
 /// `GET /v1.0/subscriptions`: the calling app's live subscriptions in its tenant.
 async fn list(sim: web::Data<Simulator>, req: HttpRequest) -> HttpResponse {
-    let mut ex = Exchange::begin(&sim, &req, Operation::List, None, &[]);
-    let caller = match ex.authenticate() {
-        Ok(caller) => caller,
-        Err(error) => return ex.fail(error),
+    let ex = Exchange::begin(&sim, &req, Operation::List, None, &[]);
+    let (ex, caller) = match ex.admit().await {
+        Ok(admitted) => admitted,
+        Err(answer) => return answer,
     };
-    if let Some(fault) = ex.fault() {
-        return ex.faulted(fault).await;
-    }
     let now = sim.now();
     let mine = lock(&sim.shared.graph).list(&caller, now);
     ex.json(200, &wire::subscription_list_json(&mine))
@@ -400,15 +307,11 @@ async fn reauthorize(
     body: web::Bytes,
 ) -> HttpResponse {
     let id = id.into_inner();
-    let mut ex = Exchange::begin(&sim, &req, Operation::Reauthorize, Some(id.clone()), &body);
-    ex.resource = lock(&sim.shared.graph).resource_of(&id);
-    let caller = match ex.authenticate() {
-        Ok(caller) => caller,
-        Err(error) => return ex.fail(error),
+    let ex = Exchange::begin_on(&sim, &req, Operation::Reauthorize, &id, &body);
+    let (ex, caller) = match ex.admit().await {
+        Ok(admitted) => admitted,
+        Err(answer) => return answer,
     };
-    if let Some(fault) = ex.fault() {
-        return ex.faulted(fault).await;
-    }
     let now = sim.now();
     let done = lock(&sim.shared.graph).reauthorize(&caller, &id, now);
     match done {
@@ -452,17 +355,6 @@ async fn unknown_segment(
         "BadRequest",
         format!("Resource not found for the segment '{segment}'."),
     ))
-}
-
-/// JSON as sent, a non-JSON body as a string, nothing for an empty body.
-fn body_for_journal(raw: &[u8]) -> Option<Value> {
-    if raw.is_empty() {
-        return None;
-    }
-    Some(
-        serde_json::from_slice(raw)
-            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(raw).into_owned())),
-    )
 }
 
 /// Message for an injected status fault, in Graph's tone.

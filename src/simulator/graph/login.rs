@@ -10,13 +10,14 @@
 //! remembers with tenant and expiry.
 
 use crate::simulator::Simulator;
+use crate::simulator::exchange::{form_for_journal, status_code};
 use crate::simulator::faults::{Fault, FaultTarget};
 use crate::simulator::graph::model::{ACCESS_TOKEN_LIFETIME_SECONDS, random_token};
 use crate::simulator::journal::{Operation, RecordedRequest, lock};
-use actix_web::http::{StatusCode, header};
+use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::{DateTime, Utc};
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -99,7 +100,7 @@ async fn token(
             subscription_id: None,
             status,
             at,
-            body: journal_form(&form),
+            body: form_for_journal(&form, SECRET_FIELDS),
         });
     };
     let fail = |error: AadError| {
@@ -217,25 +218,6 @@ fn new_access_token(sim: &Simulator, tenant: &str, client_id: &str) -> String {
     lock(&sim.shared.graph).issue_token(tenant, client_id, now)
 }
 
-/// The form as a JSON object, secrets redacted.
-fn journal_form(form: &HashMap<String, String>) -> Option<Value> {
-    if form.is_empty() {
-        return None;
-    }
-    let object: Map<String, Value> = form
-        .iter()
-        .map(|(k, v)| {
-            let value = if SECRET_FIELDS.contains(&k.as_str()) {
-                "<redacted>".to_owned()
-            } else {
-                v.clone()
-            };
-            (k.clone(), Value::String(value))
-        })
-        .collect();
-    Some(Value::Object(object))
-}
-
 fn aad_error_response(error: &AadError, correlation_id: &str, now: DateTime<Utc>) -> HttpResponse {
     let trace_id = uuid::Uuid::new_v4().to_string();
     let timestamp = now.format("%Y-%m-%d %H:%M:%SZ").to_string();
@@ -251,9 +233,7 @@ fn aad_error_response(error: &AadError, correlation_id: &str, now: DateTime<Utc>
         "correlation_id": correlation_id,
         "error_uri": format!("https://login.microsoftonline.com/error?code={}", error.code),
     });
-    let mut response = HttpResponse::build(
-        StatusCode::from_u16(error.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-    );
+    let mut response = HttpResponse::build(status_code(error.status));
     if let Some(seconds) = error.retry_after_seconds {
         response.insert_header((header::RETRY_AFTER, seconds.to_string()));
     }

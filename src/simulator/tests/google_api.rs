@@ -608,6 +608,46 @@ async fn faults_render_google_errors() {
 }
 
 #[actix_web::test]
+async fn held_faults_answer_504_and_only_events_watch_commits_first() {
+    let h = GoogleHarness::start().await;
+    let token = h.access_token("1//refresh").await;
+
+    // A hung events.watch: journaled as 504, then a 504, and no channel.
+    h.sim.inject_fault(
+        FaultRule::new(FaultOperation::Create, Fault::Timeout { seconds: 0 }).times(1),
+    );
+    let timed_out = h.watch(&token, &h.channel_body("c1", None)).await;
+    h.assert_google_error(&timed_out, 504, "backendError");
+    assert!(timed_out.header("www-authenticate").is_none());
+    assert!(h.sim.google_channels().is_empty());
+    let last = h.sim.requests().pop().unwrap();
+    assert_eq!((last.operation, last.status), (Operation::Create, 504));
+    assert_eq!(last.tenant.as_deref(), Some(CLIENT_ID));
+    assert_eq!(last.subscription_id.as_deref(), Some("c1"));
+
+    // A lost events.watch answer: the same 504, but the channel exists.
+    h.sim.inject_fault(
+        FaultRule::new(FaultOperation::Create, Fault::LostAnswer { seconds: 0 }).times(1),
+    );
+    let lost = h.watch(&token, &h.channel_body("c2", None)).await;
+    h.assert_google_error(&lost, 504, "backendError");
+    let live: Vec<String> = h.sim.google_channels().into_iter().map(|c| c.id).collect();
+    assert_eq!(live, ["c2"]);
+    assert_eq!(h.sim.requests().pop().unwrap().status, 504);
+
+    // Gmail's users.watch does not commit before losing its answer.
+    h.sim.inject_fault(
+        FaultRule::new(FaultOperation::Create, Fault::LostAnswer { seconds: 0 }).times(1),
+    );
+    let watch_url = h.url("gmail.users.watch", &[("userId", "me")]);
+    let body = json!({"topicName": "projects/subkeeper/topics/gmail"});
+    let lost = h.post(&watch_url, Some(&token), &body).await;
+    h.assert_google_error(&lost, 504, "backendError");
+    assert!(h.sim.gmail_watches().is_empty());
+    h.stop().await;
+}
+
+#[actix_web::test]
 async fn gmail_watch_push_and_stop() {
     let h = GoogleHarness::start().await;
     h.sim.register_google_account("1//bob", "bob@example.com");
