@@ -1,6 +1,6 @@
 //! Provider adapters: the reqwest implementations of the core's `SubscriptionApi`
 //! port, one folder per provider family (`graph/`, `google/`), plus the
-//! OAuth token handling they share (`oauth`).
+//! OAuth token handling (`oauth`) and the authenticated call (`call`) they share.
 //!
 //! Owns everything that speaks a provider's wire protocol and the classification of
 //! its failures into the core's `ErrorClass`. It must not touch the store, the bus
@@ -8,6 +8,7 @@
 //! go out as `ProviderSubscription` / `ApiError`, and nothing here schedules or
 //! retries beyond the single token refresh after a 401.
 
+mod call;
 pub mod google;
 pub mod graph;
 pub mod oauth;

@@ -144,6 +144,7 @@ impl GoogleApis {
         })?;
         let tokens = Arc::new(tokens);
         let client = Arc::new(GoogleClient::new(
+            &client::GOOGLE,
             http,
             &config.base_url,
             Arc::clone(&tokens),

@@ -116,6 +116,7 @@ impl GraphApi {
         })?;
         let tokens = Arc::new(tokens);
         let client = GraphClient::new(
+            &client::GRAPH,
             http,
             &config.graph_base_url,
             Arc::clone(&tokens),
@@ -157,7 +158,7 @@ impl GraphApi {
             latest_supported_tls_version: LATEST_SUPPORTED_TLS_VERSION,
         };
         let body = to_json(&body)?;
-        let url = self.client.subscriptions_url(None)?;
+        let url = client::subscriptions_url(&self.client, None)?;
         let answer = self
             .client
             .call(
@@ -190,9 +191,7 @@ impl GraphApi {
         let body = to_json(&RenewBody {
             expiration_date_time: graph_datetime(expires_at),
         })?;
-        let url = self
-            .client
-            .subscriptions_url(Some(&subscription.external_id))?;
+        let url = client::subscriptions_url(&self.client, Some(&subscription.external_id))?;
         let answer = self
             .client
             .call(
@@ -222,9 +221,7 @@ impl GraphApi {
         subscription: &Subscription,
     ) -> Result<(), GraphError> {
         let credentials = credentials_of(provider)?;
-        let url = self
-            .client
-            .subscriptions_url(Some(&subscription.external_id))?;
+        let url = client::subscriptions_url(&self.client, Some(&subscription.external_id))?;
         let answer = self
             .client
             .call(
