@@ -9,8 +9,8 @@
 //! build their errors through [`CallFailure`] and what sets their wire apart
 //! through [`Api`].
 
-use crate::providers::oauth::{AccessToken, TokenCache, TokenError};
-use crate::providers::retry_after_of;
+use crate::providers::oauth::{AccessToken, CredentialSource, TokenCache, TokenError};
+use crate::providers::{http_client, retry_after_of};
 use chrono::TimeDelta;
 use std::fmt;
 use std::marker::PhantomData;
@@ -27,10 +27,33 @@ pub(crate) struct Api {
     pub name: &'static str,
     /// The setting that holds the base URL, named in configuration errors.
     pub base_setting: &'static str,
+    /// The setting that holds the token endpoint, named in configuration errors.
+    pub token_setting: &'static str,
     /// Header sent with a fresh UUID on every request, which the provider echoes
     /// and logs so its support can find one call (Graph's `client-request-id`);
     /// `None` where the API has no such header.
     pub request_id_header: Option<&'static str>,
+}
+
+/// Where a family's token endpoint is.
+pub(crate) enum TokenEndpoint<'a> {
+    /// The identity platform's base; each credentials row's tenant names its own
+    /// token endpoint under it (Microsoft).
+    Authority(&'a str),
+    /// One token URL for every credentials row (Google).
+    Fixed(&'a str),
+}
+
+/// Where a family's API is and how long to wait for it, as configured.
+pub(crate) struct Endpoints<'a> {
+    /// The API's base URL.
+    pub base_url: &'a str,
+    /// Where access tokens come from.
+    pub token: TokenEndpoint<'a>,
+    /// Upper bound on one HTTP call, token requests included.
+    pub request_timeout: Duration,
+    /// Upper bound on establishing a connection.
+    pub connect_timeout: Duration,
 }
 
 /// How a family's error enum is built from the outcome of a call.
@@ -82,8 +105,41 @@ pub(crate) struct BearerClient<E> {
 }
 
 impl<E: CallFailure> BearerClient<E> {
+    /// A client for `api` at `endpoints`: one HTTP client (see [`http_client`])
+    /// shared with a [`TokenCache`] reading `credentials`, judging token expiry on
+    /// `clock`. Fails only on an unusable configuration (bad URL, TLS setup).
+    pub fn connect(
+        api: &'static Api,
+        endpoints: Endpoints<'_>,
+        credentials: Arc<dyn CredentialSource>,
+        clock: SharedClock,
+    ) -> Result<Self, E> {
+        let http = http_client(endpoints.request_timeout, endpoints.connect_timeout)
+            .map_err(|e| E::config(format!("HTTP client: {e}")))?;
+        let (tokens, url) = match endpoints.token {
+            TokenEndpoint::Authority(base) => (
+                TokenCache::new(http.clone(), base, credentials, Arc::clone(&clock)),
+                base,
+            ),
+            TokenEndpoint::Fixed(url) => (
+                TokenCache::with_token_url(http.clone(), url, credentials, Arc::clone(&clock)),
+                url,
+            ),
+        };
+        let tokens =
+            tokens.map_err(|e| E::config(format!("{} '{url}': {e}", api.token_setting)))?;
+        Self::new(
+            api,
+            http,
+            endpoints.base_url,
+            Arc::new(tokens),
+            clock,
+            endpoints.request_timeout,
+        )
+    }
+
     /// A client for `api` at `base`, which must be able to take path segments.
-    pub fn new(
+    fn new(
         api: &'static Api,
         http: reqwest::Client,
         base: &str,
@@ -105,6 +161,12 @@ impl<E: CallFailure> BearerClient<E> {
             request_timeout,
             failure: PhantomData,
         })
+    }
+
+    /// The token cache, e.g. to drop a connection's token when its credentials
+    /// change.
+    pub fn tokens(&self) -> &Arc<TokenCache> {
+        &self.tokens
     }
 
     /// `{base}/` plus `segments`, each escaped as one path segment (ids, calendar

@@ -92,6 +92,7 @@ pub fn parse_millis(raw: &str) -> Option<DateTime<Utc>> {
 pub(crate) static GOOGLE: Api = Api {
     name: "Google",
     base_setting: "google_base_url",
+    token_setting: "google_token_url",
     request_id_header: None,
 };
 

@@ -2,13 +2,15 @@
 //! watch channels (`google_calendar`) and Gmail v1 mailbox watches (`gmail`).
 //!
 //! Owns the watch and stop requests, the lifetimes Google grants, bearer tokens via
-//! the OAuth [`TokenCache`] (refresh-token grant against Google's token endpoint)
-//! and the classification of every Google failure (`error`). It must not schedule,
+//! the OAuth [`TokenCache`](crate::providers::oauth::TokenCache) (refresh-token
+//! grant against Google's token endpoint) and the classification of every Google
+//! failure (`error`). It must not schedule,
 //! retry beyond one token refresh after a 401, or touch the store or the bus: the
 //! lifecycle decides from the returned `ApiError`, and the supervisor stops a
 //! rotated-out channel through [`SubscriptionApi::delete`].
 //!
-//! - `client`: wire shapes and the authenticated HTTP call.
+//! - `client`: wire shapes, and what the shared authenticated call
+//!   (`providers::call`) needs to know of this API.
 //! - `error`: [`GoogleError`] and the classification table.
 //! - `pending`: channels asked for and not yet recorded, so intake can route
 //!   the `sync` message Google sends before `events.watch` answers.
@@ -31,8 +33,8 @@ pub use error::{Call, GoogleError, GoogleErrorBody, required_scope};
 pub use pending::{PENDING_TTL, PendingChannel, PendingChannels};
 pub use unconfirmed::UnconfirmedChannels;
 
-use crate::providers::http_client;
-use crate::providers::oauth::{CredentialSource, TokenCache, TokenError};
+use crate::providers::call::{Endpoints, TokenEndpoint};
+use crate::providers::oauth::{CredentialSource, TokenError};
 use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
 use client::{ChannelAnswer, GmailWatchAnswer, GoogleClient, parse_answer};
@@ -131,25 +133,16 @@ impl GoogleApis {
         watchers: Arc<dyn MailboxWatchers>,
         clock: SharedClock,
     ) -> Result<Self, GoogleError> {
-        let http = http_client(config.request_timeout, config.connect_timeout)
-            .map_err(|e| GoogleError::Config(format!("HTTP client: {e}")))?;
-        let tokens = TokenCache::with_token_url(
-            http.clone(),
-            &config.token_url,
+        let client = Arc::new(GoogleClient::connect(
+            &client::GOOGLE,
+            Endpoints {
+                base_url: &config.base_url,
+                token: TokenEndpoint::Fixed(&config.token_url),
+                request_timeout: config.request_timeout,
+                connect_timeout: config.connect_timeout,
+            },
             credentials,
             Arc::clone(&clock),
-        )
-        .map_err(|e| {
-            GoogleError::Config(format!("google_token_url '{}': {e}", config.token_url))
-        })?;
-        let tokens = Arc::new(tokens);
-        let client = Arc::new(GoogleClient::new(
-            &client::GOOGLE,
-            http,
-            &config.base_url,
-            Arc::clone(&tokens),
-            Arc::clone(&clock),
-            config.request_timeout,
         )?);
         Ok(Self {
             calendar: GoogleCalendarApi {

@@ -94,6 +94,7 @@ pub fn parse_graph_datetime(raw: &str) -> Option<DateTime<Utc>> {
 pub(crate) static GRAPH: Api = Api {
     name: "Graph",
     base_setting: "graph_base_url",
+    token_setting: "login_base_url",
     request_id_header: Some("client-request-id"),
 };
 

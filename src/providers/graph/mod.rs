@@ -8,7 +8,8 @@
 //! refresh after a 401, or touch the store: the lifecycle decides from the returned
 //! `ApiError`.
 //!
-//! - `client`: wire shapes and the authenticated HTTP call.
+//! - `client`: wire shapes, and what the shared authenticated call
+//!   (`providers::call`) needs to know of this API.
 //! - `error`: [`GraphError`] and the classification table.
 
 mod client;
@@ -22,7 +23,7 @@ pub use client::{
 };
 pub use error::{GraphError, GraphErrorBody, Operation, required_permission};
 
-use crate::providers::http_client;
+use crate::providers::call::{Endpoints, TokenEndpoint};
 use crate::providers::oauth::{CredentialSource, TokenCache, TokenError};
 use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
@@ -80,16 +81,14 @@ impl Default for GraphConfig {
 
 /// Microsoft Graph subscriptions behind the `SubscriptionApi` port.
 pub struct GraphApi {
-    /// Authenticated HTTP calls.
+    /// Authenticated HTTP calls, with the bearer tokens per credentials row.
     client: GraphClient,
-    /// Bearer tokens per credentials row (shared with `client`).
-    tokens: Arc<TokenCache>,
 }
 
 impl std::fmt::Debug for GraphApi {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("GraphApi")
-            .field("tokens", &self.tokens)
+            .field("tokens", self.client.tokens())
             .finish_non_exhaustive()
     }
 }
@@ -103,33 +102,24 @@ impl GraphApi {
         credentials: Arc<dyn CredentialSource>,
         clock: SharedClock,
     ) -> Result<Self, GraphError> {
-        let http = http_client(config.request_timeout, config.connect_timeout)
-            .map_err(|e| GraphError::Config(format!("HTTP client: {e}")))?;
-        let tokens = TokenCache::new(
-            http.clone(),
-            &config.login_base_url,
-            credentials,
-            Arc::clone(&clock),
-        )
-        .map_err(|e| {
-            GraphError::Config(format!("login_base_url '{}': {e}", config.login_base_url))
-        })?;
-        let tokens = Arc::new(tokens);
-        let client = GraphClient::new(
+        let client = GraphClient::connect(
             &client::GRAPH,
-            http,
-            &config.graph_base_url,
-            Arc::clone(&tokens),
+            Endpoints {
+                base_url: &config.graph_base_url,
+                token: TokenEndpoint::Authority(&config.login_base_url),
+                request_timeout: config.request_timeout,
+                connect_timeout: config.connect_timeout,
+            },
+            credentials,
             clock,
-            config.request_timeout,
         )?;
-        Ok(Self { client, tokens })
+        Ok(Self { client })
     }
 
     /// The token cache, e.g. to drop a connection's token when its credentials
     /// change.
     pub fn tokens(&self) -> &Arc<TokenCache> {
-        &self.tokens
+        self.client.tokens()
     }
 
     /// The longest lifetime Graph grants `provider`'s resource, less
