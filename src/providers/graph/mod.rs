@@ -147,28 +147,18 @@ impl GraphApi {
             client_state: &request.client_state,
             latest_supported_tls_version: LATEST_SUPPORTED_TLS_VERSION,
         };
-        let body = to_json(&body)?;
         let url = client::subscriptions_url(&self.client, None)?;
-        let answer = self
-            .client
-            .call(
+        let created = self
+            .grant(
                 credentials,
                 Operation::Create,
                 reqwest::Method::POST,
                 url,
-                Some(&body),
-                &[],
+                &body,
             )
             .await?;
-        let granted = client::granted(Operation::Create, &answer)?;
-        tracing::info!(subscription = %granted.id, expires_at = %granted.expires_at, "Graph subscription created");
-        Ok(ProviderSubscription {
-            external_id: granted.id,
-            resource_id: None,
-            expires_at: granted.expires_at,
-            client_state: None,
-            history_id: None,
-        })
+        tracing::info!(subscription = %created.external_id, expires_at = %created.expires_at, "Graph subscription created");
+        Ok(created)
     }
 
     async fn renew_inner(
@@ -178,23 +168,39 @@ impl GraphApi {
         expires_at: DateTime<Utc>,
     ) -> Result<ProviderSubscription, GraphError> {
         let credentials = credentials_of(provider)?;
-        let body = to_json(&RenewBody {
+        let body = RenewBody {
             expiration_date_time: graph_datetime(expires_at),
-        })?;
+        };
         let url = client::subscriptions_url(&self.client, Some(&subscription.external_id))?;
-        let answer = self
-            .client
-            .call(
+        let renewed = self
+            .grant(
                 credentials,
                 Operation::Renew,
                 reqwest::Method::PATCH,
                 url,
-                Some(&body),
-                &[],
+                &body,
             )
             .await?;
-        let granted = client::granted(Operation::Renew, &answer)?;
-        tracing::info!(expires_at = %granted.expires_at, "Graph subscription renewed");
+        tracing::info!(expires_at = %renewed.expires_at, "Graph subscription renewed");
+        Ok(renewed)
+    }
+
+    /// Sends a subscription body (POST to create, PATCH to renew) and reads back
+    /// the subscription Graph granted.
+    async fn grant(
+        &self,
+        credentials: uuid::Uuid,
+        operation: Operation,
+        method: reqwest::Method,
+        url: reqwest::Url,
+        body: &impl serde::Serialize,
+    ) -> Result<ProviderSubscription, GraphError> {
+        let body = to_json(body)?;
+        let answer = self
+            .client
+            .call(credentials, operation, method, url, Some(&body), &[])
+            .await?;
+        let granted = client::granted(operation, &answer)?;
         Ok(ProviderSubscription {
             // Graph keeps the id on PATCH; trust what it says if it ever differs.
             external_id: granted.id,
