@@ -465,12 +465,13 @@ impl std::fmt::Debug for GmailApi {
 }
 
 impl GmailApi {
-    /// Starts or extends the watch on the provider's mailbox; Google answers the
-    /// new expiry (7 days out).
+    /// Starts or extends the watch on the provider's mailbox, known to us as
+    /// `external_id`; Google answers the new expiry (7 days out).
     async fn watch(
         &self,
         provider: &Provider,
-    ) -> Result<(DateTime<Utc>, Option<String>), GoogleError> {
+        external_id: String,
+    ) -> Result<ProviderSubscription, GoogleError> {
         let credentials = credentials_of(provider, ProviderKind::Gmail)?;
         if self.topic.trim().is_empty() {
             return Err(GoogleError::Config(
@@ -497,7 +498,13 @@ impl GmailApi {
                 reason: format!("expiration '{}' is not Unix milliseconds", watch.expiration),
             })?;
         tracing::info!(expires_at = %expires_at, history_id = watch.history_id.as_deref().unwrap_or(""), "Gmail watch set");
-        Ok((expires_at, watch.history_id))
+        Ok(ProviderSubscription {
+            external_id,
+            resource_id: None,
+            expires_at,
+            client_state: None,
+            history_id: watch.history_id,
+        })
     }
 }
 
@@ -513,23 +520,15 @@ impl SubscriptionApi for GmailApi {
         _request: &CreateRequest,
     ) -> Result<ProviderSubscription, ApiError> {
         let span = call_span(provider, Call::UsersWatch, None);
-        async {
-            let (expires_at, history_id) = self.watch(provider).await?;
-            Ok(ProviderSubscription {
-                external_id: format!(
-                    "{GMAIL_ID_PREFIX}{}:{}",
-                    provider.resource,
-                    uuid::Uuid::new_v4().simple()
-                ),
-                resource_id: None,
-                expires_at,
-                client_state: None,
-                history_id,
-            })
-        }
-        .instrument(span)
-        .await
-        .map_err(|e: GoogleError| failed(provider, &e))
+        let external_id = format!(
+            "{GMAIL_ID_PREFIX}{}:{}",
+            provider.resource,
+            uuid::Uuid::new_v4().simple()
+        );
+        self.watch(provider, external_id)
+            .instrument(span)
+            .await
+            .map_err(|e| failed(provider, &e))
     }
 
     async fn renew(
@@ -539,19 +538,11 @@ impl SubscriptionApi for GmailApi {
         _expires_at: DateTime<Utc>,
     ) -> Result<ProviderSubscription, ApiError> {
         let span = call_span(provider, Call::UsersWatch, Some(&subscription.external_id));
-        async {
-            let (expires_at, history_id) = self.watch(provider).await?;
-            Ok(ProviderSubscription {
-                external_id: subscription.external_id.clone(),
-                resource_id: None,
-                expires_at,
-                client_state: None,
-                history_id,
-            })
-        }
-        .instrument(span)
-        .await
-        .map_err(|e: GoogleError| failed(provider, &e))
+        // Calling users.watch again extends the mailbox's one watch: its id stays.
+        self.watch(provider, subscription.external_id.clone())
+            .instrument(span)
+            .await
+            .map_err(|e| failed(provider, &e))
     }
 
     async fn delete(
