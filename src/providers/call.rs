@@ -17,6 +17,7 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 use subkeeper_actors::clock::SharedClock;
+use subkeeper_actors::domain::Provider;
 use url::Url;
 use uuid::Uuid;
 
@@ -76,6 +77,14 @@ pub(crate) trait CallFailure: From<TokenError> + Send + 'static {
     -> Self;
     /// The configuration (a base URL) is unusable.
     fn config(reason: String) -> Self;
+}
+
+/// The credentials row `provider` authenticates with; none means the mailbox
+/// was never connected.
+pub(crate) fn credentials_id(provider: &Provider) -> Result<Uuid, TokenError> {
+    provider
+        .credentials_id
+        .ok_or(TokenError::CredentialsMissing { id: None })
 }
 
 /// A successful answer: status and body.
@@ -161,6 +170,12 @@ impl<E: CallFailure> BearerClient<E> {
             request_timeout,
             failure: PhantomData,
         })
+    }
+
+    /// A request body as JSON. Serializing our own body types cannot fail in
+    /// practice; if it did, the code (not the provider) would be wrong.
+    pub fn json(&self, body: &impl serde::Serialize) -> Result<serde_json::Value, E> {
+        serde_json::to_value(body).map_err(|e| E::config(format!("request body: {e}")))
     }
 
     /// The token cache, e.g. to drop a connection's token when its credentials

@@ -33,8 +33,8 @@ pub use error::{Call, GoogleError, GoogleErrorBody, required_scope};
 pub use pending::{PENDING_TTL, PendingChannel, PendingChannels};
 pub use unconfirmed::UnconfirmedChannels;
 
-use crate::providers::call::{Endpoints, TokenEndpoint};
-use crate::providers::oauth::{CredentialSource, TokenError};
+use crate::providers::call::{Endpoints, TokenEndpoint, credentials_id};
+use crate::providers::oauth::CredentialSource;
 use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
 use client::{ChannelAnswer, GmailWatchAnswer, GoogleClient, parse_answer};
@@ -202,7 +202,7 @@ impl GoogleCalendarApi {
         let ttl = (expires_at - self.clock.now())
             .num_seconds()
             .clamp(1, CALENDAR_MAX_TTL_SECONDS);
-        let body = to_json(&WatchChannelBody {
+        let body = self.client.json(&WatchChannelBody {
             id: &channel_id,
             kind: WEB_HOOK,
             address,
@@ -361,7 +361,7 @@ impl GoogleCalendarApi {
         channel_id: &str,
         resource_id: &str,
     ) -> Result<(), GoogleError> {
-        let body = to_json(&StopChannelBody {
+        let body = self.client.json(&StopChannelBody {
             id: channel_id,
             resource_id,
         })?;
@@ -478,7 +478,7 @@ impl GmailApi {
                 "no Pub/Sub topic for Gmail watches: set SUBKEEPER_GMAIL_PUBSUB_TOPIC to projects/{project}/topics/{topic}".to_owned(),
             ));
         }
-        let body = to_json(&GmailWatchBody {
+        let body = self.client.json(&GmailWatchBody {
             topic_name: &self.topic,
             label_ids: GMAIL_LABEL_IDS.to_vec(),
             label_filter_behavior: "include",
@@ -591,15 +591,7 @@ fn credentials_of(provider: &Provider, kind: ProviderKind) -> Result<uuid::Uuid,
     if provider.kind != kind {
         return Err(GoogleError::WrongKind(provider.kind));
     }
-    provider
-        .credentials_id
-        .ok_or(GoogleError::Token(TokenError::CredentialsMissing {
-            id: None,
-        }))
-}
-
-fn to_json<T: serde::Serialize>(body: &T) -> Result<serde_json::Value, GoogleError> {
-    serde_json::to_value(body).map_err(|e| GoogleError::Config(format!("request body: {e}")))
+    Ok(credentials_id(provider)?)
 }
 
 /// Span for one call; tenant, provider and channel, never secrets.

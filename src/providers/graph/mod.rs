@@ -23,8 +23,8 @@ pub use client::{
 };
 pub use error::{GraphError, GraphErrorBody, Operation, required_permission};
 
-use crate::providers::call::{Endpoints, TokenEndpoint};
-use crate::providers::oauth::{CredentialSource, TokenCache, TokenError};
+use crate::providers::call::{Endpoints, TokenEndpoint, credentials_id};
+use crate::providers::oauth::{CredentialSource, TokenCache};
 use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
 use client::GraphClient;
@@ -195,7 +195,7 @@ impl GraphApi {
         url: reqwest::Url,
         body: &impl serde::Serialize,
     ) -> Result<ProviderSubscription, GraphError> {
-        let body = to_json(body)?;
+        let body = self.client.json(body)?;
         let answer = self
             .client
             .call(credentials, operation, method, url, Some(&body), &[])
@@ -246,15 +246,7 @@ fn credentials_of(provider: &Provider) -> Result<uuid::Uuid, GraphError> {
     if !provider.kind.is_graph() {
         return Err(GraphError::WrongKind(provider.kind));
     }
-    provider
-        .credentials_id
-        .ok_or(GraphError::Token(TokenError::CredentialsMissing {
-            id: None,
-        }))
-}
-
-fn to_json<T: serde::Serialize>(body: &T) -> Result<serde_json::Value, GraphError> {
-    serde_json::to_value(body).map_err(|e| GraphError::Config(format!("request body: {e}")))
+    Ok(credentials_id(provider)?)
 }
 
 /// Span for one call; tenant, provider and subscription, never secrets.
