@@ -1,6 +1,6 @@
 //! Provider adapters: the reqwest implementations of the core's `SubscriptionApi`
 //! port, one folder per provider family (`graph/`, `google/`), plus the
-//! OAuth token handling they share (`oauth`).
+//! OAuth token handling (`oauth`) and the authenticated call (`call`) they share.
 //!
 //! Owns everything that speaks a provider's wire protocol and the classification of
 //! its failures into the core's `ErrorClass`. It must not touch the store, the bus
@@ -8,6 +8,7 @@
 //! go out as `ProviderSubscription` / `ApiError`, and nothing here schedules or
 //! retries beyond the single token refresh after a 401.
 
+mod call;
 pub mod google;
 pub mod graph;
 pub mod oauth;
@@ -68,6 +69,18 @@ pub(crate) fn retry_after_of(
         .and_then(|v| parse_retry_after(v, now))
 }
 
+/// At most `max` characters of `text`, trimmed, with an ellipsis when cut: what
+/// is kept of a provider's error message.
+pub(crate) fn truncate(text: &str, max: usize) -> String {
+    let text = text.trim();
+    if text.chars().count() <= max {
+        return text.to_owned();
+    }
+    let mut out: String = text.chars().take(max).collect();
+    out.push('…');
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -89,5 +102,13 @@ mod tests {
         );
         assert_eq!(parse_retry_after("soon", now), None);
         assert_eq!(parse_retry_after("-5", now), None);
+    }
+
+    #[test]
+    fn truncation_counts_characters_and_marks_the_cut() {
+        assert_eq!(truncate("  short  ", 10), "short");
+        assert_eq!(truncate("abc", 3), "abc");
+        assert_eq!(truncate("ééééé", 3), "ééé…");
+        assert_eq!(truncate("   ", 3), "");
     }
 }

@@ -11,7 +11,7 @@
 //! return a secret: client secrets, refresh tokens and access tokens stay out of
 //! every message, span and `Debug` output.
 
-use crate::providers::retry_after_of;
+use crate::providers::{retry_after_of, truncate};
 use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
@@ -802,11 +802,10 @@ fn transport_error(tenant: &str, error: &reqwest::Error) -> TokenError {
 /// The first line of an `error_description`, trimmed and bounded: the AADSTS code
 /// and sentence; trace id, correlation id and timestamp follow on later lines.
 fn first_line(description: &str) -> String {
-    let line = description.lines().next().unwrap_or("").trim();
-    let mut out: String = line.chars().take(DESCRIPTION_MAX_CHARS).collect();
-    if line.chars().count() > DESCRIPTION_MAX_CHARS {
-        out.push('…');
-    }
+    let mut out = truncate(
+        description.lines().next().unwrap_or(""),
+        DESCRIPTION_MAX_CHARS,
+    );
     if out.is_empty() {
         out.push_str("(no description)");
     }

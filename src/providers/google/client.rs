@@ -1,21 +1,17 @@
 //! The HTTP side of the Google adapters: request and response shapes of Calendar's
 //! `events.watch` / `channels.stop` and Gmail's `users.watch` / `users.stop`, and
-//! one authenticated call with its single 401 retry.
+//! what Google's calls look like to the shared authenticated call
+//! (`providers::call`).
 //!
-//! Owns URLs, headers, bearer tokens on the wire and turning transport outcomes into
-//! [`GoogleError`]s. It must not classify (that is `error`'s job).
+//! Owns Google's wire shapes and how call outcomes become [`GoogleError`]s. It must
+//! not classify (that is `error`'s job).
 
+use crate::providers::call::{Answer, Api, BearerClient, CallFailure};
 use crate::providers::google::error::{Call, GoogleError, GoogleErrorBody};
-use crate::providers::oauth::{AccessToken, TokenCache};
-use crate::providers::retry_after_of;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
-use subkeeper_actors::clock::SharedClock;
-use url::Url;
-use uuid::Uuid;
 
 /// The channel type Google delivers over HTTPS POSTs.
 pub const WEB_HOOK: &str = "web_hook";
@@ -91,145 +87,56 @@ pub fn parse_millis(raw: &str) -> Option<DateTime<Utc>> {
         .and_then(DateTime::from_timestamp_millis)
 }
 
-/// A successful answer: status and body.
-pub(crate) struct Answer {
-    /// HTTP status (2xx, or 404/410 where the caller accepts it).
-    pub status: u16,
-    /// Raw body.
-    pub body: Vec<u8>,
-}
+/// Google's wire: its name in logs and its base URL setting; Google has no
+/// request id header.
+pub(crate) static GOOGLE: Api = Api {
+    name: "Google",
+    base_setting: "google_base_url",
+    token_setting: "google_token_url",
+    request_id_header: None,
+};
 
-/// Authenticated calls to the Calendar and Gmail APIs.
-pub(crate) struct GoogleClient {
-    /// Shared HTTP client (timeouts configured on it).
-    http: reqwest::Client,
-    /// `https://www.googleapis.com`; Calendar is under `calendar/v3`, Gmail under
-    /// `gmail/v1`.
-    base: Url,
-    /// Bearer tokens.
-    tokens: Arc<TokenCache>,
-    /// Domain time, for HTTP-date `Retry-After`s.
-    clock: SharedClock,
-    /// The request timeout the client was built with, for messages.
-    request_timeout: Duration,
-}
+/// Authenticated calls to the Calendar and Gmail APIs: every one a POST under
+/// `https://www.googleapis.com` (Calendar under `calendar/v3`, Gmail under
+/// `gmail/v1`).
+pub(crate) type GoogleClient = BearerClient<GoogleError>;
 
-impl GoogleClient {
-    /// A client for the Google APIs at `base`.
-    pub fn new(
-        http: reqwest::Client,
-        base: &str,
-        tokens: Arc<TokenCache>,
-        clock: SharedClock,
-        request_timeout: Duration,
-    ) -> Result<Self, GoogleError> {
-        let base = Url::parse(base)
-            .map_err(|e| GoogleError::Config(format!("google_base_url '{base}': {e}")))?;
-        if base.cannot_be_a_base() {
-            return Err(GoogleError::Config(format!(
-                "google_base_url '{base}' cannot take a path"
-            )));
-        }
-        Ok(Self {
-            http,
-            base,
-            tokens,
-            clock,
-            request_timeout,
-        })
+impl CallFailure for GoogleError {
+    type Op = Call;
+    type Body = GoogleErrorBody;
+
+    fn parse_body(body: &[u8]) -> GoogleErrorBody {
+        GoogleErrorBody::parse(body)
     }
 
-    /// `{base}/` plus `segments`, each escaped as one path segment (calendar ids
-    /// and mailbox addresses come from the database; they must not add segments).
-    pub fn url(&self, segments: &[&str]) -> Result<Url, GoogleError> {
-        let mut url = self.base.clone();
-        url.path_segments_mut()
-            .map_err(|()| GoogleError::Config("google_base_url cannot take a path".to_owned()))?
-            .pop_if_empty()
-            .extend(segments);
-        Ok(url)
+    fn timeout(call: Call, timeout: Duration) -> Self {
+        Self::Timeout { call, timeout }
     }
 
-    /// Sends one POST with a bearer token for `credentials`. On 401 the token is
-    /// dropped, a new one fetched and the request sent once more; a second 401 is
-    /// [`GoogleError::Unauthorized`]. Statuses in `accept` besides 2xx are answers,
-    /// everything else is [`GoogleError::Status`].
-    pub async fn post(
-        &self,
-        credentials: Uuid,
+    fn unreachable(call: Call, reason: String) -> Self {
+        Self::Unreachable { call, reason }
+    }
+
+    fn unauthorized(call: Call, body: GoogleErrorBody) -> Self {
+        Self::Unauthorized { call, body }
+    }
+
+    fn refused(
         call: Call,
-        url: Url,
-        body: Option<&serde_json::Value>,
-        accept: &[u16],
-    ) -> Result<Answer, GoogleError> {
-        let token = self.tokens.token(credentials).await?;
-        let (status, headers, bytes) = self.send(&token, call, url.clone(), body).await?;
-        let (status, headers, bytes) = if status == 401 {
-            tracing::info!(%call, body = %GoogleErrorBody::parse(&bytes), "Google refused the access token; refreshing it once");
-            self.tokens.reject(credentials, &token).await;
-            let token = self.tokens.token(credentials).await?;
-            let retried = self.send(&token, call, url, body).await?;
-            if retried.0 == 401 {
-                return Err(GoogleError::Unauthorized {
-                    call,
-                    body: GoogleErrorBody::parse(&retried.2),
-                });
-            }
-            retried
-        } else {
-            (status, headers, bytes)
-        };
-        if (200..300).contains(&status) || accept.contains(&status) {
-            return Ok(Answer {
-                status,
-                body: bytes,
-            });
-        }
-        Err(GoogleError::Status {
+        status: u16,
+        body: GoogleErrorBody,
+        retry_after: Option<TimeDelta>,
+    ) -> Self {
+        Self::Status {
             call,
             status,
-            body: GoogleErrorBody::parse(&bytes),
-            retry_after: retry_after_of(&headers, self.clock.now()),
-        })
+            body,
+            retry_after,
+        }
     }
 
-    /// One HTTP exchange; the body is read in full under the request timeout.
-    async fn send(
-        &self,
-        token: &AccessToken,
-        call: Call,
-        url: Url,
-        body: Option<&serde_json::Value>,
-    ) -> Result<(u16, reqwest::header::HeaderMap, Vec<u8>), GoogleError> {
-        let mut request = self
-            .http
-            .post(url)
-            .bearer_auth(token.secret())
-            .header(reqwest::header::ACCEPT, "application/json");
-        request = match body {
-            Some(body) => request.json(body),
-            // Google wants a Content-Length on bodiless POSTs.
-            None => request.header(reqwest::header::CONTENT_LENGTH, "0"),
-        };
-        let transport = |e: reqwest::Error| {
-            if e.is_timeout() {
-                GoogleError::Timeout {
-                    call,
-                    timeout: self.request_timeout,
-                }
-            } else {
-                GoogleError::Unreachable {
-                    call,
-                    reason: e.to_string(),
-                }
-            }
-        };
-        let response = request.send().await.map_err(transport)?;
-        let status = response.status().as_u16();
-        let headers = response.headers().clone();
-        let bytes = response.bytes().await.map_err(transport)?;
-        tracing::debug!(%call, status, "Google answered");
-        Ok((status, headers, bytes.to_vec()))
+    fn config(reason: String) -> Self {
+        Self::Config(reason)
     }
 }
 

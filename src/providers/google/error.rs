@@ -6,6 +6,7 @@
 //! everything else from the class.
 
 use crate::providers::oauth::TokenError;
+use crate::providers::truncate;
 use chrono::TimeDelta;
 use std::fmt;
 use std::time::Duration;
@@ -299,15 +300,4 @@ pub fn required_scope(kind: ProviderKind) -> &'static str {
         ProviderKind::Gmail => "https://www.googleapis.com/auth/gmail.readonly",
         _ => "https://www.googleapis.com/auth/calendar.readonly",
     }
-}
-
-/// At most `max` characters of `text`, with an ellipsis when cut.
-fn truncate(text: &str, max: usize) -> String {
-    let text = text.trim();
-    if text.chars().count() <= max {
-        return text.to_owned();
-    }
-    let mut out: String = text.chars().take(max).collect();
-    out.push('…');
-    out
 }

@@ -2,13 +2,15 @@
 //! watch channels (`google_calendar`) and Gmail v1 mailbox watches (`gmail`).
 //!
 //! Owns the watch and stop requests, the lifetimes Google grants, bearer tokens via
-//! the OAuth [`TokenCache`] (refresh-token grant against Google's token endpoint)
-//! and the classification of every Google failure (`error`). It must not schedule,
+//! the OAuth [`TokenCache`](crate::providers::oauth::TokenCache) (refresh-token
+//! grant against Google's token endpoint) and the classification of every Google
+//! failure (`error`). It must not schedule,
 //! retry beyond one token refresh after a 401, or touch the store or the bus: the
 //! lifecycle decides from the returned `ApiError`, and the supervisor stops a
 //! rotated-out channel through [`SubscriptionApi::delete`].
 //!
-//! - `client`: wire shapes and the authenticated HTTP call.
+//! - `client`: wire shapes, and what the shared authenticated call
+//!   (`providers::call`) needs to know of this API.
 //! - `error`: [`GoogleError`] and the classification table.
 //! - `pending`: channels asked for and not yet recorded, so intake can route
 //!   the `sync` message Google sends before `events.watch` answers.
@@ -31,8 +33,8 @@ pub use error::{Call, GoogleError, GoogleErrorBody, required_scope};
 pub use pending::{PENDING_TTL, PendingChannel, PendingChannels};
 pub use unconfirmed::UnconfirmedChannels;
 
-use crate::providers::http_client;
-use crate::providers::oauth::{CredentialSource, TokenCache, TokenError};
+use crate::providers::call::{Endpoints, TokenEndpoint, credentials_id};
+use crate::providers::oauth::CredentialSource;
 use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
 use client::{ChannelAnswer, GmailWatchAnswer, GoogleClient, parse_answer};
@@ -131,24 +133,16 @@ impl GoogleApis {
         watchers: Arc<dyn MailboxWatchers>,
         clock: SharedClock,
     ) -> Result<Self, GoogleError> {
-        let http = http_client(config.request_timeout, config.connect_timeout)
-            .map_err(|e| GoogleError::Config(format!("HTTP client: {e}")))?;
-        let tokens = TokenCache::with_token_url(
-            http.clone(),
-            &config.token_url,
+        let client = Arc::new(GoogleClient::connect(
+            &client::GOOGLE,
+            Endpoints {
+                base_url: &config.base_url,
+                token: TokenEndpoint::Fixed(&config.token_url),
+                request_timeout: config.request_timeout,
+                connect_timeout: config.connect_timeout,
+            },
             credentials,
             Arc::clone(&clock),
-        )
-        .map_err(|e| {
-            GoogleError::Config(format!("google_token_url '{}': {e}", config.token_url))
-        })?;
-        let tokens = Arc::new(tokens);
-        let client = Arc::new(GoogleClient::new(
-            http,
-            &config.base_url,
-            Arc::clone(&tokens),
-            Arc::clone(&clock),
-            config.request_timeout,
         )?);
         Ok(Self {
             calendar: GoogleCalendarApi {
@@ -208,7 +202,7 @@ impl GoogleCalendarApi {
         let ttl = (expires_at - self.clock.now())
             .num_seconds()
             .clamp(1, CALENDAR_MAX_TTL_SECONDS);
-        let body = to_json(&WatchChannelBody {
+        let body = self.client.json(&WatchChannelBody {
             id: &channel_id,
             kind: WEB_HOOK,
             address,
@@ -367,7 +361,7 @@ impl GoogleCalendarApi {
         channel_id: &str,
         resource_id: &str,
     ) -> Result<(), GoogleError> {
-        let body = to_json(&StopChannelBody {
+        let body = self.client.json(&StopChannelBody {
             id: channel_id,
             resource_id,
         })?;
@@ -471,19 +465,20 @@ impl std::fmt::Debug for GmailApi {
 }
 
 impl GmailApi {
-    /// Starts or extends the watch on the provider's mailbox; Google answers the
-    /// new expiry (7 days out).
+    /// Starts or extends the watch on the provider's mailbox, known to us as
+    /// `external_id`; Google answers the new expiry (7 days out).
     async fn watch(
         &self,
         provider: &Provider,
-    ) -> Result<(DateTime<Utc>, Option<String>), GoogleError> {
+        external_id: String,
+    ) -> Result<ProviderSubscription, GoogleError> {
         let credentials = credentials_of(provider, ProviderKind::Gmail)?;
         if self.topic.trim().is_empty() {
             return Err(GoogleError::Config(
                 "no Pub/Sub topic for Gmail watches: set SUBKEEPER_GMAIL_PUBSUB_TOPIC to projects/{project}/topics/{topic}".to_owned(),
             ));
         }
-        let body = to_json(&GmailWatchBody {
+        let body = self.client.json(&GmailWatchBody {
             topic_name: &self.topic,
             label_ids: GMAIL_LABEL_IDS.to_vec(),
             label_filter_behavior: "include",
@@ -503,7 +498,13 @@ impl GmailApi {
                 reason: format!("expiration '{}' is not Unix milliseconds", watch.expiration),
             })?;
         tracing::info!(expires_at = %expires_at, history_id = watch.history_id.as_deref().unwrap_or(""), "Gmail watch set");
-        Ok((expires_at, watch.history_id))
+        Ok(ProviderSubscription {
+            external_id,
+            resource_id: None,
+            expires_at,
+            client_state: None,
+            history_id: watch.history_id,
+        })
     }
 }
 
@@ -519,23 +520,15 @@ impl SubscriptionApi for GmailApi {
         _request: &CreateRequest,
     ) -> Result<ProviderSubscription, ApiError> {
         let span = call_span(provider, Call::UsersWatch, None);
-        async {
-            let (expires_at, history_id) = self.watch(provider).await?;
-            Ok(ProviderSubscription {
-                external_id: format!(
-                    "{GMAIL_ID_PREFIX}{}:{}",
-                    provider.resource,
-                    uuid::Uuid::new_v4().simple()
-                ),
-                resource_id: None,
-                expires_at,
-                client_state: None,
-                history_id,
-            })
-        }
-        .instrument(span)
-        .await
-        .map_err(|e: GoogleError| failed(provider, &e))
+        let external_id = format!(
+            "{GMAIL_ID_PREFIX}{}:{}",
+            provider.resource,
+            uuid::Uuid::new_v4().simple()
+        );
+        self.watch(provider, external_id)
+            .instrument(span)
+            .await
+            .map_err(|e| failed(provider, &e))
     }
 
     async fn renew(
@@ -545,19 +538,11 @@ impl SubscriptionApi for GmailApi {
         _expires_at: DateTime<Utc>,
     ) -> Result<ProviderSubscription, ApiError> {
         let span = call_span(provider, Call::UsersWatch, Some(&subscription.external_id));
-        async {
-            let (expires_at, history_id) = self.watch(provider).await?;
-            Ok(ProviderSubscription {
-                external_id: subscription.external_id.clone(),
-                resource_id: None,
-                expires_at,
-                client_state: None,
-                history_id,
-            })
-        }
-        .instrument(span)
-        .await
-        .map_err(|e: GoogleError| failed(provider, &e))
+        // Calling users.watch again extends the mailbox's one watch: its id stays.
+        self.watch(provider, subscription.external_id.clone())
+            .instrument(span)
+            .await
+            .map_err(|e| failed(provider, &e))
     }
 
     async fn delete(
@@ -606,15 +591,7 @@ fn credentials_of(provider: &Provider, kind: ProviderKind) -> Result<uuid::Uuid,
     if provider.kind != kind {
         return Err(GoogleError::WrongKind(provider.kind));
     }
-    provider
-        .credentials_id
-        .ok_or(GoogleError::Token(TokenError::CredentialsMissing {
-            id: None,
-        }))
-}
-
-fn to_json<T: serde::Serialize>(body: &T) -> Result<serde_json::Value, GoogleError> {
-    serde_json::to_value(body).map_err(|e| GoogleError::Config(format!("request body: {e}")))
+    Ok(credentials_id(provider)?)
 }
 
 /// Span for one call; tenant, provider and channel, never secrets.

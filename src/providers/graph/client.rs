@@ -1,20 +1,17 @@
 //! The HTTP side of the Graph adapter: request and response shapes of
-//! `/subscriptions`, and one authenticated call with its single 401 retry.
+//! `/subscriptions`, and what Graph's calls look like to the shared authenticated
+//! call (`providers::call`).
 //!
-//! Owns URLs, headers, bearer tokens on the wire and turning transport outcomes into
-//! [`GraphError`]s. It must not classify (that is `error`'s job) nor decide what a
-//! status means for the lifecycle.
+//! Owns Graph's URLs and headers and how call outcomes become [`GraphError`]s. It
+//! must not classify (that is `error`'s job) nor decide what a status means for the
+//! lifecycle.
 
+use crate::providers::call::{Answer, Api, BearerClient, CallFailure};
 use crate::providers::graph::error::{GraphError, GraphErrorBody, Operation};
-use crate::providers::oauth::{AccessToken, TokenCache};
-use crate::providers::retry_after_of;
-use chrono::{DateTime, NaiveDateTime, SecondsFormat, Utc};
+use chrono::{DateTime, NaiveDateTime, SecondsFormat, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
-use std::sync::Arc;
 use std::time::Duration;
-use subkeeper_actors::clock::SharedClock;
 use url::Url;
-use uuid::Uuid;
 
 /// Change types subscribed to. Graph accepts `created`, `updated` and `deleted`,
 /// comma-separated, for Outlook messages and events alike; we take all three so a
@@ -91,154 +88,63 @@ pub fn parse_graph_datetime(raw: &str) -> Option<DateTime<Utc>> {
         .map(|naive| naive.and_utc())
 }
 
-/// A successful answer: status and body.
-pub(crate) struct Answer {
-    /// HTTP status (2xx, or 404/410 where the caller accepts it).
-    pub status: u16,
-    /// Raw body.
-    pub body: Vec<u8>,
-}
+/// Graph's wire: its name in logs, its base URL setting, and the
+/// `client-request-id` Graph echoes in its answer and logs, so that quoting it
+/// lets Microsoft support find one call.
+pub(crate) static GRAPH: Api = Api {
+    name: "Graph",
+    base_setting: "graph_base_url",
+    token_setting: "login_base_url",
+    request_id_header: Some("client-request-id"),
+};
 
 /// Authenticated calls to Graph's `/subscriptions`.
-pub(crate) struct GraphClient {
-    /// Shared HTTP client (timeouts configured on it).
-    http: reqwest::Client,
-    /// `{graph}/v1.0`, e.g. `https://graph.microsoft.com/v1.0`.
-    base: Url,
-    /// Bearer tokens.
-    tokens: Arc<TokenCache>,
-    /// Domain time, for HTTP-date `Retry-After`s.
-    clock: SharedClock,
-    /// The request timeout the client was built with, for messages.
-    request_timeout: Duration,
-}
+pub(crate) type GraphClient = BearerClient<GraphError>;
 
-impl GraphClient {
-    /// A client for the Graph service at `base` (with the version segment).
-    pub fn new(
-        http: reqwest::Client,
-        base: &str,
-        tokens: Arc<TokenCache>,
-        clock: SharedClock,
-        request_timeout: Duration,
-    ) -> Result<Self, GraphError> {
-        let base = Url::parse(base)
-            .map_err(|e| GraphError::Config(format!("graph_base_url '{base}': {e}")))?;
-        if base.cannot_be_a_base() {
-            return Err(GraphError::Config(format!(
-                "graph_base_url '{base}' cannot take a path"
-            )));
-        }
-        Ok(Self {
-            http,
-            base,
-            tokens,
-            clock,
-            request_timeout,
-        })
+impl CallFailure for GraphError {
+    type Op = Operation;
+    type Body = GraphErrorBody;
+
+    fn parse_body(body: &[u8]) -> GraphErrorBody {
+        GraphErrorBody::parse(body)
     }
 
-    /// `{base}/subscriptions[/{id}]`, the id escaped as one path segment.
-    pub fn subscriptions_url(&self, id: Option<&str>) -> Result<Url, GraphError> {
-        let mut url = self.base.clone();
-        {
-            let mut segments = url
-                .path_segments_mut()
-                .map_err(|()| GraphError::Config("graph_base_url cannot take a path".to_owned()))?;
-            segments.pop_if_empty().push("subscriptions");
-            if let Some(id) = id {
-                segments.push(id);
-            }
-        }
-        Ok(url)
+    fn timeout(operation: Operation, timeout: Duration) -> Self {
+        Self::Timeout { operation, timeout }
     }
 
-    /// Sends one request with a bearer token for `credentials`. On 401 the token is
-    /// dropped, a new one fetched and the request sent once more; a second 401 is
-    /// [`GraphError::Unauthorized`]. Statuses in `accept` besides 2xx are answers,
-    /// everything else is [`GraphError::Status`].
-    pub async fn call(
-        &self,
-        credentials: Uuid,
+    fn unreachable(operation: Operation, reason: String) -> Self {
+        Self::Unreachable { operation, reason }
+    }
+
+    fn unauthorized(operation: Operation, body: GraphErrorBody) -> Self {
+        Self::Unauthorized { operation, body }
+    }
+
+    fn refused(
         operation: Operation,
-        method: reqwest::Method,
-        url: Url,
-        body: Option<&serde_json::Value>,
-        accept: &[u16],
-    ) -> Result<Answer, GraphError> {
-        let token = self.tokens.token(credentials).await?;
-        let (status, headers, bytes) = self
-            .send(&token, operation, method.clone(), url.clone(), body)
-            .await?;
-        let (status, headers, bytes) = if status == 401 {
-            tracing::info!(%operation, body = %GraphErrorBody::parse(&bytes), "Graph refused the access token; refreshing it once");
-            self.tokens.reject(credentials, &token).await;
-            let token = self.tokens.token(credentials).await?;
-            let retried = self.send(&token, operation, method, url, body).await?;
-            if retried.0 == 401 {
-                return Err(GraphError::Unauthorized {
-                    operation,
-                    body: GraphErrorBody::parse(&retried.2),
-                });
-            }
-            retried
-        } else {
-            (status, headers, bytes)
-        };
-        if (200..300).contains(&status) || accept.contains(&status) {
-            return Ok(Answer {
-                status,
-                body: bytes,
-            });
-        }
-        Err(GraphError::Status {
+        status: u16,
+        body: GraphErrorBody,
+        retry_after: Option<TimeDelta>,
+    ) -> Self {
+        Self::Status {
             operation,
             status,
-            body: GraphErrorBody::parse(&bytes),
-            retry_after: retry_after_of(&headers, self.clock.now()),
-        })
+            body,
+            retry_after,
+        }
     }
 
-    /// One HTTP exchange; the body is read in full under the request timeout.
-    async fn send(
-        &self,
-        token: &AccessToken,
-        operation: Operation,
-        method: reqwest::Method,
-        url: Url,
-        body: Option<&serde_json::Value>,
-    ) -> Result<(u16, reqwest::header::HeaderMap, Vec<u8>), GraphError> {
-        // Graph echoes client-request-id in its answer and logs; quoting it lets
-        // Microsoft support find one call.
-        let request_id = Uuid::new_v4().to_string();
-        let mut request = self
-            .http
-            .request(method, url)
-            .bearer_auth(token.secret())
-            .header(reqwest::header::ACCEPT, "application/json")
-            .header("client-request-id", &request_id);
-        if let Some(body) = body {
-            request = request.json(body);
-        }
-        let transport = |e: reqwest::Error| {
-            if e.is_timeout() {
-                GraphError::Timeout {
-                    operation,
-                    timeout: self.request_timeout,
-                }
-            } else {
-                GraphError::Unreachable {
-                    operation,
-                    reason: e.to_string(),
-                }
-            }
-        };
-        let response = request.send().await.map_err(transport)?;
-        let status = response.status().as_u16();
-        let headers = response.headers().clone();
-        let bytes = response.bytes().await.map_err(transport)?;
-        tracing::debug!(%operation, status, client_request_id = %request_id, "Graph answered");
-        Ok((status, headers, bytes.to_vec()))
+    fn config(reason: String) -> Self {
+        Self::Config(reason)
+    }
+}
+
+/// `{base}/subscriptions[/{id}]`, the id escaped as one path segment.
+pub(crate) fn subscriptions_url(client: &GraphClient, id: Option<&str>) -> Result<Url, GraphError> {
+    match id {
+        Some(id) => client.url(&["subscriptions", id]),
+        None => client.url(&["subscriptions"]),
     }
 }
 

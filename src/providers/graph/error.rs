@@ -6,6 +6,7 @@
 //! everything else from the class.
 
 use crate::providers::oauth::TokenError;
+use crate::providers::truncate;
 use chrono::TimeDelta;
 use std::fmt;
 use std::time::Duration;
@@ -284,15 +285,4 @@ fn is_lifetime_refusal(body: &GraphErrorBody) -> bool {
     body.message
         .to_lowercase()
         .contains("expiration can only be")
-}
-
-/// At most `max` characters of `text`, with an ellipsis when cut.
-fn truncate(text: &str, max: usize) -> String {
-    let text = text.trim();
-    if text.chars().count() <= max {
-        return text.to_owned();
-    }
-    let mut out: String = text.chars().take(max).collect();
-    out.push('…');
-    out
 }

@@ -8,7 +8,8 @@
 //! refresh after a 401, or touch the store: the lifecycle decides from the returned
 //! `ApiError`.
 //!
-//! - `client`: wire shapes and the authenticated HTTP call.
+//! - `client`: wire shapes, and what the shared authenticated call
+//!   (`providers::call`) needs to know of this API.
 //! - `error`: [`GraphError`] and the classification table.
 
 mod client;
@@ -22,8 +23,8 @@ pub use client::{
 };
 pub use error::{GraphError, GraphErrorBody, Operation, required_permission};
 
-use crate::providers::http_client;
-use crate::providers::oauth::{CredentialSource, TokenCache, TokenError};
+use crate::providers::call::{Endpoints, TokenEndpoint, credentials_id};
+use crate::providers::oauth::{CredentialSource, TokenCache};
 use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
 use client::GraphClient;
@@ -80,16 +81,14 @@ impl Default for GraphConfig {
 
 /// Microsoft Graph subscriptions behind the `SubscriptionApi` port.
 pub struct GraphApi {
-    /// Authenticated HTTP calls.
+    /// Authenticated HTTP calls, with the bearer tokens per credentials row.
     client: GraphClient,
-    /// Bearer tokens per credentials row (shared with `client`).
-    tokens: Arc<TokenCache>,
 }
 
 impl std::fmt::Debug for GraphApi {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("GraphApi")
-            .field("tokens", &self.tokens)
+            .field("tokens", self.client.tokens())
             .finish_non_exhaustive()
     }
 }
@@ -103,32 +102,24 @@ impl GraphApi {
         credentials: Arc<dyn CredentialSource>,
         clock: SharedClock,
     ) -> Result<Self, GraphError> {
-        let http = http_client(config.request_timeout, config.connect_timeout)
-            .map_err(|e| GraphError::Config(format!("HTTP client: {e}")))?;
-        let tokens = TokenCache::new(
-            http.clone(),
-            &config.login_base_url,
+        let client = GraphClient::connect(
+            &client::GRAPH,
+            Endpoints {
+                base_url: &config.graph_base_url,
+                token: TokenEndpoint::Authority(&config.login_base_url),
+                request_timeout: config.request_timeout,
+                connect_timeout: config.connect_timeout,
+            },
             credentials,
-            Arc::clone(&clock),
-        )
-        .map_err(|e| {
-            GraphError::Config(format!("login_base_url '{}': {e}", config.login_base_url))
-        })?;
-        let tokens = Arc::new(tokens);
-        let client = GraphClient::new(
-            http,
-            &config.graph_base_url,
-            Arc::clone(&tokens),
             clock,
-            config.request_timeout,
         )?;
-        Ok(Self { client, tokens })
+        Ok(Self { client })
     }
 
     /// The token cache, e.g. to drop a connection's token when its credentials
     /// change.
     pub fn tokens(&self) -> &Arc<TokenCache> {
-        &self.tokens
+        self.client.tokens()
     }
 
     /// The longest lifetime Graph grants `provider`'s resource, less
@@ -156,28 +147,18 @@ impl GraphApi {
             client_state: &request.client_state,
             latest_supported_tls_version: LATEST_SUPPORTED_TLS_VERSION,
         };
-        let body = to_json(&body)?;
-        let url = self.client.subscriptions_url(None)?;
-        let answer = self
-            .client
-            .call(
+        let url = client::subscriptions_url(&self.client, None)?;
+        let created = self
+            .grant(
                 credentials,
                 Operation::Create,
                 reqwest::Method::POST,
                 url,
-                Some(&body),
-                &[],
+                &body,
             )
             .await?;
-        let granted = client::granted(Operation::Create, &answer)?;
-        tracing::info!(subscription = %granted.id, expires_at = %granted.expires_at, "Graph subscription created");
-        Ok(ProviderSubscription {
-            external_id: granted.id,
-            resource_id: None,
-            expires_at: granted.expires_at,
-            client_state: None,
-            history_id: None,
-        })
+        tracing::info!(subscription = %created.external_id, expires_at = %created.expires_at, "Graph subscription created");
+        Ok(created)
     }
 
     async fn renew_inner(
@@ -187,25 +168,39 @@ impl GraphApi {
         expires_at: DateTime<Utc>,
     ) -> Result<ProviderSubscription, GraphError> {
         let credentials = credentials_of(provider)?;
-        let body = to_json(&RenewBody {
+        let body = RenewBody {
             expiration_date_time: graph_datetime(expires_at),
-        })?;
-        let url = self
-            .client
-            .subscriptions_url(Some(&subscription.external_id))?;
-        let answer = self
-            .client
-            .call(
+        };
+        let url = client::subscriptions_url(&self.client, Some(&subscription.external_id))?;
+        let renewed = self
+            .grant(
                 credentials,
                 Operation::Renew,
                 reqwest::Method::PATCH,
                 url,
-                Some(&body),
-                &[],
+                &body,
             )
             .await?;
-        let granted = client::granted(Operation::Renew, &answer)?;
-        tracing::info!(expires_at = %granted.expires_at, "Graph subscription renewed");
+        tracing::info!(expires_at = %renewed.expires_at, "Graph subscription renewed");
+        Ok(renewed)
+    }
+
+    /// Sends a subscription body (POST to create, PATCH to renew) and reads back
+    /// the subscription Graph granted.
+    async fn grant(
+        &self,
+        credentials: uuid::Uuid,
+        operation: Operation,
+        method: reqwest::Method,
+        url: reqwest::Url,
+        body: &impl serde::Serialize,
+    ) -> Result<ProviderSubscription, GraphError> {
+        let body = self.client.json(body)?;
+        let answer = self
+            .client
+            .call(credentials, operation, method, url, Some(&body), &[])
+            .await?;
+        let granted = client::granted(operation, &answer)?;
         Ok(ProviderSubscription {
             // Graph keeps the id on PATCH; trust what it says if it ever differs.
             external_id: granted.id,
@@ -222,9 +217,7 @@ impl GraphApi {
         subscription: &Subscription,
     ) -> Result<(), GraphError> {
         let credentials = credentials_of(provider)?;
-        let url = self
-            .client
-            .subscriptions_url(Some(&subscription.external_id))?;
+        let url = client::subscriptions_url(&self.client, Some(&subscription.external_id))?;
         let answer = self
             .client
             .call(
@@ -253,15 +246,7 @@ fn credentials_of(provider: &Provider) -> Result<uuid::Uuid, GraphError> {
     if !provider.kind.is_graph() {
         return Err(GraphError::WrongKind(provider.kind));
     }
-    provider
-        .credentials_id
-        .ok_or(GraphError::Token(TokenError::CredentialsMissing {
-            id: None,
-        }))
-}
-
-fn to_json<T: serde::Serialize>(body: &T) -> Result<serde_json::Value, GraphError> {
-    serde_json::to_value(body).map_err(|e| GraphError::Config(format!("request body: {e}")))
+    Ok(credentials_id(provider)?)
 }
 
 /// Span for one call; tenant, provider and subscription, never secrets.
