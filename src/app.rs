@@ -108,6 +108,10 @@ pub async fn run_with(
         clock.clone(),
     )
     .map_err(|e| RunError::Client(e.to_string()))?;
+    let graph = Arc::new(graph);
+    // Subscriptions left behind by creates whose answer was lost are deleted
+    // when intake recognises them.
+    let graph_orphans = graph.start_orphan_cleanup();
     let callbacks = CallbackUrls {
         public_url: config.public_base(),
     };
@@ -127,7 +131,7 @@ pub async fn run_with(
     .map_err(|e| RunError::Client(e.to_string()))?;
     let pending_channels = google.calendar.pending_channels();
     let api: Arc<dyn SubscriptionApi> = Arc::new(ByKind {
-        graph: Arc::new(graph),
+        graph,
         google: Arc::new(google),
     });
     let events: Arc<dyn EventSink> = options
@@ -203,6 +207,7 @@ pub async fn run_with(
         fleet.clone(),
         clock.clone(),
         publish_timeout,
+        Some(graph_orphans),
     );
     let google_intake = GoogleIntake::new(
         store.clone(),

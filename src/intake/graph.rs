@@ -6,6 +6,7 @@
 use super::{
     DomainEvent, Dropped, Publisher, RouteCache, WebhookEnvelope, message_id, secrets_match,
 };
+use crate::providers::graph::OrphanCleanup;
 use crate::store::{PgStore, Route};
 use serde_json::Value;
 use std::sync::Arc;
@@ -59,6 +60,8 @@ pub struct GraphIntake {
     clock: SharedClock,
     /// How long to wait for JetStream's ack before falling back to the outbox.
     publish_timeout: Duration,
+    /// Where unknown subscriptions carrying a lost create's clientState go.
+    orphans: Option<OrphanCleanup>,
 }
 
 /// A parsed, routed, authenticated item.
@@ -76,6 +79,7 @@ impl GraphIntake {
         fleet: FleetHandle,
         clock: SharedClock,
         publish_timeout: Duration,
+        orphans: Option<OrphanCleanup>,
     ) -> Self {
         Self {
             routes: Arc::new(RouteCache::new(store.clone(), Duration::from_secs(30))),
@@ -84,6 +88,7 @@ impl GraphIntake {
             fleet,
             clock,
             publish_timeout,
+            orphans,
         }
     }
 
@@ -141,7 +146,13 @@ impl GraphIntake {
                 .and_then(Value::as_str)
                 .unwrap_or("");
             let verdict = match routes.get(&subscription_id) {
-                None => Err(Dropped::UnknownSubscription),
+                None => {
+                    // Perhaps ours after all: a create whose answer was lost.
+                    if let Some(orphans) = &self.orphans {
+                        orphans.claim(given, &subscription_id);
+                    }
+                    Err(Dropped::UnknownSubscription)
+                }
                 Some(r) if !secrets_match(given, &r.client_state) => Err(Dropped::BadClientState),
                 Some(r) if !r.provider_enabled || r.state == "deleted" => Err(Dropped::Retired),
                 Some(route) => Ok(route.clone()),

@@ -162,6 +162,23 @@ impl<D: Dialect> Exchange<D> {
         }
     }
 
+    /// [`Exchange::admit`] for a create that commits before it can lose its
+    /// answer: a `LostAnswer` fault is handed back for the handler to apply
+    /// (with [`Exchange::faulted`]) once the subscription or channel exists.
+    pub(crate) async fn admit_committing(
+        mut self,
+    ) -> Result<(Self, D::Caller, Option<Fault>), HttpResponse> {
+        let caller = match self.authenticate() {
+            Ok(caller) => caller,
+            Err(error) => return Err(self.fail(error)),
+        };
+        match self.fault() {
+            Some(fault @ Fault::LostAnswer { .. }) => Ok((self, caller, Some(fault))),
+            Some(fault) => Err(self.faulted(fault).await),
+            None => Ok((self, caller, None)),
+        }
+    }
+
     /// Answers as the fault says: `Timeout` and `LostAnswer` hold the answer,
     /// then send a 504; the others answer at once.
     pub(crate) async fn faulted(self, fault: Fault) -> HttpResponse {

@@ -72,8 +72,9 @@ pub enum Fault {
     },
     /// The request is carried out, then its answer is held for `seconds` of wall
     /// time and is a 504: the provider created what was asked, the client never
-    /// learns it (the lost-answer case that leaves orphans behind). Creates only;
-    /// Calendar `events.watch` commits first, other creates act like `Timeout`.
+    /// learns it (the lost-answer case that leaves orphans behind). Creates only:
+    /// Graph `POST /subscriptions` and Calendar `events.watch` commit first;
+    /// Gmail `users.watch` acts like `Timeout`.
     LostAnswer {
         /// How long to hold the answer, in real seconds.
         seconds: u64,

@@ -466,3 +466,59 @@ async fn probe_forged_flood() {
     );
     h.stop().await;
 }
+
+/// Graph created the subscription but its answer never arrived (the call timed
+/// out): the orphan delivers with the clientState we sent, under an id we never
+/// learned. Its first notification gives it away; it is deleted at Graph and
+/// nothing it sent is published.
+#[actix_web::test]
+async fn a_subscription_whose_create_answer_was_lost_is_deleted_when_it_first_delivers() {
+    use subkeeper::simulator::{Fault, FaultOperation, FaultRule};
+    let h = Harness::start(|c| c.provider_timeout_seconds = 1).await;
+    h.sim.inject_fault(
+        FaultRule::new(FaultOperation::Create, Fault::LostAnswer { seconds: 3 })
+            .for_resource("orphan")
+            .times(1),
+    );
+    let provider = h.create_provider("acme", "acme-aad", "orphan").await;
+    let live = live_subscription(&h, "acme", &provider).await;
+    let subs = h.sim.subscriptions();
+    assert_eq!(subs.len(), 2, "the lost create left one behind: {subs:#?}");
+    let orphan = subs.iter().find(|s| s.id != live).unwrap().id.clone();
+
+    // A change: both subscriptions deliver it.
+    let report = h.sim.notify(&orphan, ChangeType::Created, 1).await.unwrap();
+    assert!(report.all_accepted(), "{report:?}");
+    wait_until(
+        "the orphan deleted at Graph",
+        Duration::from_secs(10),
+        || async { h.sim.subscriptions().len() == 1 },
+    )
+    .await;
+    assert_eq!(h.sim.subscriptions()[0].id, live);
+    let deletes: Vec<_> = h
+        .sim
+        .requests()
+        .into_iter()
+        .filter(|r| r.operation == Operation::Delete)
+        .collect();
+    assert_eq!(deletes.len(), 1, "{deletes:#?}");
+    assert_eq!(deletes[0].subscription_id.as_deref(), Some(orphan.as_str()));
+    assert!(
+        webhook_messages(&h).await.is_empty(),
+        "the orphan's notification is not published"
+    );
+    // The live subscription is untouched and still delivers.
+    assert!(
+        h.sim
+            .notify(&live, ChangeType::Created, 1)
+            .await
+            .unwrap()
+            .all_accepted()
+    );
+    wait_until("the live change stored", Duration::from_secs(5), || async {
+        webhook_messages(&h).await.len() == 1
+    })
+    .await;
+    h.stop().await;
+}

@@ -169,6 +169,16 @@ pub enum GraphError {
 }
 
 impl GraphError {
+    /// True when the call may have taken effect at Graph although we got no
+    /// usable answer: it timed out, lost its connection, or answered a 2xx we
+    /// could not read. (Refusals and failures before sending did not.)
+    pub fn may_have_created(&self) -> bool {
+        matches!(
+            self,
+            Self::Timeout { .. } | Self::Unreachable { .. } | Self::InvalidResponse { .. }
+        )
+    }
+
     /// Classifies the failure for the lifecycle and words it for an operator.
     ///
     /// | failure | class |

@@ -11,9 +11,12 @@
 //! - `client`: wire shapes, and what the shared authenticated call
 //!   (`providers::call`) needs to know of this API.
 //! - `error`: [`GraphError`] and the classification table.
+//! - `orphans`: creates whose answer was lost, so intake can recognise the
+//!   subscription they left behind by its clientState and have it deleted.
 
 mod client;
 mod error;
+mod orphans;
 #[cfg(test)]
 mod tests;
 
@@ -22,6 +25,7 @@ pub use client::{
     parse_graph_datetime,
 };
 pub use error::{GraphError, GraphErrorBody, Operation, required_permission};
+pub use orphans::{OrphanCleanup, UnconfirmedCreates};
 
 use crate::providers::call::{Endpoints, TokenEndpoint, credentials_id};
 use crate::providers::oauth::{CredentialSource, TokenCache};
@@ -83,6 +87,10 @@ impl Default for GraphConfig {
 pub struct GraphApi {
     /// Authenticated HTTP calls, with the bearer tokens per credentials row.
     client: GraphClient,
+    /// Domain time (when a create was asked).
+    clock: SharedClock,
+    /// Creates whose answer was lost, by clientState.
+    unconfirmed: Arc<UnconfirmedCreates>,
 }
 
 impl std::fmt::Debug for GraphApi {
@@ -111,9 +119,29 @@ impl GraphApi {
                 connect_timeout: config.connect_timeout,
             },
             credentials,
-            clock,
+            Arc::clone(&clock),
         )?;
-        Ok(Self { client })
+        Ok(Self {
+            client,
+            clock,
+            unconfirmed: Arc::default(),
+        })
+    }
+
+    /// Starts the task that deletes the subscriptions lost creates left behind
+    /// (on the current runtime) and returns what intake reports them with.
+    pub fn start_orphan_cleanup(self: &Arc<Self>) -> OrphanCleanup {
+        let (queue, mut found) = orphans::queue();
+        let api = Arc::clone(self);
+        tokio::spawn(async move {
+            while let Some((provider, id)) = found.recv().await {
+                let span = call_span(&provider, Operation::Delete, Some(&id));
+                if let Err(e) = api.delete_id(&provider, &id).instrument(span).await {
+                    failed(&provider, &e);
+                }
+            }
+        });
+        OrphanCleanup::new(Arc::clone(&self.unconfirmed), queue)
     }
 
     /// The token cache, e.g. to drop a connection's token when its credentials
@@ -148,6 +176,13 @@ impl GraphApi {
             latest_supported_tls_version: LATEST_SUPPORTED_TLS_VERSION,
         };
         let url = client::subscriptions_url(&self.client, None)?;
+        // Listed until the outcome is known: a cancelled call stays listed.
+        self.unconfirmed.add(
+            &request.client_state,
+            provider,
+            self.clock.now(),
+            Self::lifetime_for(provider),
+        );
         let created = self
             .grant(
                 credentials,
@@ -156,7 +191,12 @@ impl GraphApi {
                 url,
                 &body,
             )
-            .await?;
+            .await;
+        match &created {
+            Err(e) if e.may_have_created() => {}
+            _ => self.unconfirmed.settle(&request.client_state),
+        }
+        let created = created?;
         tracing::info!(subscription = %created.external_id, expires_at = %created.expires_at, "Graph subscription created");
         Ok(created)
     }
@@ -211,13 +251,9 @@ impl GraphApi {
         })
     }
 
-    async fn delete_inner(
-        &self,
-        provider: &Provider,
-        subscription: &Subscription,
-    ) -> Result<(), GraphError> {
+    async fn delete_id(&self, provider: &Provider, id: &str) -> Result<(), GraphError> {
         let credentials = credentials_of(provider)?;
-        let url = client::subscriptions_url(&self.client, Some(&subscription.external_id))?;
+        let url = client::subscriptions_url(&self.client, Some(id))?;
         let answer = self
             .client
             .call(
@@ -316,7 +352,7 @@ impl SubscriptionApi for GraphApi {
     ) -> Result<(), ApiError> {
         let span = call_span(provider, Operation::Delete, Some(&subscription.external_id));
         async {
-            self.delete_inner(provider, subscription)
+            self.delete_id(provider, &subscription.external_id)
                 .await
                 .map_err(|e| failed(provider, &e))
         }

@@ -164,14 +164,9 @@ async fn events_watch(
         .and_then(|v| v.get("id"))
         .and_then(Value::as_str)
         .map(str::to_owned);
-    let caller = match ex.authenticate() {
-        Ok(caller) => caller,
-        Err(error) => return ex.fail(error),
-    };
-    let lost_answer = match ex.fault() {
-        Some(fault @ Fault::LostAnswer { .. }) => Some(fault),
-        Some(fault) => return ex.faulted(fault).await,
-        None => None,
+    let (ex, caller, lost_answer) = match ex.admit_committing().await {
+        Ok(admitted) => admitted,
+        Err(answer) => return answer,
     };
     let channel = {
         let now = sim.now();

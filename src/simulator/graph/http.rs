@@ -110,7 +110,7 @@ impl Dialect for GraphDialect {
                 message: canned_message(status).to_owned(),
                 retry_after_seconds,
             },
-            // Graph creates do not commit first here: a plain timeout.
+            // Held answers end in a gateway timeout (a lost create commits first).
             Fault::Timeout { .. } | Fault::LostAnswer { .. } => {
                 GraphError::new(504, "GatewayTimeout", canned_message(504))
             }
@@ -176,7 +176,7 @@ async fn create(sim: web::Data<Simulator>, req: HttpRequest, body: web::Bytes) -
         .and_then(|v| v.get("resource"))
         .and_then(Value::as_str)
         .map(str::to_owned);
-    let (mut ex, caller) = match ex.admit().await {
+    let (mut ex, caller, lost_answer) = match ex.admit_committing().await {
         Ok(admitted) => admitted,
         Err(answer) => return answer,
     };
@@ -206,6 +206,10 @@ async fn create(sim: web::Data<Simulator>, req: HttpRequest, body: web::Bytes) -
         graph.insert(&caller, new, now)
     };
     ex.subscription_id = Some(subscription.id.clone());
+    if let Some(fault) = lost_answer {
+        // The subscription exists and delivers; the caller never hears of it.
+        return ex.faulted(fault).await;
+    }
     ex.json(201, &wire::subscription_json(&subscription, true))
 }
 

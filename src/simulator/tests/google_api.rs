@@ -608,7 +608,7 @@ async fn faults_render_google_errors() {
 }
 
 #[actix_web::test]
-async fn held_faults_answer_504_and_only_events_watch_commits_first() {
+async fn held_faults_answer_504_and_of_the_google_creates_only_events_watch_commits_first() {
     let h = GoogleHarness::start().await;
     let token = h.access_token("1//refresh").await;
 
