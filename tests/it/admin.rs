@@ -5,6 +5,13 @@ use reqwest::{Method, StatusCode};
 use serde_json::json;
 use sqlx::Row;
 
+/// A 422 whose message names `field`.
+fn assert_unprocessable(status: StatusCode, body: &serde_json::Value, field: &str) {
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains(field), "{body}");
+}
+
 #[actix_web::test]
 async fn another_tenants_provider_is_not_found_and_bad_input_changes_nothing() {
     let h = Harness::start(|_| {}).await;
@@ -66,13 +73,7 @@ async fn another_tenants_provider_is_not_found_and_bad_input_changes_nothing() {
             "credentials": {"flow": "client_credentials", "authority_tenant": "a", "client_id": "c"}
         })))
         .await;
-    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("client_secret")
-    );
+    assert_unprocessable(status, &body, "client_secret");
     let (status, _) = h.admin(Method::GET, "/tenants/a.b/providers", None).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
 
@@ -167,14 +168,7 @@ async fn credentials_are_checked_against_the_providers_kind() {
             "credentials": {"flow": "client_credentials", "client_id": "c", "client_secret": "s"}
         })))
         .await;
-    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("authority_tenant"),
-        "{body}"
-    );
+    assert_unprocessable(status, &body, "authority_tenant");
 
     // App-only credentials for the Google provider: refused, nothing changes.
     let version = |pool: sqlx::PgPool, id: String| async move {
@@ -198,14 +192,7 @@ async fn credentials_are_checked_against_the_providers_kind() {
             Some(json!({"flow": "client_credentials", "authority_tenant": "a", "client_id": "c", "client_secret": "s"})),
         )
         .await;
-    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("refresh_token"),
-        "{body}"
-    );
+    assert_unprocessable(status, &body, "refresh_token");
     assert_eq!(version(h.pool.clone(), id.clone()).await, before);
     // Another tenant's provider is not found, whatever the body.
     let (status, _) = h
