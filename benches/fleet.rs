@@ -326,8 +326,8 @@ async fn measure(args: &Args, url: &str, nats: &(String, String)) -> anyhow::Res
             requests.len()
         );
     }
-    // The journal keeps every request with its body for the whole run: its size as
-    // JSON is a rough lower bound of what it adds to the RSS.
+    // The journal keeps the latest requests (up to its capacity) with their
+    // bodies: its size as JSON is a rough lower bound of what it adds to the RSS.
     let journal_bytes = serde_json::to_vec(&requests).map_or(0, |v| v.len());
     for request in requests {
         let op = match request.operation {

@@ -6,7 +6,7 @@
 use super::{
     DomainEvent, Dropped, Publisher, RouteCache, WebhookEnvelope, message_id, secrets_match,
 };
-use crate::providers::graph::OrphanCleanup;
+use crate::providers::graph::{Claim, OrphanCleanup};
 use crate::store::{PgStore, Route};
 use serde_json::Value;
 use std::sync::Arc;
@@ -146,13 +146,23 @@ impl GraphIntake {
                 .and_then(Value::as_str)
                 .unwrap_or("");
             let verdict = match routes.get(&subscription_id) {
-                None => {
-                    // Perhaps ours after all: a create whose answer was lost.
-                    if let Some(orphans) = &self.orphans {
-                        orphans.claim(given, &subscription_id);
-                    }
-                    Err(Dropped::UnknownSubscription)
-                }
+                // Perhaps ours after all: a subscription being created (Graph
+                // can deliver before it answers), or a lost create's orphan.
+                None => match self
+                    .orphans
+                    .as_ref()
+                    .map(|o| o.claim(given, &subscription_id))
+                {
+                    Some(Claim::Creating(provider)) => Ok(Route {
+                        provider: provider.id,
+                        tenant: provider.tenant,
+                        kind: provider.kind,
+                        client_state: given.to_owned(),
+                        state: "active".to_owned(),
+                        provider_enabled: true,
+                    }),
+                    _ => Err(Dropped::UnknownSubscription),
+                },
                 Some(r) if !secrets_match(given, &r.client_state) => Err(Dropped::BadClientState),
                 Some(r) if !r.provider_enabled || r.state == "deleted" => Err(Dropped::Retired),
                 Some(route) => Ok(route.clone()),

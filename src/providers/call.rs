@@ -68,8 +68,9 @@ pub(crate) trait CallFailure: From<TokenError> + Send + 'static {
     fn parse_body(body: &[u8]) -> Self::Body;
     /// The call did not complete within `timeout`.
     fn timeout(op: Self::Op, timeout: Duration) -> Self;
-    /// Connection, TLS or protocol failure before an answer arrived.
-    fn unreachable(op: Self::Op, reason: String) -> Self;
+    /// Connection, TLS or protocol failure before an answer arrived; `sent` is
+    /// false when no connection was made (nothing can have taken effect).
+    fn unreachable(op: Self::Op, reason: String, sent: bool) -> Self;
     /// A 401 to a freshly acquired token as well.
     fn unauthorized(op: Self::Op, body: Self::Body) -> Self;
     /// An error status the caller does not accept.
@@ -286,7 +287,7 @@ impl<E: CallFailure> BearerClient<E> {
             if e.is_timeout() {
                 E::timeout(op, self.request_timeout)
             } else {
-                E::unreachable(op, e.to_string())
+                E::unreachable(op, e.to_string(), !e.is_connect())
             }
         };
         let response = request.send().await.map_err(transport)?;

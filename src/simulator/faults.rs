@@ -74,7 +74,9 @@ pub enum Fault {
     /// time and is a 504: the provider created what was asked, the client never
     /// learns it (the lost-answer case that leaves orphans behind). Creates only:
     /// Graph `POST /subscriptions` and Calendar `events.watch` commit first;
-    /// Gmail `users.watch` acts like `Timeout`.
+    /// Gmail `users.watch` acts like `Timeout`. The rule is used up by the
+    /// request it matches even when that request fails validation (then the
+    /// client gets the real error, not a held 504).
     LostAnswer {
         /// How long to hold the answer, in real seconds.
         seconds: u64,

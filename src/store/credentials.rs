@@ -66,7 +66,6 @@ impl MailboxWatchers for PgStore {
     ) -> Result<bool, StoreError> {
         sqlx::query_scalar(
             "SELECT EXISTS (SELECT 1 FROM providers p \
-               JOIN subscriptions s ON s.provider_id = p.id AND s.state = 'active' \
                WHERE p.kind = 'gmail' AND lower(p.resource) = lower($1) \
                  AND p.enabled AND p.deleted_at IS NULL AND p.id <> $2)",
         )

@@ -522,3 +522,63 @@ async fn a_subscription_whose_create_answer_was_lost_is_deleted_when_it_first_de
     .await;
     h.stop().await;
 }
+
+/// Graph can deliver on a subscription before its create has answered: the
+/// notification carries the clientState of the create in flight and is routed
+/// to that provider. Here the answer then never arrives (a 504), so the same
+/// subscription becomes an orphan: its next notification gets it deleted.
+#[actix_web::test]
+async fn a_notification_on_a_subscription_still_being_created_is_published() {
+    use subkeeper::simulator::{Fault, FaultOperation, FaultRule};
+    let h = Harness::start(|c| c.provider_timeout_seconds = 5).await;
+    h.sim.inject_fault(
+        FaultRule::new(FaultOperation::Create, Fault::LostAnswer { seconds: 2 })
+            .for_resource("early")
+            .times(1),
+    );
+    let provider = h.create_provider("acme", "acme-aad", "early").await;
+    wait_until(
+        "the subscription created, its answer held",
+        Duration::from_secs(5),
+        || async { h.sim.subscriptions().len() == 1 },
+    )
+    .await;
+    let first = h.sim.subscriptions()[0].id.clone();
+    assert!(
+        h.sim
+            .notify(&first, ChangeType::Created, 1)
+            .await
+            .unwrap()
+            .all_accepted()
+    );
+    wait_until(
+        "the early change stored",
+        Duration::from_secs(5),
+        || async { webhook_messages(&h).await.len() == 1 },
+    )
+    .await;
+    let stored = webhook_messages(&h).await;
+    assert_eq!(stored[0].body["provider_id"], provider.as_str());
+    assert_eq!(stored[0].body["subscription_id"], first.as_str());
+
+    // The answer was a 504: the supervisor creates again, the first is an orphan.
+    let live = live_subscription(&h, "acme", &provider).await;
+    assert_ne!(live, first);
+    assert!(
+        h.sim
+            .notify(&first, ChangeType::Updated, 1)
+            .await
+            .unwrap()
+            .all_accepted()
+    );
+    wait_until("the orphan deleted", Duration::from_secs(10), || async {
+        h.sim.subscriptions().iter().all(|s| s.id != first)
+    })
+    .await;
+    assert_eq!(
+        webhook_messages(&h).await.len(),
+        1,
+        "the orphan's second change is not published"
+    );
+    h.stop().await;
+}

@@ -113,8 +113,8 @@ impl CallFailure for GoogleError {
         Self::Timeout { call, timeout }
     }
 
-    fn unreachable(call: Call, reason: String) -> Self {
-        Self::Unreachable { call, reason }
+    fn unreachable(call: Call, reason: String, sent: bool) -> Self {
+        Self::Unreachable { call, reason, sent }
     }
 
     fn unauthorized(call: Call, body: GoogleErrorBody) -> Self {

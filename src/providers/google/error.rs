@@ -154,6 +154,8 @@ pub enum GoogleError {
         call: Call,
         /// The transport error.
         reason: String,
+        /// False when the connection was never made (the request was not sent).
+        sent: bool,
     },
     /// Google answered 401 to a freshly acquired access token as well.
     #[error("Google refused a freshly acquired access token for {call} ({body})")]
@@ -199,12 +201,16 @@ pub enum GoogleError {
 
 impl GoogleError {
     /// True when the call may have taken effect at Google although we got no
-    /// usable answer: it timed out, lost its connection, or answered a 2xx we
-    /// could not read. (Refusals and failures before sending did not.)
+    /// usable answer: it timed out, lost its connection, met a gateway timeout
+    /// (504: the backend may have finished), or answered a 2xx we could not
+    /// read. (Refusals and failures before sending did not.)
     pub fn may_have_opened(&self) -> bool {
         matches!(
             self,
-            Self::Timeout { .. } | Self::Unreachable { .. } | Self::InvalidResponse { .. }
+            Self::Timeout { .. }
+                | Self::Unreachable { sent: true, .. }
+                | Self::InvalidResponse { .. }
+                | Self::Status { status: 504, .. }
         )
     }
 

@@ -74,8 +74,9 @@ pub const GMAIL_ID_PREFIX: &str = "gmail:";
 /// replace it — until its next daily renewal. The store implements it.
 #[async_trait]
 pub trait MailboxWatchers: Send + Sync + 'static {
-    /// True when an enabled provider other than `except` has a live watch on
-    /// `mailbox` (case-insensitive).
+    /// True when an enabled provider other than `except` watches `mailbox`
+    /// (case-insensitive) — set up already or about to be: its first
+    /// `users.watch` may be in flight or retrying.
     async fn watched_by_others(
         &self,
         mailbox: &str,

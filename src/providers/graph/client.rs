@@ -113,8 +113,12 @@ impl CallFailure for GraphError {
         Self::Timeout { operation, timeout }
     }
 
-    fn unreachable(operation: Operation, reason: String) -> Self {
-        Self::Unreachable { operation, reason }
+    fn unreachable(operation: Operation, reason: String, sent: bool) -> Self {
+        Self::Unreachable {
+            operation,
+            reason,
+            sent,
+        }
     }
 
     fn unauthorized(operation: Operation, body: GraphErrorBody) -> Self {

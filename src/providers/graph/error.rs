@@ -126,6 +126,8 @@ pub enum GraphError {
         operation: Operation,
         /// The transport error.
         reason: String,
+        /// False when the connection was never made (the request was not sent).
+        sent: bool,
     },
     /// Graph answered 401 to a freshly acquired token as well.
     #[error("Graph refused a freshly acquired access token for {operation} ({body})")]
@@ -170,12 +172,16 @@ pub enum GraphError {
 
 impl GraphError {
     /// True when the call may have taken effect at Graph although we got no
-    /// usable answer: it timed out, lost its connection, or answered a 2xx we
-    /// could not read. (Refusals and failures before sending did not.)
+    /// usable answer: it timed out, lost its connection, met a gateway timeout
+    /// (504: the backend may have finished), or answered a 2xx we could not
+    /// read. (Refusals and failures before sending did not.)
     pub fn may_have_created(&self) -> bool {
         matches!(
             self,
-            Self::Timeout { .. } | Self::Unreachable { .. } | Self::InvalidResponse { .. }
+            Self::Timeout { .. }
+                | Self::Unreachable { sent: true, .. }
+                | Self::InvalidResponse { .. }
+                | Self::Status { status: 504, .. }
         )
     }
 

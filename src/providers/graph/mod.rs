@@ -11,8 +11,9 @@
 //! - `client`: wire shapes, and what the shared authenticated call
 //!   (`providers::call`) needs to know of this API.
 //! - `error`: [`GraphError`] and the classification table.
-//! - `orphans`: creates whose answer was lost, so intake can recognise the
-//!   subscription they left behind by its clientState and have it deleted.
+//! - `orphans`: creates in flight or whose answer was lost, so intake can
+//!   recognise their subscriptions by clientState: route the first, have the
+//!   second deleted.
 
 mod client;
 mod error;
@@ -25,7 +26,7 @@ pub use client::{
     parse_graph_datetime,
 };
 pub use error::{GraphError, GraphErrorBody, Operation, required_permission};
-pub use orphans::{OrphanCleanup, UnconfirmedCreates};
+pub use orphans::{Claim, OrphanCleanup, UnconfirmedCreates};
 
 use crate::providers::call::{Endpoints, TokenEndpoint, credentials_id};
 use crate::providers::oauth::{CredentialSource, TokenCache};
@@ -134,10 +135,13 @@ impl GraphApi {
         let (queue, mut found) = orphans::queue();
         let api = Arc::clone(self);
         tokio::spawn(async move {
-            while let Some((provider, id)) = found.recv().await {
-                let span = call_span(&provider, Operation::Delete, Some(&id));
-                if let Err(e) = api.delete_id(&provider, &id).instrument(span).await {
-                    failed(&provider, &e);
+            while let Some(orphan) = found.recv().await {
+                let (provider, id) = (&orphan.provider, &orphan.subscription_id);
+                let span = call_span(provider, Operation::Delete, Some(id));
+                if let Err(e) = api.delete_id(provider, id).instrument(span).await {
+                    failed(provider, &e);
+                    // Its next notification tries again.
+                    api.unconfirmed.relist(&orphan, api.clock.now());
                 }
             }
         });
@@ -176,13 +180,15 @@ impl GraphApi {
             latest_supported_tls_version: LATEST_SUPPORTED_TLS_VERSION,
         };
         let url = client::subscriptions_url(&self.client, None)?;
-        // Listed until the outcome is known: a cancelled call stays listed.
+        // Listed while in flight; lost unless the outcome is known (an
+        // uncertain error, or the caller dropping this future, leaves it lost).
         self.unconfirmed.add(
             &request.client_state,
             provider,
             self.clock.now(),
             Self::lifetime_for(provider),
         );
+        let mut outcome = orphans::SettleOrLose::new(&self.unconfirmed, &request.client_state);
         let created = self
             .grant(
                 credentials,
@@ -193,8 +199,8 @@ impl GraphApi {
             )
             .await;
         match &created {
-            Err(e) if e.may_have_created() => {}
-            _ => self.unconfirmed.settle(&request.client_state),
+            Err(e) if e.may_have_created() => drop(outcome),
+            _ => outcome.settle(),
         }
         let created = created?;
         tracing::info!(subscription = %created.external_id, expires_at = %created.expires_at, "Graph subscription created");

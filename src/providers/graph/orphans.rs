@@ -1,15 +1,17 @@
-//! Graph subscriptions that may exist without our knowing their id: their
-//! `POST /subscriptions` timed out, lost its connection, was cancelled, or
-//! answered something unreadable. Graph may well have created them; each then
-//! delivers (and is dropped as unknown) until its own expiry, up to a week for
-//! mail — one more with every retry after a lost answer.
-//!
-//! Graph chooses the id, so we cannot name such a subscription — until it
+//! Graph subscriptions whose id we do not know yet, or never will: their
+//! `POST /subscriptions` is still waiting for its answer, or that answer was
+//! lost (timed out, dropped connection, cancelled, a 504, an unreadable 2xx).
+//! Graph chooses the id, so such a subscription cannot be named — until it
 //! delivers: its notifications carry the clientState we sent, a fresh random
-//! secret per create. Creates are listed by clientState before the call and
-//! unlisted once the outcome is known; intake hands every unknown subscription
-//! id whose clientState matches a listed create to [`OrphanCleanup::claim`],
-//! and the adapter deletes it.
+//! secret per create that only Graph and we know.
+//!
+//! Creates are listed by clientState before the call. While one is in flight, a
+//! notification carrying its clientState belongs to the subscription being
+//! created (Graph can deliver before it answers): intake routes it to the
+//! provider. Once the answer is in, the entry goes; if the answer was lost, the
+//! entry stays as *lost*, and the first notification carrying its clientState
+//! has the orphan deleted — it would otherwise deliver until its own expiry, up
+//! to a week for mail, one more with every retry.
 
 use chrono::{DateTime, TimeDelta, Utc};
 use std::collections::HashMap;
@@ -17,22 +19,47 @@ use std::sync::Mutex;
 use subkeeper_actors::domain::Provider;
 use tokio::sync::mpsc;
 
-/// How many found orphans may wait for their DELETE; more are dropped (their
-/// next notification finds them again).
+/// How many found orphans may wait for their DELETE; when full, the orphan is
+/// listed again and its next notification finds it.
 const QUEUE: usize = 1024;
 
-/// A found orphan: its owner and its subscription id.
-pub type Orphan = (Provider, String);
+/// Lost creates kept per provider: the oldest go first (a provider whose
+/// creates keep timing out must not grow the list without bound).
+const LOST_PER_PROVIDER: usize = 8;
 
-/// Creates whose outcome is unknown, by the clientState they sent.
+/// A found orphan: its owner, the clientState that gave it away, and its
+/// subscription id.
+#[derive(Debug, Clone)]
+pub struct Orphan {
+    /// The provider whose create left it behind.
+    pub provider: Provider,
+    /// The clientState it carries (to list it again if its deletion fails).
+    pub client_state: String,
+    /// Graph's id of the orphaned subscription.
+    pub subscription_id: String,
+}
+
+/// A listed create: its provider, when it was asked, where it stands.
+type Listed = (Provider, DateTime<Utc>, Stage);
+
+/// Where a listed create stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// Waiting for Graph's answer.
+    InFlight,
+    /// The answer was lost: whatever it created is an orphan.
+    Lost,
+}
+
+/// Creates whose subscription id is unknown, by the clientState they sent.
 #[derive(Debug, Default)]
 pub struct UnconfirmedCreates {
-    inner: Mutex<HashMap<String, (Provider, DateTime<Utc>)>>,
+    inner: Mutex<HashMap<String, Listed>>,
 }
 
 impl UnconfirmedCreates {
-    /// Lists a create for `provider` sending `client_state`, asked at `at`;
-    /// drops entries older than `lifetime` (those subscriptions have expired).
+    /// Lists a create for `provider` sending `client_state`, asked at `at`, as
+    /// in flight; drops entries older than `lifetime` (those have expired).
     pub fn add(
         &self,
         client_state: &str,
@@ -41,8 +68,31 @@ impl UnconfirmedCreates {
         lifetime: TimeDelta,
     ) {
         let mut inner = self.lock();
-        inner.retain(|_, (_, asked)| at - *asked < lifetime);
-        inner.insert(client_state.to_owned(), (provider.clone(), at));
+        inner.retain(|_, (_, asked, _)| at - *asked < lifetime);
+        // Bound what one provider can hold: keep its newest entries.
+        let mut own: Vec<(String, DateTime<Utc>)> = inner
+            .iter()
+            .filter(|(_, (p, _, _))| p.id == provider.id)
+            .map(|(state, (_, asked, _))| (state.clone(), *asked))
+            .collect();
+        if own.len() >= LOST_PER_PROVIDER {
+            own.sort_by_key(|(_, asked)| *asked);
+            for (state, _) in own.iter().take(own.len() + 1 - LOST_PER_PROVIDER) {
+                inner.remove(state);
+            }
+        }
+        inner.insert(
+            client_state.to_owned(),
+            (provider.clone(), at, Stage::InFlight),
+        );
+    }
+
+    /// Lists an orphan again as lost (its deletion could not be done now).
+    pub fn relist(&self, orphan: &Orphan, at: DateTime<Utc>) {
+        self.lock().insert(
+            orphan.client_state.clone(),
+            (orphan.provider.clone(), at, Stage::Lost),
+        );
     }
 
     /// Unlists a create whose outcome is known.
@@ -50,11 +100,11 @@ impl UnconfirmedCreates {
         self.lock().remove(client_state);
     }
 
-    /// The provider of the listed create that sent `client_state`, unlisting it.
-    pub fn take(&self, client_state: &str) -> Option<Provider> {
-        self.lock()
-            .remove(client_state)
-            .map(|(provider, _)| provider)
+    /// Marks a create whose answer was lost.
+    pub fn lose(&self, client_state: &str) {
+        if let Some((_, _, stage)) = self.lock().get_mut(client_state) {
+            *stage = Stage::Lost;
+        }
     }
 
     /// Creates listed.
@@ -67,11 +117,55 @@ impl UnconfirmedCreates {
         self.len() == 0
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Provider, DateTime<Utc>)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Listed>> {
         self.inner
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
+}
+
+/// Marks its create lost when dropped unless settled: a call that returns an
+/// uncertain error, or that its caller's timeout drops, leaves an orphan behind.
+pub(crate) struct SettleOrLose<'a> {
+    creates: &'a UnconfirmedCreates,
+    client_state: &'a str,
+    settled: bool,
+}
+
+impl<'a> SettleOrLose<'a> {
+    /// Guards the listed create that sent `client_state`.
+    pub(crate) fn new(creates: &'a UnconfirmedCreates, client_state: &'a str) -> Self {
+        Self {
+            creates,
+            client_state,
+            settled: false,
+        }
+    }
+
+    /// The outcome is known (created and returned, or refused outright).
+    pub(crate) fn settle(&mut self) {
+        self.creates.settle(self.client_state);
+        self.settled = true;
+    }
+}
+
+impl Drop for SettleOrLose<'_> {
+    fn drop(&mut self) {
+        if !self.settled {
+            self.creates.lose(self.client_state);
+        }
+    }
+}
+
+/// What a notification on an unknown subscription id turned out to be.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Claim {
+    /// Nothing of ours.
+    Unknown,
+    /// The subscription being created right now for this provider: route it.
+    Creating(Provider),
+    /// A lost create's orphan: queued for deletion, not to be published.
+    Orphan,
 }
 
 /// What intake holds to report an orphan: the listed creates and the queue to
@@ -89,28 +183,38 @@ impl OrphanCleanup {
     }
 
     /// A notification arrived on `subscription_id`, which no provider owns,
-    /// carrying `client_state`: if a create whose answer was lost sent it, the
-    /// subscription is that create's orphan and is queued for deletion. True
-    /// when it was.
-    pub fn claim(&self, client_state: &str, subscription_id: &str) -> bool {
+    /// carrying `client_state`: is it a subscription being created, or the
+    /// orphan of a create whose answer was lost (then queued for deletion)?
+    pub fn claim(&self, client_state: &str, subscription_id: &str) -> Claim {
         if client_state.is_empty() || self.creates.is_empty() {
-            return false;
+            return Claim::Unknown;
         }
-        let Some(provider) = self.creates.take(client_state) else {
-            return false;
+        let provider = {
+            let mut inner = self.creates.lock();
+            match inner.get(client_state) {
+                None => return Claim::Unknown,
+                Some((provider, _, Stage::InFlight)) => return Claim::Creating(provider.clone()),
+                Some((_, _, Stage::Lost)) => {}
+            }
+            let Some((provider, _, _)) = inner.remove(client_state) else {
+                return Claim::Unknown;
+            };
+            provider
         };
         tracing::info!(
             tenant = %provider.tenant, provider = %provider.id, subscription = %subscription_id,
             "orphaned Graph subscription found (its create answer was lost): deleting it"
         );
-        if self
-            .queue
-            .try_send((provider, subscription_id.to_owned()))
-            .is_err()
-        {
-            tracing::warn!(subscription = %subscription_id, "orphan deletion queue full or closed; it expires by itself");
+        let orphan = Orphan {
+            provider,
+            client_state: client_state.to_owned(),
+            subscription_id: subscription_id.to_owned(),
+        };
+        if let Err(e) = self.queue.try_send(orphan) {
+            tracing::warn!(subscription = %subscription_id, "orphan deletion queue full or closed; its next notification tries again");
+            self.creates.relist(&e.into_inner(), Utc::now());
         }
-        true
+        Claim::Orphan
     }
 }
 
@@ -139,24 +243,62 @@ mod tests {
     }
 
     #[test]
-    fn only_a_listed_clientstate_is_claimed_and_only_once() {
+    fn in_flight_creates_route_and_lost_ones_are_claimed_once() {
         let creates = Arc::new(UnconfirmedCreates::default());
         let (tx, mut rx) = queue();
         let cleanup = OrphanCleanup::new(Arc::clone(&creates), tx);
         let p = provider();
         let now = Utc::now();
-        creates.add("lost-state", &p, now, TimeDelta::days(7));
-        creates.add("answered-state", &p, now, TimeDelta::days(7));
-        creates.settle("answered-state");
+        let lifetime = TimeDelta::days(7);
+        creates.add("flying", &p, now, lifetime);
+        creates.add("lost", &p, now, lifetime);
+        creates.add("answered", &p, now, lifetime);
+        SettleOrLose::new(&creates, "answered").settle();
+        drop(SettleOrLose::new(&creates, "lost"));
 
-        assert!(!cleanup.claim("answered-state", "sub-1"));
-        assert!(!cleanup.claim("", "sub-1"));
-        assert!(!cleanup.claim("forged", "sub-1"));
-        assert!(cleanup.claim("lost-state", "sub-2"));
-        assert!(!cleanup.claim("lost-state", "sub-2"), "claimed once");
-        let (owner, id) = rx.try_recv().unwrap();
-        assert_eq!((owner.id, id.as_str()), (p.id, "sub-2"));
+        assert_eq!(cleanup.claim("answered", "sub-1"), Claim::Unknown);
+        assert_eq!(cleanup.claim("", "sub-1"), Claim::Unknown);
+        assert_eq!(cleanup.claim("forged", "sub-1"), Claim::Unknown);
+        assert_eq!(cleanup.claim("flying", "sub-0"), Claim::Creating(p.clone()));
+        assert_eq!(
+            cleanup.claim("flying", "sub-0"),
+            Claim::Creating(p.clone()),
+            "not consumed"
+        );
+        assert!(rx.try_recv().is_err(), "nothing in flight is deleted");
+        assert_eq!(cleanup.claim("lost", "sub-2"), Claim::Orphan);
+        assert_eq!(
+            cleanup.claim("lost", "sub-2"),
+            Claim::Unknown,
+            "claimed once"
+        );
+        let orphan = rx.try_recv().unwrap();
+        assert_eq!(
+            (orphan.provider.id, orphan.subscription_id.as_str()),
+            (p.id, "sub-2")
+        );
         assert!(rx.try_recv().is_err());
+        // A failed deletion lists it again: the next notification retries.
+        creates.relist(&orphan, now);
+        assert_eq!(cleanup.claim("lost", "sub-2"), Claim::Orphan);
+        assert!(rx.try_recv().is_ok());
+    }
+
+    #[test]
+    fn a_provider_keeps_its_newest_creates_only() {
+        let creates = UnconfirmedCreates::default();
+        let p = provider();
+        let other = provider();
+        let now = Utc::now();
+        let week = TimeDelta::days(7);
+        creates.add("other", &other, now - TimeDelta::hours(1), week);
+        for i in 0..20 {
+            creates.add(&format!("s{i}"), &p, now + TimeDelta::seconds(i), week);
+        }
+        assert_eq!(creates.len(), LOST_PER_PROVIDER + 1);
+        assert!(creates.lock().contains_key("s19"));
+        assert!(!creates.lock().contains_key("s0"));
+        assert!(creates.lock().contains_key("other"));
     }
 
     #[test]
@@ -167,6 +309,5 @@ mod tests {
         creates.add("old", &p, now - TimeDelta::days(8), TimeDelta::days(7));
         creates.add("new", &p, now, TimeDelta::days(7));
         assert_eq!(creates.len(), 1);
-        assert!(creates.take("old").is_none());
     }
 }
