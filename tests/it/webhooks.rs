@@ -530,9 +530,11 @@ async fn a_subscription_whose_create_answer_was_lost_is_deleted_when_it_first_de
 #[actix_web::test]
 async fn a_notification_on_a_subscription_still_being_created_is_published() {
     use subkeeper::simulator::{Fault, FaultOperation, FaultRule};
-    let h = Harness::start(|c| c.provider_timeout_seconds = 5).await;
+    // The answer is held 4 s (the client waits up to 8): room for the early
+    // notification even on a loaded machine.
+    let h = Harness::start(|c| c.provider_timeout_seconds = 8).await;
     h.sim.inject_fault(
-        FaultRule::new(FaultOperation::Create, Fault::LostAnswer { seconds: 2 })
+        FaultRule::new(FaultOperation::Create, Fault::LostAnswer { seconds: 4 })
             .for_resource("early")
             .times(1),
     );
