@@ -893,6 +893,41 @@ mod tests {
         }
     }
 
+    /// An alerting actor on fakes, escalating after an hour, on a 1× clock from
+    /// now. `sink_down`: the sink refuses every publish from the start.
+    struct Rig {
+        clock: Arc<ScaledClock>,
+        sink: Arc<FakeSink>,
+        store: Arc<FakeStore>,
+        actor: Addr<AlertingActor>,
+    }
+
+    fn rig(sink_down: bool) -> Rig {
+        let clock = Arc::new(ScaledClock::new(Utc::now(), 1));
+        let sink = Arc::new(FakeSink::default());
+        *sink.down.lock().unwrap() = sink_down;
+        let store = Arc::new(FakeStore::default());
+        let actor = AlertingActor::new(
+            AlertingConfig {
+                escalate_after: TimeDelta::minutes(60),
+                retry_every: Duration::from_secs(5),
+                callbacks: callbacks(),
+            },
+            AlertingPorts {
+                sink: sink.clone(),
+                store: store.clone(),
+                clock: clock.clone(),
+            },
+        )
+        .start();
+        Rig {
+            clock,
+            sink,
+            store,
+            actor,
+        }
+    }
+
     fn result(
         provider: ProviderId,
         at: DateTime<Utc>,
@@ -1005,24 +1040,12 @@ mod tests {
     #[test]
     fn an_hour_in_error_escalates_once_and_recovery_cancels_nothing_twice() {
         paused_system().block_on(async {
-            let clock = Arc::new(ScaledClock::new(Utc::now(), 1));
-            let (sink, store) = (
-                Arc::new(FakeSink::default()),
-                Arc::new(FakeStore::default()),
-            );
-            let actor = AlertingActor::new(
-                AlertingConfig {
-                    escalate_after: TimeDelta::minutes(60),
-                    retry_every: Duration::from_secs(5),
-                    callbacks: callbacks(),
-                },
-                AlertingPorts {
-                    sink: sink.clone(),
-                    store: store.clone(),
-                    clock: clock.clone(),
-                },
-            )
-            .start();
+            let Rig {
+                clock,
+                sink,
+                store,
+                actor,
+            } = rig(false);
             let p = ProviderId::new();
             use HealthState::*;
             let t0 = clock.now();
@@ -1087,24 +1110,12 @@ mod tests {
     #[test]
     fn recovery_before_the_escalation_time_cancels_it() {
         paused_system().block_on(async {
-            let clock = Arc::new(ScaledClock::new(Utc::now(), 1));
-            let (sink, store) = (
-                Arc::new(FakeSink::default()),
-                Arc::new(FakeStore::default()),
-            );
-            let actor = AlertingActor::new(
-                AlertingConfig {
-                    escalate_after: TimeDelta::minutes(60),
-                    retry_every: Duration::from_secs(5),
-                    callbacks: callbacks(),
-                },
-                AlertingPorts {
-                    sink: sink.clone(),
-                    store: store.clone(),
-                    clock: clock.clone(),
-                },
-            )
-            .start();
+            let Rig {
+                clock,
+                sink,
+                store,
+                actor,
+            } = rig(false);
             let p = ProviderId::new();
             use HealthState::*;
             store.0.lock().unwrap().push(Unhealthy {
@@ -1140,24 +1151,7 @@ mod tests {
 
     #[actix::test]
     async fn a_failed_publish_leaves_the_rest_of_the_batch_for_redelivery() {
-        let (sink, store) = (
-            Arc::new(FakeSink::default()),
-            Arc::new(FakeStore::default()),
-        );
-        *sink.down.lock().unwrap() = true;
-        let actor = AlertingActor::new(
-            AlertingConfig {
-                escalate_after: TimeDelta::minutes(60),
-                retry_every: Duration::from_secs(5),
-                callbacks: callbacks(),
-            },
-            AlertingPorts {
-                sink: sink.clone(),
-                store,
-                clock: Arc::new(crate::clock::SystemClock),
-            },
-        )
-        .start();
+        let Rig { sink, actor, .. } = rig(true);
         let (p, q, now) = (ProviderId::new(), ProviderId::new(), Utc::now());
         use HealthState::*;
         let mut batch = deliveries(&[
@@ -1192,25 +1186,9 @@ mod tests {
     #[test]
     fn silence_alerts_are_published_in_order_and_retried_until_stored() {
         paused_system().block_on(async {
-            let clock = Arc::new(ScaledClock::new(Utc::now(), 1));
-            let (sink, store) = (
-                Arc::new(FakeSink::default()),
-                Arc::new(FakeStore::default()),
-            );
-            *sink.down.lock().unwrap() = true;
-            let actor = AlertingActor::new(
-                AlertingConfig {
-                    escalate_after: TimeDelta::minutes(60),
-                    retry_every: Duration::from_secs(5),
-                    callbacks: callbacks(),
-                },
-                AlertingPorts {
-                    sink: sink.clone(),
-                    store,
-                    clock: clock.clone(),
-                },
-            )
-            .start();
+            let Rig {
+                clock, sink, actor, ..
+            } = rig(true);
             let silence = Silence {
                 provider_id: ProviderId::new(),
                 tenant: TenantId::parse("acme").unwrap(),
