@@ -21,7 +21,6 @@ use crate::monitoring::{
     rewrite_lines, sample_values, set_yaml_value,
 };
 use crate::support::Harness;
-use reqwest::Method;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -348,13 +347,7 @@ async fn a_provider_failing_three_times_pages_with_its_tenant_and_provider_then_
         )
         .for_resource("users/carol/"),
     );
-    let (code, result) = h
-        .admin(
-            Method::POST,
-            &format!("/tenants/contoso/providers/{carol}/renew"),
-            None,
-        )
-        .await;
+    let (code, result) = h.force_renewal("contoso", &carol).await;
     assert!(
         code.is_success(),
         "forced renewal of carol: {code} {result:#}"

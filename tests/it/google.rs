@@ -143,13 +143,7 @@ async fn calendar_rotation_opens_the_new_channel_before_stopping_the_old_and_pub
         format!("{}.event.resync_required.{tenant}", h.bus.subject_prefix),
     )
     .await;
-    let (code, result) = h
-        .admin(
-            Method::POST,
-            &format!("/tenants/{tenant}/providers/{p}/renew"),
-            None,
-        )
-        .await;
+    let (code, result) = h.force_renewal(tenant, &p).await;
     assert_eq!(code, 200, "{result:#}");
     assert_eq!(result["action"], "renewed", "{result:#}");
     let new_id = result["subscription_id"].as_str().unwrap().to_owned();
@@ -341,13 +335,7 @@ async fn gmail_watch_is_renewed_in_place_and_a_pubsub_push_reaches_jetstream() {
     .await;
 
     // Renewal calls users.watch again and keeps the id.
-    let (code, result) = h
-        .admin(
-            Method::POST,
-            &format!("/tenants/{tenant}/providers/{p}/renew"),
-            None,
-        )
-        .await;
+    let (code, result) = h.force_renewal(tenant, &p).await;
     assert_eq!(code, 200, "{result:#}");
     assert_eq!(result["action"], "renewed");
     assert_eq!(result["subscription_id"], watch_id.as_str());
@@ -388,13 +376,7 @@ async fn gmail_watch_is_renewed_in_place_and_a_pubsub_push_reaches_jetstream() {
     assert_eq!(event["history_id"], pushed_history.to_string().as_str());
 
     // The next watch answers the mailbox's new historyId; the stored one follows.
-    let (code, _) = h
-        .admin(
-            Method::POST,
-            &format!("/tenants/{tenant}/providers/{p}/renew"),
-            None,
-        )
-        .await;
+    let (code, _) = h.force_renewal(tenant, &p).await;
     assert_eq!(code, 200);
     let (_, view) = h
         .admin(
@@ -578,16 +560,7 @@ async fn scenario(family: Family) {
         .await;
     assert_eq!(view["status"], "connected");
     assert_eq!(view["health"]["consecutive_failure_count"], 0);
-    let statuses: Vec<String> = sqlx::query(
-        "SELECT status_after FROM renewal_attempts WHERE provider_id = $1::uuid ORDER BY id",
-    )
-    .bind(&bob)
-    .fetch_all(&h.pool)
-    .await
-    .unwrap()
-    .iter()
-    .map(|r| r.get("status_after"))
-    .collect();
+    let statuses = h.statuses_after(&bob).await;
     let into_error = statuses
         .windows(2)
         .filter(|w| w[0] != "error" && w[1] == "error")

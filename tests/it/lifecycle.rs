@@ -89,16 +89,7 @@ async fn three_providers_in_two_tenants_live_through_404_three_strikes_and_inval
     assert_eq!(view["status"], "connected");
     assert_eq!(view["health"]["consecutive_failure_count"], 0);
     assert!(view["health"]["failure_reason"].is_null());
-    let statuses: Vec<String> = sqlx::query(
-        "SELECT status_after FROM renewal_attempts WHERE provider_id = $1::uuid ORDER BY id",
-    )
-    .bind(&p2)
-    .fetch_all(&h.pool)
-    .await
-    .unwrap()
-    .iter()
-    .map(|r| r.get("status_after"))
-    .collect();
+    let statuses = h.statuses_after(&p2).await;
     let into_error = statuses
         .windows(2)
         .filter(|w| w[0] != "error" && w[1] == "error")
@@ -121,13 +112,7 @@ async fn three_providers_in_two_tenants_live_through_404_three_strikes_and_inval
         .for_subscription(first_id.clone())
         .times(1),
     );
-    let (code, result) = h
-        .admin(
-            Method::POST,
-            &format!("/tenants/acme/providers/{p1}/renew"),
-            None,
-        )
-        .await;
+    let (code, result) = h.force_renewal("acme", &p1).await;
     assert_eq!(code, 200, "{result:#}");
     assert_eq!(result["action"], "recreated", "{result:#}");
     assert_eq!(result["success"], true);

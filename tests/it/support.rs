@@ -332,6 +332,31 @@ impl Harness {
         )
     }
 
+    /// `POST /tenants/{tenant}/providers/{id}/renew`: a forced renewal, answered
+    /// with its RenewalResult.
+    pub async fn force_renewal(&self, tenant: &str, id: &str) -> (StatusCode, Value) {
+        self.admin(
+            reqwest::Method::POST,
+            &format!("/tenants/{tenant}/providers/{id}/renew"),
+            None,
+        )
+        .await
+    }
+
+    /// The provider's health after each recorded attempt, oldest first.
+    pub async fn statuses_after(&self, provider: &str) -> Vec<String> {
+        sqlx::query(
+            "SELECT status_after FROM renewal_attempts WHERE provider_id = $1::uuid ORDER BY id",
+        )
+        .bind(provider)
+        .fetch_all(&self.pool)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| sqlx::Row::get(r, "status_after"))
+        .collect()
+    }
+
     /// Creates a Graph mail provider for `tenant` whose app lives in Azure AD tenant
     /// `authority`, watching `users/{mailbox}/messages`; returns its id.
     pub async fn create_provider(&self, tenant: &str, authority: &str, mailbox: &str) -> String {
