@@ -189,6 +189,43 @@ pub fn set_yaml_value(line: &str, key: &str, value: &str) -> Option<String> {
     Some(format!("{indent}{key}: {value}"))
 }
 
+/// Starts a Prometheus-family daemon (`name`, from Debian's package `binary`)
+/// on a free 127.0.0.1 port with `config` as its config file and a data
+/// directory passed as `storage_flag`, plus `extra` flags; waits until it is
+/// ready. Logs go to `{dir}/{name}.log`.
+async fn start_daemon(
+    name: &str,
+    binary: &str,
+    dir: &Path,
+    config: &str,
+    storage_flag: &str,
+    extra: &[&str],
+    http: &reqwest::Client,
+) -> (ChildProcess, u16) {
+    let binary = require_binary(binary);
+    let config_file = dir.join(format!("{name}.yml"));
+    std::fs::write(&config_file, config).unwrap();
+    let data = dir.join(format!("{name}-data"));
+    std::fs::create_dir_all(&data).unwrap();
+    let port = free_port();
+    let mut command = Command::new(binary);
+    command
+        .arg(format!("--config.file={}", config_file.display()))
+        .arg(format!("{storage_flag}={}", data.display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .arg("--log.level=warn")
+        .args(extra);
+    let mut child = ChildProcess::spawn(name, &mut command, dir.join(format!("{name}.log")));
+    wait_ready(
+        &mut child,
+        http,
+        &format!("http://127.0.0.1:{port}/-/ready"),
+        Duration::from_secs(20),
+    )
+    .await;
+    (child, port)
+}
+
 /// A real Alertmanager on 127.0.0.1 with the given configuration.
 pub struct Alertmanager {
     pub port: u16,
@@ -197,29 +234,15 @@ pub struct Alertmanager {
 
 impl Alertmanager {
     pub async fn start(dir: &Path, config: &str, http: &reqwest::Client) -> Self {
-        let binary = require_binary("prometheus-alertmanager");
-        let config_file = dir.join("alertmanager.yml");
-        std::fs::write(&config_file, config).unwrap();
-        let data = dir.join("alertmanager-data");
-        std::fs::create_dir_all(&data).unwrap();
-        let port = free_port();
-        let mut child = ChildProcess::spawn(
+        let (child, port) = start_daemon(
             "alertmanager",
-            Command::new(binary)
-                .arg(format!("--config.file={}", config_file.display()))
-                .arg(format!("--storage.path={}", data.display()))
-                .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-                // No HA gossip: it would bind 0.0.0.0:9094 and wait for peers.
-                .arg("--cluster.listen-address=")
-                .arg("--log.level=warn"),
-            dir.join("alertmanager.log"),
-        );
-        let url = format!("http://127.0.0.1:{port}");
-        wait_ready(
-            &mut child,
+            "prometheus-alertmanager",
+            dir,
+            config,
+            "--storage.path",
+            // No HA gossip: it would bind 0.0.0.0:9094 and wait for peers.
+            &["--cluster.listen-address="],
             http,
-            &format!("{url}/-/ready"),
-            Duration::from_secs(20),
         )
         .await;
         Self { port, child }
@@ -239,33 +262,22 @@ pub struct Prometheus {
 
 impl Prometheus {
     pub async fn start(dir: &Path, config: &str, http: &reqwest::Client) -> Self {
-        let binary = require_binary("prometheus");
-        let config_file = dir.join("prometheus.yml");
-        std::fs::write(&config_file, config).unwrap();
-        let data = dir.join("prometheus-data");
-        std::fs::create_dir_all(&data).unwrap();
-        let port = free_port();
-        let mut child = ChildProcess::spawn(
+        let (child, port) = start_daemon(
             "prometheus",
-            Command::new(binary)
-                .arg(format!("--config.file={}", config_file.display()))
-                .arg(format!("--storage.tsdb.path={}", data.display()))
-                .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-                // Firing alerts are re-sent to Alertmanager every minute by default;
-                // the test's timings are seconds.
-                .arg("--rules.alert.resend-delay=1s")
-                .arg("--log.level=warn"),
-            dir.join("prometheus.log"),
-        );
-        let url = format!("http://127.0.0.1:{port}");
-        wait_ready(
-            &mut child,
+            "prometheus",
+            dir,
+            config,
+            "--storage.tsdb.path",
+            // Firing alerts are re-sent to Alertmanager every minute by default;
+            // the test's timings are seconds.
+            &["--rules.alert.resend-delay=1s"],
             http,
-            &format!("{url}/-/ready"),
-            Duration::from_secs(20),
         )
         .await;
-        Self { url, child }
+        Self {
+            url: format!("http://127.0.0.1:{port}"),
+            child,
+        }
     }
 
     pub fn assert_running(&mut self) {
