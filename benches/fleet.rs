@@ -132,16 +132,7 @@ async fn bench(args: Args) -> anyhow::Result<()> {
 async fn delete_streams(topology: &Topology) {
     let url =
         std::env::var("SUBKEEPER_TEST_NATS_URL").unwrap_or_else(|_| Config::default().nats_url);
-    if let Ok(client) = async_nats::connect(url).await {
-        let js = async_nats::jetstream::new(client);
-        for stream in [
-            topology.webhook_stream(),
-            topology.renewal_stream(),
-            topology.alert_stream(),
-        ] {
-            let _ = js.delete_stream(&stream).await;
-        }
-    }
+    subkeeper::bus::delete_streams(&url, topology).await;
 }
 
 async fn admin_sql(server: &str, sql: &str) -> anyhow::Result<()> {

@@ -220,16 +220,7 @@ struct Db {
 }
 
 async fn delete_streams(topology: &Topology) {
-    if let Ok(client) = async_nats::connect(nats_url()).await {
-        let js = jetstream::new(client);
-        for stream in [
-            topology.webhook_stream(),
-            topology.renewal_stream(),
-            topology.alert_stream(),
-        ] {
-            let _ = js.delete_stream(&stream).await;
-        }
-    }
+    subkeeper::bus::delete_streams(&nats_url(), topology).await;
 }
 
 async fn admin_sql(server: &str, sql: &str) -> anyhow::Result<()> {

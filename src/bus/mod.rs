@@ -52,6 +52,18 @@ pub struct Topology {
     stream_prefix: String,
 }
 
+/// Deletes every stream of `topology` on the server at `url`, ignoring
+/// failures: the clean-up of tests and benchmarks that run under their own
+/// prefixes. Never called by the service.
+pub async fn delete_streams(url: &str, topology: &Topology) {
+    if let Ok(client) = async_nats::connect(url).await {
+        let js = jetstream::new(client);
+        for stream in topology.streams() {
+            let _ = js.delete_stream(&stream).await;
+        }
+    }
+}
+
 impl Topology {
     /// A topology from already validated prefixes (see `Config::validate`).
     pub fn new(subject_prefix: impl Into<String>, stream_prefix: impl Into<String>) -> Self {
@@ -126,6 +138,15 @@ impl Topology {
     /// `{prefix}_ALERTS`.
     pub fn alert_stream(&self) -> String {
         format!("{}_ALERTS", self.stream_prefix)
+    }
+
+    /// Every stream this topology uses: webhooks, renewals, alerts.
+    pub fn streams(&self) -> [String; 3] {
+        [
+            self.webhook_stream(),
+            self.renewal_stream(),
+            self.alert_stream(),
+        ]
     }
 
     /// `{prefix}_NOTIFICATIONS`: the durable consumer of the webhook stream that

@@ -255,12 +255,7 @@ async fn a_thousand_tenants_stay_within_the_series_budget_and_pass_promtool() {
 
     let text = h.metrics().await;
     let (samples, types) = parse(&text);
-    let streams: BTreeSet<String> = {
-        let t = h.topology();
-        [t.webhook_stream(), t.renewal_stream(), t.alert_stream()]
-            .into_iter()
-            .collect()
-    };
+    let streams: BTreeSet<String> = h.topology().streams().into_iter().collect();
     let mut series: BTreeMap<&str, BTreeSet<Vec<(String, String)>>> = BTreeMap::new();
     let mut raw: BTreeMap<&str, usize> = BTreeMap::new();
     for s in &samples {

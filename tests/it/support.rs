@@ -134,18 +134,7 @@ impl Drop for TestBus {
                 .enable_all()
                 .build()
                 .unwrap();
-            rt.block_on(async move {
-                if let Ok(client) = async_nats::connect(nats_url()).await {
-                    let js = async_nats::jetstream::new(client);
-                    for stream in [
-                        topology.webhook_stream(),
-                        topology.renewal_stream(),
-                        topology.alert_stream(),
-                    ] {
-                        let _ = js.delete_stream(&stream).await;
-                    }
-                }
-            });
+            rt.block_on(subkeeper::bus::delete_streams(&nats_url(), &topology));
         })
         .join();
     }
