@@ -199,13 +199,8 @@ impl GoogleIntake {
             IntakeError::Unavailable
         })?;
         Ok(route.or_else(|| {
-            self.pending.get(channel_id).map(|p| Route {
-                provider: p.provider,
-                tenant: p.tenant,
-                kind: ProviderKind::GoogleCalendar,
-                client_state: p.token,
-                state: "active".to_owned(),
-                provider_enabled: true,
+            self.pending.get(channel_id).map(|p| {
+                Route::in_creation(p.provider, p.tenant, ProviderKind::GoogleCalendar, p.token)
             })
         }))
     }

@@ -153,14 +153,12 @@ impl GraphIntake {
                     .as_ref()
                     .map(|o| o.claim(given, &subscription_id))
                 {
-                    Some(Claim::Creating(provider)) => Ok(Route {
-                        provider: provider.id,
-                        tenant: provider.tenant,
-                        kind: provider.kind,
-                        client_state: given.to_owned(),
-                        state: "active".to_owned(),
-                        provider_enabled: true,
-                    }),
+                    Some(Claim::Creating(provider)) => Ok(Route::in_creation(
+                        provider.id,
+                        provider.tenant,
+                        provider.kind,
+                        given.to_owned(),
+                    )),
                     _ => Err(Dropped::UnknownSubscription),
                 },
                 Some(r) if !secrets_match(given, &r.client_state) => Err(Dropped::BadClientState),

@@ -28,6 +28,26 @@ pub struct Route {
     pub provider_enabled: bool,
 }
 
+impl Route {
+    /// The route of a subscription or channel being created right now, known
+    /// only in memory until its row is written: live, its provider enabled.
+    pub fn in_creation(
+        provider: ProviderId,
+        tenant: TenantId,
+        kind: ProviderKind,
+        client_state: String,
+    ) -> Self {
+        Self {
+            provider,
+            tenant,
+            kind,
+            client_state,
+            state: "active".to_owned(),
+            provider_enabled: true,
+        }
+    }
+}
+
 /// A Gmail provider a Pub/Sub push for its mailbox goes to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MailboxRoute {

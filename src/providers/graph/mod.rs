@@ -199,8 +199,9 @@ impl GraphApi {
             )
             .await;
         match &created {
+            Ok(_) => outcome.created(),
             Err(e) if e.may_have_created() => drop(outcome),
-            _ => outcome.settle(),
+            Err(_) => outcome.refused(),
         }
         let created = created?;
         tracing::info!(subscription = %created.external_id, expires_at = %created.expires_at, "Graph subscription created");

@@ -8,14 +8,16 @@
 //! Creates are listed by clientState before the call. While one is in flight, a
 //! notification carrying its clientState belongs to the subscription being
 //! created (Graph can deliver before it answers): intake routes it to the
-//! provider. Once the answer is in, the entry goes; if the answer was lost, the
-//! entry stays as *lost*, and the first notification carrying its clientState
+//! provider — also for [`ROUTE_AFTER_CREATE`] after the answer, while the
+//! supervisor records it. If Graph refused, the entry goes; if the answer was
+//! lost, the entry stays as *lost*, and the first notification carrying its clientState
 //! has the orphan deleted — it would otherwise deliver until its own expiry, up
 //! to a week for mail, one more with every retry.
 
 use chrono::{DateTime, TimeDelta, Utc};
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 use subkeeper_actors::domain::Provider;
 use tokio::sync::mpsc;
 
@@ -47,17 +49,48 @@ type Listed = (Provider, DateTime<Utc>, Stage);
 enum Stage {
     /// Waiting for Graph's answer.
     InFlight,
+    /// Answered at this instant; the supervisor is about to record it, so its
+    /// notifications are still routed from here for a while.
+    Created(Instant),
     /// The answer was lost: whatever it created is an orphan.
     Lost,
 }
 
+/// How long a created subscription stays routable from here: far longer than
+/// recording an attempt takes (as for Google's pending channels).
+pub const ROUTE_AFTER_CREATE: Duration = Duration::from_secs(600);
+
 /// Creates whose subscription id is unknown, by the clientState they sent.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct UnconfirmedCreates {
     inner: Mutex<HashMap<String, Listed>>,
+    /// How long a created subscription stays routable from here.
+    created_ttl: Duration,
+}
+
+impl Default for UnconfirmedCreates {
+    fn default() -> Self {
+        Self::with_created_ttl(ROUTE_AFTER_CREATE)
+    }
 }
 
 impl UnconfirmedCreates {
+    /// A list whose created subscriptions stay routable for `created_ttl`.
+    pub fn with_created_ttl(created_ttl: Duration) -> Self {
+        Self {
+            inner: Mutex::default(),
+            created_ttl,
+        }
+    }
+
+    /// Whether an entry in `stage` still routes or awaits cleanup.
+    fn current(&self, stage: Stage) -> bool {
+        match stage {
+            Stage::Created(at) => at.elapsed() < self.created_ttl,
+            Stage::InFlight | Stage::Lost => true,
+        }
+    }
+
     /// Lists a create for `provider` sending `client_state`, asked at `at`, as
     /// in flight; drops entries older than `lifetime` (those have expired).
     pub fn add(
@@ -68,7 +101,7 @@ impl UnconfirmedCreates {
         lifetime: TimeDelta,
     ) {
         let mut inner = self.lock();
-        inner.retain(|_, (_, asked, _)| at - *asked < lifetime);
+        inner.retain(|_, (_, asked, stage)| at - *asked < lifetime && self.current(*stage));
         // Bound what one provider can hold: keep its newest entries.
         let mut own: Vec<(String, DateTime<Utc>)> = inner
             .iter()
@@ -95,9 +128,16 @@ impl UnconfirmedCreates {
         );
     }
 
-    /// Unlists a create whose outcome is known.
+    /// Unlists a create Graph refused.
     pub fn settle(&self, client_state: &str) {
         self.lock().remove(client_state);
+    }
+
+    /// Marks a create Graph answered: routable until it is recorded.
+    pub fn created(&self, client_state: &str) {
+        if let Some((_, _, stage)) = self.lock().get_mut(client_state) {
+            *stage = Stage::Created(Instant::now());
+        }
     }
 
     /// Marks a create whose answer was lost.
@@ -142,9 +182,15 @@ impl<'a> SettleOrLose<'a> {
         }
     }
 
-    /// The outcome is known (created and returned, or refused outright).
-    pub(crate) fn settle(&mut self) {
+    /// Graph refused the create outright: nothing exists.
+    pub(crate) fn refused(&mut self) {
         self.creates.settle(self.client_state);
+        self.settled = true;
+    }
+
+    /// Graph answered with the subscription: route it until it is recorded.
+    pub(crate) fn created(&mut self) {
+        self.creates.created(self.client_state);
         self.settled = true;
     }
 }
@@ -193,8 +239,14 @@ impl OrphanCleanup {
             let mut inner = self.creates.lock();
             match inner.get(client_state) {
                 None => return Claim::Unknown,
-                Some((provider, _, Stage::InFlight)) => return Claim::Creating(provider.clone()),
-                Some((_, _, Stage::Lost)) => {}
+                Some((provider, _, stage)) if *stage != Stage::Lost => {
+                    if self.creates.current(*stage) {
+                        return Claim::Creating(provider.clone());
+                    }
+                    inner.remove(client_state);
+                    return Claim::Unknown;
+                }
+                Some(_) => {}
             }
             let Some((provider, _, _)) = inner.remove(client_state) else {
                 return Claim::Unknown;
@@ -253,7 +305,7 @@ mod tests {
         creates.add("flying", &p, now, lifetime);
         creates.add("lost", &p, now, lifetime);
         creates.add("answered", &p, now, lifetime);
-        SettleOrLose::new(&creates, "answered").settle();
+        SettleOrLose::new(&creates, "answered").refused();
         drop(SettleOrLose::new(&creates, "lost"));
 
         assert_eq!(cleanup.claim("answered", "sub-1"), Claim::Unknown);
@@ -282,6 +334,28 @@ mod tests {
         creates.relist(&orphan, now);
         assert_eq!(cleanup.claim("lost", "sub-2"), Claim::Orphan);
         assert!(rx.try_recv().is_ok());
+    }
+
+    #[test]
+    fn an_answered_create_routes_until_its_time_is_up() {
+        let (tx, _rx) = queue();
+        let p = provider();
+        let lifetime = TimeDelta::days(7);
+        let creates = Arc::new(UnconfirmedCreates::default());
+        let cleanup = OrphanCleanup::new(Arc::clone(&creates), tx.clone());
+        creates.add("answered", &p, Utc::now(), lifetime);
+        SettleOrLose::new(&creates, "answered").created();
+        assert_eq!(
+            cleanup.claim("answered", "sub-1"),
+            Claim::Creating(p.clone())
+        );
+
+        let creates = Arc::new(UnconfirmedCreates::with_created_ttl(Duration::ZERO));
+        let cleanup = OrphanCleanup::new(Arc::clone(&creates), tx);
+        creates.add("answered", &p, Utc::now(), lifetime);
+        SettleOrLose::new(&creates, "answered").created();
+        assert_eq!(cleanup.claim("answered", "sub-1"), Claim::Unknown);
+        assert!(creates.is_empty(), "an expired entry is dropped when met");
     }
 
     #[test]
