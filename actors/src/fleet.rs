@@ -135,8 +135,6 @@ impl Fleet {
             .collect();
         for id in gone {
             if let Some(s) = self.supervisors.remove(&id) {
-                // The address is dropped right after, so the actix Supervisor does not
-                // restart the actor once it stops.
                 s.addr.do_send(Retire);
                 self.retiring.insert(id);
                 tracing::info!(tenant = %s.provider.tenant, provider = %id, "retiring provider");
@@ -155,7 +153,10 @@ impl Fleet {
                 None => {
                     let policy = self.policy_for(provider.kind);
                     let (p, c) = (provider.clone(), sctx.clone());
-                    let addr = Supervisor::start(move |_| ProviderSupervisor::new(p, policy, c));
+                    // Not under actix's `Supervisor`: it restarts an actor that stops
+                    // while any `Addr` is alive (a tenant-wide renew holds some), and a
+                    // supervisor stops only when it retires — it must stay stopped.
+                    let addr = ProviderSupervisor::new(p, policy, c).start();
                     self.supervisors
                         .insert(provider.id, Supervised { addr, provider });
                 }

@@ -547,18 +547,6 @@ impl Actor for ProviderSupervisor {
     }
 }
 
-impl Supervised for ProviderSupervisor {
-    fn restarting(&mut self, _ctx: &mut Self::Context) {
-        // Forget everything in memory; `started` reloads from the store.
-        self.lifecycle = Lifecycle::new(self.policy.clone());
-        self.subscription = None;
-        self.timer = None;
-        self.scheduled_for = None;
-        self.loaded = false;
-        self.waiters.clear();
-    }
-}
-
 impl Handler<RenewDue> for ProviderSupervisor {
     type Result = ();
     fn handle(&mut self, _: RenewDue, ctx: &mut Self::Context) {

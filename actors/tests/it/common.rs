@@ -13,7 +13,7 @@ use std::time::Duration;
 use subkeeper_actors::board::HealthBoard;
 use subkeeper_actors::clock::{ScaledClock, SharedClock};
 use subkeeper_actors::domain::{Provider, ProviderId, ProviderKind, TenantId};
-use subkeeper_actors::fleet::{Fleet, FleetConfig};
+use subkeeper_actors::fleet::{Fleet, FleetConfig, FleetHandle};
 use subkeeper_actors::lifecycle::Policy;
 use subkeeper_actors::memory::{BroadcastSink, MemoryStore};
 use subkeeper_actors::ports::{CallbackUrls, Ports, SubscriptionApi};
@@ -48,51 +48,75 @@ pub fn run_for_days<A: SubscriptionApi>(
     api: impl FnOnce(SharedClock) -> A,
     check: impl FnOnce(&A, &MemoryStore, &Provider),
 ) {
-    let system = actix::System::with_tokio_rt(|| {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .start_paused(true)
-            .build()
-            .unwrap()
-    });
-    system.block_on(async {
-        let origin = DateTime::from_timestamp(ORIGIN, 0).unwrap();
+    paused_system().block_on(async {
         // Read tokio's clock only now, inside the paused runtime.
-        let clock: SharedClock = Arc::new(ScaledClock::new(origin, 1));
+        let clock = origin_clock();
+        let origin = clock.now();
         let api = Arc::new(api(clock.clone()));
         let store = MemoryStore::default();
         store.put_provider(provider.clone());
-        let ctx = SupervisorContext {
-            ports: Ports {
-                api: api.clone(),
-                store: Arc::new(store.clone()),
-                events: Arc::new(BroadcastSink::new(16)),
-                clock: clock.clone(),
-            },
-            callbacks: CallbackUrls {
-                public_url: "https://subkeeper.example".into(),
-            },
-            permits: Arc::new(Semaphore::new(4)),
-            board: HealthBoard::default(),
-            attempt_timeout: Duration::from_secs(60),
-            retired: None,
-        };
-        let policies = ProviderKind::ALL
-            .iter()
-            .map(|k| (*k, policy.clone()))
-            .collect();
-        let _fleet = Fleet::new(
-            FleetConfig {
-                policies,
-                reconcile_every: Duration::from_secs(3600),
-            },
-            ctx,
-        )
-        .start_fleet();
+        let _fleet = start_fleet(api.clone(), &store, clock.clone(), policy);
 
         tokio::time::sleep(Duration::from_secs(u64::from(days) * 24 * 3600)).await;
 
         assert!(clock.now() - origin >= TimeDelta::days(days.into()));
         check(&api, &store, &provider);
     });
+}
+
+/// An actix System on a current-thread runtime that starts paused: a 24 h
+/// `run_later` fires in microseconds of wall time.
+pub fn paused_system() -> actix::SystemRunner {
+    actix::System::with_tokio_rt(|| {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .start_paused(true)
+            .build()
+            .unwrap()
+    })
+}
+
+/// The shared clock for a run, at [`ORIGIN`]; call inside the paused runtime.
+pub fn origin_clock() -> SharedClock {
+    Arc::new(ScaledClock::new(
+        DateTime::from_timestamp(ORIGIN, 0).unwrap(),
+        1,
+    ))
+}
+
+/// Starts the real Fleet on `store` and `api`, `policy` for every provider kind, the
+/// reconciler hourly (tests that change the store ask for a reconcile).
+pub fn start_fleet(
+    api: Arc<dyn SubscriptionApi>,
+    store: &MemoryStore,
+    clock: SharedClock,
+    policy: Policy,
+) -> FleetHandle {
+    let ctx = SupervisorContext {
+        ports: Ports {
+            api,
+            store: Arc::new(store.clone()),
+            events: Arc::new(BroadcastSink::new(16)),
+            clock,
+        },
+        callbacks: CallbackUrls {
+            public_url: "https://subkeeper.example".into(),
+        },
+        permits: Arc::new(Semaphore::new(4)),
+        board: HealthBoard::default(),
+        attempt_timeout: Duration::from_secs(60),
+        retired: None,
+    };
+    let policies = ProviderKind::ALL
+        .iter()
+        .map(|k| (*k, policy.clone()))
+        .collect();
+    Fleet::new(
+        FleetConfig {
+            policies,
+            reconcile_every: Duration::from_secs(3600),
+        },
+        ctx,
+    )
+    .start_fleet()
 }

@@ -4,5 +4,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
+mod retire;
 mod thirty_days;
 mod thirty_days_google;
