@@ -104,6 +104,24 @@ async fn bad_notifications_get_their_answer_and_nothing_is_published() {
         post(&h, item("00000000-0000-0000-0000-000000000000", "x")).await,
         StatusCode::ACCEPTED
     );
+    // The real clientState on an id Graph never gave us: once the create's answer
+    // named the subscription, only that id routes (this used to be published for
+    // ten minutes after every create).
+    let real_state = h
+        .sim
+        .subscriptions()
+        .into_iter()
+        .find(|s| s.id == sub)
+        .and_then(|s| s.client_state)
+        .unwrap();
+    assert_eq!(
+        post(
+            &h,
+            item("11111111-1111-1111-1111-111111111111", &real_state)
+        )
+        .await,
+        StatusCode::ACCEPTED
+    );
     // Malformed: 400.
     assert_eq!(post(&h, "{not json").await, StatusCode::BAD_REQUEST);
     assert_eq!(

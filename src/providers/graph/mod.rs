@@ -141,7 +141,8 @@ impl GraphApi {
                 if let Err(e) = api.delete_id(provider, id).instrument(span).await {
                     failed(provider, &e);
                     // Its next notification tries again.
-                    api.unconfirmed.relist(&orphan, api.clock.now());
+                    api.unconfirmed
+                        .relist(&orphan, api.clock.now(), Self::lifetime_for(provider));
                 }
             }
         });
@@ -199,7 +200,7 @@ impl GraphApi {
             )
             .await;
         match &created {
-            Ok(_) => outcome.created(),
+            Ok(granted) => outcome.created(&granted.external_id),
             Err(e) if e.may_have_created() => drop(outcome),
             Err(_) => outcome.refused(),
         }

@@ -8,17 +8,23 @@
 //! Creates are listed by clientState before the call. While one is in flight, a
 //! notification carrying its clientState belongs to the subscription being
 //! created (Graph can deliver before it answers): intake routes it to the
-//! provider — also for [`ROUTE_AFTER_CREATE`] after the answer, while the
-//! supervisor records it. If Graph refused, the entry goes; if the answer was
-//! lost, the entry stays as *lost*, and the first notification carrying its clientState
-//! has the orphan deleted — it would otherwise deliver until its own expiry, up
-//! to a week for mail, one more with every retry.
+//! provider. Once Graph has answered, the id it returned is the only one that
+//! routes from here (for [`ROUTE_AFTER_CREATE`], while the supervisor records
+//! it): a notification with the right clientState on any other id is not ours.
+//! If Graph refused, the entry goes; if the answer was lost, the entry stays as
+//! *lost*, and the first notification carrying its clientState has the orphan
+//! deleted — it would otherwise deliver until its own expiry, up to a week for
+//! mail, one more with every retry.
+//!
+//! Every operation is O(1) in the number of listed creates (a burst of 30,000
+//! creates must not rescan the list on each): a provider's own entries are
+//! indexed, and expired entries are swept at most once per [`SWEEP_EVERY`].
 
 use chrono::{DateTime, TimeDelta, Utc};
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
-use subkeeper_actors::domain::Provider;
+use subkeeper_actors::domain::{Provider, ProviderId};
 use tokio::sync::mpsc;
 
 /// How many found orphans may wait for their DELETE; when full, the orphan is
@@ -28,6 +34,10 @@ const QUEUE: usize = 1024;
 /// Lost creates kept per provider: the oldest go first (a provider whose
 /// creates keep timing out must not grow the list without bound).
 const LOST_PER_PROVIDER: usize = 8;
+
+/// How often listing a create also drops the entries whose time is up (an
+/// expired entry met by a lookup in between is dropped then).
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
 
 /// A found orphan: its owner, the clientState that gave it away, and its
 /// subscription id.
@@ -41,17 +51,33 @@ pub struct Orphan {
     pub subscription_id: String,
 }
 
-/// A listed create: its provider, when it was asked, where it stands.
-type Listed = (Provider, DateTime<Utc>, Stage);
+/// A listed create.
+#[derive(Debug, Clone)]
+struct Listed {
+    /// The provider it is for.
+    provider: Provider,
+    /// When it was asked (domain time).
+    asked: DateTime<Utc>,
+    /// How long a subscription of its kind lives at most: older entries are gone.
+    lifetime: TimeDelta,
+    /// Where it stands.
+    stage: Stage,
+}
 
 /// Where a listed create stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Stage {
-    /// Waiting for Graph's answer.
+    /// Waiting for Graph's answer: any subscription id may be the one.
     InFlight,
-    /// Answered at this instant; the supervisor is about to record it, so its
-    /// notifications are still routed from here for a while.
-    Created(Instant),
+    /// Graph answered with this subscription id at this instant; the supervisor
+    /// is about to record it, so notifications on that id (and no other) are
+    /// still routed from here for a while.
+    Created {
+        /// The id Graph returned.
+        subscription_id: String,
+        /// When the answer came.
+        at: Instant,
+    },
     /// The answer was lost: whatever it created is an orphan.
     Lost,
 }
@@ -60,10 +86,47 @@ enum Stage {
 /// recording an attempt takes (as for Google's pending channels).
 pub const ROUTE_AFTER_CREATE: Duration = Duration::from_secs(600);
 
+/// The listed creates with their per-provider index.
+#[derive(Debug)]
+struct Lists {
+    /// Every listed create, by the clientState it sent.
+    by_state: HashMap<String, Listed>,
+    /// Each provider's listed clientStates, oldest first (at most
+    /// [`LOST_PER_PROVIDER`]).
+    by_provider: HashMap<ProviderId, Vec<String>>,
+    /// When expired entries were last swept.
+    swept: Instant,
+}
+
+impl Lists {
+    fn insert(&mut self, client_state: String, listed: Listed) {
+        let own = self.by_provider.entry(listed.provider.id).or_default();
+        own.retain(|s| s != &client_state);
+        if own.len() >= LOST_PER_PROVIDER {
+            for old in own.drain(..=own.len() - LOST_PER_PROVIDER) {
+                self.by_state.remove(&old);
+            }
+        }
+        own.push(client_state.clone());
+        self.by_state.insert(client_state, listed);
+    }
+
+    fn remove(&mut self, client_state: &str) -> Option<Listed> {
+        let listed = self.by_state.remove(client_state)?;
+        if let Some(own) = self.by_provider.get_mut(&listed.provider.id) {
+            own.retain(|s| s != client_state);
+            if own.is_empty() {
+                self.by_provider.remove(&listed.provider.id);
+            }
+        }
+        Some(listed)
+    }
+}
+
 /// Creates whose subscription id is unknown, by the clientState they sent.
 #[derive(Debug)]
 pub struct UnconfirmedCreates {
-    inner: Mutex<HashMap<String, Listed>>,
+    inner: Mutex<Lists>,
     /// How long a created subscription stays routable from here.
     created_ttl: Duration,
 }
@@ -78,21 +141,26 @@ impl UnconfirmedCreates {
     /// A list whose created subscriptions stay routable for `created_ttl`.
     pub fn with_created_ttl(created_ttl: Duration) -> Self {
         Self {
-            inner: Mutex::default(),
+            inner: Mutex::new(Lists {
+                by_state: HashMap::new(),
+                by_provider: HashMap::new(),
+                swept: Instant::now(),
+            }),
             created_ttl,
         }
     }
 
-    /// Whether an entry in `stage` still routes or awaits cleanup.
-    fn current(&self, stage: Stage) -> bool {
-        match stage {
-            Stage::Created(at) => at.elapsed() < self.created_ttl,
-            Stage::InFlight | Stage::Lost => true,
-        }
+    /// Whether an entry still routes or awaits cleanup at `now`.
+    fn current(&self, listed: &Listed, now: DateTime<Utc>) -> bool {
+        now - listed.asked < listed.lifetime
+            && match &listed.stage {
+                Stage::Created { at, .. } => at.elapsed() < self.created_ttl,
+                Stage::InFlight | Stage::Lost => true,
+            }
     }
 
     /// Lists a create for `provider` sending `client_state`, asked at `at`, as
-    /// in flight; drops entries older than `lifetime` (those have expired).
+    /// in flight; whatever it creates lives at most `lifetime`.
     pub fn add(
         &self,
         client_state: &str,
@@ -101,30 +169,39 @@ impl UnconfirmedCreates {
         lifetime: TimeDelta,
     ) {
         let mut inner = self.lock();
-        inner.retain(|_, (_, asked, stage)| at - *asked < lifetime && self.current(*stage));
-        // Bound what one provider can hold: keep its newest entries.
-        let mut own: Vec<(String, DateTime<Utc>)> = inner
-            .iter()
-            .filter(|(_, (p, _, _))| p.id == provider.id)
-            .map(|(state, (_, asked, _))| (state.clone(), *asked))
-            .collect();
-        if own.len() >= LOST_PER_PROVIDER {
-            own.sort_by_key(|(_, asked)| *asked);
-            for (state, _) in own.iter().take(own.len() + 1 - LOST_PER_PROVIDER) {
-                inner.remove(state);
+        if inner.swept.elapsed() >= SWEEP_EVERY {
+            let expired: Vec<String> = inner
+                .by_state
+                .iter()
+                .filter(|(_, listed)| !self.current(listed, at))
+                .map(|(state, _)| state.clone())
+                .collect();
+            for state in expired {
+                inner.remove(&state);
             }
+            inner.swept = Instant::now();
         }
         inner.insert(
             client_state.to_owned(),
-            (provider.clone(), at, Stage::InFlight),
+            Listed {
+                provider: provider.clone(),
+                asked: at,
+                lifetime,
+                stage: Stage::InFlight,
+            },
         );
     }
 
     /// Lists an orphan again as lost (its deletion could not be done now).
-    pub fn relist(&self, orphan: &Orphan, at: DateTime<Utc>) {
+    pub fn relist(&self, orphan: &Orphan, at: DateTime<Utc>, lifetime: TimeDelta) {
         self.lock().insert(
             orphan.client_state.clone(),
-            (orphan.provider.clone(), at, Stage::Lost),
+            Listed {
+                provider: orphan.provider.clone(),
+                asked: at,
+                lifetime,
+                stage: Stage::Lost,
+            },
         );
     }
 
@@ -133,23 +210,27 @@ impl UnconfirmedCreates {
         self.lock().remove(client_state);
     }
 
-    /// Marks a create Graph answered: routable until it is recorded.
-    pub fn created(&self, client_state: &str) {
-        if let Some((_, _, stage)) = self.lock().get_mut(client_state) {
-            *stage = Stage::Created(Instant::now());
+    /// Marks a create Graph answered with `subscription_id`: that id, and only
+    /// that id, routes from here until it is recorded.
+    pub fn created(&self, client_state: &str, subscription_id: &str) {
+        if let Some(listed) = self.lock().by_state.get_mut(client_state) {
+            listed.stage = Stage::Created {
+                subscription_id: subscription_id.to_owned(),
+                at: Instant::now(),
+            };
         }
     }
 
     /// Marks a create whose answer was lost.
     pub fn lose(&self, client_state: &str) {
-        if let Some((_, _, stage)) = self.lock().get_mut(client_state) {
-            *stage = Stage::Lost;
+        if let Some(listed) = self.lock().by_state.get_mut(client_state) {
+            listed.stage = Stage::Lost;
         }
     }
 
     /// Creates listed.
     pub fn len(&self) -> usize {
-        self.lock().len()
+        self.lock().by_state.len()
     }
 
     /// True when none is listed.
@@ -157,7 +238,7 @@ impl UnconfirmedCreates {
         self.len() == 0
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Listed>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Lists> {
         self.inner
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -188,9 +269,9 @@ impl<'a> SettleOrLose<'a> {
         self.settled = true;
     }
 
-    /// Graph answered with the subscription: route it until it is recorded.
-    pub(crate) fn created(&mut self) {
-        self.creates.created(self.client_state);
+    /// Graph answered with `subscription_id`: route it until it is recorded.
+    pub(crate) fn created(&mut self, subscription_id: &str) {
+        self.creates.created(self.client_state, subscription_id);
         self.settled = true;
     }
 }
@@ -235,23 +316,34 @@ impl OrphanCleanup {
         if client_state.is_empty() || self.creates.is_empty() {
             return Claim::Unknown;
         }
-        let provider = {
+        let now = Utc::now();
+        let (provider, lifetime) = {
             let mut inner = self.creates.lock();
-            match inner.get(client_state) {
-                None => return Claim::Unknown,
-                Some((provider, _, stage)) if *stage != Stage::Lost => {
-                    if self.creates.current(*stage) {
-                        return Claim::Creating(provider.clone());
-                    }
-                    inner.remove(client_state);
-                    return Claim::Unknown;
-                }
-                Some(_) => {}
-            }
-            let Some((provider, _, _)) = inner.remove(client_state) else {
+            let Some(listed) = inner.by_state.get(client_state) else {
                 return Claim::Unknown;
             };
-            provider
+            if !self.creates.current(listed, now) {
+                inner.remove(client_state);
+                return Claim::Unknown;
+            }
+            match &listed.stage {
+                Stage::InFlight => return Claim::Creating(listed.provider.clone()),
+                Stage::Created {
+                    subscription_id: known,
+                    ..
+                } => {
+                    return if known == subscription_id {
+                        Claim::Creating(listed.provider.clone())
+                    } else {
+                        Claim::Unknown
+                    };
+                }
+                Stage::Lost => {}
+            }
+            let Some(listed) = inner.remove(client_state) else {
+                return Claim::Unknown;
+            };
+            (listed.provider, listed.lifetime)
         };
         tracing::info!(
             tenant = %provider.tenant, provider = %provider.id, subscription = %subscription_id,
@@ -264,7 +356,7 @@ impl OrphanCleanup {
         };
         if let Err(e) = self.queue.try_send(orphan) {
             tracing::warn!(subscription = %subscription_id, "orphan deletion queue full or closed; its next notification tries again");
-            self.creates.relist(&e.into_inner(), Utc::now());
+            self.creates.relist(&e.into_inner(), now, lifetime);
         }
         Claim::Orphan
     }
@@ -331,31 +423,69 @@ mod tests {
         );
         assert!(rx.try_recv().is_err());
         // A failed deletion lists it again: the next notification retries.
-        creates.relist(&orphan, now);
+        creates.relist(&orphan, now, lifetime);
         assert_eq!(cleanup.claim("lost", "sub-2"), Claim::Orphan);
         assert!(rx.try_recv().is_ok());
     }
 
     #[test]
-    fn an_answered_create_routes_until_its_time_is_up() {
+    fn an_answered_create_routes_its_own_id_until_its_time_is_up() {
         let (tx, _rx) = queue();
         let p = provider();
         let lifetime = TimeDelta::days(7);
         let creates = Arc::new(UnconfirmedCreates::default());
         let cleanup = OrphanCleanup::new(Arc::clone(&creates), tx.clone());
         creates.add("answered", &p, Utc::now(), lifetime);
-        SettleOrLose::new(&creates, "answered").created();
+        assert_eq!(
+            cleanup.claim("answered", "sub-early"),
+            Claim::Creating(p.clone()),
+            "before the answer any id may be the one Graph is creating"
+        );
+        SettleOrLose::new(&creates, "answered").created("sub-1");
         assert_eq!(
             cleanup.claim("answered", "sub-1"),
             Claim::Creating(p.clone())
+        );
+        assert_eq!(
+            cleanup.claim("answered", "sub-forged"),
+            Claim::Unknown,
+            "once Graph named the id, a valid clientState on another id is forged"
+        );
+        assert_eq!(
+            cleanup.claim("answered", "sub-1"),
+            Claim::Creating(p.clone()),
+            "a forged one does not unlist the real one"
         );
 
         let creates = Arc::new(UnconfirmedCreates::with_created_ttl(Duration::ZERO));
         let cleanup = OrphanCleanup::new(Arc::clone(&creates), tx);
         creates.add("answered", &p, Utc::now(), lifetime);
-        SettleOrLose::new(&creates, "answered").created();
+        SettleOrLose::new(&creates, "answered").created("sub-1");
         assert_eq!(cleanup.claim("answered", "sub-1"), Claim::Unknown);
         assert!(creates.is_empty(), "an expired entry is dropped when met");
+    }
+
+    #[test]
+    fn a_burst_of_creates_costs_constant_time_each() {
+        // 100,000 creates across 100,000 providers, then answered: with a rescan
+        // of the whole list per create this is ~5·10⁹ steps (minutes); each
+        // O(1) it takes well under a second even in a debug build.
+        let creates = UnconfirmedCreates::default();
+        let now = Utc::now();
+        let week = TimeDelta::days(7);
+        let providers: Vec<Provider> = (0..100_000).map(|_| provider()).collect();
+        let begun = Instant::now();
+        for (i, p) in providers.iter().enumerate() {
+            let state = format!("s{i}");
+            creates.add(&state, p, now, week);
+            SettleOrLose::new(&creates, &state).created(&format!("sub-{i}"));
+        }
+        let took = begun.elapsed();
+        assert_eq!(creates.len(), 100_000);
+        assert!(
+            took < Duration::from_secs(10),
+            "100,000 creates took {took:?}: listing a create is not O(1)"
+        );
     }
 
     #[test]
@@ -370,18 +500,29 @@ mod tests {
             creates.add(&format!("s{i}"), &p, now + TimeDelta::seconds(i), week);
         }
         assert_eq!(creates.len(), LOST_PER_PROVIDER + 1);
-        assert!(creates.lock().contains_key("s19"));
-        assert!(!creates.lock().contains_key("s0"));
-        assert!(creates.lock().contains_key("other"));
+        assert!(creates.lock().by_state.contains_key("s19"));
+        assert!(!creates.lock().by_state.contains_key("s0"));
+        assert!(creates.lock().by_state.contains_key("other"));
     }
 
     #[test]
-    fn old_creates_are_dropped_when_a_new_one_is_listed() {
-        let creates = UnconfirmedCreates::default();
+    fn old_creates_never_route_and_are_swept() {
+        let (tx, _rx) = queue();
+        let creates = Arc::new(UnconfirmedCreates::default());
+        let cleanup = OrphanCleanup::new(Arc::clone(&creates), tx);
         let p = provider();
         let now = Utc::now();
-        creates.add("old", &p, now - TimeDelta::days(8), TimeDelta::days(7));
-        creates.add("new", &p, now, TimeDelta::days(7));
-        assert_eq!(creates.len(), 1);
+        let week = TimeDelta::days(7);
+        creates.add("old", &p, now - TimeDelta::days(8), week);
+        creates.add("older", &p, now - TimeDelta::days(9), week);
+        assert_eq!(cleanup.claim("old", "sub-1"), Claim::Unknown);
+        assert_eq!(creates.len(), 1, "an expired entry is dropped when met");
+        // Due for a sweep: listing the next create drops the rest.
+        if let Some(past) = Instant::now().checked_sub(SWEEP_EVERY) {
+            creates.lock().swept = past;
+            creates.add("new", &p, now, week);
+            assert_eq!(creates.len(), 1);
+            assert!(creates.lock().by_state.contains_key("new"));
+        }
     }
 }
