@@ -242,7 +242,9 @@ pub async fn run_with(
     };
     let server = HttpServer::new(move || {
         App::new()
-            .wrap(tracing_actix_web::TracingLogger::default())
+            .wrap(tracing_actix_web::TracingLogger::<
+                crate::http::span::RedactedSpan,
+            >::new())
             .configure(routes(state.clone()))
     })
     .listen(listener)?

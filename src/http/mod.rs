@@ -6,6 +6,7 @@
 mod admin;
 mod error;
 mod probes;
+pub mod span;
 mod webhooks;
 
 pub use error::HttpError;
