@@ -13,7 +13,7 @@ use crate::intake::{
 };
 use crate::providers::google::{GoogleApis, GoogleConfig};
 use crate::providers::graph::{GraphApi, GraphConfig};
-use crate::store::{OpenError, PgStore};
+use crate::store::{IfMissing, OpenError, PgStore};
 use crate::telemetry::MetricsRenderer;
 use actix::Actor as _;
 use actix_web::{App, HttpServer};
@@ -84,10 +84,11 @@ pub async fn run_with(
     // First: whatever is recorded before the recorder exists is lost for good (the
     // actors' running gauges are set once, when they start).
     let metrics = MetricsRenderer::install(clock.clone());
-    let store = PgStore::connect(
+    let store = PgStore::open(
         &config.database_url,
         config.database_max_connections,
         clock.clone(),
+        IfMissing::Create,
     )
     .await?;
     store.migrate().await?;

@@ -217,7 +217,7 @@ impl Config {
         let config: Config = figment
             .merge(Env::prefixed("SUBKEEPER_").ignore(&["config"]))
             .extract()
-            .map_err(Box::new)?;
+            .map_err(|e| unknown_setting(&e).unwrap_or_else(|| ConfigError::Load(Box::new(e))))?;
         config.validate()?;
         Ok(config)
     }
@@ -285,6 +285,16 @@ impl Config {
         }
         if self.reconcile_interval_seconds == 0 {
             return bad("SUBKEEPER_RECONCILE_INTERVAL_SECONDS must be at least 1".into());
+        }
+        match url::Url::parse(&self.database_url) {
+            Ok(u) if matches!(u.scheme(), "postgres" | "postgresql") => {}
+            // Never echo the URL: it may carry a password.
+            _ => {
+                return bad(
+                    "SUBKEEPER_DATABASE_URL is not a postgres:// URL (e.g. postgres://user@host:5432/subkeeper)"
+                        .into(),
+                );
+            }
         }
         for (name, value) in [
             ("SUBKEEPER_PUBLIC_URL", &self.public_url),
@@ -418,6 +428,42 @@ fn is_token(raw: &str) -> bool {
         && raw
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// A misspelt setting, named as the operator wrote it, with the closest real one —
+/// rather than figment's list of every key.
+fn unknown_setting(e: &figment::Error) -> Option<ConfigError> {
+    let figment::error::Kind::UnknownField(found, expected) = &e.kind else {
+        return None;
+    };
+    let from_env = e
+        .metadata
+        .as_ref()
+        .is_some_and(|m| m.name.contains("environment"));
+    let spell = |key: &str| {
+        if from_env {
+            format!("SUBKEEPER_{}", key.to_uppercase())
+        } else {
+            format!("`{key}`")
+        }
+    };
+    let closest = expected
+        .iter()
+        .map(|k| (strsim::jaro_winkler(found, k), *k))
+        .filter(|(score, _)| *score > 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, k)| format!("; did you mean {}?", spell(k)))
+        .unwrap_or_else(|| "; docs/configuration.md lists every setting".into());
+    let source = e
+        .metadata
+        .as_ref()
+        .and_then(|m| m.source.as_ref())
+        .map(|s| format!(" (in {s})"))
+        .unwrap_or_default();
+    Some(ConfigError::Invalid(format!(
+        "{} is not a setting{source}{closest}",
+        spell(found)
+    )))
 }
 
 /// One or more tokens joined by dots, e.g. `subkeeper` or `eu1.subkeeper`.
@@ -565,6 +611,54 @@ mod tests {
                 ..Config::default()
             };
             assert_eq!(config.validate().is_ok(), ok, "{subject:?} / {stream:?}");
+        }
+    }
+
+    #[test]
+    fn a_misspelt_variable_names_itself_and_the_closest_setting() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("SUBKEEPER_RENEWAL_LOOKAHED_MINUTES", "60");
+            let err = Config::load(None)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(
+                err.contains("SUBKEEPER_RENEWAL_LOOKAHED_MINUTES is not a setting")
+                    && err.contains("did you mean SUBKEEPER_RENEWAL_LOOKAHEAD_MINUTES?"),
+                "{err}"
+            );
+            assert!(!err.contains("database_url"), "lists every key: {err}");
+            Ok(())
+        });
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("subkeeper.toml", "failure_treshold = 3")?;
+            let err = Config::load(Some(Path::new("subkeeper.toml")))
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(
+                err.contains("`failure_treshold` is not a setting")
+                    && err.contains("did you mean `failure_threshold`?"),
+                "{err}"
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_database_url_that_is_not_one_names_the_variable_but_not_its_value() {
+        for url in ["notaurl", "mysql://u:pw@h/db", "postgres//x"] {
+            let config = Config {
+                database_url: url.into(),
+                ..Config::default()
+            };
+            let err = config
+                .validate()
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(err.contains("SUBKEEPER_DATABASE_URL"), "{url}: {err}");
+            assert!(!err.contains(url), "echoes the URL (and a password): {err}");
         }
     }
 }

@@ -149,7 +149,17 @@ pub async fn run(mut config: Config, speed: u32, seconds: u64) -> anyhow::Result
             on_started: Some(fleet_tx),
         },
     ));
-    let fleet = fleet_rx.await.context("service did not start")?;
+    let fleet = match fleet_rx.await {
+        Ok(fleet) => fleet,
+        // The service ended before it was running: say why (which URL failed).
+        Err(_) => {
+            return Err(match service.await {
+                Ok(Err(e)) => anyhow::Error::new(e).context("the demo's service did not start"),
+                Ok(Ok(())) => anyhow::anyhow!("the demo's service stopped before it started"),
+                Err(e) => anyhow::Error::new(e).context("the demo's service panicked"),
+            });
+        }
+    };
 
     let started = tokio::time::Instant::now();
     let deadline = started + Duration::from_secs(seconds);

@@ -89,10 +89,11 @@ fn main() -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::SUCCESS)
             }
             Command::Migrate => {
-                let store = subkeeper::store::PgStore::connect(
+                let store = subkeeper::store::PgStore::open(
                     &config.database_url,
                     1,
                     Arc::new(subkeeper_actors::clock::SystemClock),
+                    subkeeper::store::IfMissing::Create,
                 )
                 .await?;
                 store.migrate().await?;

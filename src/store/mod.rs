@@ -37,9 +37,32 @@ pub enum OpenError {
     /// Postgres is unreachable or refused us.
     #[error("cannot connect to Postgres: {0}")]
     Connect(#[source] sqlx::Error),
+    /// The server is up but the database does not exist (and could not be created).
+    #[error(
+        "database \"{database}\" does not exist on {server}{why}; create it with `{command}`, or run `subkeeper migrate`, which creates it when the role may"
+    )]
+    MissingDatabase {
+        /// The database named in the URL.
+        database: String,
+        /// host:port of the server.
+        server: String,
+        /// The exact command that creates it.
+        command: String,
+        /// Why creating it failed, if it was tried (starts with "; ").
+        why: String,
+    },
     /// A migration failed.
     #[error("database migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+/// What to do when the database named in the URL does not exist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IfMissing {
+    /// Create it (when the role may), as `run` and `migrate` do.
+    Create,
+    /// Refuse with the command that creates it, as read-only commands do.
+    Refuse,
 }
 
 /// Handle to the Postgres store; cheap to clone.
@@ -50,19 +73,50 @@ pub struct PgStore {
 }
 
 impl PgStore {
-    /// Connects (without migrating).
+    /// Connects (without migrating); refuses a missing database with the command
+    /// that creates it.
     pub async fn connect(
         url: &str,
         max_connections: u32,
         clock: SharedClock,
     ) -> Result<Self, OpenError> {
+        Self::open(url, max_connections, clock, IfMissing::Refuse).await
+    }
+
+    /// Connects (without migrating); `if_missing` says what a missing database
+    /// gets.
+    pub async fn open(
+        url: &str,
+        max_connections: u32,
+        clock: SharedClock,
+        if_missing: IfMissing,
+    ) -> Result<Self, OpenError> {
         let options = PgConnectOptions::from_str(url).map_err(OpenError::Url)?;
-        let pool = PgPoolOptions::new()
-            .max_connections(max_connections)
-            .acquire_timeout(Duration::from_secs(5))
-            .connect_with(options)
-            .await
-            .map_err(OpenError::Connect)?;
+        let pool_options = || {
+            PgPoolOptions::new()
+                .max_connections(max_connections)
+                .acquire_timeout(Duration::from_secs(5))
+        };
+        let pool = match pool_options().connect_with(options.clone()).await {
+            Ok(pool) => pool,
+            Err(e) if is_missing_database(&e) => {
+                let why = match if_missing {
+                    IfMissing::Refuse => String::new(),
+                    IfMissing::Create => match create_database(&options).await {
+                        Ok(()) => String::new(),
+                        Err(e) => format!("; creating it failed: {e}"),
+                    },
+                };
+                if !why.is_empty() || if_missing == IfMissing::Refuse {
+                    return Err(missing_database(&options, why));
+                }
+                pool_options()
+                    .connect_with(options)
+                    .await
+                    .map_err(OpenError::Connect)?
+            }
+            Err(e) => return Err(OpenError::Connect(e)),
+        };
         Ok(Self { pool, clock })
     }
 
@@ -98,6 +152,42 @@ impl PgStore {
                 ))
             })
             .collect()
+    }
+}
+
+/// Postgres' `invalid_catalog_name`: the database in the URL does not exist.
+fn is_missing_database(e: &sqlx::Error) -> bool {
+    e.as_database_error()
+        .and_then(|d| d.code())
+        .is_some_and(|code| code == "3D000")
+}
+
+/// Creates the database `options` names, connected to the server's `postgres`
+/// database with the same role.
+async fn create_database(options: &PgConnectOptions) -> Result<(), sqlx::Error> {
+    use sqlx::{Connection as _, Executor as _};
+    let name = options.get_database().unwrap_or("postgres");
+    let mut conn = sqlx::PgConnection::connect_with(&options.clone().database("postgres")).await?;
+    let quoted = format!("\"{}\"", name.replace('"', "\"\""));
+    conn.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {quoted}")))
+        .await?;
+    tracing::info!(database = name, "created the database");
+    Ok(())
+}
+
+/// The refusal for a missing database, with the command that creates it.
+fn missing_database(options: &PgConnectOptions, why: String) -> OpenError {
+    let database = options.get_database().unwrap_or("postgres").to_owned();
+    let (host, port, user) = (
+        options.get_host(),
+        options.get_port(),
+        options.get_username(),
+    );
+    OpenError::MissingDatabase {
+        command: format!("createdb -h {host} -p {port} -U {user} {database}"),
+        server: format!("{host}:{port}"),
+        database,
+        why,
     }
 }
 

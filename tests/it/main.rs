@@ -11,5 +11,6 @@ mod monitoring;
 mod nats;
 mod pipeline;
 mod series_budget;
+mod startup;
 mod support;
 mod webhooks;

@@ -184,21 +184,12 @@ async fn a_plain_nats_request_forces_renewals_and_every_result_lands_in_the_stre
 
 /// Runs the built `subkeeper` binary with a test's NATS settings.
 async fn subkeeper_cli(bus: &TestBus, args: &[&str]) -> std::process::Output {
-    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_subkeeper"));
-    // Unknown SUBKEEPER_* variables are refused, and the test's own (like
-    // SUBKEEPER_TEST_DATABASE_URL) are not the service's.
-    for (name, _) in std::env::vars().filter(|(n, _)| n.starts_with("SUBKEEPER_")) {
-        command.env_remove(name);
-    }
+    let mut command = crate::startup::subkeeper_binary(args);
     command
-        .args(args)
         .env("SUBKEEPER_NATS_URL", nats_url())
         .env("SUBKEEPER_NATS_SUBJECT_PREFIX", &bus.subject_prefix)
-        .env("SUBKEEPER_NATS_STREAM_PREFIX", &bus.stream_prefix)
-        .env("SUBKEEPER_LOG_FILTER", "warn");
-    tokio::task::spawn_blocking(move || command.output().unwrap())
-        .await
-        .unwrap()
+        .env("SUBKEEPER_NATS_STREAM_PREFIX", &bus.stream_prefix);
+    crate::startup::output(command).await
 }
 
 #[actix_web::test]

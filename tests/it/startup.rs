@@ -1,0 +1,158 @@
+//! What an operator sees when a start-up dependency is missing: the binary names
+//! the variable, the service or the exact command to run — never a bare
+//! `channel closed` or `relative URL without a base`.
+
+use crate::support::{TestDb, nats_url};
+use sqlx::{Connection, PgConnection};
+
+/// The built `subkeeper` binary with no SUBKEEPER_* variable of the test's own
+/// environment (unknown ones are refused, and the test's own, like
+/// SUBKEEPER_TEST_DATABASE_URL, are not the service's).
+pub fn subkeeper_binary(args: &[&str]) -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_subkeeper"));
+    for (name, _) in std::env::vars().filter(|(n, _)| n.starts_with("SUBKEEPER_")) {
+        command.env_remove(name);
+    }
+    command
+        .args(args)
+        .env("SUBKEEPER_LOG_FILTER", "warn")
+        .env("RUST_BACKTRACE", "0");
+    command
+}
+
+/// Runs `command` off the async runtime.
+pub async fn output(mut command: std::process::Command) -> std::process::Output {
+    tokio::task::spawn_blocking(move || command.output().unwrap())
+        .await
+        .unwrap()
+}
+
+/// A database name no test has created (dropped, if something created it, when
+/// the returned guard goes).
+fn unborn_database() -> TestDb {
+    let name = format!("subkeeper_test_{}", uuid::Uuid::new_v4().simple());
+    TestDb {
+        url: format!("postgres://postgres@127.0.0.1:5432/{name}"),
+        name,
+    }
+}
+
+async fn exists(name: &str) -> bool {
+    let mut conn = PgConnection::connect("postgres://postgres@127.0.0.1:5432/postgres")
+        .await
+        .unwrap();
+    sqlx::query_scalar::<_, bool>("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+        .bind(name)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap()
+}
+
+#[actix_web::test]
+async fn migrate_creates_a_missing_database_and_status_names_the_command() {
+    let db = unborn_database();
+
+    let mut status = subkeeper_binary(&["status"]);
+    status.env("SUBKEEPER_DATABASE_URL", &db.url);
+    let out = output(status).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "database \"{}\" does not exist on 127.0.0.1:5432",
+            db.name
+        )) && stderr.contains(&format!(
+            "createdb -h 127.0.0.1 -p 5432 -U postgres {}",
+            db.name
+        )),
+        "status does not say how to create the database: {stderr}"
+    );
+    assert!(!stderr.contains("at line"), "{stderr}");
+    assert!(!exists(&db.name).await, "status must not create it");
+
+    let mut migrate = subkeeper_binary(&["migrate"]);
+    migrate.env("SUBKEEPER_DATABASE_URL", &db.url);
+    let out = output(migrate).await;
+    assert!(
+        out.status.success(),
+        "migrate on a missing database: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(exists(&db.name).await);
+    let mut status = subkeeper_binary(&["status"]);
+    status.env("SUBKEEPER_DATABASE_URL", &db.url);
+    let out = output(status).await;
+    assert!(
+        out.status.success(),
+        "status after migrate: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[actix_web::test]
+async fn bad_settings_name_the_variable() {
+    let mut bad_url = subkeeper_binary(&["migrate"]);
+    bad_url.env("SUBKEEPER_DATABASE_URL", "notaurl");
+    let out = output(bad_url).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("SUBKEEPER_DATABASE_URL is not a postgres:// URL"),
+        "{stderr}"
+    );
+
+    let mut misspelt = subkeeper_binary(&["migrate"]);
+    misspelt.env("SUBKEEPER_FAILURE_TRESHOLD", "3");
+    let out = output(misspelt).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains(
+            "SUBKEEPER_FAILURE_TRESHOLD is not a setting; did you mean SUBKEEPER_FAILURE_THRESHOLD?"
+        ),
+        "{stderr}"
+    );
+    assert_eq!(
+        stderr.matches("renewal_concurrency").count(),
+        0,
+        "lists every key: {stderr}"
+    );
+}
+
+#[actix_web::test]
+async fn the_demo_with_nats_down_names_nats_and_its_url() {
+    // A port nothing listens on: bound, then closed.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let nats = format!("nats://127.0.0.1:{port}");
+    assert_ne!(nats, nats_url());
+    // The demo drops and recreates its own database; leave the server as found.
+    let had_demo_db = exists("subkeeper_demo").await;
+    let mut demo = subkeeper_binary(&["demo", "--seconds", "5"]);
+    demo.env("SUBKEEPER_NATS_URL", &nats).env(
+        "SUBKEEPER_DATABASE_URL",
+        "postgres://postgres@127.0.0.1:5432/subkeeper",
+    );
+    let out = output(demo).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&nats) && stderr.contains("NATS"),
+        "the demo does not say NATS at {nats} failed: {stderr}"
+    );
+    assert!(!stderr.contains("channel closed"), "{stderr}");
+    if !had_demo_db {
+        let mut conn = PgConnection::connect("postgres://postgres@127.0.0.1:5432/postgres")
+            .await
+            .unwrap();
+        sqlx::Executor::execute(
+            &mut conn,
+            "DROP DATABASE IF EXISTS subkeeper_demo WITH (FORCE)",
+        )
+        .await
+        .unwrap();
+    }
+}
