@@ -206,6 +206,7 @@ pub struct Harness {
 impl Harness {
     /// Starts everything with test-speed retry settings; `tweak` adjusts the config.
     pub async fn start(tweak: impl FnOnce(&mut Config)) -> Self {
+        crate::logs::capture();
         subkeeper::install_crypto();
         let db = TestDb::create().await;
         let bus = TestBus::new();
