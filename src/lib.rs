@@ -1,6 +1,7 @@
-//! subkeeper: keeps Microsoft Graph (and later Google) webhook subscriptions alive
-//! for every tenant's mailboxes and calendars, takes in their webhooks, and makes
-//! sure a human is paged before anything goes silent.
+//! subkeeper: keeps webhook subscriptions alive for every tenant's mailboxes and
+//! calendars — Microsoft Graph change notifications, Google Calendar watch channels
+//! and Gmail watches — takes in their webhooks, and makes sure a human is paged
+//! before anything goes silent.
 //!
 //! This crate adapts the world to the core in `subkeeper-actors`: configuration,
 //! the Postgres store, provider adapters, the NATS bus, the HTTP layer, telemetry and

@@ -9,8 +9,10 @@ use std::sync::Arc;
 use std::time::Duration;
 use subkeeper::Config;
 
-/// Keeps Microsoft Graph webhook subscriptions alive for every tenant's mailboxes
-/// and calendars, and pages a human before anything goes silent.
+/// Keeps webhook subscriptions alive for every tenant's mailboxes and calendars —
+/// Microsoft Graph change notifications (mail, calendar events), Google Calendar
+/// watch channels and Gmail watches — takes in their webhooks, and pages a human
+/// before anything goes silent.
 ///
 /// Configuration: built-in defaults, then the optional TOML file (--config), then
 /// SUBKEEPER_* environment variables (see docs/configuration.md).
@@ -29,9 +31,11 @@ enum Command {
     /// Run the service: migrate, supervise every enabled provider, serve HTTP on
     /// SUBKEEPER_HTTP_ADDR until SIGINT/SIGTERM.
     Run,
-    /// Apply database migrations to SUBKEEPER_DATABASE_URL and exit.
+    /// Apply database migrations to SUBKEEPER_DATABASE_URL and exit (creating the
+    /// database first if it does not exist and the role may).
     Migrate,
-    /// Run the provider simulator (Microsoft Graph + identity platform) for tests,
+    /// Run the provider simulator (Microsoft Graph + identity platform, Google
+    /// Calendar, Gmail + Pub/Sub push, Google OAuth) for tests,
     /// the demo and docker-compose.
     Simulate {
         /// Address to listen on.
