@@ -4,21 +4,22 @@
 //! `main` and the tests both start the service through here, so what is tested is
 //! what runs.
 
-use crate::bus::{Bus, BusError, StreamLimits, Topology};
+use crate::bus::{Bus, BusError, ConsumerHandle, ControlHandle, StreamLimits, Topology};
 use crate::config::Config;
+use crate::http::span::RedactedSpan;
 use crate::http::{AppState, routes};
 use crate::intake::{
     GoogleIntake, GraphIntake, Publisher, ResyncOnReplacement, spawn_google_resync,
     spawn_outbox_relay,
 };
-use crate::providers::google::{GoogleApis, GoogleConfig};
-use crate::providers::graph::{GraphApi, GraphConfig};
+use crate::providers::ByFamily;
+use crate::providers::google::{GoogleApis, GoogleConfig, PendingChannels};
+use crate::providers::graph::{GraphApi, GraphConfig, OrphanCleanup};
 use crate::store::{IfMissing, OpenError, PgStore};
 use crate::telemetry::MetricsRenderer;
-use actix::Actor as _;
+use actix::{Actor as _, Addr};
 use actix_web::{App, HttpServer};
-use async_trait::async_trait;
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::TimeDelta;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,14 +27,13 @@ use subkeeper_actors::alerting::{AlertingActor, AlertingConfig, AlertingPorts};
 use subkeeper_actors::board::HealthBoard;
 use subkeeper_actors::clock::{SharedClock, SystemClock};
 use subkeeper_actors::delivery::Stop;
-use subkeeper_actors::domain::{Provider, ProviderKind, Subscription};
+use subkeeper_actors::domain::ProviderKind;
 use subkeeper_actors::fleet::{Fleet, FleetConfig, FleetHandle};
 use subkeeper_actors::notification::{NotificationActor, NotificationConfig};
-use subkeeper_actors::ports::{
-    ApiError, CallbackUrls, CreateRequest, EventSink, Ports, ProviderSubscription, SubscriptionApi,
-};
+use subkeeper_actors::ports::{CallbackUrls, EventSink, Ports, SubscriptionApi};
 use subkeeper_actors::supervisor::SupervisorContext;
 use tokio::sync::Semaphore;
+use tracing_actix_web::TracingLogger;
 
 /// Why the service could not start or stopped abnormally.
 #[derive(Debug, thiserror::Error)]
@@ -72,7 +72,7 @@ pub async fn run(
     run_with(config, listener, shutdown, RunOptions::default()).await
 }
 
-/// [`run`] with seams.
+/// [`run`] with seams: build the adapters, start the core, serve, shut down.
 pub async fn run_with(
     config: Arc<Config>,
     listener: std::net::TcpListener,
@@ -84,168 +84,252 @@ pub async fn run_with(
     // First: whatever is recorded before the recorder exists is lost for good (the
     // actors' running gauges are set once, when they start).
     let metrics = MetricsRenderer::install(clock.clone());
-    let store = PgStore::open(
-        &config.database_url,
-        config.database_max_connections,
-        clock.clone(),
-        IfMissing::Create,
-    )
-    .await?;
-    store.migrate().await?;
-    // Without NATS nothing downstream hears of renewals and no one can force one:
-    // refuse to start rather than run half-deaf.
-    let bus = Bus::connect(&config.nats_url, Topology::from_config(&config)).await?;
-    bus.ensure_streams(StreamLimits::from_config(&config))
-        .await?;
-
-    let graph = GraphApi::new(
-        GraphConfig {
-            graph_base_url: config.graph_base_url.clone(),
-            login_base_url: config.login_base_url.clone(),
-            request_timeout: config.provider_timeout(),
-            ..GraphConfig::default()
-        },
-        Arc::new(store.clone()),
-        clock.clone(),
-    )
-    .map_err(|e| RunError::Client(e.to_string()))?;
-    let graph = Arc::new(graph);
-    // Subscriptions left behind by creates whose answer was lost are deleted
-    // when intake recognises them.
-    let graph_orphans = graph.start_orphan_cleanup();
-    let callbacks = CallbackUrls {
-        public_url: config.public_base(),
-    };
-    let google = GoogleApis::new(
-        GoogleConfig {
-            base_url: config.google_base_url.clone(),
-            token_url: config.google_token_url.clone(),
-            gmail_topic: config.gmail_pubsub_topic.clone(),
-            calendar_address: callbacks.notification_url(ProviderKind::GoogleCalendar),
-            request_timeout: config.provider_timeout(),
-            ..GoogleConfig::default()
-        },
-        Arc::new(store.clone()),
-        Arc::new(store.clone()),
-        clock.clone(),
-    )
-    .map_err(|e| RunError::Client(e.to_string()))?;
-    let pending_channels = google.calendar.pending_channels();
-    let api: Arc<dyn SubscriptionApi> = Arc::new(ByKind {
-        graph,
-        google: Arc::new(google),
-    });
-    let events: Arc<dyn EventSink> = options
-        .events
-        .unwrap_or_else(|| Arc::new(bus.renewal_sink()));
-    // Google replacements also tell downstream to resync.
-    let events: Arc<dyn EventSink> = Arc::new(ResyncOnReplacement::new(
-        events,
-        Arc::new(bus.clone()),
-        clock.clone(),
-    ));
-    let board = HealthBoard::default();
-    let alerting = AlertingActor::new(
-        AlertingConfig {
-            escalate_after: TimeDelta::minutes(config.alert_escalation_minutes),
-            retry_every: ALERT_RETRY,
-            callbacks: callbacks.clone(),
-        },
-        AlertingPorts {
-            sink: Arc::new(bus.alert_sink()),
-            store: Arc::new(store.clone()),
-            clock: clock.clone(),
-        },
-    )
-    .start();
-    let notification = NotificationActor::new(
-        NotificationConfig {
-            silence: config.silence_thresholds(),
-            sweep_every: Duration::from_secs(config.silence_check_interval_seconds),
-        },
-        Arc::new(store.clone()),
-        Arc::new(bus.domain_events()),
-        board.clone(),
-        clock.clone(),
-        Some(alerting.clone().recipient()),
-    )
-    .start();
-    let webhook_consumer = bus
-        .consume_webhooks(notification.clone().recipient())
-        .await?;
-    let renewal_consumer = bus.consume_renewals(alerting.clone().recipient()).await?;
-    let supervisor_ctx = SupervisorContext {
-        ports: Ports {
-            api,
-            store: Arc::new(store.clone()),
-            events,
-            clock: clock.clone(),
-        },
-        callbacks,
-        permits: Arc::new(Semaphore::new(config.renewal_concurrency as usize)),
-        board: board.clone(),
-        attempt_timeout: Duration::from_secs(config.attempt_timeout_seconds),
-        retired: None,
-    };
-    let fleet = Fleet::new(
-        FleetConfig {
-            policies: config.policies(),
-            reconcile_every: Duration::from_secs(config.reconcile_interval_seconds),
-        },
-        supervisor_ctx,
-    )
-    .start_fleet();
-    let control = bus.serve_control(fleet.clone()).await?;
+    let adapters = Adapters::build(&config, clock.clone()).await?;
+    let core = Core::start(&config, &adapters, options.events, clock.clone()).await?;
     if let Some(tx) = options.on_started {
-        let _ = tx.send(fleet.clone());
+        let _ = tx.send(core.fleet.clone());
     }
-
-    let publisher: Arc<dyn Publisher> = Arc::new(bus.clone());
-    let publish_timeout = Duration::from_millis(config.webhook_publish_timeout_ms);
-    let graph_intake = GraphIntake::new(
-        store.clone(),
-        publisher.clone(),
-        fleet.clone(),
-        clock.clone(),
-        publish_timeout,
-        Some(graph_orphans),
-    );
-    let google_intake = GoogleIntake::new(
-        store.clone(),
-        publisher.clone(),
-        clock.clone(),
-        publish_timeout,
-        config.gmail_push_secret.clone(),
-        pending_channels,
-    );
-    let resync = spawn_google_resync(
-        store.clone(),
-        publisher.clone(),
-        clock.clone(),
-        Duration::from_secs(config.google_resync_minutes.saturating_mul(60)),
-    );
-    let relay = spawn_outbox_relay(
-        store.clone(),
-        publisher,
-        clock.clone(),
-        Duration::from_millis(config.outbox_relay_interval_ms),
-        publish_timeout,
-    );
+    let intake = Intake::start(&config, &adapters, &core, clock);
     let state = AppState {
         config: config.clone(),
-        store,
-        fleet,
-        board,
+        store: adapters.store.clone(),
+        fleet: core.fleet.clone(),
+        board: core.board.clone(),
         metrics,
-        bus: bus.clone(),
-        graph_intake,
-        google_intake,
+        bus: adapters.bus.clone(),
+        graph_intake: intake.graph.clone(),
+        google_intake: intake.google.clone(),
     };
+    let served = serve(state, listener, shutdown).await;
+    shut_down(intake, core, &adapters.bus).await;
+    Ok(served?)
+}
+
+/// What speaks to the outside: Postgres, NATS, the providers' APIs.
+struct Adapters {
+    store: PgStore,
+    bus: Bus,
+    /// Every provider family behind the one port.
+    api: Arc<dyn SubscriptionApi>,
+    /// Deletes the subscriptions lost Graph creates left behind, when intake
+    /// recognises them.
+    graph_orphans: OrphanCleanup,
+    /// Calendar channels being opened, which intake routes before they are stored.
+    pending_channels: Arc<PendingChannels>,
+    /// Where providers call us back.
+    callbacks: CallbackUrls,
+}
+
+impl Adapters {
+    /// Opens (and migrates) the store, connects the bus and builds the provider
+    /// clients.
+    async fn build(config: &Config, clock: SharedClock) -> Result<Self, RunError> {
+        let store = PgStore::open(
+            &config.database_url,
+            config.database_max_connections,
+            clock.clone(),
+            IfMissing::Create,
+        )
+        .await?;
+        store.migrate().await?;
+        // Without NATS nothing downstream hears of renewals and no one can force
+        // one: refuse to start rather than run half-deaf.
+        let bus = Bus::connect(&config.nats_url, Topology::from_config(config)).await?;
+        bus.ensure_streams(StreamLimits::from_config(config))
+            .await?;
+
+        let graph = GraphApi::new(
+            GraphConfig {
+                graph_base_url: config.graph_base_url.clone(),
+                login_base_url: config.login_base_url.clone(),
+                request_timeout: config.provider_timeout(),
+                ..GraphConfig::default()
+            },
+            Arc::new(store.clone()),
+            clock.clone(),
+        )
+        .map_err(|e| RunError::Client(e.to_string()))?;
+        let graph = Arc::new(graph);
+        let graph_orphans = graph.start_orphan_cleanup();
+        let callbacks = CallbackUrls {
+            public_url: config.public_base(),
+        };
+        let google = GoogleApis::new(
+            GoogleConfig {
+                base_url: config.google_base_url.clone(),
+                token_url: config.google_token_url.clone(),
+                gmail_topic: config.gmail_pubsub_topic.clone(),
+                calendar_address: callbacks.notification_url(ProviderKind::GoogleCalendar),
+                request_timeout: config.provider_timeout(),
+                ..GoogleConfig::default()
+            },
+            Arc::new(store.clone()),
+            Arc::new(store.clone()),
+            clock,
+        )
+        .map_err(|e| RunError::Client(e.to_string()))?;
+        let pending_channels = google.calendar.pending_channels();
+        Ok(Self {
+            api: Arc::new(ByFamily::new(graph, Arc::new(google))),
+            store,
+            bus,
+            graph_orphans,
+            pending_channels,
+            callbacks,
+        })
+    }
+}
+
+/// The actors and the bus consumers and services that feed them.
+struct Core {
+    fleet: FleetHandle,
+    board: HealthBoard,
+    notification: Addr<NotificationActor>,
+    alerting: Addr<AlertingActor>,
+    webhook_consumer: ConsumerHandle,
+    renewal_consumer: ConsumerHandle,
+    control: ControlHandle,
+}
+
+impl Core {
+    /// Starts the alerting and notification actors and their consumers, the fleet,
+    /// and the forced-renewal service. `events` replaces the JetStream renewal
+    /// sink (the demo listens in).
+    async fn start(
+        config: &Config,
+        adapters: &Adapters,
+        events: Option<Arc<dyn EventSink>>,
+        clock: SharedClock,
+    ) -> Result<Self, RunError> {
+        let (store, bus) = (&adapters.store, &adapters.bus);
+        let events: Arc<dyn EventSink> = events.unwrap_or_else(|| Arc::new(bus.renewal_sink()));
+        // Google replacements also tell downstream to resync.
+        let events: Arc<dyn EventSink> = Arc::new(ResyncOnReplacement::new(
+            events,
+            Arc::new(bus.clone()),
+            clock.clone(),
+        ));
+        let board = HealthBoard::default();
+        let alerting = AlertingActor::new(
+            AlertingConfig {
+                escalate_after: TimeDelta::minutes(config.alert_escalation_minutes),
+                retry_every: ALERT_RETRY,
+                callbacks: adapters.callbacks.clone(),
+            },
+            AlertingPorts {
+                sink: Arc::new(bus.alert_sink()),
+                store: Arc::new(store.clone()),
+                clock: clock.clone(),
+            },
+        )
+        .start();
+        let notification = NotificationActor::new(
+            NotificationConfig {
+                silence: config.silence_thresholds(),
+                sweep_every: Duration::from_secs(config.silence_check_interval_seconds),
+            },
+            Arc::new(store.clone()),
+            Arc::new(bus.domain_events()),
+            board.clone(),
+            clock.clone(),
+            Some(alerting.clone().recipient()),
+        )
+        .start();
+        let webhook_consumer = bus
+            .consume_webhooks(notification.clone().recipient())
+            .await?;
+        let renewal_consumer = bus.consume_renewals(alerting.clone().recipient()).await?;
+        let fleet = Fleet::new(
+            FleetConfig {
+                policies: config.policies(),
+                reconcile_every: Duration::from_secs(config.reconcile_interval_seconds),
+            },
+            SupervisorContext {
+                ports: Ports {
+                    api: adapters.api.clone(),
+                    store: Arc::new(store.clone()),
+                    events,
+                    clock,
+                },
+                callbacks: adapters.callbacks.clone(),
+                permits: Arc::new(Semaphore::new(config.renewal_concurrency as usize)),
+                board: board.clone(),
+                attempt_timeout: Duration::from_secs(config.attempt_timeout_seconds),
+                retired: None,
+            },
+        )
+        .start_fleet();
+        let control = bus.serve_control(fleet.clone()).await?;
+        Ok(Self {
+            fleet,
+            board,
+            notification,
+            alerting,
+            webhook_consumer,
+            renewal_consumer,
+            control,
+        })
+    }
+}
+
+/// Webhook intake and the tasks that publish on its behalf.
+struct Intake {
+    graph: GraphIntake,
+    google: GoogleIntake,
+    /// Periodic `resync_required` events for Google providers, if configured.
+    resync: Option<tokio::task::JoinHandle<()>>,
+    /// Sends what the outbox holds once NATS is back.
+    relay: tokio::task::JoinHandle<()>,
+}
+
+impl Intake {
+    fn start(config: &Config, adapters: &Adapters, core: &Core, clock: SharedClock) -> Self {
+        let store = &adapters.store;
+        let publisher: Arc<dyn Publisher> = Arc::new(adapters.bus.clone());
+        let publish_timeout = Duration::from_millis(config.webhook_publish_timeout_ms);
+        Self {
+            graph: GraphIntake::new(
+                store.clone(),
+                publisher.clone(),
+                core.fleet.clone(),
+                clock.clone(),
+                publish_timeout,
+                Some(adapters.graph_orphans.clone()),
+            ),
+            google: GoogleIntake::new(
+                store.clone(),
+                publisher.clone(),
+                clock.clone(),
+                publish_timeout,
+                config.gmail_push_secret.clone(),
+                adapters.pending_channels.clone(),
+            ),
+            resync: spawn_google_resync(
+                store.clone(),
+                publisher.clone(),
+                clock.clone(),
+                Duration::from_secs(config.google_resync_minutes.saturating_mul(60)),
+            ),
+            relay: spawn_outbox_relay(
+                store.clone(),
+                publisher,
+                clock,
+                Duration::from_millis(config.outbox_relay_interval_ms),
+                publish_timeout,
+            ),
+        }
+    }
+}
+
+/// Serves HTTP until `shutdown` resolves; in-flight requests finish first.
+async fn serve(
+    state: AppState,
+    listener: std::net::TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
     let server = HttpServer::new(move || {
         App::new()
-            .wrap(tracing_actix_web::TracingLogger::<
-                crate::http::span::RedactedSpan,
-            >::new())
+            .wrap(TracingLogger::<RedactedSpan>::new())
             .configure(routes(state.clone()))
     })
     .listen(listener)?
@@ -253,81 +337,33 @@ pub async fn run_with(
     .shutdown_timeout(10)
     .run();
     let handle = server.handle();
-    let served = tokio::select! {
+    tokio::select! {
         result = server => result,
         () = shutdown => {
             tracing::info!("shutting down");
             handle.stop(true).await;
             Ok(())
         }
-    };
+    }
+}
+
+/// Stops what runs in the background, in the order that loses nothing.
+async fn shut_down(intake: Intake, core: Core, bus: &Bus) {
     // Leave the queue group first so other instances take the requests, then send
     // what is still buffered.
-    relay.abort();
-    if let Some(resync) = resync {
+    intake.relay.abort();
+    if let Some(resync) = intake.resync {
         resync.abort();
     }
-    control.stop();
+    core.control.stop();
     // Settle the batches in hand, then stop the actors they feed; anything not
     // acknowledged goes to another instance after the consumers' ack wait.
-    webhook_consumer.stop().await;
-    renewal_consumer.stop().await;
-    notification.do_send(Stop);
-    alerting.do_send(Stop);
+    core.webhook_consumer.stop().await;
+    core.renewal_consumer.stop().await;
+    core.notification.do_send(Stop);
+    core.alerting.do_send(Stop);
     bus.flush(Duration::from_secs(2)).await;
-    Ok(served?)
 }
 
 /// How soon the alerting actor retries an alert the stream did not acknowledge.
 const ALERT_RETRY: Duration = Duration::from_secs(5);
-
-/// Dispatches the `SubscriptionApi` port to the adapter of the provider's family.
-struct ByKind {
-    graph: Arc<GraphApi>,
-    google: Arc<GoogleApis>,
-}
-
-impl ByKind {
-    fn family(&self, provider: &Provider) -> Result<&dyn SubscriptionApi, ApiError> {
-        Ok(match provider.kind {
-            ProviderKind::GraphMail | ProviderKind::GraphCalendar => self.graph.as_ref(),
-            ProviderKind::GoogleCalendar => &self.google.calendar,
-            ProviderKind::Gmail => &self.google.gmail,
-        })
-    }
-}
-
-#[async_trait]
-impl SubscriptionApi for ByKind {
-    fn max_lifetime(&self, provider: &Provider) -> TimeDelta {
-        self.family(provider)
-            .map_or(TimeDelta::hours(1), |api| api.max_lifetime(provider))
-    }
-
-    async fn create(
-        &self,
-        provider: &Provider,
-        request: &CreateRequest,
-    ) -> Result<ProviderSubscription, ApiError> {
-        self.family(provider)?.create(provider, request).await
-    }
-
-    async fn renew(
-        &self,
-        provider: &Provider,
-        subscription: &Subscription,
-        expires_at: DateTime<Utc>,
-    ) -> Result<ProviderSubscription, ApiError> {
-        self.family(provider)?
-            .renew(provider, subscription, expires_at)
-            .await
-    }
-
-    async fn delete(
-        &self,
-        provider: &Provider,
-        subscription: &Subscription,
-    ) -> Result<(), ApiError> {
-        self.family(provider)?.delete(provider, subscription).await
-    }
-}

@@ -1,5 +1,6 @@
 //! Provider adapters: the reqwest implementations of the core's `SubscriptionApi`
-//! port, one folder per provider family (`graph/`, `google/`), plus the
+//! port, one folder per provider family (`graph/`, `google/`), the port over both
+//! ([`ByFamily`]), plus the
 //! OAuth token handling (`oauth`) and the authenticated call (`call`) they share.
 //!
 //! Owns everything that speaks a provider's wire protocol and the classification of
@@ -8,12 +9,15 @@
 //! go out as `ProviderSubscription` / `ApiError`, and nothing here schedules or
 //! retries beyond the single token refresh after a 401.
 
+mod by_family;
 mod call;
 pub mod google;
 pub mod graph;
 pub mod oauth;
 #[cfg(test)]
 pub(crate) mod test_support;
+
+pub use by_family::ByFamily;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use std::time::Duration;
