@@ -34,6 +34,15 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         );
 }
 
+/// The token of an `Authorization: Bearer <token>` header value. The scheme is
+/// case-insensitive (RFC 7235 §2.1); the token is taken as given.
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim_start_matches(' '))
+}
+
 /// Checks the bearer token in constant time. No configured token: nothing passes.
 fn authorize(req: &HttpRequest, state: &AppState) -> Result<(), HttpError> {
     let Some(expected) = state.config.admin_token.as_deref() else {
@@ -43,7 +52,7 @@ fn authorize(req: &HttpRequest, state: &AppState) -> Result<(), HttpError> {
         .headers()
         .get(actix_web::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(bearer_token)
         .unwrap_or("");
     if bool::from(given.as_bytes().ct_eq(expected.as_bytes())) {
         Ok(())

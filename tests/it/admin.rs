@@ -206,3 +206,74 @@ async fn credentials_are_checked_against_the_providers_kind() {
     assert_eq!(version(h.pool.clone(), id.clone()).await, before);
     h.stop().await;
 }
+
+/// Asserts `resp` is `status` with the API's one error shape,
+/// `{"error": {"code", "message"}}`, and that its body gives nothing away.
+async fn assert_error_shape(resp: reqwest::Response, status: StatusCode, what: &str) {
+    assert_eq!(resp.status(), status, "{what}");
+    let content_type = resp
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let text = resp.text().await.unwrap();
+    assert!(
+        content_type.starts_with("application/json"),
+        "{what}: content-type {content_type:?}, body {text:?}"
+    );
+    let body: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let error = body["error"]
+        .as_object()
+        .unwrap_or_else(|| panic!("{what}: {text}"));
+    assert_eq!(body.as_object().unwrap().len(), 1, "{what}: {text}");
+    assert!(
+        error["code"].as_str().is_some_and(|c| !c.is_empty())
+            && error["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{what}: {text}"
+    );
+    for leak in [
+        "sqlx",
+        "serde",
+        "actix",
+        "deserialize",
+        "Error(",
+        crate::support::ADMIN_TOKEN,
+        crate::support::GMAIL_PUSH_SECRET,
+    ] {
+        assert!(
+            !text.to_lowercase().contains(&leak.to_lowercase()),
+            "{what} leaks {leak:?}: {text}"
+        );
+    }
+}
+
+/// RFC 7235: the auth scheme is case-insensitive; the token is not.
+#[actix_web::test]
+async fn the_bearer_scheme_is_case_insensitive_and_the_token_is_not() {
+    let h = Harness::start(|_| {}).await;
+    let list = |authorization: String| {
+        h.http
+            .get(format!("{}/api/v1/tenants/acme/providers", h.base_url))
+            .header("authorization", authorization)
+            .send()
+    };
+    let token = crate::support::ADMIN_TOKEN;
+    for scheme in ["Bearer", "bearer", "BEARER", "bEaReR"] {
+        let resp = list(format!("{scheme} {token}")).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK, "scheme {scheme}");
+    }
+    for (authorization, what) in [
+        (
+            format!("bearer {}", token.to_uppercase()),
+            "token in another case",
+        ),
+        ("bearer wrong-token-wrong-token".to_owned(), "wrong token"),
+        (format!("Basic {token}"), "another scheme"),
+        (format!("bearer{token}"), "no space after the scheme"),
+    ] {
+        let resp = list(authorization).await.unwrap();
+        assert_error_shape(resp, StatusCode::UNAUTHORIZED, what).await;
+    }
+    h.stop().await;
+}
