@@ -160,15 +160,7 @@ async fn patch(
     authorize(&req, &state)?;
     let (tenant, id) = key(&path)?;
     let patch: ProviderPatch = body(&bytes)?;
-    if patch
-        .display_name
-        .as_deref()
-        .is_some_and(|n| n.trim().is_empty() || n.len() > 200)
-    {
-        return Err(HttpError::Unprocessable(
-            "display_name must be 1-200 characters".into(),
-        ));
-    }
+    patch.validate().map_err(HttpError::Unprocessable)?;
     let view = state
         .store
         .patch_provider(&tenant, id, &patch, &crate::store::request_hash(&bytes))

@@ -300,6 +300,12 @@ impl GoogleIntake {
         if change.email_address.trim().is_empty() {
             return Err(IntakeError::Malformed("emailAddress is empty".into()));
         }
+        // No mailbox address holds a NUL (nor can Postgres compare one).
+        if change.email_address.contains('\0') {
+            return Err(IntakeError::Malformed(
+                "emailAddress must not contain NUL characters".into(),
+            ));
+        }
         let routes = self
             .store
             .mailbox_routes(change.email_address.trim())

@@ -129,7 +129,13 @@ impl GraphIntake {
                 .to_owned()
         };
         let ids: Vec<String> = items.iter().map(subscription_id).collect();
-        let lookup: Vec<&str> = ids.iter().map(String::as_str).collect();
+        // No id of ours holds a NUL (nor can Postgres compare one): such an item
+        // is an unknown subscription without asking the store.
+        let lookup: Vec<&str> = ids
+            .iter()
+            .map(String::as_str)
+            .filter(|id| !id.contains('\0'))
+            .collect();
         let routes = self.routes.routes(&lookup).await.map_err(|e| {
             tracing::error!(error = %e, "cannot route webhook: store unavailable");
             IntakeError::Unavailable

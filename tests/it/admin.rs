@@ -207,6 +207,144 @@ async fn credentials_are_checked_against_the_providers_kind() {
     h.stop().await;
 }
 
+/// How many rows `table` holds.
+async fn rows(pool: &sqlx::PgPool, table: &str) -> i64 {
+    sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}")))
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+/// A NUL character cannot be stored in a Postgres text column: in any string field
+/// it is the caller's mistake (422 naming the field, nothing written), never a
+/// database outage. Names are limited in characters, not bytes.
+#[actix_web::test]
+async fn nul_in_any_text_field_is_refused_naming_the_field_and_nothing_is_written() {
+    let h = Harness::start(|_| {}).await;
+    // The webhook endpoints look ids and mailboxes up in Postgres: a NUL there
+    // names nothing of ours (dropped, or a malformed push), not an outage that
+    // makes the provider retry for hours.
+    let item = json!({"value": [{"subscriptionId": "sub\u{0}id", "clientState": "x", "changeType": "created"}]});
+    let resp = h
+        .http
+        .post(format!("{}/webhooks/microsoft", h.base_url))
+        .json(&item)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::ACCEPTED);
+    use base64::Engine as _;
+    let data = json!({"emailAddress": "erin\u{0}@example.com", "historyId": "1"}).to_string();
+    let push = json!({"message": {
+        "data": base64::engine::general_purpose::STANDARD.encode(data),
+        "messageId": "m1",
+    }});
+    let resp = h
+        .http
+        .post(format!(
+            "{}/webhooks/gmail?token={}",
+            h.base_url,
+            crate::support::GMAIL_PUSH_SECRET
+        ))
+        .json(&push)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+
+    let graph = || {
+        json!({
+            "kind": "graph_mail", "display_name": "frank inbox", "resource": "users/frank/messages",
+            "credentials": {
+                "flow": "client_credentials", "authority_tenant": "acme-aad",
+                "client_id": "c", "client_secret": "s", "scope": "https://graph.microsoft.com/.default"
+            }
+        })
+    };
+    let delegated = || {
+        json!({
+            "kind": "graph_mail", "display_name": "frank inbox", "resource": "users/frank/messages",
+            "credentials": {
+                "flow": "refresh_token", "authority_tenant": "acme-aad",
+                "client_id": "c", "refresh_token": "r"
+            }
+        })
+    };
+    for (mut body, pointer, field) in [
+        (graph(), "/display_name", "display_name"),
+        (graph(), "/resource", "resource"),
+        (graph(), "/credentials/flow", "flow"),
+        (graph(), "/credentials/authority_tenant", "authority_tenant"),
+        (graph(), "/credentials/client_id", "client_id"),
+        (graph(), "/credentials/client_secret", "client_secret"),
+        (graph(), "/credentials/scope", "scope"),
+        (delegated(), "/credentials/refresh_token", "refresh_token"),
+    ] {
+        let value = body.pointer_mut(pointer).unwrap();
+        *value = json!(format!("{}\u{0}x", value.as_str().unwrap()));
+        let (status, answer) = h
+            .admin(Method::POST, "/tenants/acme/providers", Some(body))
+            .await;
+        assert_unprocessable(status, &answer, field);
+    }
+    for table in ["providers", "oauth_credentials", "audit_log"] {
+        assert_eq!(rows(&h.pool, table).await, 0, "{table} was written");
+    }
+
+    // 101 × "é" is 101 characters (202 bytes): a fine name, on create and on patch.
+    let mut body = graph();
+    body["display_name"] = json!("é".repeat(101));
+    let (status, created) = h
+        .admin(Method::POST, "/tenants/acme/providers", Some(body))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    assert_eq!(created["display_name"], "é".repeat(101).as_str());
+    let id = created["id"].as_str().unwrap().to_owned();
+    let path = format!("/tenants/acme/providers/{id}");
+    let (status, patched) = h
+        .admin(
+            Method::PATCH,
+            &path,
+            Some(json!({"display_name": "ü".repeat(200)})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{patched}");
+    let (status, answer) = h
+        .admin(
+            Method::PATCH,
+            &path,
+            Some(json!({"display_name": "ü".repeat(201)})),
+        )
+        .await;
+    assert_unprocessable(status, &answer, "display_name");
+
+    // A NUL in a patch or a credentials replacement changes nothing either.
+    let audited = rows(&h.pool, "audit_log").await;
+    let (status, answer) = h
+        .admin(
+            Method::PATCH,
+            &path,
+            Some(json!({"display_name": "new\u{0}name"})),
+        )
+        .await;
+    assert_unprocessable(status, &answer, "display_name");
+    assert_eq!(
+        h.provider("acme", &id).await["display_name"],
+        "ü".repeat(200).as_str()
+    );
+    let (status, answer) = h
+        .admin(
+            Method::PUT,
+            &format!("{path}/credentials"),
+            Some(json!({"flow": "client_credentials", "authority_tenant": "acme-aad", "client_id": "c", "client_secret": "s\u{0}"})),
+        )
+        .await;
+    assert_unprocessable(status, &answer, "client_secret");
+    assert_eq!(rows(&h.pool, "oauth_credentials").await, 1);
+    assert_eq!(rows(&h.pool, "audit_log").await, audited);
+    h.stop().await;
+}
+
 /// Asserts `resp` is `status` with the API's one error shape,
 /// `{"error": {"code", "message"}}`, and that its body gives nothing away.
 async fn assert_error_shape(resp: reqwest::Response, status: StatusCode, what: &str) {
