@@ -3,7 +3,7 @@
 //! attempts, and force a renewal. Bearer-token protected (constant-time compare);
 //! every route is tenant-scoped, so another tenant's provider answers 404.
 
-use super::{AppState, HttpError};
+use super::{AppState, Body, HttpError};
 use crate::store::{NewCredentials, NewProvider, ProviderPatch};
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
@@ -89,7 +89,7 @@ async fn create(
     req: HttpRequest,
     state: web::Data<AppState>,
     path: web::Path<String>,
-    bytes: web::Bytes,
+    Body(bytes): Body,
 ) -> Result<HttpResponse, HttpError> {
     authorize(&req, &state)?;
     let tenant = tenant(&path)?;
@@ -155,7 +155,7 @@ async fn patch(
     req: HttpRequest,
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
-    bytes: web::Bytes,
+    Body(bytes): Body,
 ) -> Result<HttpResponse, HttpError> {
     authorize(&req, &state)?;
     let (tenant, id) = key(&path)?;
@@ -193,7 +193,7 @@ async fn credentials(
     req: HttpRequest,
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
-    bytes: web::Bytes,
+    Body(bytes): Body,
 ) -> Result<HttpResponse, HttpError> {
     authorize(&req, &state)?;
     let (tenant, id) = key(&path)?;

@@ -386,6 +386,123 @@ async fn assert_error_shape(resp: reqwest::Response, status: StatusCode, what: &
     }
 }
 
+/// Every error of the admin API and the webhook endpoints — also the ones actix's
+/// extractors and router produce — has the one JSON shape.
+#[actix_web::test]
+async fn extractor_and_routing_errors_have_the_one_json_error_shape() {
+    let h = Harness::start(|c| c.webhook_max_body_bytes = 4096).await;
+    let id = h.create_provider("acme", "acme-aad", "frank").await;
+    let url = |path: &str| format!("{}{path}", h.base_url);
+    let admin = |method: Method, path: &str| {
+        h.http
+            .request(method, url(&format!("/api/v1{path}")))
+            .bearer_auth(crate::support::ADMIN_TOKEN)
+    };
+    let big = "x".repeat(5000);
+
+    let cases: Vec<(reqwest::RequestBuilder, StatusCode, &str)> = vec![
+        (
+            admin(
+                Method::GET,
+                &format!("/tenants/acme/providers/{id}/attempts?limit=abc"),
+            ),
+            StatusCode::BAD_REQUEST,
+            "attempts?limit=abc",
+        ),
+        (
+            admin(Method::POST, "/tenants/acme/providers")
+                .header("content-type", "application/json")
+                .body(big.clone()),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "oversized admin body",
+        ),
+        (
+            admin(Method::POST, "/tenants/acme/providers")
+                .header("content-type", "application/json")
+                .body("{not json"),
+            StatusCode::BAD_REQUEST,
+            "malformed admin body",
+        ),
+        (
+            admin(Method::GET, "/tenants/acme/nothing-here"),
+            StatusCode::NOT_FOUND,
+            "unknown admin route",
+        ),
+        (
+            h.http.get(url("/api/v1/tenants/acme/providers")),
+            StatusCode::UNAUTHORIZED,
+            "no token",
+        ),
+        (
+            h.http
+                .post(url("/webhooks/microsoft"))
+                .header("content-type", "application/json")
+                .body(big.clone()),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "oversized Graph notification",
+        ),
+        (
+            h.http
+                .post(url("/webhooks/microsoft/lifecycle"))
+                .header("content-type", "application/json")
+                .body(big.clone()),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "oversized lifecycle notification",
+        ),
+        (
+            h.http
+                .post(url(&format!(
+                    "/webhooks/gmail?token={}",
+                    crate::support::GMAIL_PUSH_SECRET
+                )))
+                .header("content-type", "application/json")
+                .body(big.clone()),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "oversized Gmail push",
+        ),
+        (
+            h.http
+                .post(url("/webhooks/microsoft"))
+                .header("content-type", "application/json")
+                .body("{not json"),
+            StatusCode::BAD_REQUEST,
+            "malformed Graph notification",
+        ),
+        (
+            h.http.post(url(&format!(
+                "/webhooks/microsoft?validationToken={}",
+                "a".repeat(2000)
+            ))),
+            StatusCode::BAD_REQUEST,
+            "overlong validationToken",
+        ),
+        (
+            h.http.post(url("/webhooks/google")),
+            StatusCode::BAD_REQUEST,
+            "Calendar message without headers",
+        ),
+        (
+            h.http.post(url("/webhooks/gmail")),
+            StatusCode::UNAUTHORIZED,
+            "Gmail push without token",
+        ),
+        (
+            h.http.get(url("/webhooks/microsoft")),
+            StatusCode::NOT_FOUND,
+            "GET on a webhook endpoint",
+        ),
+        (
+            h.http.get(url("/no/such/path")),
+            StatusCode::NOT_FOUND,
+            "unknown path",
+        ),
+    ];
+    for (request, status, what) in cases {
+        assert_error_shape(request.send().await.unwrap(), status, what).await;
+    }
+    h.stop().await;
+}
+
 /// RFC 7235: the auth scheme is case-insensitive; the token is not.
 #[actix_web::test]
 async fn the_bearer_scheme_is_case_insensitive_and_the_token_is_not() {
