@@ -156,6 +156,19 @@ struct GmailChange {
     history_id: Value,
 }
 
+/// Gmail's historyId as a number: Gmail sends an unsigned integer, as a JSON
+/// number or a string of decimal digits. Anything else is not one (downstream
+/// calls `history.list` from it).
+fn history_id(raw: &Value) -> Option<u64> {
+    match raw {
+        Value::Number(n) => n.as_u64(),
+        Value::String(s) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => {
+            s.parse().ok()
+        }
+        _ => None,
+    }
+}
+
 /// Google Calendar and Gmail intake.
 #[derive(Clone)]
 pub struct GoogleIntake {
@@ -306,6 +319,11 @@ impl GoogleIntake {
                 "emailAddress must not contain NUL characters".into(),
             ));
         }
+        if history_id(&change.history_id).is_none() {
+            return Err(IntakeError::Malformed(
+                "historyId must be a whole number (a JSON number or a string of digits)".into(),
+            ));
+        }
         let routes = self
             .store
             .mailbox_routes(change.email_address.trim())
@@ -413,5 +431,34 @@ mod tests {
         let mut bad_number = full;
         bad_number[4].1 = "seven";
         assert!(parse(&bad_number).is_err());
+    }
+
+    #[test]
+    fn a_history_id_is_a_whole_number_or_a_string_of_digits() {
+        for (raw, want) in [
+            (json!(12345), Some(12345)),
+            (json!("12345"), Some(12345)),
+            (json!("0"), Some(0)),
+            (json!(u64::MAX), Some(u64::MAX)),
+        ] {
+            assert_eq!(history_id(&raw), want, "{raw}");
+        }
+        for raw in [
+            json!("abc"),
+            json!(""),
+            json!("-5"),
+            json!("+5"),
+            json!(" 5"),
+            json!(-5),
+            json!(1.5),
+            json!("1.5"),
+            json!("99999999999999999999999"),
+            json!({"id": 1}),
+            json!([1]),
+            json!(null),
+            json!(true),
+        ] {
+            assert_eq!(history_id(&raw), None, "{raw}");
+        }
     }
 }
