@@ -55,13 +55,15 @@ fn handshake(req: &HttpRequest, kind: &'static str) -> Option<HttpResponse> {
 }
 
 /// The answer to a refused request, in the API's one error shape: 400 for
-/// malformed input, 503 (retry in 30 s) when nothing could store it.
+/// malformed input, 503 (retry in 30 s) when nothing could store it, 500 when what
+/// we were to publish could not be encoded.
 fn refused(kind: &'static str, e: &IntakeError) -> HttpResponse {
     metrics::counter!(names::WEBHOOKS_RECEIVED, "kind" => kind, "result" => "rejected")
         .increment(1);
     let error = match e {
         IntakeError::Malformed(message) => HttpError::BadRequest(message.clone()),
         IntakeError::Unavailable => HttpError::Unavailable(e.to_string()),
+        IntakeError::Unencodable(_) => HttpError::Internal(e.to_string()),
     };
     let mut response = error.error_response();
     if matches!(e, IntakeError::Unavailable) {
@@ -152,4 +154,44 @@ async fn gmail(req: HttpRequest, state: web::Data<AppState>, Body(body): Body) -
     metrics::histogram!(names::WEBHOOK_RESPONSE, "kind" => "gmail")
         .record(started.elapsed().as_secs_f64());
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::body::MessageBody as _;
+    use actix_web::http::StatusCode;
+
+    /// What an intake refusal answers: status, the one error shape, what failed.
+    fn answer(e: &IntakeError) -> (StatusCode, serde_json::Value) {
+        let response = refused("microsoft", e);
+        let status = response.status();
+        let bytes = response.into_body().try_into_bytes().ok().unwrap();
+        (status, serde_json::from_slice(&bytes).unwrap())
+    }
+
+    #[test]
+    fn a_notification_that_cannot_be_encoded_is_a_5xx_that_says_so() {
+        struct Unencodable;
+        impl serde::Serialize for Unencodable {
+            fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+                Err(serde::ser::Error::custom("no"))
+            }
+        }
+        let error = crate::intake::encode("webhook_envelope", &Unencodable).unwrap_err();
+        let (status, body) = answer(&IntakeError::from(error));
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(body["error"]["code"], "internal");
+        assert_eq!(
+            body["error"]["message"],
+            "webhook_envelope could not be encoded; nothing was stored"
+        );
+
+        let (status, body) = answer(&IntakeError::Malformed("body is not JSON".into()));
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(body["error"]["code"], "bad_request");
+        let (status, body) = answer(&IntakeError::Unavailable);
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(body["error"]["code"], "unavailable");
+    }
 }

@@ -3,7 +3,10 @@
 //! accepted ones (JetStream, or the outbox when JetStream does not acknowledge in
 //! time). Nothing here touches the lifecycle.
 
-use super::{Dropped, IntakeError, Publisher, WebhookEnvelope, secrets_match, store_durably};
+use super::{
+    Dropped, EncodeError, IntakeError, Publisher, WebhookEnvelope, encode, secrets_match,
+    store_durably,
+};
 use crate::providers::google::PendingChannels;
 use crate::store::{PgStore, Route};
 use base64::Engine as _;
@@ -269,7 +272,7 @@ impl GoogleIntake {
             vec![(
                 subject,
                 message.message_id(),
-                serde_json::to_vec(&envelope).unwrap_or_default(),
+                encode("webhook_envelope", &envelope)?,
             )],
             self.publish_timeout,
         )
@@ -348,7 +351,7 @@ impl GoogleIntake {
             "publishTime": push.message.publish_time,
             "subscription": push.subscription,
         });
-        let messages: Vec<(String, String, Vec<u8>)> = routes
+        let messages = routes
             .into_iter()
             .map(|r| {
                 let subject =
@@ -365,13 +368,9 @@ impl GoogleIntake {
                     received_at,
                     notification: notification.clone(),
                 };
-                (
-                    subject,
-                    msg_id,
-                    serde_json::to_vec(&envelope).unwrap_or_default(),
-                )
+                Ok((subject, msg_id, encode("webhook_envelope", &envelope)?))
             })
-            .collect();
+            .collect::<Result<Vec<_>, EncodeError>>()?;
         let (published, deferred) = store_durably(
             self.publisher.as_ref(),
             &self.store,
