@@ -56,6 +56,9 @@ pub mod names {
     /// Counter {event}: alert events published (`firing`, `resolved`, `escalated`,
     /// `silent`); a republish the stream deduplicated is not counted.
     pub const ALERTS_PUBLISHED: &str = "subkeeper_alerts_published_total";
+    /// Counter {what}: values that could not be encoded as JSON and so were not
+    /// published (`webhook_envelope`, `domain_event`, `notification`). Always a bug.
+    pub const ENCODE_FAILURES: &str = "subkeeper_encode_failures_total";
 
     /// All names, for the test that checks dashboards and rules use only these.
     pub const ALL: &[&str] = &[
@@ -80,6 +83,7 @@ pub mod names {
         PROVIDER_SILENT,
         CONSUMER_MESSAGES,
         ALERTS_PUBLISHED,
+        ENCODE_FAILURES,
     ];
 }
 
@@ -141,6 +145,10 @@ pub fn describe_metrics() {
     describe_counter!(
         names::ALERTS_PUBLISHED,
         "Alert events published to the alert stream, by event."
+    );
+    describe_counter!(
+        names::ENCODE_FAILURES,
+        "Values that could not be encoded as JSON and were not published, by what they were."
     );
 }
 

@@ -3,7 +3,7 @@
 //! attempts, and force a renewal. Bearer-token protected (constant-time compare);
 //! every route is tenant-scoped, so another tenant's provider answers 404.
 
-use super::{AppState, HttpError};
+use super::{AppState, Body, HttpError};
 use crate::store::{NewCredentials, NewProvider, ProviderPatch};
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
@@ -34,6 +34,15 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         );
 }
 
+/// The token of an `Authorization: Bearer <token>` header value. The scheme is
+/// case-insensitive (RFC 7235 §2.1); the token is taken as given.
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim_start_matches(' '))
+}
+
 /// Checks the bearer token in constant time. No configured token: nothing passes.
 fn authorize(req: &HttpRequest, state: &AppState) -> Result<(), HttpError> {
     let Some(expected) = state.config.admin_token.as_deref() else {
@@ -43,7 +52,7 @@ fn authorize(req: &HttpRequest, state: &AppState) -> Result<(), HttpError> {
         .headers()
         .get(actix_web::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(bearer_token)
         .unwrap_or("");
     if bool::from(given.as_bytes().ct_eq(expected.as_bytes())) {
         Ok(())
@@ -80,7 +89,7 @@ async fn create(
     req: HttpRequest,
     state: web::Data<AppState>,
     path: web::Path<String>,
-    bytes: web::Bytes,
+    Body(bytes): Body,
 ) -> Result<HttpResponse, HttpError> {
     authorize(&req, &state)?;
     let tenant = tenant(&path)?;
@@ -146,20 +155,12 @@ async fn patch(
     req: HttpRequest,
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
-    bytes: web::Bytes,
+    Body(bytes): Body,
 ) -> Result<HttpResponse, HttpError> {
     authorize(&req, &state)?;
     let (tenant, id) = key(&path)?;
     let patch: ProviderPatch = body(&bytes)?;
-    if patch
-        .display_name
-        .as_deref()
-        .is_some_and(|n| n.trim().is_empty() || n.len() > 200)
-    {
-        return Err(HttpError::Unprocessable(
-            "display_name must be 1-200 characters".into(),
-        ));
-    }
+    patch.validate().map_err(HttpError::Unprocessable)?;
     let view = state
         .store
         .patch_provider(&tenant, id, &patch, &crate::store::request_hash(&bytes))
@@ -192,7 +193,7 @@ async fn credentials(
     req: HttpRequest,
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
-    bytes: web::Bytes,
+    Body(bytes): Body,
 ) -> Result<HttpResponse, HttpError> {
     authorize(&req, &state)?;
     let (tenant, id) = key(&path)?;

@@ -1,7 +1,8 @@
 //! The HTTP surface (actix-web): provider webhooks, health and readiness, metrics,
 //! and the admin API. Handlers translate HTTP to calls on the store and the fleet
 //! handle; they hold no lifecycle logic. Errors go through [`HttpError`], which maps
-//! to status codes and never leaks internals.
+//! to status codes and never leaks internals — actix's extractor and routing
+//! refusals too, and bodies are read through [`error::Body`] for that reason.
 
 mod admin;
 mod error;
@@ -9,6 +10,7 @@ mod probes;
 pub mod span;
 mod webhooks;
 
+use error::Body;
 pub use error::HttpError;
 
 use crate::bus::Bus;
@@ -53,6 +55,9 @@ pub fn routes(state: AppState) -> impl FnOnce(&mut web::ServiceConfig) {
                     .error_handler(error::json_error),
             )
             .app_data(web::PayloadConfig::new(max_body))
+            .app_data(web::QueryConfig::default().error_handler(error::query_error))
+            .app_data(web::PathConfig::default().error_handler(error::path_error))
+            .default_service(web::to(error::no_route))
             .configure(webhooks::routes)
             .configure(probes::routes)
             .service(web::scope("/api/v1").configure(admin::routes));

@@ -4,10 +4,10 @@
 //! means JetStream or the outbox holds every accepted item (or it was dropped for
 //! good); a 5xx makes the provider retry.
 
-use super::AppState;
+use super::{AppState, Body, HttpError};
 use crate::intake::{ChannelMessage, IntakeError, PushAuth};
-use actix_web::{HttpRequest, HttpResponse, web};
-use serde_json::json;
+use actix_web::http::header::{HeaderValue, RETRY_AFTER};
+use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 use std::time::Instant;
 use subkeeper_actors::telemetry::names;
 
@@ -44,28 +44,37 @@ fn handshake(req: &HttpRequest, kind: &'static str) -> Option<HttpResponse> {
         Ok(token) => HttpResponse::Ok()
             .content_type("text/plain; charset=utf-8")
             .body(token),
-        Err(()) => HttpResponse::BadRequest()
-            .content_type("text/plain; charset=utf-8")
-            .body("validationToken must be 1-1024 bytes"),
+        Err(()) => HttpError::BadRequest(format!(
+            "validationToken must be 1-{MAX_VALIDATION_TOKEN} bytes"
+        ))
+        .error_response(),
     };
     metrics::counter!(names::WEBHOOKS_RECEIVED, "kind" => kind, "result" => "validation")
         .increment(1);
     Some(response)
 }
 
+/// The answer to a refused request, in the API's one error shape: 400 for
+/// malformed input, 503 (retry in 30 s) when nothing could store it, 500 when what
+/// we were to publish could not be encoded.
 fn refused(kind: &'static str, e: &IntakeError) -> HttpResponse {
     metrics::counter!(names::WEBHOOKS_RECEIVED, "kind" => kind, "result" => "rejected")
         .increment(1);
-    let body = json!({ "error": { "code": "rejected", "message": e.to_string() } });
-    match e {
-        IntakeError::Malformed(_) => HttpResponse::BadRequest().json(body),
-        IntakeError::Unavailable => HttpResponse::ServiceUnavailable()
-            .insert_header(("Retry-After", "30"))
-            .json(body),
+    let error = match e {
+        IntakeError::Malformed(message) => HttpError::BadRequest(message.clone()),
+        IntakeError::Unavailable => HttpError::Unavailable(e.to_string()),
+        IntakeError::Unencodable(_) => HttpError::Internal(e.to_string()),
+    };
+    let mut response = error.error_response();
+    if matches!(e, IntakeError::Unavailable) {
+        response
+            .headers_mut()
+            .insert(RETRY_AFTER, HeaderValue::from_static("30"));
     }
+    response
 }
 
-async fn microsoft(req: HttpRequest, state: web::Data<AppState>, body: web::Bytes) -> HttpResponse {
+async fn microsoft(req: HttpRequest, state: web::Data<AppState>, Body(body): Body) -> HttpResponse {
     let started = Instant::now();
     let response = match handshake(&req, "microsoft") {
         Some(response) => response,
@@ -82,7 +91,7 @@ async fn microsoft(req: HttpRequest, state: web::Data<AppState>, body: web::Byte
 async fn microsoft_lifecycle(
     req: HttpRequest,
     state: web::Data<AppState>,
-    body: web::Bytes,
+    Body(body): Body,
 ) -> HttpResponse {
     let started = Instant::now();
     let response = match handshake(&req, "microsoft_lifecycle") {
@@ -121,7 +130,7 @@ async fn google(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
 /// secret as `?token=`; without it 401, with a wrong one 403. A 204 acknowledges
 /// the message to Pub/Sub (also when no provider watches the mailbox: redelivery
 /// would not change that).
-async fn gmail(req: HttpRequest, state: web::Data<AppState>, body: web::Bytes) -> HttpResponse {
+async fn gmail(req: HttpRequest, state: web::Data<AppState>, Body(body): Body) -> HttpResponse {
     let started = Instant::now();
     let token = web::Query::<Vec<(String, String)>>::from_query(req.query_string())
         .ok()
@@ -131,7 +140,7 @@ async fn gmail(req: HttpRequest, state: web::Data<AppState>, body: web::Bytes) -
             metrics::counter!(names::WEBHOOKS_RECEIVED, "kind" => "gmail", "result" => "rejected")
                 .increment(1);
             tracing::warn!(reason = ?why, "Gmail push refused: bad or missing token");
-            let body = json!({ "error": { "code": "unauthorized", "message": "missing or wrong push token" } });
+            let body = HttpError::body("unauthorized", "missing or wrong push token");
             match why {
                 PushAuth::Missing => HttpResponse::Unauthorized().json(body),
                 PushAuth::Wrong => HttpResponse::Forbidden().json(body),
@@ -145,4 +154,44 @@ async fn gmail(req: HttpRequest, state: web::Data<AppState>, body: web::Bytes) -
     metrics::histogram!(names::WEBHOOK_RESPONSE, "kind" => "gmail")
         .record(started.elapsed().as_secs_f64());
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::body::MessageBody as _;
+    use actix_web::http::StatusCode;
+
+    /// What an intake refusal answers: status, the one error shape, what failed.
+    fn answer(e: &IntakeError) -> (StatusCode, serde_json::Value) {
+        let response = refused("microsoft", e);
+        let status = response.status();
+        let bytes = response.into_body().try_into_bytes().ok().unwrap();
+        (status, serde_json::from_slice(&bytes).unwrap())
+    }
+
+    #[test]
+    fn a_notification_that_cannot_be_encoded_is_a_5xx_that_says_so() {
+        struct Unencodable;
+        impl serde::Serialize for Unencodable {
+            fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+                Err(serde::ser::Error::custom("no"))
+            }
+        }
+        let error = crate::intake::encode("webhook_envelope", &Unencodable).unwrap_err();
+        let (status, body) = answer(&IntakeError::from(error));
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(body["error"]["code"], "internal");
+        assert_eq!(
+            body["error"]["message"],
+            "webhook_envelope could not be encoded; nothing was stored"
+        );
+
+        let (status, body) = answer(&IntakeError::Malformed("body is not JSON".into()));
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(body["error"]["code"], "bad_request");
+        let (status, body) = answer(&IntakeError::Unavailable);
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(body["error"]["code"], "unavailable");
+    }
 }

@@ -3,7 +3,10 @@
 //! accepted ones (JetStream, or the outbox when JetStream does not acknowledge in
 //! time). Nothing here touches the lifecycle.
 
-use super::{Dropped, IntakeError, Publisher, WebhookEnvelope, secrets_match, store_durably};
+use super::{
+    Dropped, EncodeError, IntakeError, Publisher, WebhookEnvelope, encode, secrets_match,
+    store_durably,
+};
 use crate::providers::google::PendingChannels;
 use crate::store::{PgStore, Route};
 use base64::Engine as _;
@@ -156,6 +159,19 @@ struct GmailChange {
     history_id: Value,
 }
 
+/// Gmail's historyId as a number: Gmail sends an unsigned integer, as a JSON
+/// number or a string of decimal digits. Anything else is not one (downstream
+/// calls `history.list` from it).
+fn history_id(raw: &Value) -> Option<u64> {
+    match raw {
+        Value::Number(n) => n.as_u64(),
+        Value::String(s) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => {
+            s.parse().ok()
+        }
+        _ => None,
+    }
+}
+
 /// Google Calendar and Gmail intake.
 #[derive(Clone)]
 pub struct GoogleIntake {
@@ -256,7 +272,7 @@ impl GoogleIntake {
             vec![(
                 subject,
                 message.message_id(),
-                serde_json::to_vec(&envelope).unwrap_or_default(),
+                encode("webhook_envelope", &envelope)?,
             )],
             self.publish_timeout,
         )
@@ -300,6 +316,17 @@ impl GoogleIntake {
         if change.email_address.trim().is_empty() {
             return Err(IntakeError::Malformed("emailAddress is empty".into()));
         }
+        // No mailbox address holds a NUL (nor can Postgres compare one).
+        if change.email_address.contains('\0') {
+            return Err(IntakeError::Malformed(
+                "emailAddress must not contain NUL characters".into(),
+            ));
+        }
+        if history_id(&change.history_id).is_none() {
+            return Err(IntakeError::Malformed(
+                "historyId must be a whole number (a JSON number or a string of digits)".into(),
+            ));
+        }
         let routes = self
             .store
             .mailbox_routes(change.email_address.trim())
@@ -324,7 +351,7 @@ impl GoogleIntake {
             "publishTime": push.message.publish_time,
             "subscription": push.subscription,
         });
-        let messages: Vec<(String, String, Vec<u8>)> = routes
+        let messages = routes
             .into_iter()
             .map(|r| {
                 let subject =
@@ -341,13 +368,9 @@ impl GoogleIntake {
                     received_at,
                     notification: notification.clone(),
                 };
-                (
-                    subject,
-                    msg_id,
-                    serde_json::to_vec(&envelope).unwrap_or_default(),
-                )
+                Ok((subject, msg_id, encode("webhook_envelope", &envelope)?))
             })
-            .collect();
+            .collect::<Result<Vec<_>, EncodeError>>()?;
         let (published, deferred) = store_durably(
             self.publisher.as_ref(),
             &self.store,
@@ -407,5 +430,34 @@ mod tests {
         let mut bad_number = full;
         bad_number[4].1 = "seven";
         assert!(parse(&bad_number).is_err());
+    }
+
+    #[test]
+    fn a_history_id_is_a_whole_number_or_a_string_of_digits() {
+        for (raw, want) in [
+            (json!(12345), Some(12345)),
+            (json!("12345"), Some(12345)),
+            (json!("0"), Some(0)),
+            (json!(u64::MAX), Some(u64::MAX)),
+        ] {
+            assert_eq!(history_id(&raw), want, "{raw}");
+        }
+        for raw in [
+            json!("abc"),
+            json!(""),
+            json!("-5"),
+            json!("+5"),
+            json!(" 5"),
+            json!(-5),
+            json!(1.5),
+            json!("1.5"),
+            json!("99999999999999999999999"),
+            json!({"id": 1}),
+            json!([1]),
+            json!(null),
+            json!(true),
+        ] {
+            assert_eq!(history_id(&raw), None, "{raw}");
+        }
     }
 }

@@ -4,7 +4,8 @@
 //! fleet.
 
 use super::{
-    DomainEvent, Dropped, Publisher, RouteCache, WebhookEnvelope, message_id, secrets_match,
+    DomainEvent, Dropped, EncodeError, Publisher, RouteCache, WebhookEnvelope, encode, message_id,
+    secrets_match,
 };
 use crate::providers::graph::{Claim, OrphanCleanup};
 use crate::store::{PgStore, Route};
@@ -25,6 +26,10 @@ pub enum IntakeError {
     /// retry (answered 5xx).
     #[error("notifications could not be stored; retry later")]
     Unavailable,
+    /// Something we were to publish could not be encoded (a bug, counted and
+    /// logged); nothing of the request was published (answered 5xx).
+    #[error("{} could not be encoded; nothing was stored", .0.what)]
+    Unencodable(#[from] EncodeError),
 }
 
 /// What happened to a request's items.
@@ -129,7 +134,13 @@ impl GraphIntake {
                 .to_owned()
         };
         let ids: Vec<String> = items.iter().map(subscription_id).collect();
-        let lookup: Vec<&str> = ids.iter().map(String::as_str).collect();
+        // No id of ours holds a NUL (nor can Postgres compare one): such an item
+        // is an unknown subscription without asking the store.
+        let lookup: Vec<&str> = ids
+            .iter()
+            .map(String::as_str)
+            .filter(|id| !id.contains('\0'))
+            .collect();
         let routes = self.routes.routes(&lookup).await.map_err(|e| {
             tracing::error!(error = %e, "cannot route webhook: store unavailable");
             IntakeError::Unavailable
@@ -203,13 +214,13 @@ impl GraphIntake {
         let items = Self::items(body)?;
         let (accepted, dropped) = self.sort(items, "microsoft").await?;
         let received_at = self.clock.now();
-        let messages: Vec<(String, String, Vec<u8>)> = accepted
+        let messages = accepted
             .into_iter()
             .map(|a| {
                 let subject =
                     self.publisher
                         .webhook_subject(a.route.kind, &a.route.tenant, a.route.provider);
-                let msg_id = message_id(a.route.provider, &a.item);
+                let msg_id = message_id(a.route.provider, &a.item)?;
                 let envelope = WebhookEnvelope {
                     tenant: a.route.tenant,
                     provider_id: a.route.provider,
@@ -218,13 +229,9 @@ impl GraphIntake {
                     received_at,
                     notification: a.item,
                 };
-                (
-                    subject,
-                    msg_id,
-                    serde_json::to_vec(&envelope).unwrap_or_default(),
-                )
+                Ok((subject, msg_id, encode("webhook_envelope", &envelope)?))
             })
-            .collect();
+            .collect::<Result<Vec<_>, EncodeError>>()?;
 
         let (published, deferred) = super::store_durably(
             self.publisher.as_ref(),
@@ -254,6 +261,9 @@ impl GraphIntake {
             dropped,
             ..LifecycleOutcome::default()
         };
+        // A resync event that cannot be encoded fails the request (after the other
+        // items are handled): Graph retries, and the failure is counted.
+        let mut unencodable = None;
         for a in accepted {
             let event = a
                 .item
@@ -296,18 +306,22 @@ impl GraphIntake {
                 let subject = self
                     .publisher
                     .event_subject("resync_required", &a.route.tenant);
-                if let Err(e) = self
-                    .publisher
-                    .publish_event(&subject, serde_json::to_vec(&event).unwrap_or_default())
-                    .await
-                {
-                    tracing::warn!(error = %e, "resync event not published");
+                match encode("domain_event", &event) {
+                    Ok(payload) => {
+                        if let Err(e) = self.publisher.publish_event(&subject, payload).await {
+                            tracing::warn!(error = %e, "resync event not published");
+                        }
+                    }
+                    Err(e) => unencodable = Some(e),
                 }
             }
             outcome.handled += 1;
         }
         metrics::counter!(names::WEBHOOKS_RECEIVED, "kind" => "microsoft_lifecycle", "result" => "accepted")
             .increment(outcome.handled as u64);
-        Ok(outcome)
+        match unencodable {
+            Some(e) => Err(e.into()),
+            None => Ok(outcome),
+        }
     }
 }

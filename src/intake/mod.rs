@@ -17,8 +17,10 @@ pub use outbox::spawn_outbox_relay;
 pub use resync::{ResyncOnReplacement, spawn_google_resync};
 
 use crate::store::{PgStore, Route};
+use crate::telemetry::EncodeFailed;
 use async_trait::async_trait;
 use futures_util::future::join_all;
+use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -77,14 +79,47 @@ impl Dropped {
     }
 }
 
+/// A value that could not be serialized to JSON. Never the caller's fault: it is
+/// counted and logged where it happens ([`encode`]), and nothing is published in
+/// its place — an empty payload or the hash of one would pass for a real message.
+#[derive(Debug, thiserror::Error)]
+#[error("{what} could not be encoded as JSON: {source}")]
+pub struct EncodeError {
+    /// What was being encoded (a bounded label: `webhook_envelope`, `domain_event`,
+    /// `notification`).
+    pub what: &'static str,
+    /// serde_json's reason.
+    #[source]
+    source: serde_json::Error,
+}
+
+/// The JSON of `value`; a failure is counted and logged as `what`.
+pub fn encode<T: Serialize + ?Sized>(
+    what: &'static str,
+    value: &T,
+) -> Result<Vec<u8>, EncodeError> {
+    serde_json::to_vec(value).map_err(|source| {
+        let error = EncodeError { what, source };
+        EncodeFailed {
+            what,
+            error: &error,
+        }
+        .emit();
+        error
+    })
+}
+
 /// `Nats-Msg-Id` of a notification: a hash of the provider's item (serde_json
 /// sorts keys, so the same item always hashes the same), so a redelivery by the
 /// provider is stored once within the stream's duplicate window.
-pub fn message_id(provider: ProviderId, item: &serde_json::Value) -> String {
+pub fn message_id<T: Serialize + ?Sized>(
+    provider: ProviderId,
+    item: &T,
+) -> Result<String, EncodeError> {
     let mut hash = Sha256::new();
     hash.update(provider.0.as_bytes());
-    hash.update(serde_json::to_vec(item).unwrap_or_default());
-    hash.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    hash.update(encode("notification", item)?);
+    Ok(hash.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// Publishes `(subject, msg_id, payload)` messages to JetStream, parking those it
@@ -185,5 +220,48 @@ impl RouteCache {
         }
         found.extend(fetched);
         Ok(found)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    /// A value whose serialization fails, as a future field type might.
+    struct Unencodable;
+
+    impl Serialize for Unencodable {
+        fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+            Err(serde::ser::Error::custom("refuses to be encoded"))
+        }
+    }
+
+    #[test]
+    fn a_value_that_cannot_be_encoded_is_an_error_not_an_empty_payload() {
+        let error = encode("webhook_envelope", &Unencodable).unwrap_err();
+        assert_eq!(error.what, "webhook_envelope");
+        assert!(
+            error.to_string().contains("refuses to be encoded"),
+            "{error}"
+        );
+        // JSON object keys must be strings.
+        let map = BTreeMap::from([((1, 2), "x")]);
+        assert!(encode("domain_event", &map).is_err());
+        assert_eq!(
+            encode("domain_event", &BTreeMap::from([("a", 1)])).unwrap(),
+            br#"{"a":1}"#
+        );
+    }
+
+    #[test]
+    fn a_message_id_is_never_the_hash_of_an_empty_payload() {
+        let provider = ProviderId::new();
+        assert!(message_id(provider, &Unencodable).is_err());
+        let item = serde_json::json!({"subscriptionId": "s", "changeType": "created"});
+        let id = message_id(provider, &item).unwrap();
+        assert_eq!(id.len(), 64);
+        assert_eq!(id, message_id(provider, &item).unwrap());
+        assert_ne!(id, message_id(provider, &serde_json::json!({})).unwrap());
     }
 }

@@ -11,7 +11,7 @@
 //! renewal results every attempt already produces. Owns nothing else: it reads
 //! providers and publishes events, and never touches the lifecycle.
 
-use super::{DomainEvent, Publisher};
+use super::{DomainEvent, Publisher, encode};
 use crate::store::PgStore;
 use async_trait::async_trait;
 use std::sync::Arc;
@@ -21,7 +21,7 @@ use subkeeper_actors::domain::{ProviderId, ProviderKind, RenewalAction, RenewalR
 use subkeeper_actors::ports::EventSink;
 
 /// Publishes one `resync_required` event (fire and forget, like every domain
-/// event); a failure is logged.
+/// event); a failure is logged (and counted, when the event cannot be encoded).
 async fn publish_resync(
     publisher: &dyn Publisher,
     clock: &SharedClock,
@@ -43,10 +43,11 @@ async fn publish_resync(
         history_id,
     };
     let subject = publisher.event_subject("resync_required", tenant);
-    if let Err(e) = publisher
-        .publish_event(&subject, serde_json::to_vec(&event).unwrap_or_default())
-        .await
-    {
+    // A failure to encode is counted and logged by `encode`.
+    let Ok(payload) = encode("domain_event", &event) else {
+        return;
+    };
+    if let Err(e) = publisher.publish_event(&subject, payload).await {
         tracing::warn!(provider = %provider, error = %e, "resync event not published");
     }
 }

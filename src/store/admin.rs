@@ -38,6 +38,16 @@ impl NewCredentials {
     /// Checks the fields a provider of `kind` and the flow need; the error says
     /// what is missing.
     pub fn validate_for(&self, kind: ProviderKind) -> Result<(), String> {
+        storable("flow", &self.flow)?;
+        storable("authority_tenant", &self.authority_tenant)?;
+        storable("client_id", &self.client_id)?;
+        for (field, value) in [
+            ("client_secret", &self.client_secret),
+            ("refresh_token", &self.refresh_token),
+            ("scope", &self.scope),
+        ] {
+            storable(field, value.as_deref().unwrap_or(""))?;
+        }
         let blank = |s: &Option<String>| s.as_deref().is_none_or(|v| v.trim().is_empty());
         if self.client_id.trim().is_empty() {
             return Err("credentials need client_id".into());
@@ -111,9 +121,8 @@ pub struct NewProvider {
 impl NewProvider {
     /// Checks the submission; the error says what is wrong.
     pub fn validate(&self) -> Result<(), String> {
-        if self.display_name.trim().is_empty() || self.display_name.len() > 200 {
-            return Err("display_name must be 1-200 characters".into());
-        }
+        display_name(&self.display_name)?;
+        storable("resource", &self.resource)?;
         let resource = self.resource.trim();
         let bad_resource = resource.is_empty()
             || self.resource.len() > 1024
@@ -142,6 +151,31 @@ impl NewProvider {
     }
 }
 
+/// Longest display name, in characters.
+const MAX_DISPLAY_NAME: usize = 200;
+
+/// Refuses what no Postgres text column can hold (a NUL character): the caller's
+/// mistake, answered as such and naming the field, before anything is written —
+/// not a database failure.
+fn storable(field: &str, value: &str) -> Result<(), String> {
+    if value.contains('\0') {
+        return Err(format!("{field} must not contain NUL characters"));
+    }
+    Ok(())
+}
+
+/// A display name: storable, not blank, at most [`MAX_DISPLAY_NAME`] characters
+/// (not bytes: "é" is one).
+fn display_name(name: &str) -> Result<(), String> {
+    storable("display_name", name)?;
+    if name.trim().is_empty() || name.chars().count() > MAX_DISPLAY_NAME {
+        return Err(format!(
+            "display_name must be 1-{MAX_DISPLAY_NAME} characters"
+        ));
+    }
+    Ok(())
+}
+
 /// A plausible mailbox address: one `@` with something on each side, no spaces or
 /// path characters (Gmail pushes name the mailbox by it).
 fn is_mailbox(raw: &str) -> bool {
@@ -157,6 +191,13 @@ pub struct ProviderPatch {
     pub display_name: Option<String>,
     /// Enable or disable (a disabled provider's subscription is deleted at the provider).
     pub enabled: Option<bool>,
+}
+
+impl ProviderPatch {
+    /// Checks the patch; the error says what is wrong.
+    pub fn validate(&self) -> Result<(), String> {
+        self.display_name.as_deref().map_or(Ok(()), display_name)
+    }
 }
 
 /// The live subscription as shown to operators (no clientState).

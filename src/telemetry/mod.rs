@@ -29,6 +29,23 @@ pub fn init_logging(format: &str, filter: &str) {
     };
 }
 
+/// A value could not be serialized to JSON (a bug: it was not published, and the
+/// request or event that needed it failed).
+pub struct EncodeFailed<'a> {
+    /// What it was (`webhook_envelope`, `domain_event`, `notification`).
+    pub what: &'static str,
+    /// serde_json's reason.
+    pub error: &'a dyn std::error::Error,
+}
+
+impl EncodeFailed<'_> {
+    /// Counts it and logs it (ERROR: only a code change fixes it).
+    pub fn emit(&self) {
+        metrics::counter!(names::ENCODE_FAILURES, "what" => self.what).increment(1);
+        tracing::error!(what = self.what, error = %self.error, "value could not be encoded as JSON; nothing was published");
+    }
+}
+
 /// Histogram buckets, in seconds. Alert thresholds sit on a boundary so
 /// `histogram_quantile` does not interpolate across them (docs/metrics.md lists
 /// the same, a test keeps them equal).

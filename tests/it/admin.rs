@@ -206,3 +206,329 @@ async fn credentials_are_checked_against_the_providers_kind() {
     assert_eq!(version(h.pool.clone(), id.clone()).await, before);
     h.stop().await;
 }
+
+/// How many rows `table` holds.
+async fn rows(pool: &sqlx::PgPool, table: &str) -> i64 {
+    sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}")))
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+/// A NUL character cannot be stored in a Postgres text column: in any string field
+/// it is the caller's mistake (422 naming the field, nothing written), never a
+/// database outage. Names are limited in characters, not bytes.
+#[actix_web::test]
+async fn nul_in_any_text_field_is_refused_naming_the_field_and_nothing_is_written() {
+    let h = Harness::start(|_| {}).await;
+    // The webhook endpoints look ids and mailboxes up in Postgres: a NUL there
+    // names nothing of ours (dropped, or a malformed push), not an outage that
+    // makes the provider retry for hours.
+    let item = json!({"value": [{"subscriptionId": "sub\u{0}id", "clientState": "x", "changeType": "created"}]});
+    let resp = h
+        .http
+        .post(format!("{}/webhooks/microsoft", h.base_url))
+        .json(&item)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::ACCEPTED);
+    use base64::Engine as _;
+    let data = json!({"emailAddress": "erin\u{0}@example.com", "historyId": "1"}).to_string();
+    let push = json!({"message": {
+        "data": base64::engine::general_purpose::STANDARD.encode(data),
+        "messageId": "m1",
+    }});
+    let resp = h
+        .http
+        .post(format!(
+            "{}/webhooks/gmail?token={}",
+            h.base_url,
+            crate::support::GMAIL_PUSH_SECRET
+        ))
+        .json(&push)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+
+    let graph = || {
+        json!({
+            "kind": "graph_mail", "display_name": "frank inbox", "resource": "users/frank/messages",
+            "credentials": {
+                "flow": "client_credentials", "authority_tenant": "acme-aad",
+                "client_id": "c", "client_secret": "s", "scope": "https://graph.microsoft.com/.default"
+            }
+        })
+    };
+    let delegated = || {
+        json!({
+            "kind": "graph_mail", "display_name": "frank inbox", "resource": "users/frank/messages",
+            "credentials": {
+                "flow": "refresh_token", "authority_tenant": "acme-aad",
+                "client_id": "c", "refresh_token": "r"
+            }
+        })
+    };
+    for (mut body, pointer, field) in [
+        (graph(), "/display_name", "display_name"),
+        (graph(), "/resource", "resource"),
+        (graph(), "/credentials/flow", "flow"),
+        (graph(), "/credentials/authority_tenant", "authority_tenant"),
+        (graph(), "/credentials/client_id", "client_id"),
+        (graph(), "/credentials/client_secret", "client_secret"),
+        (graph(), "/credentials/scope", "scope"),
+        (delegated(), "/credentials/refresh_token", "refresh_token"),
+    ] {
+        let value = body.pointer_mut(pointer).unwrap();
+        *value = json!(format!("{}\u{0}x", value.as_str().unwrap()));
+        let (status, answer) = h
+            .admin(Method::POST, "/tenants/acme/providers", Some(body))
+            .await;
+        assert_unprocessable(status, &answer, field);
+    }
+    for table in ["providers", "oauth_credentials", "audit_log"] {
+        assert_eq!(rows(&h.pool, table).await, 0, "{table} was written");
+    }
+
+    // 101 × "é" is 101 characters (202 bytes): a fine name, on create and on patch.
+    let mut body = graph();
+    body["display_name"] = json!("é".repeat(101));
+    let (status, created) = h
+        .admin(Method::POST, "/tenants/acme/providers", Some(body))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    assert_eq!(created["display_name"], "é".repeat(101).as_str());
+    let id = created["id"].as_str().unwrap().to_owned();
+    let path = format!("/tenants/acme/providers/{id}");
+    let (status, patched) = h
+        .admin(
+            Method::PATCH,
+            &path,
+            Some(json!({"display_name": "ü".repeat(200)})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{patched}");
+    let (status, answer) = h
+        .admin(
+            Method::PATCH,
+            &path,
+            Some(json!({"display_name": "ü".repeat(201)})),
+        )
+        .await;
+    assert_unprocessable(status, &answer, "display_name");
+
+    // A NUL in a patch or a credentials replacement changes nothing either.
+    let audited = rows(&h.pool, "audit_log").await;
+    let (status, answer) = h
+        .admin(
+            Method::PATCH,
+            &path,
+            Some(json!({"display_name": "new\u{0}name"})),
+        )
+        .await;
+    assert_unprocessable(status, &answer, "display_name");
+    assert_eq!(
+        h.provider("acme", &id).await["display_name"],
+        "ü".repeat(200).as_str()
+    );
+    let (status, answer) = h
+        .admin(
+            Method::PUT,
+            &format!("{path}/credentials"),
+            Some(json!({"flow": "client_credentials", "authority_tenant": "acme-aad", "client_id": "c", "client_secret": "s\u{0}"})),
+        )
+        .await;
+    assert_unprocessable(status, &answer, "client_secret");
+    assert_eq!(rows(&h.pool, "oauth_credentials").await, 1);
+    assert_eq!(rows(&h.pool, "audit_log").await, audited);
+    h.stop().await;
+}
+
+/// Asserts `resp` is `status` with the API's one error shape,
+/// `{"error": {"code", "message"}}`, and that its body gives nothing away.
+async fn assert_error_shape(resp: reqwest::Response, status: StatusCode, what: &str) {
+    assert_eq!(resp.status(), status, "{what}");
+    let content_type = resp
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let text = resp.text().await.unwrap();
+    assert!(
+        content_type.starts_with("application/json"),
+        "{what}: content-type {content_type:?}, body {text:?}"
+    );
+    let body: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let error = body["error"]
+        .as_object()
+        .unwrap_or_else(|| panic!("{what}: {text}"));
+    assert_eq!(body.as_object().unwrap().len(), 1, "{what}: {text}");
+    assert!(
+        error["code"].as_str().is_some_and(|c| !c.is_empty())
+            && error["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{what}: {text}"
+    );
+    for leak in [
+        "sqlx",
+        "serde",
+        "actix",
+        "deserialize",
+        "Error(",
+        crate::support::ADMIN_TOKEN,
+        crate::support::GMAIL_PUSH_SECRET,
+    ] {
+        assert!(
+            !text.to_lowercase().contains(&leak.to_lowercase()),
+            "{what} leaks {leak:?}: {text}"
+        );
+    }
+}
+
+/// Every error of the admin API and the webhook endpoints — also the ones actix's
+/// extractors and router produce — has the one JSON shape.
+#[actix_web::test]
+async fn extractor_and_routing_errors_have_the_one_json_error_shape() {
+    let h = Harness::start(|c| c.webhook_max_body_bytes = 4096).await;
+    let id = h.create_provider("acme", "acme-aad", "frank").await;
+    let url = |path: &str| format!("{}{path}", h.base_url);
+    let admin = |method: Method, path: &str| {
+        h.http
+            .request(method, url(&format!("/api/v1{path}")))
+            .bearer_auth(crate::support::ADMIN_TOKEN)
+    };
+    let big = "x".repeat(5000);
+
+    let cases: Vec<(reqwest::RequestBuilder, StatusCode, &str)> = vec![
+        (
+            admin(
+                Method::GET,
+                &format!("/tenants/acme/providers/{id}/attempts?limit=abc"),
+            ),
+            StatusCode::BAD_REQUEST,
+            "attempts?limit=abc",
+        ),
+        (
+            admin(Method::POST, "/tenants/acme/providers")
+                .header("content-type", "application/json")
+                .body(big.clone()),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "oversized admin body",
+        ),
+        (
+            admin(Method::POST, "/tenants/acme/providers")
+                .header("content-type", "application/json")
+                .body("{not json"),
+            StatusCode::BAD_REQUEST,
+            "malformed admin body",
+        ),
+        (
+            admin(Method::GET, "/tenants/acme/nothing-here"),
+            StatusCode::NOT_FOUND,
+            "unknown admin route",
+        ),
+        (
+            h.http.get(url("/api/v1/tenants/acme/providers")),
+            StatusCode::UNAUTHORIZED,
+            "no token",
+        ),
+        (
+            h.http
+                .post(url("/webhooks/microsoft"))
+                .header("content-type", "application/json")
+                .body(big.clone()),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "oversized Graph notification",
+        ),
+        (
+            h.http
+                .post(url("/webhooks/microsoft/lifecycle"))
+                .header("content-type", "application/json")
+                .body(big.clone()),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "oversized lifecycle notification",
+        ),
+        (
+            h.http
+                .post(url(&format!(
+                    "/webhooks/gmail?token={}",
+                    crate::support::GMAIL_PUSH_SECRET
+                )))
+                .header("content-type", "application/json")
+                .body(big.clone()),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "oversized Gmail push",
+        ),
+        (
+            h.http
+                .post(url("/webhooks/microsoft"))
+                .header("content-type", "application/json")
+                .body("{not json"),
+            StatusCode::BAD_REQUEST,
+            "malformed Graph notification",
+        ),
+        (
+            h.http.post(url(&format!(
+                "/webhooks/microsoft?validationToken={}",
+                "a".repeat(2000)
+            ))),
+            StatusCode::BAD_REQUEST,
+            "overlong validationToken",
+        ),
+        (
+            h.http.post(url("/webhooks/google")),
+            StatusCode::BAD_REQUEST,
+            "Calendar message without headers",
+        ),
+        (
+            h.http.post(url("/webhooks/gmail")),
+            StatusCode::UNAUTHORIZED,
+            "Gmail push without token",
+        ),
+        (
+            h.http.get(url("/webhooks/microsoft")),
+            StatusCode::NOT_FOUND,
+            "GET on a webhook endpoint",
+        ),
+        (
+            h.http.get(url("/no/such/path")),
+            StatusCode::NOT_FOUND,
+            "unknown path",
+        ),
+    ];
+    for (request, status, what) in cases {
+        assert_error_shape(request.send().await.unwrap(), status, what).await;
+    }
+    h.stop().await;
+}
+
+/// RFC 7235: the auth scheme is case-insensitive; the token is not.
+#[actix_web::test]
+async fn the_bearer_scheme_is_case_insensitive_and_the_token_is_not() {
+    let h = Harness::start(|_| {}).await;
+    let list = |authorization: String| {
+        h.http
+            .get(format!("{}/api/v1/tenants/acme/providers", h.base_url))
+            .header("authorization", authorization)
+            .send()
+    };
+    let token = crate::support::ADMIN_TOKEN;
+    for scheme in ["Bearer", "bearer", "BEARER", "bEaReR"] {
+        let resp = list(format!("{scheme} {token}")).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK, "scheme {scheme}");
+    }
+    for (authorization, what) in [
+        (
+            format!("bearer {}", token.to_uppercase()),
+            "token in another case",
+        ),
+        ("bearer wrong-token-wrong-token".to_owned(), "wrong token"),
+        (format!("Basic {token}"), "another scheme"),
+        (format!("bearer{token}"), "no space after the scheme"),
+    ] {
+        let resp = list(authorization).await.unwrap();
+        assert_error_shape(resp, StatusCode::UNAUTHORIZED, what).await;
+    }
+    h.stop().await;
+}

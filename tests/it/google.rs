@@ -916,3 +916,96 @@ async fn deleting_one_of_two_gmail_providers_on_a_mailbox_keeps_the_watch_for_th
     .await;
     h.stop().await;
 }
+
+/// A Gmail push whose historyId is not a whole number (a JSON number or a string
+/// of digits, as Gmail sends it) is refused with 400 and never published: the
+/// historyId is what downstream calls `history.list` from.
+#[actix_web::test]
+async fn a_gmail_push_whose_history_id_is_not_a_number_is_refused_and_not_published() {
+    use base64::Engine as _;
+    let h = Harness::start(|_| {}).await;
+    let mailbox = "erin@example.com";
+    let p = h
+        .create_google_provider("acme", "gmail", mailbox, "client-acme", "rt-erin")
+        .await;
+    h.wait_provider("acme", &p, "gmail registered", |v| status(v) == "healthy")
+        .await;
+    let push = |message_id: &str, history_id: Value| {
+        let data = json!({"emailAddress": mailbox, "historyId": history_id});
+        let body = json!({
+            "message": {
+                "data": base64::engine::general_purpose::STANDARD.encode(data.to_string()),
+                "messageId": message_id,
+                "publishTime": "2026-11-21T08:00:00Z",
+            },
+            "subscription": "projects/subkeeper-test/subscriptions/gmail-push",
+        });
+        h.http
+            .post(format!(
+                "{}/webhooks/gmail?token={GMAIL_PUSH_SECRET}",
+                h.base_url
+            ))
+            .json(&body)
+            .send()
+    };
+    let t = h.topology();
+    let subject = format!("{}.webhook.gmail.acme.{p}", h.bus.subject_prefix);
+    let outbox = || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM webhook_outbox")
+            .fetch_one(&h.pool)
+            .await
+            .unwrap()
+    };
+
+    for (n, bad) in [
+        json!("abc"),
+        json!(""),
+        json!("-5"),
+        json!(-5),
+        json!("1.5"),
+        json!(1.5),
+        json!("12 345"),
+        json!({"id": 12345}),
+        json!([12345]),
+        json!(null),
+        json!(true),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let resp = push(&format!("bad-{n}"), bad.clone()).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "historyId {bad}");
+        let body: Value = resp.json().await.unwrap();
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("historyId")),
+            "historyId {bad}: {body}"
+        );
+    }
+    // A 2xx is only answered once JetStream (or the outbox) holds the message, so
+    // what was refused is already absent here.
+    assert!(
+        read_stream(&h.nats, &t.webhook_stream(), &subject)
+            .await
+            .is_empty()
+    );
+    assert_eq!(outbox().await, 0);
+
+    // Gmail's own forms are taken: a numeric string and a number.
+    for (message_id, good) in [
+        ("good-string", json!("12345")),
+        ("good-number", json!(12346)),
+    ] {
+        let resp = push(message_id, good.clone()).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::NO_CONTENT, "historyId {good}");
+    }
+    let stored = read_stream(&h.nats, &t.webhook_stream(), &subject).await;
+    let ids: Vec<_> = stored.iter().filter_map(|s| s.message_id.clone()).collect();
+    assert_eq!(
+        ids,
+        [format!("good-string:{p}"), format!("good-number:{p}")],
+        "{stored:#?}"
+    );
+    h.stop().await;
+}

@@ -33,8 +33,8 @@ const PER_PROVIDER: &[&str] = &[
 /// Series allowed per family (histograms: label sets without `le`), from the
 /// bounded label sets of docs/metrics.md: 4 subscription kinds, 3 actions, 2
 /// outcomes, 6 error classes, 6 exported states, 4 webhook kinds, 5 results, 3
-/// streams, 2 consumers × 3 outcomes, 4 alert events, 4 actors. None depends on the
-/// number of tenants or providers.
+/// streams, 2 consumers × 3 outcomes, 4 alert events, 4 actors, 3 encoded values.
+/// None depends on the number of tenants or providers.
 fn budget(family: &str) -> Option<usize> {
     Some(match family {
         names::RENEWAL_ATTEMPTS => 4 * 3 * 2,
@@ -51,6 +51,7 @@ fn budget(family: &str) -> Option<usize> {
         names::BUILD_INFO => 1,
         names::CONSUMER_MESSAGES => 2 * 3,
         names::ALERTS_PUBLISHED => 4,
+        names::ENCODE_FAILURES => 3,
         // Exactly the unhealthy providers (checked separately).
         names::PROVIDER_CONSECUTIVE_FAILURES => ERROR + NEEDS_REAUTH,
         names::PROVIDER_UNHEALTHY => ERROR + NEEDS_REAUTH + SILENT,
