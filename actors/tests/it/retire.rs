@@ -11,7 +11,6 @@ use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use subkeeper_actors::clock::SharedClock;
 use subkeeper_actors::domain::{Provider, ProviderId, ProviderKind, Subscription};
 use subkeeper_actors::lifecycle::Policy;
 use subkeeper_actors::memory::MemoryStore;
@@ -20,14 +19,12 @@ use subkeeper_actors::ports::{ApiError, CreateRequest, ProviderSubscription, Sub
 /// One provider call as the provider saw it.
 #[derive(Debug, Clone)]
 struct Call {
-    at: DateTime<Utc>,
     provider: ProviderId,
     op: &'static str,
 }
 
 /// Grants every request; renewals of `slow` take an hour.
 struct Recording {
-    clock: SharedClock,
     slow: ProviderId,
     calls: Mutex<Vec<Call>>,
 }
@@ -35,7 +32,6 @@ struct Recording {
 impl Recording {
     fn record(&self, provider: &Provider, op: &'static str) {
         self.calls.lock().unwrap().push(Call {
-            at: self.clock.now(),
             provider: provider.id,
             op,
         });
@@ -108,7 +104,6 @@ fn a_provider_deleted_during_a_tenant_wide_renew_never_calls_its_provider_again(
         let slow = common::provider(ProviderKind::GraphMail, "slow", "users/slow/messages");
         let gone = common::provider(ProviderKind::GraphMail, "gone", "users/gone/messages");
         let api = Arc::new(Recording {
-            clock: clock.clone(),
             slow: slow.id,
             calls: Mutex::default(),
         });
