@@ -222,7 +222,7 @@ impl GoogleIntake {
             Some(r) if !secrets_match(&message.token, &r.client_state) => {
                 Err(Dropped::BadClientState)
             }
-            Some(r) if !r.provider_enabled || r.state == "deleted" => Err(Dropped::Retired),
+            Some(r) if r.is_retired() => Err(Dropped::Retired),
             Some(route) => Ok(route),
         };
         let route = match verdict {

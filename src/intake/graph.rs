@@ -162,7 +162,7 @@ impl GraphIntake {
                     _ => Err(Dropped::UnknownSubscription),
                 },
                 Some(r) if !secrets_match(given, &r.client_state) => Err(Dropped::BadClientState),
-                Some(r) if !r.provider_enabled || r.state == "deleted" => Err(Dropped::Retired),
+                Some(r) if r.is_retired() => Err(Dropped::Retired),
                 Some(route) => Ok(route.clone()),
             };
             match verdict {

@@ -584,3 +584,33 @@ async fn a_notification_on_a_subscription_still_being_created_is_published() {
     );
     h.stop().await;
 }
+
+/// Every state a subscription row can be in comes back from the store as its own
+/// route state, and only a deleted one (or a retired provider) stops intake: a
+/// replaced or gone id stays routable for late notifications.
+#[actix_web::test]
+async fn a_route_carries_the_subscription_state_and_only_deleted_ones_are_retired() {
+    use subkeeper::store::RouteState;
+    let h = Harness::start(|_| {}).await;
+    let provider = h.create_provider("acme", "acme-aad", "carol").await;
+    let sub = live_subscription(&h, "acme", &provider).await;
+    let store = h.store().await;
+    let pool = h.pool.clone();
+    for (stored, state, retired) in [
+        ("active", RouteState::Active, false),
+        ("replaced", RouteState::Replaced, false),
+        ("gone", RouteState::Gone, false),
+        ("deleted", RouteState::Deleted, true),
+    ] {
+        sqlx::query("UPDATE subscriptions SET state = $1 WHERE external_id = $2")
+            .bind(stored)
+            .bind(&sub)
+            .execute(&pool)
+            .await
+            .unwrap();
+        let route = store.route(&sub).await.unwrap().expect("a route");
+        assert_eq!(route.state, state, "{stored}");
+        assert_eq!(route.is_retired(), retired, "{stored}");
+    }
+    h.stop().await;
+}
