@@ -32,7 +32,7 @@ use async_nats::jetstream;
 use std::sync::Arc;
 use std::time::Duration;
 use subkeeper_actors::delivery::Deliveries;
-use subkeeper_actors::domain::{ProviderId, ProviderKind, TenantId};
+use subkeeper_actors::domain::{DomainEventType, ProviderId, ProviderKind, TenantId};
 use subkeeper_actors::fleet::FleetHandle;
 use subkeeper_actors::telemetry::names;
 
@@ -101,7 +101,7 @@ impl Topology {
     }
 
     /// `{prefix}.event.<type>.<tenant>`: downstream domain events.
-    pub fn event_subject(&self, event_type: &str, tenant: &TenantId) -> String {
+    pub fn event_subject(&self, event_type: DomainEventType, tenant: &TenantId) -> String {
         format!("{}.event.{event_type}.{tenant}", self.subject_prefix)
     }
 
@@ -365,10 +365,26 @@ mod tests {
         );
         assert_eq!(t.alert_subjects(), "subkeeper.alert.>");
         assert_eq!(t.alert_stream(), "SUBKEEPER_ALERTS");
-        assert_eq!(
-            t.event_subject("mail_received", &tenant),
-            "subkeeper.event.mail_received.acme"
-        );
+        for (event_type, subject) in [
+            (
+                DomainEventType::MailReceived,
+                "subkeeper.event.mail_received.acme",
+            ),
+            (
+                DomainEventType::MailChanged,
+                "subkeeper.event.mail_changed.acme",
+            ),
+            (
+                DomainEventType::CalendarChanged,
+                "subkeeper.event.calendar_changed.acme",
+            ),
+            (
+                DomainEventType::ResyncRequired,
+                "subkeeper.event.resync_required.acme",
+            ),
+        ] {
+            assert_eq!(t.event_subject(event_type, &tenant), subject);
+        }
         assert_eq!(t.notification_consumer(), "SUBKEEPER_NOTIFICATIONS");
         assert_eq!(t.alerting_consumer(), "SUBKEEPER_ALERTING");
     }

@@ -8,7 +8,7 @@ use async_nats::connection::State;
 use async_nats::jetstream::message::PublishMessage;
 use async_trait::async_trait;
 use std::time::{Duration, Instant};
-use subkeeper_actors::domain::{ProviderId, ProviderKind, TenantId};
+use subkeeper_actors::domain::{DomainEventType, ProviderId, ProviderKind, TenantId};
 use subkeeper_actors::telemetry::names;
 
 #[async_trait]
@@ -78,7 +78,7 @@ impl Publisher for Bus {
         self.topology.webhook_subject(kind, tenant, provider)
     }
 
-    fn event_subject(&self, event_type: &str, tenant: &TenantId) -> String {
+    fn event_subject(&self, event_type: DomainEventType, tenant: &TenantId) -> String {
         self.topology.event_subject(event_type, tenant)
     }
 }

@@ -4,7 +4,8 @@
 //! fleet.
 
 use super::{
-    DomainEvent, Dropped, Publisher, RouteCache, WebhookEnvelope, message_id, secrets_match,
+    DomainEvent, DomainEventType, Dropped, Publisher, RouteCache, WebhookEnvelope, message_id,
+    secrets_match,
 };
 use crate::providers::graph::{Claim, OrphanCleanup};
 use crate::store::{PgStore, Route};
@@ -283,7 +284,7 @@ impl GraphIntake {
             tracing::info!(tenant = %a.route.tenant, provider = %provider, event, "lifecycle notification");
             if let Some(reason) = resync {
                 let event = DomainEvent {
-                    event_type: "resync_required".into(),
+                    event_type: DomainEventType::ResyncRequired,
                     tenant: a.route.tenant.clone(),
                     provider_id: provider,
                     kind: a.route.kind,
@@ -295,7 +296,7 @@ impl GraphIntake {
                 };
                 let subject = self
                     .publisher
-                    .event_subject("resync_required", &a.route.tenant);
+                    .event_subject(event.event_type, &a.route.tenant);
                 if let Err(e) = self
                     .publisher
                     .publish_event(&subject, serde_json::to_vec(&event).unwrap_or_default())

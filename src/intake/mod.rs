@@ -24,7 +24,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 pub use subkeeper_actors::domain::{DomainEvent, WebhookEnvelope};
-use subkeeper_actors::domain::{ProviderId, ProviderKind, TenantId};
+use subkeeper_actors::domain::{DomainEventType, ProviderId, ProviderKind, TenantId};
 use subkeeper_actors::ports::StoreError;
 
 /// Publishing as intake needs it; the NATS bus implements it.
@@ -52,7 +52,7 @@ pub trait Publisher: Send + Sync + 'static {
     ) -> String;
 
     /// The subject of a domain event of `event_type` for a tenant.
-    fn event_subject(&self, event_type: &str, tenant: &TenantId) -> String;
+    fn event_subject(&self, event_type: DomainEventType, tenant: &TenantId) -> String;
 }
 
 /// Why a notification item was not published.

@@ -10,7 +10,7 @@ use sqlx::Row;
 use std::collections::HashSet;
 use std::time::Duration;
 use subkeeper::simulator::{ChangeType, LifecycleEvent, Operation};
-use subkeeper_actors::domain::{ProviderKind, TenantId};
+use subkeeper_actors::domain::{DomainEventType, ProviderKind, TenantId};
 
 async fn live_subscription(h: &Harness, tenant: &str, provider: &str) -> String {
     let view = h
@@ -299,9 +299,10 @@ async fn lifecycle_notifications_renew_recreate_and_ask_for_resync() {
     let h = Harness::start(|_| {}).await;
     let provider = h.create_provider("acme", "acme-aad", "dave").await;
     let sub = live_subscription(&h, "acme", &provider).await;
-    let events = h
-        .topology()
-        .event_subject("resync_required", &TenantId::parse("acme").unwrap());
+    let events = h.topology().event_subject(
+        DomainEventType::ResyncRequired,
+        &TenantId::parse("acme").unwrap(),
+    );
     let mut resyncs = h.nats.subscribe(events).await.unwrap();
     h.nats.flush().await.unwrap();
 
