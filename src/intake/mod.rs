@@ -62,7 +62,8 @@ pub enum Dropped {
     UnknownSubscription,
     /// The clientState did not match.
     BadClientState,
-    /// The provider was retired (disabled, deleted) or the subscription deleted.
+    /// The provider was retired (disabled, deleted) or the subscription deleted;
+    /// counted as `retired`, apart from malformed or forged traffic.
     Retired,
 }
 
@@ -72,7 +73,7 @@ impl Dropped {
         match self {
             Self::UnknownSubscription => "unknown_subscription",
             Self::BadClientState => "bad_client_state",
-            Self::Retired => "rejected",
+            Self::Retired => "retired",
         }
     }
 }

@@ -615,3 +615,64 @@ async fn a_route_carries_the_subscription_state_and_only_deleted_ones_are_retire
     }
     h.stop().await;
 }
+
+/// A late notification for a deleted provider's subscription is acknowledged and
+/// dropped, and counted as `retired` — not as `rejected`, which an operator reads
+/// as malformed or forged traffic.
+#[actix_web::test]
+async fn a_notification_for_a_retired_provider_is_counted_as_retired() {
+    let h = Harness::start(|_| {}).await;
+    let provider = h.create_provider("acme", "acme-aad", "dave").await;
+    let sub = live_subscription(&h, "acme", &provider).await;
+    let client_state: String =
+        sqlx::query_scalar("SELECT client_state FROM subscriptions WHERE external_id = $1")
+            .bind(&sub)
+            .fetch_one(&h.pool)
+            .await
+            .unwrap();
+    let (code, _) = h
+        .admin(
+            reqwest::Method::DELETE,
+            &format!("/tenants/acme/providers/{provider}"),
+            None,
+        )
+        .await;
+    assert_eq!(code, StatusCode::NO_CONTENT);
+    wait_until(
+        "the subscription deleted",
+        Duration::from_secs(10),
+        || async {
+            sqlx::query_scalar::<_, String>(
+                "SELECT state FROM subscriptions WHERE external_id = $1",
+            )
+            .bind(&sub)
+            .fetch_one(&h.pool)
+            .await
+            .unwrap()
+                == "deleted"
+        },
+    )
+    .await;
+
+    let late = json!({"value": [{
+        "subscriptionId": sub, "clientState": client_state, "changeType": "created",
+        "resource": "Users/dave/Messages/AAA", "tenantId": "acme-aad",
+        "subscriptionExpirationDateTime": "2026-11-28T00:00:00.0000000Z",
+        "resourceData": {"id": "AAA"}
+    }]});
+    assert_eq!(post(&h, late.to_string()).await, StatusCode::ACCEPTED);
+
+    assert!(webhook_messages(&h).await.is_empty(), "nothing published");
+    let metrics = h.metrics().await;
+    let received = |result: &str| {
+        let series =
+            format!("subkeeper_webhooks_received_total{{kind=\"microsoft\",result=\"{result}\"}} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&series))
+            .map_or(0.0, |v| v.parse::<f64>().unwrap())
+    };
+    assert_eq!(received("retired"), 1.0, "{metrics}");
+    assert_eq!(received("rejected"), 0.0, "{metrics}");
+    h.stop().await;
+}
