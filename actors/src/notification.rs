@@ -19,7 +19,7 @@ use crate::domain::{
     DomainEvent, DomainEventType, ProviderId, ProviderKind, TenantId, WebhookEnvelope,
 };
 use crate::ports::StoreError;
-use crate::telemetry::{DeliveriesSettled, MessageRejected};
+use crate::telemetry::{ActorRunning, DeliveriesSettled, MessageRejected};
 use actix::prelude::*;
 use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
@@ -333,12 +333,22 @@ impl Actor for NotificationActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        metrics::gauge!(crate::telemetry::names::ACTORS_RUNNING, "actor" => CONSUMER).set(1.0);
+        ActorRunning {
+            actor: CONSUMER,
+            running: true,
+            many: false,
+        }
+        .emit();
         ctx.run_interval(self.config.sweep_every, |act, ctx| act.sweep(ctx));
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
-        metrics::gauge!(crate::telemetry::names::ACTORS_RUNNING, "actor" => CONSUMER).set(0.0);
+        ActorRunning {
+            actor: CONSUMER,
+            running: false,
+            many: false,
+        }
+        .emit();
     }
 }
 

@@ -12,7 +12,7 @@ use crate::board::{BoardEntry, HealthBoard};
 use crate::domain::{AttemptKind, ErrorClass, HealthState, Provider, RenewalResult, Subscription};
 use crate::lifecycle::{Lifecycle, Next, Outcome, Policy};
 use crate::ports::{ApiError, AttemptRecord, CallbackUrls, CreateRequest, Ports, ProviderState};
-use crate::telemetry::{ProviderHealthChanged, RenewalAttempted};
+use crate::telemetry::{ActorRunning, ProviderHealthChanged, RenewalAttempted};
 use actix::prelude::*;
 use chrono::{DateTime, Utc};
 use std::sync::Arc;
@@ -455,14 +455,22 @@ impl Actor for ProviderSupervisor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        metrics::gauge!(crate::telemetry::names::ACTORS_RUNNING, "actor" => "provider_supervisor")
-            .increment(1.0);
+        ActorRunning {
+            actor: "provider_supervisor",
+            running: true,
+            many: true,
+        }
+        .emit();
         self.load(ctx);
     }
 
     fn stopped(&mut self, _ctx: &mut Self::Context) {
-        metrics::gauge!(crate::telemetry::names::ACTORS_RUNNING, "actor" => "provider_supervisor")
-            .decrement(1.0);
+        ActorRunning {
+            actor: "provider_supervisor",
+            running: false,
+            many: true,
+        }
+        .emit();
     }
 }
 

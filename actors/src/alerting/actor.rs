@@ -9,7 +9,7 @@ use crate::delivery::{Deliveries, Settlement, Stop, retry_delay};
 use crate::domain::{ProviderId, RenewalResult};
 use crate::notification::SilenceChanged;
 use crate::ports::{CallbackUrls, StoreError};
-use crate::telemetry::{DeliveriesSettled, MessageRejected, names};
+use crate::telemetry::{ActorRunning, AlertPublished, DeliveriesSettled, MessageRejected};
 use actix::prelude::*;
 use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
@@ -342,12 +342,22 @@ impl Actor for AlertingActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        metrics::gauge!(names::ACTORS_RUNNING, "actor" => CONSUMER).set(1.0);
+        ActorRunning {
+            actor: CONSUMER,
+            running: true,
+            many: false,
+        }
+        .emit();
         self.rebuild(ctx);
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
-        metrics::gauge!(names::ACTORS_RUNNING, "actor" => CONSUMER).set(0.0);
+        ActorRunning {
+            actor: CONSUMER,
+            running: false,
+            many: false,
+        }
+        .emit();
         if !self.queue.is_empty() {
             tracing::error!(
                 alerts = self.queue.len(),
@@ -474,29 +484,6 @@ impl Handler<SilenceChanged> for AlertingActor {
         }
         self.queue.push_back(alert);
         self.flush(ctx);
-    }
-}
-
-/// An alert event was stored by the alert stream.
-struct AlertPublished<'a> {
-    alert: &'a Alert,
-    /// The stream already had it (a redelivery or another instance): not counted.
-    duplicate: bool,
-}
-
-impl AlertPublished<'_> {
-    fn emit(&self) {
-        let a = self.alert;
-        if self.duplicate {
-            tracing::debug!(id = %a.id, "alert already published");
-            return;
-        }
-        metrics::counter!(names::ALERTS_PUBLISHED, "event" => a.event.as_str()).increment(1);
-        tracing::info!(
-            tenant = %a.tenant, provider = %a.provider_id, kind = %a.kind,
-            event = a.event.as_str(), condition = a.condition.as_str(), id = %a.id,
-            "alert published"
-        );
     }
 }
 
