@@ -27,6 +27,7 @@ pub use sink::NatsEventSink;
 pub use streams::StreamLimits;
 
 use crate::config::Config;
+use crate::telemetry::events::JetStreamStreamReady;
 use actix::Recipient;
 use async_nats::jetstream;
 use std::sync::Arc;
@@ -34,7 +35,6 @@ use std::time::Duration;
 use subkeeper_actors::delivery::Deliveries;
 use subkeeper_actors::domain::{DomainEventType, ProviderId, ProviderKind, TenantId};
 use subkeeper_actors::fleet::FleetHandle;
-use subkeeper_actors::telemetry::names;
 
 /// How long connecting to NATS may take at start-up before it counts as unreachable.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -241,11 +241,7 @@ impl Bus {
                 .create_or_update_stream(config)
                 .await
                 .map_err(|e| BusError::stream(&name, &e))?;
-            tracing::debug!(stream = %name, "JetStream stream ready");
-            // Export the failure counter at 0 from the start: the dashboard then
-            // shows "0 failures" rather than "No data", and the first failure is an
-            // increase that `rate()`/`increase()` can see.
-            metrics::counter!(names::JETSTREAM_PUBLISH_FAILURES, "stream" => name).increment(0);
+            JetStreamStreamReady { stream: &name }.emit();
         }
         Ok(())
     }

@@ -6,10 +6,12 @@
 
 use super::AppState;
 use crate::intake::{ChannelMessage, IntakeError, PushAuth};
+use crate::telemetry::events::{
+    GmailPushUnauthorized, WebhookAnswered, WebhookRefused, WebhookValidated,
+};
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde_json::json;
 use std::time::Instant;
-use subkeeper_actors::telemetry::names;
 
 /// Longest validation token we echo, in bytes. Graph's tokens are far shorter; the
 /// cap keeps the endpoint from reflecting arbitrary input.
@@ -48,14 +50,12 @@ fn handshake(req: &HttpRequest, kind: &'static str) -> Option<HttpResponse> {
             .content_type("text/plain; charset=utf-8")
             .body("validationToken must be 1-1024 bytes"),
     };
-    metrics::counter!(names::WEBHOOKS_RECEIVED, "kind" => kind, "result" => "validation")
-        .increment(1);
+    WebhookValidated { kind }.emit();
     Some(response)
 }
 
 fn refused(kind: &'static str, e: &IntakeError) -> HttpResponse {
-    metrics::counter!(names::WEBHOOKS_RECEIVED, "kind" => kind, "result" => "rejected")
-        .increment(1);
+    WebhookRefused { kind, error: e }.emit();
     let body = json!({ "error": { "code": "rejected", "message": e.to_string() } });
     match e {
         IntakeError::Malformed(_) => HttpResponse::BadRequest().json(body),
@@ -74,8 +74,11 @@ async fn microsoft(req: HttpRequest, state: web::Data<AppState>, body: web::Byte
             Err(e) => refused("microsoft", &e),
         },
     };
-    metrics::histogram!(names::WEBHOOK_RESPONSE, "kind" => "microsoft")
-        .record(started.elapsed().as_secs_f64());
+    WebhookAnswered {
+        kind: "microsoft",
+        seconds: started.elapsed().as_secs_f64(),
+    }
+    .emit();
     response
 }
 
@@ -92,8 +95,11 @@ async fn microsoft_lifecycle(
             Err(e) => refused("microsoft_lifecycle", &e),
         },
     };
-    metrics::histogram!(names::WEBHOOK_RESPONSE, "kind" => "microsoft_lifecycle")
-        .record(started.elapsed().as_secs_f64());
+    WebhookAnswered {
+        kind: "microsoft_lifecycle",
+        seconds: started.elapsed().as_secs_f64(),
+    }
+    .emit();
     response
 }
 
@@ -112,8 +118,11 @@ async fn google(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
             Err(e) => refused("google", &e),
         },
     };
-    metrics::histogram!(names::WEBHOOK_RESPONSE, "kind" => "google")
-        .record(started.elapsed().as_secs_f64());
+    WebhookAnswered {
+        kind: "google",
+        seconds: started.elapsed().as_secs_f64(),
+    }
+    .emit();
     response
 }
 
@@ -128,9 +137,7 @@ async fn gmail(req: HttpRequest, state: web::Data<AppState>, body: web::Bytes) -
         .and_then(|q| q.0.into_iter().find(|(k, _)| k == "token").map(|(_, v)| v));
     let response = match state.google_intake.authenticate_push(token.as_deref()) {
         Err(why) => {
-            metrics::counter!(names::WEBHOOKS_RECEIVED, "kind" => "gmail", "result" => "rejected")
-                .increment(1);
-            tracing::warn!(reason = ?why, "Gmail push refused: bad or missing token");
+            GmailPushUnauthorized { why }.emit();
             let body = json!({ "error": { "code": "unauthorized", "message": "missing or wrong push token" } });
             match why {
                 PushAuth::Missing => HttpResponse::Unauthorized().json(body),
@@ -142,7 +149,10 @@ async fn gmail(req: HttpRequest, state: web::Data<AppState>, body: web::Bytes) -
             Err(e) => refused("gmail", &e),
         },
     };
-    metrics::histogram!(names::WEBHOOK_RESPONSE, "kind" => "gmail")
-        .record(started.elapsed().as_secs_f64());
+    WebhookAnswered {
+        kind: "gmail",
+        seconds: started.elapsed().as_secs_f64(),
+    }
+    .emit();
     response
 }

@@ -9,12 +9,12 @@ use super::{
 };
 use crate::providers::graph::{Claim, OrphanCleanup};
 use crate::store::{PgStore, Route};
+use crate::telemetry::events::{WebhooksAccepted, WebhooksDropped};
 use serde_json::Value;
 use std::sync::Arc;
 use std::time::Duration;
 use subkeeper_actors::clock::SharedClock;
 use subkeeper_actors::fleet::{FleetHandle, LifecycleSignal};
-use subkeeper_actors::telemetry::names;
 
 /// Why a request was refused as a whole.
 #[derive(Debug, thiserror::Error)]
@@ -192,9 +192,13 @@ impl GraphIntake {
             }
         }
         for (why, items, ids) in summary {
-            metrics::counter!(names::WEBHOOKS_RECEIVED, "kind" => kind_label, "result" => why.label())
-                .increment(items as u64);
-            tracing::warn!(reason = why.label(), items, subscriptions = %ids.join(","), "webhook notifications dropped");
+            WebhooksDropped {
+                kind: kind_label,
+                reason: why,
+                items: items as u64,
+                ids: &ids,
+            }
+            .emit();
         }
         Ok((accepted, dropped))
     }
@@ -240,8 +244,11 @@ impl GraphIntake {
             dropped,
         };
         let accepted = outcome.published + outcome.deferred;
-        metrics::counter!(names::WEBHOOKS_RECEIVED, "kind" => "microsoft", "result" => "accepted")
-            .increment(accepted as u64);
+        WebhooksAccepted {
+            kind: "microsoft",
+            items: accepted as u64,
+        }
+        .emit();
         Ok(outcome)
     }
 
@@ -307,8 +314,11 @@ impl GraphIntake {
             }
             outcome.handled += 1;
         }
-        metrics::counter!(names::WEBHOOKS_RECEIVED, "kind" => "microsoft_lifecycle", "result" => "accepted")
-            .increment(outcome.handled as u64);
+        WebhooksAccepted {
+            kind: "microsoft_lifecycle",
+            items: outcome.handled as u64,
+        }
+        .emit();
         Ok(outcome)
     }
 }
