@@ -398,12 +398,54 @@ pub struct WebhookEnvelope {
     pub notification: serde_json::Value,
 }
 
+/// What a downstream domain event announces. The snake_case name is its `type`
+/// on the wire and its token in `{prefix}.event.<type>.<tenant>`: part of the
+/// public contract, so a variant is never renamed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DomainEventType {
+    /// A Graph mail message was created.
+    MailReceived,
+    /// Any other mail change (Graph update/delete, every Gmail push).
+    MailChanged,
+    /// A Graph or Google calendar changed.
+    CalendarChanged,
+    /// Notifications may have been missed: the consumer should resynchronise.
+    ResyncRequired,
+}
+
+impl DomainEventType {
+    /// Every type, in declaration order.
+    pub const ALL: &'static [Self] = &[
+        Self::MailReceived,
+        Self::MailChanged,
+        Self::CalendarChanged,
+        Self::ResyncRequired,
+    ];
+
+    /// The wire name (also the subject token).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::MailReceived => "mail_received",
+            Self::MailChanged => "mail_changed",
+            Self::CalendarChanged => "calendar_changed",
+            Self::ResyncRequired => "resync_required",
+        }
+    }
+}
+
+impl fmt::Display for DomainEventType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A downstream domain event (`{prefix}.event.<type>.<tenant>`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DomainEvent {
-    /// `mail_received`, `mail_changed`, `calendar_changed`, `resync_required`.
+    /// What it announces; `type` on the wire.
     #[serde(rename = "type")]
-    pub event_type: String,
+    pub event_type: DomainEventType,
     /// Owning tenant.
     pub tenant: TenantId,
     /// The provider.
@@ -452,5 +494,27 @@ mod tests {
             serde_json::to_string(&ErrorClass::ReauthRequired).ok(),
             Some("\"reauth_required\"".to_owned())
         );
+    }
+
+    /// Downstream services match on these strings (the event's `type` field and
+    /// the subject token): every variant has exactly its historic wire name.
+    #[test]
+    #[allow(clippy::unwrap_used)]
+    fn domain_event_types_round_trip_through_their_wire_names() {
+        let wire = [
+            "mail_received",
+            "mail_changed",
+            "calendar_changed",
+            "resync_required",
+        ];
+        assert_eq!(DomainEventType::ALL.len(), wire.len());
+        for (t, name) in DomainEventType::ALL.iter().zip(wire) {
+            assert_eq!(t.as_str(), name);
+            assert_eq!(t.to_string(), name);
+            let json = serde_json::to_string(t).unwrap();
+            assert_eq!(json, format!("\"{name}\""));
+            assert_eq!(serde_json::from_str::<DomainEventType>(&json).unwrap(), *t);
+        }
+        assert!(serde_json::from_str::<DomainEventType>("\"mail\"").is_err());
     }
 }

@@ -6,6 +6,7 @@
 //! async-nats: adapters in the `subkeeper` crate implement the ports.
 
 pub mod alerting;
+pub mod attempt;
 pub mod board;
 pub mod clock;
 pub mod delivery;

@@ -15,9 +15,11 @@
 use crate::board::HealthBoard;
 use crate::clock::SharedClock;
 use crate::delivery::{Deliveries, Settlement, Stop, retry_delay};
-use crate::domain::{DomainEvent, ProviderId, ProviderKind, TenantId, WebhookEnvelope};
+use crate::domain::{
+    DomainEvent, DomainEventType, ProviderId, ProviderKind, TenantId, WebhookEnvelope,
+};
 use crate::ports::StoreError;
-use crate::telemetry::{DeliveriesSettled, MessageRejected};
+use crate::telemetry::{ActorRunning, DeliveriesSettled, MessageRejected};
 use actix::prelude::*;
 use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
@@ -201,12 +203,16 @@ pub fn domain_event(envelope: &WebhookEnvelope) -> DomainEvent {
     };
     let change_type = field("changeType");
     let event_type = match envelope.kind {
-        ProviderKind::GraphMail if change_type.as_deref() == Some("created") => "mail_received",
-        ProviderKind::GraphMail | ProviderKind::Gmail => "mail_changed",
-        ProviderKind::GraphCalendar | ProviderKind::GoogleCalendar => "calendar_changed",
+        ProviderKind::GraphMail if change_type.as_deref() == Some("created") => {
+            DomainEventType::MailReceived
+        }
+        ProviderKind::GraphMail | ProviderKind::Gmail => DomainEventType::MailChanged,
+        ProviderKind::GraphCalendar | ProviderKind::GoogleCalendar => {
+            DomainEventType::CalendarChanged
+        }
     };
     DomainEvent {
-        event_type: event_type.to_owned(),
+        event_type,
         tenant: envelope.tenant.clone(),
         provider_id: envelope.provider_id,
         kind: envelope.kind,
@@ -327,12 +333,22 @@ impl Actor for NotificationActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        metrics::gauge!(crate::telemetry::names::ACTORS_RUNNING, "actor" => CONSUMER).set(1.0);
+        ActorRunning {
+            actor: CONSUMER,
+            running: true,
+            many: false,
+        }
+        .emit();
         ctx.run_interval(self.config.sweep_every, |act, ctx| act.sweep(ctx));
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
-        metrics::gauge!(crate::telemetry::names::ACTORS_RUNNING, "actor" => CONSUMER).set(0.0);
+        ActorRunning {
+            actor: CONSUMER,
+            running: false,
+            many: false,
+        }
+        .emit();
     }
 }
 
@@ -483,14 +499,14 @@ mod tests {
     #[test]
     fn notifications_become_the_right_domain_events() {
         let p = ProviderId::new();
-        let types: Vec<String> = [
+        let types: Vec<&str> = [
             (ProviderKind::GraphMail, "created"),
             (ProviderKind::GraphMail, "updated"),
             (ProviderKind::GraphMail, "deleted"),
             (ProviderKind::GraphCalendar, "created"),
         ]
         .into_iter()
-        .map(|(kind, change)| domain_event(&envelope(p, kind, change)).event_type)
+        .map(|(kind, change)| domain_event(&envelope(p, kind, change)).event_type.as_str())
         .collect();
         assert_eq!(
             types,
@@ -552,12 +568,12 @@ mod tests {
         );
         assert_eq!(store.writes.lock().unwrap().len(), 1, "one write per batch");
         assert_eq!(store.writes.lock().unwrap()[0].len(), 3);
-        let types: Vec<String> = bus
+        let types: Vec<&str> = bus
             .0
             .lock()
             .unwrap()
             .iter()
-            .map(|e| e.event_type.clone())
+            .map(|e| e.event_type.as_str())
             .collect();
         assert_eq!(types, ["mail_received", "mail_changed", "mail_received"]);
         assert_eq!(board.get(a).unwrap().silent_since, None, "silence cleared");

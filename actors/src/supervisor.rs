@@ -7,16 +7,12 @@
 //! It decides nothing itself — the state machine does — and it owns no I/O: all of
 //! it goes through [`Ports`]. Handlers never panic; errors become state and events.
 
+use crate::attempt::{self, Call, SubscriptionChange};
 use crate::board::{BoardEntry, HealthBoard};
-use crate::domain::{
-    AttemptKind, ErrorClass, HealthState, Provider, ProviderHealth, RenewalResult, Subscription,
-};
+use crate::domain::{AttemptKind, ErrorClass, HealthState, Provider, RenewalResult, Subscription};
 use crate::lifecycle::{Lifecycle, Next, Outcome, Policy};
-use crate::ports::{
-    ApiError, AttemptRecord, CallbackUrls, CreateRequest, Ports, ProviderState,
-    ProviderSubscription,
-};
-use crate::telemetry::{ProviderHealthChanged, RenewalAttempted};
+use crate::ports::{ApiError, AttemptRecord, CallbackUrls, CreateRequest, Ports, ProviderState};
+use crate::telemetry::{ActorRunning, ProviderHealthChanged, RenewalAttempted};
 use actix::prelude::*;
 use chrono::{DateTime, Utc};
 use std::sync::Arc;
@@ -78,17 +74,10 @@ pub struct SupervisorGone;
 
 /// What a provider call produced, carried back into the actor.
 struct CallResult {
-    result: Result<ProviderSubscription, ApiError>,
-    /// clientState generated for a create; `None` for a renew.
-    client_state: Option<String>,
-    /// Domain time the call started (after waiting for a permit).
-    started_at: DateTime<Utc>,
-    /// Wall time the call took.
-    elapsed: Duration,
+    /// The call and its answer.
+    call: Call,
     /// Seconds after its scheduled time a timer-driven attempt started.
     lag_seconds: Option<f64>,
-    /// When a timer-driven attempt was due.
-    scheduled: Option<DateTime<Utc>>,
     /// The fleet-wide permit, held until the attempt is recorded, so that
     /// `renewal_concurrency` also caps the writes queueing for a store connection.
     permit: Option<tokio::sync::OwnedSemaphorePermit>,
@@ -252,12 +241,14 @@ impl ProviderSupervisor {
                 )),
             };
             CallResult {
-                result,
-                client_state,
-                started_at,
-                elapsed: begun.elapsed(),
+                call: Call {
+                    result,
+                    client_state,
+                    started_at,
+                    scheduled,
+                    elapsed: begun.elapsed(),
+                },
                 lag_seconds,
-                scheduled,
                 permit,
             }
         };
@@ -267,8 +258,12 @@ impl ProviderSupervisor {
         );
     }
 
-    fn finish(&mut self, call: CallResult, ctx: &mut Context<Self>) {
-        let now = self.now();
+    fn finish(&mut self, done_call: CallResult, ctx: &mut Context<Self>) {
+        let CallResult {
+            call,
+            lag_seconds,
+            permit,
+        } = done_call;
         let outcome = match &call.result {
             Ok(sub) => Outcome::Succeeded {
                 expires_at: sub.expires_at,
@@ -278,96 +273,33 @@ impl ProviderSupervisor {
                 retry_after: e.retry_after,
             },
         };
-        let Some(done) = self.lifecycle.complete(now, &outcome, rand::random()) else {
+        let Some(done) = self
+            .lifecycle
+            .complete(self.now(), &outcome, rand::random())
+        else {
             return;
         };
 
-        let mut replaced = None;
-        match &call.result {
-            Ok(granted) => {
-                let old = self.subscription.take();
-                let same = old
-                    .as_ref()
-                    .is_some_and(|o| o.external_id == granted.external_id);
-                let client_state = granted
-                    .client_state
-                    .clone()
-                    .or_else(|| call.client_state.clone())
-                    .or_else(|| old.as_ref().map(|o| o.client_state.clone()))
-                    .unwrap_or_default();
-                self.subscription = Some(Subscription {
-                    provider_id: self.provider.id,
-                    external_id: granted.external_id.clone(),
-                    resource_id: granted.resource_id.clone(),
-                    client_state,
-                    expires_at: granted.expires_at,
-                    created_at: if same {
-                        old.as_ref().map_or(call.started_at, |o| o.created_at)
-                    } else {
-                        call.started_at
-                    },
-                    renewed_at: same.then_some(call.started_at),
-                    history_id: granted.history_id.clone().or_else(|| {
-                        old.as_ref()
-                            .filter(|_| same)
-                            .and_then(|o| o.history_id.clone())
-                    }),
-                });
-                if !same {
-                    replaced = old;
-                }
-            }
-            Err(e) if e.class == ErrorClass::NotFound && done.attempt == AttemptKind::Renew => {
-                // Gone at the provider; its id stays routable for late notifications.
-                replaced = self.subscription.take();
-            }
-            Err(_) => {}
-        }
-
-        let (class, message, http_status) = match &call.result {
-            Ok(_) => (None, None, None),
-            Err(e) => (
-                Some(e.class),
-                Some(actionable_reason(e, self.provider.kind.is_graph())),
-                e.http_status,
-            ),
-        };
-        let result = RenewalResult {
-            provider_id: self.provider.id,
-            tenant: self.provider.tenant.clone(),
-            kind: self.provider.kind,
-            success: call.result.is_ok(),
-            attempt: done.attempt,
-            action: done.action,
-            new_expiration: call.result.as_ref().ok().map(|s| s.expires_at),
-            subscription_id: self.subscription.as_ref().map(|s| s.external_id.clone()),
-            history_id: call.result.as_ref().ok().and_then(|s| s.history_id.clone()),
-            error_class: class,
-            error_message: message.clone(),
-            http_status,
-            consecutive_failures: self.lifecycle.failures(),
-            status: done.status,
-            previous_status: done.previous,
-            attempted_at: call.started_at,
-            scheduled_at: call.scheduled,
-            duration_ms: u64::try_from(call.elapsed.as_millis()).unwrap_or(u64::MAX),
-        };
-        let health = ProviderHealth {
-            provider_id: self.provider.id,
-            subscription_status: done.status,
-            subscription_expires_at: self.subscription.as_ref().map(|s| s.expires_at),
-            last_renewal_attempt_at: Some(call.started_at),
-            last_renewal_result: Some(done.action),
-            failure_reason: message,
-            last_webhook_received_at: self.last_webhook_at,
-            consecutive_failure_count: self.lifecycle.failures(),
-            next_renewal_at: match done.next {
-                Next::At(at) => Some(at),
-                _ => None,
-            },
-            // Not written by attempts: the notification actor owns it.
-            silent_since: None,
-        };
+        let SubscriptionChange { current, replaced } = attempt::subscription_after(
+            self.provider.id,
+            self.subscription.take(),
+            &call,
+            done.attempt,
+        );
+        self.subscription = current;
+        let result = attempt::renewal_result(
+            &self.provider,
+            &call,
+            &done,
+            self.subscription.as_ref(),
+            self.lifecycle.failures(),
+        );
+        let health = attempt::health_row(
+            &result,
+            self.subscription.as_ref(),
+            self.last_webhook_at,
+            done.next,
+        );
         let record = AttemptRecord {
             result: result.clone(),
             subscription: self.subscription.clone(),
@@ -377,62 +309,26 @@ impl ProviderSupervisor {
 
         RenewalAttempted {
             result: &result,
-            lag_seconds: call.lag_seconds,
+            lag_seconds,
         }
         .emit();
         if done.previous != done.status && done.status != HealthState::Renewing {
             ProviderHealthChanged { result: &result }.emit();
         }
 
-        let store = self.ctx.ports.store.clone();
-        let events = self.ctx.ports.events.clone();
-        let provider_id = self.provider.id;
         // A renew that rotated (Google channels) leaves the old subscription live at
         // the provider: stop it once the new one is recorded.
         let rotated_out = match (&call.result, done.attempt) {
             (Ok(_), AttemptKind::Renew) => record.replaced.clone(),
             _ => None,
         };
-        let api = self.ctx.ports.api.clone();
-        let provider = self.provider.clone();
-        let permit = call.permit;
-        let persist = async move {
-            let _permit = permit;
-            // The health row is rewritten whole by every attempt, so a lost write is
-            // repaired by the next one; a few quick retries cover a brief blip.
-            let mut delay = Duration::from_millis(100);
-            for attempt in 1..=3 {
-                match store.record_attempt(&record).await {
-                    Ok(()) => break,
-                    Err(e) if attempt < 3 => {
-                        tracing::warn!(provider = %provider_id, error = %e, "recording attempt failed; retrying");
-                        tokio::time::sleep(delay).await;
-                        delay *= 4;
-                    }
-                    Err(e) => {
-                        tracing::error!(provider = %provider_id, error = %e, "attempt not recorded: the store is unavailable")
-                    }
-                }
-            }
-            events.renewal(&record.result).await;
-            if let Some(old) = rotated_out {
-                match api.delete(&provider, &old).await {
-                    Ok(()) => {
-                        if let Err(e) = store
-                            .subscription_deleted(provider.id, &old.external_id)
-                            .await
-                        {
-                            tracing::warn!(provider = %provider.id, error = %e, "old subscription stopped but not recorded");
-                        }
-                    }
-                    Err(e) => tracing::warn!(
-                        provider = %provider.id, subscription = %old.external_id, error = %e,
-                        "old subscription not stopped; it lapses at its own expiry"
-                    ),
-                }
-            }
-            record.result
-        };
+        let persist = persist(
+            self.ctx.ports.clone(),
+            self.provider.clone(),
+            record,
+            rotated_out,
+            permit,
+        );
         ctx.wait(persist.into_actor(self).map(move |result, act, ctx| {
             if !matches!(done.next, Next::AttemptNow(_)) {
                 for waiter in act.waiters.drain(..) {
@@ -500,50 +396,81 @@ impl ProviderSupervisor {
     }
 }
 
+/// Records `record` (a few quick retries), publishes its result, and stops the
+/// subscription a rotating renew left live (`rotated_out`). Holds the fleet-wide
+/// `permit` until done. Returns the result, for the callers waiting on it.
+async fn persist(
+    ports: Ports,
+    provider: Provider,
+    record: AttemptRecord,
+    rotated_out: Option<Subscription>,
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
+) -> RenewalResult {
+    let (store, events, api) = (ports.store, ports.events, ports.api);
+    let provider_id = provider.id;
+    let _permit = permit;
+    // The health row is rewritten whole by every attempt, so a lost write is
+    // repaired by the next one; a few quick retries cover a brief blip.
+    let mut delay = Duration::from_millis(100);
+    for attempt in 1..=3 {
+        match store.record_attempt(&record).await {
+            Ok(()) => break,
+            Err(e) if attempt < 3 => {
+                tracing::warn!(provider = %provider_id, error = %e, "recording attempt failed; retrying");
+                tokio::time::sleep(delay).await;
+                delay *= 4;
+            }
+            Err(e) => {
+                tracing::error!(provider = %provider_id, error = %e, "attempt not recorded: the store is unavailable")
+            }
+        }
+    }
+    events.renewal(&record.result).await;
+    if let Some(old) = rotated_out {
+        match api.delete(&provider, &old).await {
+            Ok(()) => {
+                if let Err(e) = store
+                    .subscription_deleted(provider.id, &old.external_id)
+                    .await
+                {
+                    tracing::warn!(provider = %provider.id, error = %e, "old subscription stopped but not recorded");
+                }
+            }
+            Err(e) => tracing::warn!(
+                provider = %provider.id, subscription = %old.external_id, error = %e,
+                "old subscription not stopped; it lapses at its own expiry"
+            ),
+        }
+    }
+    record.result
+}
+
 /// A fresh clientState: 32 random bytes, hex-encoded (64 characters; Graph allows 128).
 fn new_client_state() -> String {
     let bytes: [u8; 32] = rand::random();
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Turns a classified error into a message that tells an operator what to do.
-fn actionable_reason(e: &ApiError, graph: bool) -> String {
-    let what_to_do = match e.class {
-        ErrorClass::ReauthRequired => {
-            "re-authorize the OAuth connection (PUT /api/v1/tenants/{tenant}/providers/{id}/credentials)"
-        }
-        ErrorClass::Auth => "check the app registration's client secret and API permissions",
-        ErrorClass::Permanent if graph => {
-            "check that SUBKEEPER_PUBLIC_URL is reachable from Microsoft and answers the validationToken handshake, and that the resource exists"
-        }
-        ErrorClass::Permanent => {
-            "check the resource exists and the public webhook URL is reachable"
-        }
-        ErrorClass::Throttled => "the provider is throttling; subkeeper waits for Retry-After",
-        ErrorClass::Transient => {
-            "the provider or network failed; subkeeper retries with backoff (force a renewal with POST /api/v1/tenants/{tenant}/providers/{id}/renew once it recovers)"
-        }
-        ErrorClass::NotFound => "the subscription was gone at the provider; subkeeper recreates it",
-    };
-    let status = e
-        .http_status
-        .map(|s| format!(" (HTTP {s})"))
-        .unwrap_or_default();
-    format!("{}{}: {} — {}", e.class, status, e.message, what_to_do)
-}
-
 impl Actor for ProviderSupervisor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        metrics::gauge!(crate::telemetry::names::ACTORS_RUNNING, "actor" => "provider_supervisor")
-            .increment(1.0);
+        ActorRunning {
+            actor: "provider_supervisor",
+            running: true,
+            many: true,
+        }
+        .emit();
         self.load(ctx);
     }
 
     fn stopped(&mut self, _ctx: &mut Self::Context) {
-        metrics::gauge!(crate::telemetry::names::ACTORS_RUNNING, "actor" => "provider_supervisor")
-            .decrement(1.0);
+        ActorRunning {
+            actor: "provider_supervisor",
+            running: false,
+            many: true,
+        }
+        .emit();
     }
 }
 

@@ -6,8 +6,9 @@
 //! the fleet and the per-provider series (present only while a provider is
 //! unhealthy) are rendered at scrape time from the health board, not recorded here.
 
+use crate::alerting::Alert;
 use crate::domain::{HealthState, RenewalResult};
-use metrics::{counter, histogram};
+use metrics::{counter, gauge, histogram};
 
 /// Every metric subkeeper exports. Prefix `subkeeper_`, Prometheus naming.
 pub mod names {
@@ -213,6 +214,62 @@ impl ProviderHealthChanged<'_> {
                 from = %r.previous_status, to = %r.status, "provider health changed"
             ),
         }
+    }
+}
+
+/// One actor of a kind started (`running: true`) or stopped.
+pub struct ActorRunning {
+    /// The `actor` label: `fleet`, `provider_supervisor`, `notification`,
+    /// `alerting`.
+    pub actor: &'static str,
+    /// Started rather than stopped.
+    pub running: bool,
+    /// Several of this kind run at once (one supervisor per provider), so the gauge
+    /// counts up and down; otherwise it is set to 1 or 0.
+    pub many: bool,
+}
+
+impl ActorRunning {
+    /// Updates `subkeeper_actors_running`.
+    pub fn emit(&self) {
+        let running = gauge!(names::ACTORS_RUNNING, "actor" => self.actor);
+        match (self.many, self.running) {
+            (true, true) => running.increment(1.0),
+            (true, false) => running.decrement(1.0),
+            (false, up) => running.set(if up { 1.0 } else { 0.0 }),
+        }
+        if !self.many {
+            tracing::debug!(
+                actor = self.actor,
+                running = self.running,
+                "actor running changed"
+            );
+        }
+    }
+}
+
+/// An alert event was stored by the alert stream.
+pub struct AlertPublished<'a> {
+    /// The alert.
+    pub alert: &'a Alert,
+    /// The stream already had it (a redelivery or another instance): not counted.
+    pub duplicate: bool,
+}
+
+impl AlertPublished<'_> {
+    /// Counts a new alert by event and logs it.
+    pub fn emit(&self) {
+        let a = self.alert;
+        if self.duplicate {
+            tracing::debug!(id = %a.id, "alert already published");
+            return;
+        }
+        counter!(names::ALERTS_PUBLISHED, "event" => a.event.as_str()).increment(1);
+        tracing::info!(
+            tenant = %a.tenant, provider = %a.provider_id, kind = %a.kind,
+            event = a.event.as_str(), condition = a.condition.as_str(), id = %a.id,
+            "alert published"
+        );
     }
 }
 

@@ -5,13 +5,13 @@
 //! retried by the actor.
 
 use super::Topology;
+use crate::telemetry::events::{JetStreamPublishFailed, JetStreamPublished};
 use async_nats::connection::State;
 use async_nats::jetstream::{self, message::PublishMessage};
 use async_trait::async_trait;
 use std::sync::Arc;
 use std::time::Instant;
 use subkeeper_actors::alerting::{Alert, AlertSink};
-use subkeeper_actors::telemetry::names;
 
 /// Publishes alert events to the alert stream.
 #[derive(Clone)]
@@ -33,10 +33,18 @@ impl JetStreamAlertSink {
 impl AlertSink for JetStreamAlertSink {
     async fn publish(&self, alert: &Alert) -> Result<bool, String> {
         let stream = self.topology.alert_stream();
-        let failed = |e: String| {
-            metrics::counter!(names::JETSTREAM_PUBLISH_FAILURES, "stream" => stream.clone())
-                .increment(1);
-            e
+        let subject = self
+            .topology
+            .alert_subject(&alert.tenant, alert.provider_id);
+        let failed = |error: String| {
+            JetStreamPublishFailed {
+                stream: &stream,
+                subject: &subject,
+                error: &error,
+                lost: None,
+            }
+            .emit();
+            error
         };
         // While disconnected a publish would wait out the whole ack timeout; the
         // actor retries sooner than that.
@@ -44,14 +52,11 @@ impl AlertSink for JetStreamAlertSink {
             return Err(failed("not connected to NATS".into()));
         }
         let payload = serde_json::to_vec(alert).map_err(|e| failed(e.to_string()))?;
-        let subject = self
-            .topology
-            .alert_subject(&alert.tenant, alert.provider_id);
         let started = Instant::now();
         let ack = async {
             self.jetstream
                 .send_publish(
-                    subject,
+                    subject.clone(),
                     PublishMessage::build()
                         .payload(payload.into())
                         .message_id(alert.id.clone()),
@@ -63,8 +68,13 @@ impl AlertSink for JetStreamAlertSink {
         }
         .await
         .map_err(failed)?;
-        metrics::histogram!(names::JETSTREAM_PUBLISH, "stream" => stream.clone())
-            .record(started.elapsed().as_secs_f64());
+        JetStreamPublished {
+            stream: &stream,
+            subject: &subject,
+            seconds: started.elapsed().as_secs_f64(),
+            duplicate: ack.duplicate,
+        }
+        .emit();
         Ok(ack.duplicate)
     }
 }

@@ -29,9 +29,7 @@ impl NatsDomainEvents {
 #[async_trait]
 impl DomainEventSink for NatsDomainEvents {
     async fn publish(&self, event: &DomainEvent) -> Result<(), String> {
-        let subject = self
-            .topology
-            .event_subject(&event.event_type, &event.tenant);
+        let subject = self.topology.event_subject(event.event_type, &event.tenant);
         let payload = serde_json::to_vec(event).map_err(|e| e.to_string())?;
         self.client
             .publish(subject, payload.into())

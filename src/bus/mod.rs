@@ -27,14 +27,14 @@ pub use sink::NatsEventSink;
 pub use streams::StreamLimits;
 
 use crate::config::Config;
+use crate::telemetry::events::JetStreamStreamReady;
 use actix::Recipient;
 use async_nats::jetstream;
 use std::sync::Arc;
 use std::time::Duration;
 use subkeeper_actors::delivery::Deliveries;
-use subkeeper_actors::domain::{ProviderId, ProviderKind, TenantId};
+use subkeeper_actors::domain::{DomainEventType, ProviderId, ProviderKind, TenantId};
 use subkeeper_actors::fleet::FleetHandle;
-use subkeeper_actors::telemetry::names;
 
 /// How long connecting to NATS may take at start-up before it counts as unreachable.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -101,7 +101,7 @@ impl Topology {
     }
 
     /// `{prefix}.event.<type>.<tenant>`: downstream domain events.
-    pub fn event_subject(&self, event_type: &str, tenant: &TenantId) -> String {
+    pub fn event_subject(&self, event_type: DomainEventType, tenant: &TenantId) -> String {
         format!("{}.event.{event_type}.{tenant}", self.subject_prefix)
     }
 
@@ -241,11 +241,7 @@ impl Bus {
                 .create_or_update_stream(config)
                 .await
                 .map_err(|e| BusError::stream(&name, &e))?;
-            tracing::debug!(stream = %name, "JetStream stream ready");
-            // Export the failure counter at 0 from the start: the dashboard then
-            // shows "0 failures" rather than "No data", and the first failure is an
-            // increase that `rate()`/`increase()` can see.
-            metrics::counter!(names::JETSTREAM_PUBLISH_FAILURES, "stream" => name).increment(0);
+            JetStreamStreamReady { stream: &name }.emit();
         }
         Ok(())
     }
@@ -365,10 +361,26 @@ mod tests {
         );
         assert_eq!(t.alert_subjects(), "subkeeper.alert.>");
         assert_eq!(t.alert_stream(), "SUBKEEPER_ALERTS");
-        assert_eq!(
-            t.event_subject("mail_received", &tenant),
-            "subkeeper.event.mail_received.acme"
-        );
+        for (event_type, subject) in [
+            (
+                DomainEventType::MailReceived,
+                "subkeeper.event.mail_received.acme",
+            ),
+            (
+                DomainEventType::MailChanged,
+                "subkeeper.event.mail_changed.acme",
+            ),
+            (
+                DomainEventType::CalendarChanged,
+                "subkeeper.event.calendar_changed.acme",
+            ),
+            (
+                DomainEventType::ResyncRequired,
+                "subkeeper.event.resync_required.acme",
+            ),
+        ] {
+            assert_eq!(t.event_subject(event_type, &tenant), subject);
+        }
         assert_eq!(t.notification_consumer(), "SUBKEEPER_NOTIFICATIONS");
         assert_eq!(t.alerting_consumer(), "SUBKEEPER_ALERTING");
     }

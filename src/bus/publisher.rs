@@ -4,12 +4,12 @@
 
 use super::Bus;
 use crate::intake::Publisher;
+use crate::telemetry::events::{JetStreamPublishFailed, JetStreamPublished};
 use async_nats::connection::State;
 use async_nats::jetstream::message::PublishMessage;
 use async_trait::async_trait;
 use std::time::{Duration, Instant};
-use subkeeper_actors::domain::{ProviderId, ProviderKind, TenantId};
-use subkeeper_actors::telemetry::names;
+use subkeeper_actors::domain::{DomainEventType, ProviderId, ProviderKind, TenantId};
 
 #[async_trait]
 impl Publisher for Bus {
@@ -22,9 +22,18 @@ impl Publisher for Bus {
     ) -> Result<(), String> {
         let stream = self.topology.webhook_stream();
         // Disconnected: fail now so the request answers from the outbox in time.
+        let failed = |error: String| {
+            JetStreamPublishFailed {
+                stream: &stream,
+                subject,
+                error: &error,
+                lost: None,
+            }
+            .emit();
+            error
+        };
         if self.client.connection_state() == State::Disconnected {
-            metrics::counter!(names::JETSTREAM_PUBLISH_FAILURES, "stream" => stream).increment(1);
-            return Err("not connected to NATS".into());
+            return Err(failed("not connected to NATS".into()));
         }
         let started = Instant::now();
         let publish = async {
@@ -41,24 +50,21 @@ impl Publisher for Bus {
                 .map_err(|e| e.to_string())
         };
         match tokio::time::timeout(timeout, publish).await {
-            Ok(Ok(_ack)) => {
-                metrics::histogram!(names::JETSTREAM_PUBLISH, "stream" => stream)
-                    .record(started.elapsed().as_secs_f64());
+            Ok(Ok(ack)) => {
+                JetStreamPublished {
+                    stream: &stream,
+                    subject,
+                    seconds: started.elapsed().as_secs_f64(),
+                    duplicate: ack.duplicate,
+                }
+                .emit();
                 Ok(())
             }
-            Ok(Err(e)) => {
-                metrics::counter!(names::JETSTREAM_PUBLISH_FAILURES, "stream" => stream)
-                    .increment(1);
-                Err(e)
-            }
-            Err(_) => {
-                metrics::counter!(names::JETSTREAM_PUBLISH_FAILURES, "stream" => stream)
-                    .increment(1);
-                Err(format!(
-                    "no JetStream ack within {} ms",
-                    timeout.as_millis()
-                ))
-            }
+            Ok(Err(e)) => Err(failed(e)),
+            Err(_) => Err(failed(format!(
+                "no JetStream ack within {} ms",
+                timeout.as_millis()
+            ))),
         }
     }
 
@@ -78,7 +84,7 @@ impl Publisher for Bus {
         self.topology.webhook_subject(kind, tenant, provider)
     }
 
-    fn event_subject(&self, event_type: &str, tenant: &TenantId) -> String {
+    fn event_subject(&self, event_type: DomainEventType, tenant: &TenantId) -> String {
         self.topology.event_subject(event_type, tenant)
     }
 }

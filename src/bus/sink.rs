@@ -6,6 +6,7 @@
 //! result is already a `renewal_attempts` row in Postgres.
 
 use super::Topology;
+use crate::telemetry::events::{JetStreamPublishFailed, JetStreamPublished};
 use async_nats::connection::State;
 use async_nats::jetstream::{self, message::PublishMessage};
 use async_trait::async_trait;
@@ -14,7 +15,6 @@ use std::sync::Arc;
 use std::time::Instant;
 use subkeeper_actors::domain::RenewalResult;
 use subkeeper_actors::ports::EventSink;
-use subkeeper_actors::telemetry::names;
 
 /// Publishes renewal results to the renewal stream.
 #[derive(Clone)]
@@ -90,53 +90,10 @@ impl EventSink for NatsEventSink {
                 stream: &stream,
                 subject: &subject,
                 error: &error,
+                lost: Some("the result is in renewal_attempts only"),
             }
             .emit(),
         }
-    }
-}
-
-/// JetStream acknowledged a publish.
-struct JetStreamPublished<'a> {
-    stream: &'a str,
-    subject: &'a str,
-    /// From send to ack.
-    seconds: f64,
-    /// The stream already held a message with this id.
-    duplicate: bool,
-}
-
-impl JetStreamPublished<'_> {
-    fn emit(&self) {
-        metrics::histogram!(names::JETSTREAM_PUBLISH, "stream" => self.stream.to_owned())
-            .record(self.seconds);
-        tracing::debug!(
-            stream = self.stream,
-            subject = self.subject,
-            duplicate = self.duplicate,
-            seconds = self.seconds,
-            "published to JetStream"
-        );
-    }
-}
-
-/// A JetStream publish failed (not connected, no stream, no ack in time, refused).
-struct JetStreamPublishFailed<'a> {
-    stream: &'a str,
-    subject: &'a str,
-    error: &'a str,
-}
-
-impl JetStreamPublishFailed<'_> {
-    fn emit(&self) {
-        metrics::counter!(names::JETSTREAM_PUBLISH_FAILURES, "stream" => self.stream.to_owned())
-            .increment(1);
-        tracing::warn!(
-            stream = self.stream,
-            subject = self.subject,
-            error = self.error,
-            "JetStream publish failed; the result is in renewal_attempts only"
-        );
     }
 }
 

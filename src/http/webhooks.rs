@@ -6,10 +6,12 @@
 
 use super::{AppState, Body, HttpError};
 use crate::intake::{ChannelMessage, IntakeError, PushAuth};
+use crate::telemetry::events::{
+    GmailPushUnauthorized, WebhookAnswered, WebhookRefused, WebhookValidated,
+};
 use actix_web::http::header::{HeaderValue, RETRY_AFTER};
 use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 use std::time::Instant;
-use subkeeper_actors::telemetry::names;
 
 /// Longest validation token we echo, in bytes. Graph's tokens are far shorter; the
 /// cap keeps the endpoint from reflecting arbitrary input.
@@ -49,8 +51,7 @@ fn handshake(req: &HttpRequest, kind: &'static str) -> Option<HttpResponse> {
         ))
         .error_response(),
     };
-    metrics::counter!(names::WEBHOOKS_RECEIVED, "kind" => kind, "result" => "validation")
-        .increment(1);
+    WebhookValidated { kind }.emit();
     Some(response)
 }
 
@@ -58,8 +59,7 @@ fn handshake(req: &HttpRequest, kind: &'static str) -> Option<HttpResponse> {
 /// malformed input, 503 (retry in 30 s) when nothing could store it, 500 when what
 /// we were to publish could not be encoded.
 fn refused(kind: &'static str, e: &IntakeError) -> HttpResponse {
-    metrics::counter!(names::WEBHOOKS_RECEIVED, "kind" => kind, "result" => "rejected")
-        .increment(1);
+    WebhookRefused { kind, error: e }.emit();
     let error = match e {
         IntakeError::Malformed(message) => HttpError::BadRequest(message.clone()),
         IntakeError::Unavailable => HttpError::Unavailable(e.to_string()),
@@ -83,8 +83,11 @@ async fn microsoft(req: HttpRequest, state: web::Data<AppState>, Body(body): Bod
             Err(e) => refused("microsoft", &e),
         },
     };
-    metrics::histogram!(names::WEBHOOK_RESPONSE, "kind" => "microsoft")
-        .record(started.elapsed().as_secs_f64());
+    WebhookAnswered {
+        kind: "microsoft",
+        seconds: started.elapsed().as_secs_f64(),
+    }
+    .emit();
     response
 }
 
@@ -101,8 +104,11 @@ async fn microsoft_lifecycle(
             Err(e) => refused("microsoft_lifecycle", &e),
         },
     };
-    metrics::histogram!(names::WEBHOOK_RESPONSE, "kind" => "microsoft_lifecycle")
-        .record(started.elapsed().as_secs_f64());
+    WebhookAnswered {
+        kind: "microsoft_lifecycle",
+        seconds: started.elapsed().as_secs_f64(),
+    }
+    .emit();
     response
 }
 
@@ -121,8 +127,11 @@ async fn google(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
             Err(e) => refused("google", &e),
         },
     };
-    metrics::histogram!(names::WEBHOOK_RESPONSE, "kind" => "google")
-        .record(started.elapsed().as_secs_f64());
+    WebhookAnswered {
+        kind: "google",
+        seconds: started.elapsed().as_secs_f64(),
+    }
+    .emit();
     response
 }
 
@@ -137,9 +146,7 @@ async fn gmail(req: HttpRequest, state: web::Data<AppState>, Body(body): Body) -
         .and_then(|q| q.0.into_iter().find(|(k, _)| k == "token").map(|(_, v)| v));
     let response = match state.google_intake.authenticate_push(token.as_deref()) {
         Err(why) => {
-            metrics::counter!(names::WEBHOOKS_RECEIVED, "kind" => "gmail", "result" => "rejected")
-                .increment(1);
-            tracing::warn!(reason = ?why, "Gmail push refused: bad or missing token");
+            GmailPushUnauthorized { why }.emit();
             let body = HttpError::body("unauthorized", "missing or wrong push token");
             match why {
                 PushAuth::Missing => HttpResponse::Unauthorized().json(body),
@@ -151,8 +158,11 @@ async fn gmail(req: HttpRequest, state: web::Data<AppState>, Body(body): Body) -
             Err(e) => refused("gmail", &e),
         },
     };
-    metrics::histogram!(names::WEBHOOK_RESPONSE, "kind" => "gmail")
-        .record(started.elapsed().as_secs_f64());
+    WebhookAnswered {
+        kind: "gmail",
+        seconds: started.elapsed().as_secs_f64(),
+    }
+    .emit();
     response
 }
 

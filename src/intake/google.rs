@@ -9,6 +9,7 @@ use super::{
 };
 use crate::providers::google::PendingChannels;
 use crate::store::{PgStore, Route};
+use crate::telemetry::events::{WebhookValidated, WebhooksAccepted, WebhooksDropped};
 use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -16,7 +17,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use subkeeper_actors::clock::SharedClock;
 use subkeeper_actors::domain::ProviderKind;
-use subkeeper_actors::telemetry::names;
 
 /// Longest header value taken from a Calendar notification, in bytes (channel ids
 /// are at most 64 characters, tokens 256; resource URIs are longer).
@@ -238,20 +238,25 @@ impl GoogleIntake {
             Some(r) if !secrets_match(&message.token, &r.client_state) => {
                 Err(Dropped::BadClientState)
             }
-            Some(r) if !r.provider_enabled || r.state == "deleted" => Err(Dropped::Retired),
+            Some(r) if r.is_retired() => Err(Dropped::Retired),
             Some(route) => Ok(route),
         };
         let route = match verdict {
             Ok(route) => route,
             Err(why) => {
-                metrics::counter!(names::WEBHOOKS_RECEIVED, "kind" => "google", "result" => why.label()).increment(1);
-                tracing::warn!(channel = %message.channel_id, reason = why.label(), "Google notification dropped");
+                WebhooksDropped {
+                    kind: "google",
+                    reason: why,
+                    items: 1,
+                    ids: std::slice::from_ref(&message.channel_id),
+                }
+                .emit();
                 return Ok(ChannelOutcome::Dropped(why));
             }
         };
         if message.resource_state == "sync" {
             // Google's handshake: the channel works. Counted with Graph's.
-            metrics::counter!(names::WEBHOOKS_RECEIVED, "kind" => "google", "result" => "validation").increment(1);
+            WebhookValidated { kind: "google" }.emit();
             tracing::info!(tenant = %route.tenant, provider = %route.provider, channel = %message.channel_id, "Google channel confirmed (sync)");
             return Ok(ChannelOutcome::Synced);
         }
@@ -277,8 +282,11 @@ impl GoogleIntake {
             self.publish_timeout,
         )
         .await?;
-        metrics::counter!(names::WEBHOOKS_RECEIVED, "kind" => "google", "result" => "accepted")
-            .increment(1);
+        WebhooksAccepted {
+            kind: "google",
+            items: 1,
+        }
+        .emit();
         Ok(if published == 1 {
             ChannelOutcome::Published
         } else {
@@ -336,8 +344,13 @@ impl GoogleIntake {
                 IntakeError::Unavailable
             })?;
         if routes.is_empty() {
-            metrics::counter!(names::WEBHOOKS_RECEIVED, "kind" => "gmail", "result" => Dropped::UnknownSubscription.label()).increment(1);
-            tracing::warn!(message_id = %push.message.message_id, "Gmail push for a mailbox no provider watches; dropped");
+            WebhooksDropped {
+                kind: "gmail",
+                reason: Dropped::UnknownSubscription,
+                items: 1,
+                ids: std::slice::from_ref(&push.message.message_id),
+            }
+            .emit();
             return Ok(PushOutcome {
                 unrouted: true,
                 ..PushOutcome::default()
@@ -378,8 +391,11 @@ impl GoogleIntake {
             self.publish_timeout,
         )
         .await?;
-        metrics::counter!(names::WEBHOOKS_RECEIVED, "kind" => "gmail", "result" => "accepted")
-            .increment(1);
+        WebhooksAccepted {
+            kind: "gmail",
+            items: 1,
+        }
+        .emit();
         Ok(PushOutcome {
             published,
             deferred,

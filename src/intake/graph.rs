@@ -4,17 +4,18 @@
 //! fleet.
 
 use super::{
-    DomainEvent, Dropped, EncodeError, Publisher, RouteCache, WebhookEnvelope, encode, message_id,
+    DomainEvent, DomainEventType, Dropped, EncodeError, Publisher, RouteCache, WebhookEnvelope,
+    encode, message_id,
     secrets_match,
 };
 use crate::providers::graph::{Claim, OrphanCleanup};
 use crate::store::{PgStore, Route};
+use crate::telemetry::events::{WebhooksAccepted, WebhooksDropped};
 use serde_json::Value;
 use std::sync::Arc;
 use std::time::Duration;
 use subkeeper_actors::clock::SharedClock;
 use subkeeper_actors::fleet::{FleetHandle, LifecycleSignal};
-use subkeeper_actors::telemetry::names;
 
 /// Why a request was refused as a whole.
 #[derive(Debug, thiserror::Error)]
@@ -173,7 +174,7 @@ impl GraphIntake {
                     _ => Err(Dropped::UnknownSubscription),
                 },
                 Some(r) if !secrets_match(given, &r.client_state) => Err(Dropped::BadClientState),
-                Some(r) if !r.provider_enabled || r.state == "deleted" => Err(Dropped::Retired),
+                Some(r) if r.is_retired() => Err(Dropped::Retired),
                 Some(route) => Ok(route.clone()),
             };
             match verdict {
@@ -202,9 +203,13 @@ impl GraphIntake {
             }
         }
         for (why, items, ids) in summary {
-            metrics::counter!(names::WEBHOOKS_RECEIVED, "kind" => kind_label, "result" => why.label())
-                .increment(items as u64);
-            tracing::warn!(reason = why.label(), items, subscriptions = %ids.join(","), "webhook notifications dropped");
+            WebhooksDropped {
+                kind: kind_label,
+                reason: why,
+                items: items as u64,
+                ids: &ids,
+            }
+            .emit();
         }
         Ok((accepted, dropped))
     }
@@ -246,8 +251,11 @@ impl GraphIntake {
             dropped,
         };
         let accepted = outcome.published + outcome.deferred;
-        metrics::counter!(names::WEBHOOKS_RECEIVED, "kind" => "microsoft", "result" => "accepted")
-            .increment(accepted as u64);
+        WebhooksAccepted {
+            kind: "microsoft",
+            items: accepted as u64,
+        }
+        .emit();
         Ok(outcome)
     }
 
@@ -293,7 +301,7 @@ impl GraphIntake {
             tracing::info!(tenant = %a.route.tenant, provider = %provider, event, "lifecycle notification");
             if let Some(reason) = resync {
                 let event = DomainEvent {
-                    event_type: "resync_required".into(),
+                    event_type: DomainEventType::ResyncRequired,
                     tenant: a.route.tenant.clone(),
                     provider_id: provider,
                     kind: a.route.kind,
@@ -305,7 +313,7 @@ impl GraphIntake {
                 };
                 let subject = self
                     .publisher
-                    .event_subject("resync_required", &a.route.tenant);
+                    .event_subject(event.event_type, &a.route.tenant);
                 match encode("domain_event", &event) {
                     Ok(payload) => {
                         if let Err(e) = self.publisher.publish_event(&subject, payload).await {
@@ -317,8 +325,11 @@ impl GraphIntake {
             }
             outcome.handled += 1;
         }
-        metrics::counter!(names::WEBHOOKS_RECEIVED, "kind" => "microsoft_lifecycle", "result" => "accepted")
-            .increment(outcome.handled as u64);
+        WebhooksAccepted {
+            kind: "microsoft_lifecycle",
+            items: outcome.handled as u64,
+        }
+        .emit();
         match unencodable {
             Some(e) => Err(e.into()),
             None => Ok(outcome),

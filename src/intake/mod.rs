@@ -26,7 +26,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 pub use subkeeper_actors::domain::{DomainEvent, WebhookEnvelope};
-use subkeeper_actors::domain::{ProviderId, ProviderKind, TenantId};
+use subkeeper_actors::domain::{DomainEventType, ProviderId, ProviderKind, TenantId};
 use subkeeper_actors::ports::StoreError;
 
 /// Publishing as intake needs it; the NATS bus implements it.
@@ -54,7 +54,7 @@ pub trait Publisher: Send + Sync + 'static {
     ) -> String;
 
     /// The subject of a domain event of `event_type` for a tenant.
-    fn event_subject(&self, event_type: &str, tenant: &TenantId) -> String;
+    fn event_subject(&self, event_type: DomainEventType, tenant: &TenantId) -> String;
 }
 
 /// Why a notification item was not published.
@@ -64,7 +64,8 @@ pub enum Dropped {
     UnknownSubscription,
     /// The clientState did not match.
     BadClientState,
-    /// The provider was retired (disabled, deleted) or the subscription deleted.
+    /// The provider was retired (disabled, deleted) or the subscription deleted;
+    /// counted as `retired`, apart from malformed or forged traffic.
     Retired,
 }
 
@@ -74,7 +75,7 @@ impl Dropped {
         match self {
             Self::UnknownSubscription => "unknown_subscription",
             Self::BadClientState => "bad_client_state",
-            Self::Retired => "rejected",
+            Self::Retired => "retired",
         }
     }
 }

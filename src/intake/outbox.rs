@@ -4,10 +4,10 @@
 
 use super::Publisher;
 use crate::store::PgStore;
+use crate::telemetry::events::OutboxMeasured;
 use std::sync::Arc;
 use std::time::Duration;
 use subkeeper_actors::clock::SharedClock;
-use subkeeper_actors::telemetry::names;
 
 /// Entries published per round.
 const BATCH: i64 = 200;
@@ -25,13 +25,13 @@ pub fn spawn_outbox_relay(
         loop {
             let drained = relay_once(&store, publisher.as_ref(), publish_timeout).await;
             match store.outbox_stats().await {
-                Ok((depth, oldest)) => {
-                    metrics::gauge!(names::OUTBOX_DEPTH).set(depth as f64);
-                    let age = oldest.map_or(0.0, |t| {
+                Ok((depth, oldest)) => OutboxMeasured {
+                    depth,
+                    oldest_age_seconds: oldest.map_or(0.0, |t| {
                         (clock.now() - t).num_milliseconds().max(0) as f64 / 1000.0
-                    });
-                    metrics::gauge!(names::OUTBOX_OLDEST_AGE).set(age);
+                    }),
                 }
+                .emit(),
                 Err(e) => tracing::warn!(error = %e, "cannot read outbox depth"),
             }
             // A full batch means more is waiting: go again at once.

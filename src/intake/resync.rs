@@ -17,7 +17,9 @@ use async_trait::async_trait;
 use std::sync::Arc;
 use std::time::Duration;
 use subkeeper_actors::clock::SharedClock;
-use subkeeper_actors::domain::{ProviderId, ProviderKind, RenewalAction, RenewalResult, TenantId};
+use subkeeper_actors::domain::{
+    DomainEventType, ProviderId, ProviderKind, RenewalAction, RenewalResult, TenantId,
+};
 use subkeeper_actors::ports::EventSink;
 
 /// Publishes one `resync_required` event (fire and forget, like every domain
@@ -32,7 +34,7 @@ async fn publish_resync(
     history_id: Option<String>,
 ) {
     let event = DomainEvent {
-        event_type: "resync_required".into(),
+        event_type: DomainEventType::ResyncRequired,
         tenant: tenant.clone(),
         provider_id: provider,
         kind,
@@ -42,7 +44,7 @@ async fn publish_resync(
         change_type: None,
         history_id,
     };
-    let subject = publisher.event_subject("resync_required", tenant);
+    let subject = publisher.event_subject(event.event_type, tenant);
     // A failure to encode is counted and logged by `encode`.
     let Ok(payload) = encode("domain_event", &event) else {
         return;

@@ -10,6 +10,22 @@ use sqlx::Row;
 use std::collections::HashMap;
 use subkeeper_actors::domain::{ProviderId, ProviderKind, TenantId};
 use subkeeper_actors::ports::StoreError;
+use uuid::Uuid;
+
+/// What became of a subscription row (`subscriptions.state`, a text column whose
+/// CHECK constraint allows exactly these values).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::Type)]
+#[sqlx(type_name = "text", rename_all = "snake_case")]
+pub enum RouteState {
+    /// The provider's live subscription.
+    Active,
+    /// Superseded by a newer subscription; still routable for late notifications.
+    Replaced,
+    /// Lost at the provider (404/410) before a replacement existed; still routable.
+    Gone,
+    /// Stopped by us (provider retired, channel rotated out): no longer accepted.
+    Deleted,
+}
 
 /// Where a notification for a subscription id goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,8 +38,8 @@ pub struct Route {
     pub kind: ProviderKind,
     /// The secret the provider must echo.
     pub client_state: String,
-    /// `active`, `replaced`, `gone` (still routable) or `deleted` (stopped by us).
-    pub state: String,
+    /// What became of the subscription; all but `Deleted` are still routable.
+    pub state: RouteState,
     /// False once the provider is disabled or deleted.
     pub provider_enabled: bool,
 }
@@ -42,10 +58,35 @@ impl Route {
             tenant,
             kind,
             client_state,
-            state: "active".to_owned(),
+            state: RouteState::Active,
             provider_enabled: true,
         }
     }
+
+    /// The provider was disabled or deleted, or we deleted this subscription:
+    /// notifications for it are dropped, however authentic.
+    pub fn is_retired(&self) -> bool {
+        !self.provider_enabled || self.state == RouteState::Deleted
+    }
+}
+
+/// One row of [`PgStore::routes`], as Postgres returns it.
+#[derive(sqlx::FromRow)]
+struct RouteRow {
+    /// The provider-side subscription id.
+    external_id: String,
+    /// The provider.
+    provider_id: Uuid,
+    /// Its tenant, checked by [`TenantId::parse`].
+    tenant_id: String,
+    /// Its kind, checked by [`ProviderKind`]'s `FromStr`.
+    kind: String,
+    /// The secret the provider must echo.
+    client_state: String,
+    /// What became of the subscription.
+    state: RouteState,
+    /// False once the provider is disabled or deleted.
+    provider_enabled: bool,
 }
 
 /// A Gmail provider a Pub/Sub push for its mailbox goes to.
@@ -99,7 +140,7 @@ impl PgStore {
         if external_ids.is_empty() {
             return Ok(HashMap::new());
         }
-        let rows = sqlx::query(
+        let rows: Vec<RouteRow> = sqlx::query_as(
             "SELECT s.external_id, s.provider_id, s.tenant_id, p.kind, s.client_state, s.state, \
                     (p.enabled AND p.deleted_at IS NULL) AS provider_enabled \
              FROM subscriptions s JOIN providers p ON p.id = s.provider_id WHERE s.external_id = ANY($1)",
@@ -108,19 +149,18 @@ impl PgStore {
         .fetch_all(&self.pool)
         .await
         .map_err(db)?;
-        rows.iter()
+        rows.into_iter()
             .map(|row| {
-                let tenant: String = row.try_get("tenant_id").map_err(db)?;
-                let kind: String = row.try_get("kind").map_err(db)?;
                 let route = Route {
-                    provider: ProviderId(row.try_get("provider_id").map_err(db)?),
-                    tenant: TenantId::parse(&tenant).map_err(|e| StoreError(e.to_string()))?,
-                    kind: parse(&kind)?,
-                    client_state: row.try_get("client_state").map_err(db)?,
-                    state: row.try_get("state").map_err(db)?,
-                    provider_enabled: row.try_get("provider_enabled").map_err(db)?,
+                    provider: ProviderId(row.provider_id),
+                    tenant: TenantId::parse(&row.tenant_id)
+                        .map_err(|e| StoreError(e.to_string()))?,
+                    kind: parse(&row.kind)?,
+                    client_state: row.client_state,
+                    state: row.state,
+                    provider_enabled: row.provider_enabled,
                 };
-                Ok((row.try_get("external_id").map_err(db)?, route))
+                Ok((row.external_id, route))
             })
             .collect()
     }

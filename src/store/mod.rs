@@ -16,7 +16,7 @@ mod notification;
 pub use admin::{
     AttemptView, NewCredentials, NewProvider, ProviderPatch, ProviderView, request_hash,
 };
-pub use intake::{OutboxEntry, Route};
+pub use intake::{OutboxEntry, Route, RouteState};
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Row};

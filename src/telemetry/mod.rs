@@ -4,6 +4,8 @@
 //! fleet gauges and the per-provider series that exist only while a provider is
 //! unhealthy. Metric names come from `subkeeper_actors::telemetry::names` only.
 
+pub mod events;
+
 use chrono::{DateTime, Utc};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::collections::BTreeMap;

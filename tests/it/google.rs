@@ -269,8 +269,12 @@ async fn calendar_rotation_opens_the_new_channel_before_stopping_the_old_and_pub
         "{metrics}"
     );
     assert!(
-        received(&metrics, "google", "rejected") >= 2.0,
-        "stopped channel and bad request: {metrics}"
+        received(&metrics, "google", "retired") >= 1.0,
+        "stopped channel: {metrics}"
+    );
+    assert!(
+        received(&metrics, "google", "rejected") >= 1.0,
+        "bad request: {metrics}"
     );
     assert!(
         received(&metrics, "google", "validation") >= 1.0,

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use std::time::Duration;
 use subkeeper::simulator::{ChangeType, Fault, FaultOperation, FaultRule};
 use subkeeper_actors::alerting::AlertStore;
-use subkeeper_actors::domain::{HealthState, ProviderKind, TenantId};
+use subkeeper_actors::domain::{DomainEventType, HealthState, ProviderKind, TenantId};
 
 fn acme() -> TenantId {
     TenantId::parse("acme").unwrap()
@@ -60,8 +60,16 @@ async fn a_new_message_sets_the_last_webhook_time_and_emits_mail_received() {
         "{health:#}"
     );
     let t = h.topology();
-    let received = Inbox::subscribe(&h.nats, t.event_subject("mail_received", &acme())).await;
-    let changed = Inbox::subscribe(&h.nats, t.event_subject("mail_changed", &acme())).await;
+    let received = Inbox::subscribe(
+        &h.nats,
+        t.event_subject(DomainEventType::MailReceived, &acme()),
+    )
+    .await;
+    let changed = Inbox::subscribe(
+        &h.nats,
+        t.event_subject(DomainEventType::MailChanged, &acme()),
+    )
+    .await;
 
     let before = Utc::now();
     let report = h.sim.notify(&sub, ChangeType::Created, 1).await.unwrap();
@@ -345,7 +353,11 @@ async fn a_malformed_message_on_the_webhook_stream_is_dropped_and_the_rest_flows
     let t = h.topology();
     let provider = h.create_provider("acme", "acme-aad", "dave").await;
     let sub = live_subscription(&h, "acme", &provider).await;
-    let received = Inbox::subscribe(&h.nats, t.event_subject("mail_received", &acme())).await;
+    let received = Inbox::subscribe(
+        &h.nats,
+        t.event_subject(DomainEventType::MailReceived, &acme()),
+    )
+    .await;
 
     // Something that is not a webhook envelope lands on a webhook subject.
     let js = async_nats::jetstream::new(h.nats.clone());

@@ -10,7 +10,7 @@ use sqlx::Row;
 use std::collections::HashSet;
 use std::time::Duration;
 use subkeeper::simulator::{ChangeType, LifecycleEvent, Operation};
-use subkeeper_actors::domain::{ProviderKind, TenantId};
+use subkeeper_actors::domain::{DomainEventType, ProviderKind, TenantId};
 
 async fn live_subscription(h: &Harness, tenant: &str, provider: &str) -> String {
     let view = h
@@ -317,9 +317,10 @@ async fn lifecycle_notifications_renew_recreate_and_ask_for_resync() {
     let h = Harness::start(|_| {}).await;
     let provider = h.create_provider("acme", "acme-aad", "dave").await;
     let sub = live_subscription(&h, "acme", &provider).await;
-    let events = h
-        .topology()
-        .event_subject("resync_required", &TenantId::parse("acme").unwrap());
+    let events = h.topology().event_subject(
+        DomainEventType::ResyncRequired,
+        &TenantId::parse("acme").unwrap(),
+    );
     let mut resyncs = h.nats.subscribe(events).await.unwrap();
     h.nats.flush().await.unwrap();
 
@@ -600,5 +601,96 @@ async fn a_notification_on_a_subscription_still_being_created_is_published() {
         1,
         "the orphan's second change is not published"
     );
+    h.stop().await;
+}
+
+/// Every state a subscription row can be in comes back from the store as its own
+/// route state, and only a deleted one (or a retired provider) stops intake: a
+/// replaced or gone id stays routable for late notifications.
+#[actix_web::test]
+async fn a_route_carries_the_subscription_state_and_only_deleted_ones_are_retired() {
+    use subkeeper::store::RouteState;
+    let h = Harness::start(|_| {}).await;
+    let provider = h.create_provider("acme", "acme-aad", "carol").await;
+    let sub = live_subscription(&h, "acme", &provider).await;
+    let store = h.store().await;
+    let pool = h.pool.clone();
+    for (stored, state, retired) in [
+        ("active", RouteState::Active, false),
+        ("replaced", RouteState::Replaced, false),
+        ("gone", RouteState::Gone, false),
+        ("deleted", RouteState::Deleted, true),
+    ] {
+        sqlx::query("UPDATE subscriptions SET state = $1 WHERE external_id = $2")
+            .bind(stored)
+            .bind(&sub)
+            .execute(&pool)
+            .await
+            .unwrap();
+        let route = store.route(&sub).await.unwrap().expect("a route");
+        assert_eq!(route.state, state, "{stored}");
+        assert_eq!(route.is_retired(), retired, "{stored}");
+    }
+    h.stop().await;
+}
+
+/// A late notification for a deleted provider's subscription is acknowledged and
+/// dropped, and counted as `retired` — not as `rejected`, which an operator reads
+/// as malformed or forged traffic.
+#[actix_web::test]
+async fn a_notification_for_a_retired_provider_is_counted_as_retired() {
+    let h = Harness::start(|_| {}).await;
+    let provider = h.create_provider("acme", "acme-aad", "dave").await;
+    let sub = live_subscription(&h, "acme", &provider).await;
+    let client_state: String =
+        sqlx::query_scalar("SELECT client_state FROM subscriptions WHERE external_id = $1")
+            .bind(&sub)
+            .fetch_one(&h.pool)
+            .await
+            .unwrap();
+    let (code, _) = h
+        .admin(
+            reqwest::Method::DELETE,
+            &format!("/tenants/acme/providers/{provider}"),
+            None,
+        )
+        .await;
+    assert_eq!(code, StatusCode::NO_CONTENT);
+    wait_until(
+        "the subscription deleted",
+        Duration::from_secs(10),
+        || async {
+            sqlx::query_scalar::<_, String>(
+                "SELECT state FROM subscriptions WHERE external_id = $1",
+            )
+            .bind(&sub)
+            .fetch_one(&h.pool)
+            .await
+            .unwrap()
+                == "deleted"
+        },
+    )
+    .await;
+
+    let late = json!({"value": [{
+        "subscriptionId": sub, "clientState": client_state, "changeType": "created",
+        "resource": "Users/dave/Messages/AAA", "tenantId": "acme-aad",
+        "subscriptionExpirationDateTime": "2026-11-28T00:00:00.0000000Z",
+        "resourceData": {"id": "AAA"}
+    }]});
+    assert_eq!(post(&h, late.to_string()).await, StatusCode::ACCEPTED);
+
+    assert!(webhook_messages(&h).await.is_empty(), "nothing published");
+    let metrics = h.metrics().await;
+    let received = |result: &str| {
+        let series =
+            format!("subkeeper_webhooks_received_total{{kind=\"microsoft\",result=\"{result}\"}} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&series))
+            .map_or(0.0, |v| v.parse::<f64>().unwrap())
+    };
+    assert_eq!(received("retired"), 1.0, "{metrics}");
+    assert_eq!(received("rejected"), 0.0, "{metrics}");
     h.stop().await;
 }
