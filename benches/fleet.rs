@@ -43,12 +43,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use subkeeper::bus::Topology;
-use subkeeper::simulator::{Operation, Simulator, SimulatorConfig};
 use subkeeper::store::PgStore;
 use subkeeper::{Config, RunOptions};
 use subkeeper_actors::clock::{ScaledClock, SharedClock, SystemClock};
 use subkeeper_actors::domain::{AttemptKind, ProviderId, RenewalAction, RenewalResult};
 use subkeeper_actors::memory::BroadcastSink;
+use subkeeper_simulator::{Operation, Simulator, SimulatorConfig};
 use tokio::sync::broadcast;
 
 /// Graph subscription lifetime the adapter asks for (10,070 min − 5 min skew

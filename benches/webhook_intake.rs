@@ -86,11 +86,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use subkeeper::bus::consumer::ConsumerSpec;
 use subkeeper::bus::{StreamLimits, Topology};
-use subkeeper::simulator::{Simulator, SimulatorConfig};
 use subkeeper::store::PgStore;
 use subkeeper::{Config, RunOptions};
 use subkeeper_actors::clock::SystemClock;
 use subkeeper_actors::domain::{ProviderId, ProviderKind, TenantId, WebhookEnvelope};
+use subkeeper_simulator::{Simulator, SimulatorConfig};
 
 const ADMIN_TOKEN: &str = "bench-admin-token-0123456789";
 

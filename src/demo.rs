@@ -7,7 +7,6 @@
 //! SUBKEEPER_DATABASE_URL (dropped and recreated at start).
 
 use crate::config::Config;
-use crate::simulator::{Fault, FaultOperation, FaultRule, Simulator, SimulatorConfig};
 use crate::store::{NewCredentials, NewProvider, PgStore};
 use crate::{RunOptions, run_with};
 use anyhow::Context as _;
@@ -19,6 +18,7 @@ use std::time::Duration;
 use subkeeper_actors::clock::{Clock, ScaledClock, SharedClock};
 use subkeeper_actors::domain::{ProviderId, ProviderKind, RenewalResult, TenantId};
 use subkeeper_actors::memory::BroadcastSink;
+use subkeeper_simulator::{Fault, FaultOperation, FaultRule, Simulator, SimulatorConfig};
 
 const DEMO_DB: &str = "subkeeper_demo";
 

@@ -100,7 +100,7 @@ fn main() -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::SUCCESS)
             }
             Command::Simulate { addr, speed } => {
-                subkeeper::simulator::serve_forever(addr, speed).await?;
+                subkeeper_simulator::serve_forever(addr, speed).await?;
                 Ok(ExitCode::SUCCESS)
             }
             Command::Demo { speed, seconds } => subkeeper::demo::run(config, speed, seconds)

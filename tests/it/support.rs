@@ -10,9 +10,9 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use subkeeper::bus::{StreamLimits, Topology};
-use subkeeper::simulator::{SimServer, Simulator, SimulatorConfig};
 use subkeeper::{Config, RunOptions};
 use subkeeper_actors::clock::SystemClock;
+use subkeeper_simulator::{SimServer, Simulator, SimulatorConfig};
 use tokio::sync::oneshot;
 
 /// Admin token used by every test.

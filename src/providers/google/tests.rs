@@ -171,14 +171,14 @@ struct Seen {
 async fn a_channel_is_pending_before_events_watch_is_called_and_forgotten_when_refused() {
     use crate::providers::oauth::OAuthCredentials;
     use crate::providers::test_support::MemoryCredentials;
-    use crate::simulator::{
-        Fault, FaultOperation, FaultRule, Operation, Simulator, SimulatorConfig,
-    };
     use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
     use std::net::TcpListener;
     use std::sync::Mutex;
     use subkeeper_actors::clock::SystemClock;
     use subkeeper_actors::ports::CreateRequest;
+    use subkeeper_simulator::{
+        Fault, FaultOperation, FaultRule, Operation, Simulator, SimulatorConfig,
+    };
 
     let sim = Simulator::new(
         SimulatorConfig {

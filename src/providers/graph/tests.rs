@@ -5,16 +5,16 @@
 use super::*;
 use crate::providers::oauth::{OAuthCredentials, OAuthFlow};
 use crate::providers::test_support::MemoryCredentials;
-use crate::simulator::{
-    Fault, FaultOperation, FaultRule, Operation as SimOperation, RecordedRequest, SimServer,
-    Simulator, SimulatorConfig,
-};
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use serde_json::Value;
 use std::net::TcpListener;
 use std::time::Instant;
 use subkeeper_actors::clock::SystemClock;
 use subkeeper_actors::domain::{ErrorClass, ProviderId, ProviderKind, TenantId};
+use subkeeper_simulator::{
+    Fault, FaultOperation, FaultRule, Operation as SimOperation, RecordedRequest, SimServer,
+    Simulator, SimulatorConfig,
+};
 use uuid::Uuid;
 
 const AZURE_TENANT: &str = "7f1c2a9e-3b4d-4e5f-8a6b-9c0d1e2f3a4b";

@@ -5,9 +5,7 @@
 //! handle. Bodies are JSON in the same shapes the Rust types serialize to.
 //! Control requests are not journaled (the journal is about the provider API).
 
-use crate::simulator::{
-    ChangeType, FaultRule, LifecycleEvent, SimError, Simulator, SimulatorConfig,
-};
+use crate::{ChangeType, FaultRule, LifecycleEvent, SimError, Simulator, SimulatorConfig};
 use actix_web::{HttpResponse, web};
 use chrono::TimeDelta;
 use serde::Deserialize;

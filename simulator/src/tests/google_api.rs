@@ -5,8 +5,8 @@
 //! schemas, and every path against `google.paths.json`.
 
 use super::support::reply;
-use crate::simulator::google::model::{CALENDAR_MAX_TTL_SECONDS, DEFAULT_GOOGLE_ACCOUNT};
-use crate::simulator::{
+use crate::google::model::{CALENDAR_MAX_TTL_SECONDS, DEFAULT_GOOGLE_ACCOUNT};
+use crate::{
     DeliveryReport, Fault, FaultOperation, FaultRule, Operation, SimError, SimServer, Simulator,
     SimulatorConfig,
 };
@@ -104,7 +104,7 @@ struct GoogleHarness {
 }
 
 fn schema(name: &str) -> Value {
-    let path = format!("{}/tests/schemas/{name}", env!("CARGO_MANIFEST_DIR"));
+    let path = format!("{}/../tests/schemas/{name}", env!("CARGO_MANIFEST_DIR"));
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 

@@ -4,7 +4,7 @@
 //! Owns validation of watch/stop bodies and expiry on provider time. Knows
 //! nothing of HTTP or the outgoing POSTs; callers pass `now` from the sim clock.
 
-use crate::simulator::graph::model::random_token;
+use crate::graph::model::random_token;
 use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::{Map, Value};
 use std::collections::HashMap;

@@ -5,8 +5,8 @@
 use super::support::{
     Answer, CALENDAR, CLIENT_ID, Handshake, Harness, INBOX, OTHER_TENANT, TENANT,
 };
-use crate::simulator::graph::model::OUTLOOK_MAX_MINUTES;
-use crate::simulator::{ChangeType, LifecycleEvent, Operation, SimError, SimulatorConfig};
+use crate::graph::model::OUTLOOK_MAX_MINUTES;
+use crate::{ChangeType, LifecycleEvent, Operation, SimError, SimulatorConfig};
 use chrono::{DateTime, TimeDelta, Utc};
 use reqwest::Method;
 use serde_json::json;
@@ -189,7 +189,7 @@ async fn subscriptions_expire_on_the_provider_clock() {
     h.assert_subscription(&renewed.body);
     assert_eq!(
         h.sim.subscriptions()[0].expiration_date_time,
-        crate::simulator::graph::model::truncate_to_ticks(renewed_to)
+        crate::graph::model::truncate_to_ticks(renewed_to)
     );
 
     h.sim.advance(TimeDelta::minutes(121));

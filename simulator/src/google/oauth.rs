@@ -6,12 +6,12 @@
 //! fault says otherwise: the simulator checks the protocol, not credentials.
 //! Errors come back in Google's OAuth shape (`error`, `error_description`).
 
-use crate::simulator::Simulator;
-use crate::simulator::exchange::{form_for_journal, status_code};
-use crate::simulator::faults::{Fault, FaultTarget};
-use crate::simulator::google::model::ACCESS_TOKEN_LIFETIME_SECONDS;
-use crate::simulator::google::wire;
-use crate::simulator::journal::{Operation, RecordedRequest, lock};
+use crate::Simulator;
+use crate::exchange::{form_for_journal, status_code};
+use crate::faults::{Fault, FaultTarget};
+use crate::google::model::ACCESS_TOKEN_LIFETIME_SECONDS;
+use crate::google::wire;
+use crate::journal::{Operation, RecordedRequest, lock};
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde_json::json;

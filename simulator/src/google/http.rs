@@ -11,12 +11,12 @@
 //! the watch response — or, with `google_sync_before_answer`, before the answer
 //! (the race a subscriber must survive, pinned).
 
-use crate::simulator::Simulator;
-use crate::simulator::exchange::{self, Dialect, ErrorAnswer};
-use crate::simulator::faults::Fault;
-use crate::simulator::google::model::{GoogleCaller, GoogleError, GoogleState};
-use crate::simulator::google::{delivery, wire};
-use crate::simulator::journal::{Operation, lock};
+use crate::Simulator;
+use crate::exchange::{self, Dialect, ErrorAnswer};
+use crate::faults::Fault;
+use crate::google::model::{GoogleCaller, GoogleError, GoogleState};
+use crate::google::{delivery, wire};
+use crate::journal::{Operation, lock};
 use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::{DateTime, Utc};
 use serde_json::Value;

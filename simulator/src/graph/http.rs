@@ -7,13 +7,13 @@
 //! and error wording, and the validation handshake. Handlers never hold the
 //! state lock across an await (the validation handshake runs unlocked).
 
-use crate::simulator::Simulator;
-use crate::simulator::exchange::{self, Dialect, ErrorAnswer};
-use crate::simulator::faults::Fault;
-use crate::simulator::graph::delivery;
-use crate::simulator::graph::model::{Caller, CreatePolicy, GraphError};
-use crate::simulator::graph::wire;
-use crate::simulator::journal::{Operation, lock};
+use crate::Simulator;
+use crate::exchange::{self, Dialect, ErrorAnswer};
+use crate::faults::Fault;
+use crate::graph::delivery;
+use crate::graph::model::{Caller, CreatePolicy, GraphError};
+use crate::graph::wire;
+use crate::journal::{Operation, lock};
 use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder, web};
 use chrono::{DateTime, Utc};
 use serde_json::Value;

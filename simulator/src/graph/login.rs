@@ -9,11 +9,11 @@
 //! `correlation_id`). Access tokens are opaque strings the Graph model
 //! remembers with tenant and expiry.
 
-use crate::simulator::Simulator;
-use crate::simulator::exchange::{form_for_journal, status_code};
-use crate::simulator::faults::{Fault, FaultTarget};
-use crate::simulator::graph::model::{ACCESS_TOKEN_LIFETIME_SECONDS, random_token};
-use crate::simulator::journal::{Operation, RecordedRequest, lock};
+use crate::Simulator;
+use crate::exchange::{form_for_journal, status_code};
+use crate::faults::{Fault, FaultTarget};
+use crate::graph::model::{ACCESS_TOKEN_LIFETIME_SECONDS, random_token};
+use crate::journal::{Operation, RecordedRequest, lock};
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::{DateTime, Utc};

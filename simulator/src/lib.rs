@@ -7,8 +7,10 @@
 //! Owns simulated provider state (tokens, subscriptions, a movable clock), fault
 //! injection, the request journal, and the calls the provider makes back to the
 //! subscriber (validation handshakes, change and lifecycle notifications). It
-//! must not import the service's adapters: it only speaks the providers' wire
-//! protocols, so a client that works against it works against the real thing.
+//! must not import the service's adapters — the crate boundary enforces that: it
+//! depends on `subkeeper-actors` only for the clock port, never on `subkeeper` —
+//! and it only speaks the providers' wire protocols, so a client that works
+//! against it works against the real thing.
 //!
 //! Layout: `graph/` holds the Microsoft part (pure model, wire shapes, HTTP
 //! handlers, outgoing deliveries, token endpoint); `control.rs` is the `/_sim/`

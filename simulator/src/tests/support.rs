@@ -1,7 +1,7 @@
 //! Test harness: a simulator server, a subscriber stand-in (the receiver), an
 //! HTTP client, and the vendor schemas.
 
-use crate::simulator::{SimServer, Simulator, SimulatorConfig};
+use crate::{SimServer, Simulator, SimulatorConfig};
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use chrono::TimeDelta;
 use serde_json::{Value, json};
@@ -378,7 +378,7 @@ pub async fn reply(response: reqwest::Response) -> Reply {
 }
 
 fn schema(name: &str) -> jsonschema::Validator {
-    let path = format!("{}/tests/schemas/{name}", env!("CARGO_MANIFEST_DIR"));
+    let path = format!("{}/../tests/schemas/{name}", env!("CARGO_MANIFEST_DIR"));
     let text = std::fs::read_to_string(&path).unwrap();
     let schema: Value = serde_json::from_str(&text).unwrap();
     jsonschema::validator_for(&schema).unwrap()
