@@ -191,7 +191,14 @@ async fn measure(args: &Args, url: &str, nats: &(String, String)) -> anyhow::Res
     let n = args.providers as usize;
 
     let base: SharedClock = Arc::new(ScaledClock::new(Utc::now(), args.speed));
-    let sim = Simulator::new(SimulatorConfig::default(), base);
+    let sim = Simulator::new(
+        SimulatorConfig {
+            // The service listens on plain-http 127.0.0.1.
+            allow_http_loopback: true,
+            ..SimulatorConfig::default()
+        },
+        base,
+    );
     let sim_server = sim.start(std::net::TcpListener::bind("127.0.0.1:0")?)?;
     // The simulator's server threads exist once it is started; remember them so
     // their CPU can be told apart from the service's HTTP threads.

@@ -356,7 +356,14 @@ struct Ctx {
 
 async fn measure(args: &Args, db: &Db, topology: &Topology, tmp: &Path) -> anyhow::Result<()> {
     let idle = machine_idle_check().await;
-    let sim = Simulator::new(SimulatorConfig::default(), Arc::new(SystemClock));
+    let sim = Simulator::new(
+        SimulatorConfig {
+            // The service listens on plain-http 127.0.0.1.
+            allow_http_loopback: true,
+            ..SimulatorConfig::default()
+        },
+        Arc::new(SystemClock),
+    );
     let sim_server = sim.start(std::net::TcpListener::bind("127.0.0.1:0")?)?;
     tokio::time::sleep(Duration::from_millis(200)).await;
     // Threads that exist now are the simulator's and this harness's.

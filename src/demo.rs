@@ -29,7 +29,14 @@ pub async fn run(mut config: Config, speed: u32, seconds: u64) -> anyhow::Result
     let clock = ScaledClock::new(Utc::now(), speed.max(1));
     let shared: SharedClock = Arc::new(clock.clone());
 
-    let sim = Simulator::new(SimulatorConfig::default(), shared.clone());
+    // The demo's service listens on plain-http 127.0.0.1.
+    let sim = Simulator::new(
+        SimulatorConfig {
+            allow_http_loopback: true,
+            ..SimulatorConfig::default()
+        },
+        shared.clone(),
+    );
     let sim_server = sim.start(std::net::TcpListener::bind("127.0.0.1:0")?)?;
     let sim_clock: SharedClock = sim.clock();
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;

@@ -31,8 +31,11 @@ enum Command {
     Run,
     /// Apply database migrations to SUBKEEPER_DATABASE_URL and exit.
     Migrate,
-    /// Run the provider simulator (Microsoft Graph + identity platform) for tests,
-    /// the demo and docker-compose.
+    /// Run the provider simulator (Microsoft Graph + identity platform, Google
+    /// Calendar/Gmail/OAuth) for tests, the demo and docker-compose.
+    ///
+    /// It is as strict as the real services unless told otherwise: notification
+    /// URLs must be https.
     Simulate {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:9000")]
@@ -40,6 +43,16 @@ enum Command {
         /// Run the simulator's clock this many times faster than real time.
         #[arg(long, default_value_t = 1)]
         speed: u32,
+        /// Accept plain-http notification URLs whose host is loopback
+        /// (127.0.0.0/8, ::1, localhost), for a subscriber on this machine.
+        /// Graph and Google accept only https, and so does the simulator without
+        /// this flag.
+        #[arg(long)]
+        allow_http_loopback: bool,
+        /// Also accept plain-http notification URLs to this host (repeatable),
+        /// e.g. a compose service name.
+        #[arg(long = "allow-http-host", value_name = "HOST")]
+        allow_http_hosts: Vec<String>,
     },
     /// Start the simulator and the service in one process, seed providers across two
     /// tenants, run the clock fast, and print the lifecycle as it happens.
@@ -99,8 +112,18 @@ fn main() -> anyhow::Result<ExitCode> {
                 println!("migrations applied");
                 Ok(ExitCode::SUCCESS)
             }
-            Command::Simulate { addr, speed } => {
-                subkeeper_simulator::serve_forever(addr, speed).await?;
+            Command::Simulate {
+                addr,
+                speed,
+                allow_http_loopback,
+                allow_http_hosts,
+            } => {
+                let config = subkeeper_simulator::SimulatorConfig {
+                    allow_http_loopback,
+                    allow_http_hosts,
+                    ..subkeeper_simulator::SimulatorConfig::default()
+                };
+                subkeeper_simulator::serve_forever(addr, speed, config).await?;
                 Ok(ExitCode::SUCCESS)
             }
             Command::Demo { speed, seconds } => subkeeper::demo::run(config, speed, seconds)

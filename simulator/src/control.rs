@@ -231,7 +231,8 @@ async fn advance_clock(sim: web::Data<Simulator>, body: web::Bytes) -> HttpRespo
 
 async fn config_view(sim: web::Data<Simulator>) -> HttpResponse {
     let SimulatorConfig {
-        require_https,
+        allow_http_loopback,
+        allow_http_hosts,
         validation_timeout,
         validate_endpoints,
         notification_timeout,
@@ -240,7 +241,8 @@ async fn config_view(sim: web::Data<Simulator>) -> HttpResponse {
         journal_capacity,
     } = sim.config();
     HttpResponse::Ok().json(json!({
-        "require_https": require_https,
+        "allow_http_loopback": allow_http_loopback,
+        "allow_http_hosts": allow_http_hosts,
         "validation_timeout_ms": validation_timeout.as_millis(),
         "validate_endpoints": validate_endpoints,
         "notification_timeout_ms": notification_timeout.as_millis(),

@@ -52,9 +52,15 @@ use subkeeper_actors::clock::{Clock, ScaledClock, SharedClock, SystemClock};
 /// How strict the simulated provider is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SimulatorConfig {
-    /// Reject `http://` notification URLs as real Graph does. Off by default so
-    /// tests and the demo can receive on plain 127.0.0.1.
-    pub require_https: bool,
+    /// Accept `http://` notification URLs (Graph's `notificationUrl` and
+    /// `lifecycleNotificationUrl`, Calendar's channel `address`) whose host is
+    /// loopback (`127.0.0.0/8`, `::1`, `localhost`), for tests and the demo
+    /// that receive on plain 127.0.0.1. Off: every `http://` URL is refused, as
+    /// Graph and Google refuse them.
+    pub allow_http_loopback: bool,
+    /// Further hosts whose `http://` notification URLs are accepted (a compose
+    /// network's service name). Empty by default.
+    pub allow_http_hosts: Vec<String>,
     /// How long the subscriber has to answer a validation handshake (Graph: 10 s).
     pub validation_timeout: Duration,
     /// Run the validation handshake on create (and on a PATCH that moves the
@@ -80,7 +86,8 @@ pub struct SimulatorConfig {
 impl Default for SimulatorConfig {
     fn default() -> Self {
         Self {
-            require_https: false,
+            allow_http_loopback: false,
+            allow_http_hosts: Vec::new(),
             validation_timeout: Duration::from_secs(10),
             validate_endpoints: true,
             notification_timeout: Duration::from_secs(3),
@@ -454,6 +461,25 @@ impl Simulator {
         server_base.trim_end_matches('/').to_owned()
     }
 
+    /// Whether `url` may be `http://` under this configuration: only with a
+    /// loopback host and `allow_http_loopback`, or a host in `allow_http_hosts`.
+    pub(crate) fn http_allowed(&self, url: &url::Url) -> bool {
+        let config = &self.shared.config;
+        let loopback = match url.host() {
+            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+            Some(url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
+            None => false,
+        };
+        (loopback && config.allow_http_loopback)
+            || url.host_str().is_some_and(|host| {
+                config
+                    .allow_http_hosts
+                    .iter()
+                    .any(|allowed| allowed.eq_ignore_ascii_case(host))
+            })
+    }
+
     /// Adds a fault rule; rules are checked oldest first.
     pub fn inject_fault(&self, rule: FaultRule) {
         self.shared.faults.add(rule);
@@ -495,11 +521,12 @@ impl Simulator {
             .collect()
     }
 
-    /// Issues an access token without going through the token endpoint, for
-    /// tests that exercise Graph calls only. Not journaled.
+    /// Issues an app-only access token (as the client-credentials grant would)
+    /// without going through the token endpoint, for tests that exercise Graph
+    /// calls only. Not journaled.
     pub fn issue_access_token(&self, tenant: &str, client_id: &str) -> String {
         let now = self.now();
-        lock(&self.shared.graph).issue_token(tenant, client_id, now)
+        lock(&self.shared.graph).issue_token(tenant, client_id, true, now)
     }
 
     /// POSTs one change notification collection about a new item to the
@@ -743,15 +770,21 @@ impl Simulator {
     }
 }
 
-/// Runs a simulator on `addr` until Ctrl-C, for `subkeeper simulate`. With
-/// `speed > 1` provider time runs that many times faster than wall time.
-pub async fn serve_forever(addr: SocketAddr, speed: u32) -> std::io::Result<()> {
+/// Runs a simulator with `config` on `addr` until Ctrl-C, for `subkeeper
+/// simulate`. With `speed > 1` provider time runs that many times faster than
+/// wall time.
+pub async fn serve_forever(
+    addr: SocketAddr,
+    speed: u32,
+    config: SimulatorConfig,
+) -> std::io::Result<()> {
     let base: SharedClock = if speed > 1 {
         Arc::new(ScaledClock::new(Utc::now(), speed))
     } else {
         Arc::new(SystemClock)
     };
-    let sim = Simulator::new(SimulatorConfig::default(), base);
+    let allow_http_loopback = config.allow_http_loopback;
+    let sim = Simulator::new(config, base);
     let server = sim.start(TcpListener::bind(addr)?)?;
     tracing::info!(
         graph_base_url = %server.graph_base_url(),
@@ -759,6 +792,7 @@ pub async fn serve_forever(addr: SocketAddr, speed: u32) -> std::io::Result<()> 
         google_base_url = %server.google_base_url(),
         control_url = %format!("{}/_sim", server.base_url),
         speed,
+        allow_http_loopback,
         "provider simulator listening"
     );
     tokio::signal::ctrl_c().await?;

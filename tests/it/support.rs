@@ -210,9 +210,11 @@ impl Harness {
         let db = TestDb::create().await;
         let bus = TestBus::new();
         // Google's sync message outruns the events.watch answer: the harder order.
+        // The service listens on plain-http 127.0.0.1.
         let sim = Simulator::new(
             SimulatorConfig {
                 google_sync_before_answer: true,
+                allow_http_loopback: true,
                 ..SimulatorConfig::default()
             },
             Arc::new(SystemClock),

@@ -7,7 +7,7 @@
 //! credentials. Errors come back in AAD's shape (`error`, `error_description`
 //! starting with an `AADSTS` code, `error_codes`, `timestamp`, `trace_id`,
 //! `correlation_id`). Access tokens are opaque strings the Graph model
-//! remembers with tenant and expiry.
+//! remembers with tenant, expiry and whether they are app-only.
 
 use crate::Simulator;
 use crate::exchange::{form_for_journal, status_code};
@@ -182,7 +182,7 @@ fn issue(sim: &Simulator, tenant: &str, form: &HashMap<String, String>) -> Resul
                     ),
                 ));
             }
-            let access_token = new_access_token(sim, tenant, client_id);
+            let access_token = new_access_token(sim, tenant, client_id, true);
             Ok(json!({
                 "token_type": "Bearer",
                 "expires_in": ACCESS_TOKEN_LIFETIME_SECONDS,
@@ -193,7 +193,7 @@ fn issue(sim: &Simulator, tenant: &str, form: &HashMap<String, String>) -> Resul
         "refresh_token" => {
             field("refresh_token").ok_or_else(|| AadError::missing("refresh_token"))?;
             let scope = field("scope").unwrap_or("https://graph.microsoft.com/.default");
-            let access_token = new_access_token(sim, tenant, client_id);
+            let access_token = new_access_token(sim, tenant, client_id, false);
             Ok(json!({
                 "token_type": "Bearer",
                 "scope": scope,
@@ -213,9 +213,10 @@ fn issue(sim: &Simulator, tenant: &str, form: &HashMap<String, String>) -> Resul
     }
 }
 
-fn new_access_token(sim: &Simulator, tenant: &str, client_id: &str) -> String {
+/// A new access token; `app_only` for the client-credentials grant.
+fn new_access_token(sim: &Simulator, tenant: &str, client_id: &str, app_only: bool) -> String {
     let now = sim.now();
-    lock(&sim.shared.graph).issue_token(tenant, client_id, now)
+    lock(&sim.shared.graph).issue_token(tenant, client_id, app_only, now)
 }
 
 fn aad_error_response(error: &AadError, correlation_id: &str, now: DateTime<Utc>) -> HttpResponse {

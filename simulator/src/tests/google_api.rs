@@ -122,7 +122,11 @@ fn assert_valid(validator: &jsonschema::Validator, instance: &Value) {
 
 impl GoogleHarness {
     async fn start() -> Self {
-        Self::with_config(SimulatorConfig::default()).await
+        Self::with_config(SimulatorConfig {
+            allow_http_loopback: true,
+            ..SimulatorConfig::default()
+        })
+        .await
     }
 
     async fn with_config(config: SimulatorConfig) -> Self {
@@ -411,7 +415,7 @@ async fn watch_answers_a_channel_and_sends_the_sync_message() {
 #[actix_web::test]
 async fn watch_rejects_bad_bodies_and_bad_tokens() {
     let h = GoogleHarness::with_config(SimulatorConfig {
-        require_https: true,
+        allow_http_loopback: false,
         ..SimulatorConfig::default()
     })
     .await;
@@ -854,4 +858,18 @@ fn google_schemas_reject_misspelt_fields_and_numbers_for_int64() {
     );
     let response = validator("google.gmail.WatchResponse.schema.json");
     assert!(!response.is_valid(&json!({"historyId": 1, "expiration": "1"})));
+}
+
+#[actix_web::test]
+async fn plain_http_channel_addresses_off_loopback_are_refused_even_when_loopback_is_allowed() {
+    let h = GoogleHarness::start().await;
+    let token = h.access_token("1//refresh").await;
+    let mut elsewhere = h.channel_body("c-far", None);
+    elsewhere["address"] = json!("http://hooks.example.com/webhooks/google");
+    let refused = h.watch(&token, &elsewhere).await;
+    h.assert_google_error(&refused, 400, "push.webhookUrlNotHttps");
+    assert!(h.sim.google_channels().is_empty());
+    // The loopback receiver is accepted.
+    h.watch_ok(&token, "c-near", None).await;
+    h.stop().await;
 }

@@ -8,5 +8,6 @@ mod discovery;
 mod faults;
 mod google_api;
 mod graph_api;
+mod refusals;
 mod support;
 mod tokens;

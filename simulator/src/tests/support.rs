@@ -16,6 +16,17 @@ pub const TENANT: &str = "7f1c2a9e-3b4d-4e5f-8a6b-9c0d1e2f3a4b";
 pub const OTHER_TENANT: &str = "0a1b2c3d-4e5f-4061-8293-a4b5c6d7e8f9";
 /// The app registration's client id.
 pub const CLIENT_ID: &str = "11111111-2222-3333-4444-555555555555";
+/// The app registration's secret.
+pub const CLIENT_SECRET: &str = "s3cret";
+
+/// What the tests run with unless they say otherwise: strict about
+/// credentials, but receiving on plain-http 127.0.0.1.
+pub fn test_config() -> SimulatorConfig {
+    SimulatorConfig {
+        allow_http_loopback: true,
+        ..SimulatorConfig::default()
+    }
+}
 /// A mailbox resource of the kind subkeeper subscribes to.
 pub const INBOX: &str = "users/5d3c1f7e-aaaa-bbbb-cccc-111122223333/mailFolders('Inbox')/messages";
 /// A calendar resource.
@@ -230,7 +241,7 @@ pub struct Harness {
 
 impl Harness {
     pub async fn start() -> Self {
-        Self::with_config(SimulatorConfig::default()).await
+        Self::with_config(test_config()).await
     }
 
     pub async fn with_config(config: SimulatorConfig) -> Self {

@@ -183,6 +183,7 @@ async fn a_channel_is_pending_before_events_watch_is_called_and_forgotten_when_r
     let sim = Simulator::new(
         SimulatorConfig {
             google_sync_before_answer: true,
+            allow_http_loopback: true,
             ..SimulatorConfig::default()
         },
         Arc::new(SystemClock),

@@ -50,7 +50,14 @@ impl Harness {
     }
 
     async fn with_timeout(request_timeout: Duration) -> Self {
-        let sim = Simulator::new(SimulatorConfig::default(), Arc::new(SystemClock));
+        // The handshake receiver is plain-http loopback.
+        let sim = Simulator::new(
+            SimulatorConfig {
+                allow_http_loopback: true,
+                ..SimulatorConfig::default()
+            },
+            Arc::new(SystemClock),
+        );
         let server = sim
             .start(TcpListener::bind("127.0.0.1:0").unwrap())
             .unwrap();
