@@ -48,7 +48,7 @@ use subkeeper::{Config, RunOptions};
 use subkeeper_actors::clock::{ScaledClock, SharedClock, SystemClock};
 use subkeeper_actors::domain::{AttemptKind, ProviderId, RenewalAction, RenewalResult};
 use subkeeper_actors::memory::BroadcastSink;
-use subkeeper_simulator::{Operation, Simulator, SimulatorConfig};
+use subkeeper_simulator::{IdentityProvider, Operation, RegisteredApp, Simulator, SimulatorConfig};
 use tokio::sync::broadcast;
 
 /// Graph subscription lifetime the adapter asks for (10,070 min − 5 min skew
@@ -193,8 +193,14 @@ async fn measure(args: &Args, url: &str, nats: &(String, String)) -> anyhow::Res
     let base: SharedClock = Arc::new(ScaledClock::new(Utc::now(), args.speed));
     let sim = Simulator::new(
         SimulatorConfig {
-            // The service listens on plain-http 127.0.0.1.
+            // The seeded credentials are a registered app, as at Microsoft;
+            // the service listens on plain-http 127.0.0.1.
             allow_http_loopback: true,
+            apps: vec![RegisteredApp {
+                provider: IdentityProvider::Microsoft,
+                client_id: "11111111-2222-3333-4444-555555555555".into(),
+                client_secret: "not-a-real-secret".into(),
+            }],
             ..SimulatorConfig::default()
         },
         base,

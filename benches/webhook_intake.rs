@@ -90,7 +90,7 @@ use subkeeper::store::PgStore;
 use subkeeper::{Config, RunOptions};
 use subkeeper_actors::clock::SystemClock;
 use subkeeper_actors::domain::{ProviderId, ProviderKind, TenantId, WebhookEnvelope};
-use subkeeper_simulator::{Simulator, SimulatorConfig};
+use subkeeper_simulator::{IdentityProvider, RegisteredApp, Simulator, SimulatorConfig};
 
 const ADMIN_TOKEN: &str = "bench-admin-token-0123456789";
 
@@ -358,8 +358,14 @@ async fn measure(args: &Args, db: &Db, topology: &Topology, tmp: &Path) -> anyho
     let idle = machine_idle_check().await;
     let sim = Simulator::new(
         SimulatorConfig {
-            // The service listens on plain-http 127.0.0.1.
+            // The seeded credentials are a registered app, as at Microsoft;
+            // the service listens on plain-http 127.0.0.1.
             allow_http_loopback: true,
+            apps: vec![RegisteredApp {
+                provider: IdentityProvider::Microsoft,
+                client_id: "11111111-2222-3333-4444-555555555555".into(),
+                client_secret: "not-a-real-secret".into(),
+            }],
             ..SimulatorConfig::default()
         },
         Arc::new(SystemClock),

@@ -29,10 +29,12 @@ pub async fn run(mut config: Config, speed: u32, seconds: u64) -> anyhow::Result
     let clock = ScaledClock::new(Utc::now(), speed.max(1));
     let shared: SharedClock = Arc::new(clock.clone());
 
-    // The demo's service listens on plain-http 127.0.0.1.
+    // The demo's credentials are made up and its service listens on plain-http
+    // 127.0.0.1: the simulator is told to take both.
     let sim = Simulator::new(
         SimulatorConfig {
             allow_http_loopback: true,
+            accept_any_credentials: true,
             ..SimulatorConfig::default()
         },
         shared.clone(),

@@ -35,7 +35,9 @@ enum Command {
     /// Calendar/Gmail/OAuth) for tests, the demo and docker-compose.
     ///
     /// It is as strict as the real services unless told otherwise: notification
-    /// URLs must be https.
+    /// URLs must be https, and only apps registered through `POST /_sim/apps`
+    /// (`{"provider": "microsoft"|"google", "client_id", "client_secret"}`) get
+    /// tokens.
     Simulate {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:9000")]
@@ -53,6 +55,11 @@ enum Command {
         /// e.g. a compose service name.
         #[arg(long = "allow-http-host", value_name = "HOST")]
         allow_http_hosts: Vec<String>,
+        /// Accept any client id and secret at both token endpoints, and client
+        /// credentials on /common or /consumers. Without it, unknown apps and
+        /// wrong secrets fail as they do at Microsoft and Google.
+        #[arg(long)]
+        accept_any_credentials: bool,
     },
     /// Start the simulator and the service in one process, seed providers across two
     /// tenants, run the clock fast, and print the lifecycle as it happens.
@@ -117,10 +124,12 @@ fn main() -> anyhow::Result<ExitCode> {
                 speed,
                 allow_http_loopback,
                 allow_http_hosts,
+                accept_any_credentials,
             } => {
                 let config = subkeeper_simulator::SimulatorConfig {
                     allow_http_loopback,
                     allow_http_hosts,
+                    accept_any_credentials,
                     ..subkeeper_simulator::SimulatorConfig::default()
                 };
                 subkeeper_simulator::serve_forever(addr, speed, config).await?;

@@ -20,6 +20,7 @@
 //! rules, journaling, held answers); `faults.rs` and `journal.rs` hold the rules
 //! and the record it consults.
 
+pub mod apps;
 pub mod clock;
 mod control;
 mod exchange;
@@ -31,6 +32,7 @@ pub mod journal;
 #[cfg(test)]
 mod tests;
 
+pub use apps::{IdentityProvider, RegisteredApp};
 pub use clock::SimClock;
 pub use faults::{Fault, FaultOperation, FaultRule};
 pub use graph::delivery::DeliveryAttempt;
@@ -38,6 +40,7 @@ pub use graph::wire::{ChangeType, LifecycleEvent};
 pub use journal::{Operation, RecordedRequest};
 
 use actix_web::{App, HttpServer, web};
+use apps::AppRegistry;
 use chrono::{DateTime, TimeDelta, Utc};
 use faults::FaultBook;
 use google::model::{GoogleState, StoredChannel, StoredWatch};
@@ -61,6 +64,15 @@ pub struct SimulatorConfig {
     /// Further hosts whose `http://` notification URLs are accepted (a compose
     /// network's service name). Empty by default.
     pub allow_http_hosts: Vec<String>,
+    /// Accept any client id and secret at both token endpoints, and
+    /// `/common` or `/consumers` with client credentials (the demo and a
+    /// local stack whose credentials are made up). Off: only apps registered
+    /// ([`Simulator::register_app`], `config.apps`) get tokens, and the
+    /// endpoints refuse the rest as the real ones do.
+    pub accept_any_credentials: bool,
+    /// Apps registered at start; more through [`Simulator::register_app`] or
+    /// `POST /_sim/apps`.
+    pub apps: Vec<RegisteredApp>,
     /// How long the subscriber has to answer a validation handshake (Graph: 10 s).
     pub validation_timeout: Duration,
     /// Run the validation handshake on create (and on a PATCH that moves the
@@ -88,6 +100,8 @@ impl Default for SimulatorConfig {
         Self {
             allow_http_loopback: false,
             allow_http_hosts: Vec::new(),
+            accept_any_credentials: false,
+            apps: Vec::new(),
             validation_timeout: Duration::from_secs(10),
             validate_endpoints: true,
             notification_timeout: Duration::from_secs(3),
@@ -296,6 +310,9 @@ pub(crate) struct Shared {
     pub(crate) graph: Mutex<GraphState>,
     /// Google's tokens, channels and watches; never held across an await.
     pub(crate) google: Mutex<GoogleState>,
+    /// Registered OAuth clients of both identity providers (starts as the
+    /// config's); never held across an await.
+    pub(crate) apps: Mutex<AppRegistry>,
     /// Where Gmail's Pub/Sub pushes go (starts as the config's).
     pub(crate) gmail_push_endpoint: Mutex<Option<String>>,
     /// Active fault rules.
@@ -384,11 +401,16 @@ impl Simulator {
                 reqwest::Client::new()
             });
         let gmail_push_endpoint = config.gmail_push_endpoint.clone();
+        let mut apps = AppRegistry::default();
+        for app in &config.apps {
+            apps.register(app.clone());
+        }
         Self {
             shared: Arc::new(Shared {
                 config,
                 clock: Arc::new(SimClock::new(base_clock)),
                 gmail_push_endpoint: Mutex::new(gmail_push_endpoint),
+                apps: Mutex::new(apps),
                 graph: Mutex::new(GraphState::default()),
                 google: Mutex::new(GoogleState::default()),
                 faults: FaultBook::default(),
@@ -459,6 +481,17 @@ impl Simulator {
     /// endpoint is `{login_base}/{tenant}/oauth2/v2.0/token`.
     pub fn login_base_url(server_base: &str) -> String {
         server_base.trim_end_matches('/').to_owned()
+    }
+
+    /// Registers an app with its identity provider (replacing the secret of
+    /// one already registered): its client id and secret now get tokens.
+    pub fn register_app(&self, app: RegisteredApp) {
+        lock(&self.shared.apps).register(app);
+    }
+
+    /// The client ids registered with `provider`, sorted.
+    pub fn registered_client_ids(&self, provider: IdentityProvider) -> Vec<String> {
+        lock(&self.shared.apps).client_ids(provider)
     }
 
     /// Whether `url` may be `http://` under this configuration: only with a
@@ -784,6 +817,7 @@ pub async fn serve_forever(
         Arc::new(SystemClock)
     };
     let allow_http_loopback = config.allow_http_loopback;
+    let accept_any_credentials = config.accept_any_credentials;
     let sim = Simulator::new(config, base);
     let server = sim.start(TcpListener::bind(addr)?)?;
     tracing::info!(
@@ -793,6 +827,7 @@ pub async fn serve_forever(
         control_url = %format!("{}/_sim", server.base_url),
         speed,
         allow_http_loopback,
+        accept_any_credentials,
         "provider simulator listening"
     );
     tokio::signal::ctrl_c().await?;

@@ -2,7 +2,7 @@
 //! MSAL-style client that is pointed at the simulator reads them: every URL
 //! names the simulator's own base and resolves.
 
-use super::support::{CLIENT_ID, Harness, TENANT, reply};
+use super::support::{CLIENT_ID, CLIENT_SECRET, Harness, TENANT, basic, reply};
 use base64::Engine;
 use serde_json::json;
 
@@ -29,6 +29,7 @@ async fn discovery_document_points_at_the_simulator_and_its_urls_resolve() {
         .as_array()
         .unwrap();
     assert!(methods.contains(&json!("client_secret_post")));
+    assert!(methods.contains(&json!("client_secret_basic")));
 
     // jwks_uri serves a well-formed RSA signing key.
     let keys = fetch(doc.body["jwks_uri"].as_str().unwrap().to_owned()).await;
@@ -44,23 +45,38 @@ async fn discovery_document_points_at_the_simulator_and_its_urls_resolve() {
     assert_eq!(modulus.len(), 256, "a 2048-bit modulus");
     assert!(modulus[0] & 0x80 != 0, "no leading zero byte");
 
-    // token_endpoint is the one that issues tokens.
+    // token_endpoint is the one that issues tokens, by both methods it names.
     let token_endpoint = doc.body["token_endpoint"].as_str().unwrap();
-    let granted = reply(
+    let grant = [
+        ("grant_type", "client_credentials"),
+        ("scope", "https://graph.microsoft.com/.default"),
+    ];
+    let in_body = reply(
         h.http
             .post(token_endpoint)
             .form(&[
-                ("grant_type", "client_credentials"),
+                grant[0],
+                grant[1],
                 ("client_id", CLIENT_ID),
-                ("client_secret", "s3cret"),
-                ("scope", "https://graph.microsoft.com/.default"),
+                ("client_secret", CLIENT_SECRET),
             ])
             .send()
             .await
             .unwrap(),
     )
     .await;
-    assert_eq!(granted.status, 200, "{:?}", granted.body);
+    assert_eq!(in_body.status, 200, "{:?}", in_body.body);
+    let by_basic = reply(
+        h.http
+            .post(token_endpoint)
+            .header("authorization", basic(CLIENT_ID, CLIENT_SECRET))
+            .form(&grant)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(by_basic.status, 200, "{:?}", by_basic.body);
 
     // Multi-tenant segments name the `{tenantid}` placeholder, as Microsoft's do.
     let common = fetch(format!(

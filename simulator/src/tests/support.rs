@@ -1,8 +1,9 @@
 //! Test harness: a simulator server, a subscriber stand-in (the receiver), an
 //! HTTP client, and the vendor schemas.
 
-use crate::{SimServer, Simulator, SimulatorConfig};
+use crate::{IdentityProvider, RegisteredApp, SimServer, Simulator, SimulatorConfig};
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+use base64::Engine;
 use chrono::TimeDelta;
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -16,7 +17,7 @@ pub const TENANT: &str = "7f1c2a9e-3b4d-4e5f-8a6b-9c0d1e2f3a4b";
 pub const OTHER_TENANT: &str = "0a1b2c3d-4e5f-4061-8293-a4b5c6d7e8f9";
 /// The app registration's client id.
 pub const CLIENT_ID: &str = "11111111-2222-3333-4444-555555555555";
-/// The app registration's secret.
+/// The app registration's secret, registered with the simulator.
 pub const CLIENT_SECRET: &str = "s3cret";
 
 /// What the tests run with unless they say otherwise: strict about
@@ -244,8 +245,14 @@ impl Harness {
         Self::with_config(test_config()).await
     }
 
+    /// A harness on `config`, with [`CLIENT_ID`] registered.
     pub async fn with_config(config: SimulatorConfig) -> Self {
         let sim = Simulator::new(config, Arc::new(SystemClock));
+        sim.register_app(RegisteredApp {
+            provider: IdentityProvider::Microsoft,
+            client_id: CLIENT_ID.to_owned(),
+            client_secret: CLIENT_SECRET.to_owned(),
+        });
         let server = sim
             .start(TcpListener::bind("127.0.0.1:0").unwrap())
             .unwrap();
@@ -370,6 +377,17 @@ impl Harness {
         self.receiver.stop().await;
         self.server.stop().await;
     }
+}
+
+/// `Authorization: Basic` as RFC 6749 §2.3.1 builds it for client
+/// authentication: id and secret form-urlencoded, joined by `:`, base64.
+pub fn basic(client_id: &str, secret: &str) -> String {
+    let encode = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+    let joined = format!("{}:{}", encode(client_id), encode(secret));
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(joined)
+    )
 }
 
 pub async fn reply(response: reqwest::Response) -> Reply {

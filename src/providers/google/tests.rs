@@ -177,13 +177,19 @@ async fn a_channel_is_pending_before_events_watch_is_called_and_forgotten_when_r
     use subkeeper_actors::clock::SystemClock;
     use subkeeper_actors::ports::CreateRequest;
     use subkeeper_simulator::{
-        Fault, FaultOperation, FaultRule, Operation, Simulator, SimulatorConfig,
+        Fault, FaultOperation, FaultRule, IdentityProvider, Operation, RegisteredApp, Simulator,
+        SimulatorConfig,
     };
 
     let sim = Simulator::new(
         SimulatorConfig {
             google_sync_before_answer: true,
             allow_http_loopback: true,
+            apps: vec![RegisteredApp {
+                provider: IdentityProvider::Google,
+                client_id: "client-acme".into(),
+                client_secret: "not-a-real-google-secret".into(),
+            }],
             ..SimulatorConfig::default()
         },
         Arc::new(SystemClock),

@@ -12,8 +12,8 @@ use std::time::Instant;
 use subkeeper_actors::clock::SystemClock;
 use subkeeper_actors::domain::{ErrorClass, ProviderId, ProviderKind, TenantId};
 use subkeeper_simulator::{
-    Fault, FaultOperation, FaultRule, Operation as SimOperation, RecordedRequest, SimServer,
-    Simulator, SimulatorConfig,
+    Fault, FaultOperation, FaultRule, IdentityProvider, Operation as SimOperation, RecordedRequest,
+    RegisteredApp, SimServer, Simulator, SimulatorConfig,
 };
 use uuid::Uuid;
 
@@ -50,10 +50,16 @@ impl Harness {
     }
 
     async fn with_timeout(request_timeout: Duration) -> Self {
-        // The handshake receiver is plain-http loopback.
+        // Strict about credentials (the app is registered), lenient only about
+        // the plain-http loopback receiver.
         let sim = Simulator::new(
             SimulatorConfig {
                 allow_http_loopback: true,
+                apps: vec![RegisteredApp {
+                    provider: IdentityProvider::Microsoft,
+                    client_id: CLIENT_ID.into(),
+                    client_secret: "not-a-real-secret".into(),
+                }],
                 ..SimulatorConfig::default()
             },
             Arc::new(SystemClock),
