@@ -43,12 +43,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use subkeeper::bus::Topology;
-use subkeeper::simulator::{Operation, Simulator, SimulatorConfig};
 use subkeeper::store::PgStore;
 use subkeeper::{Config, RunOptions};
 use subkeeper_actors::clock::{ScaledClock, SharedClock, SystemClock};
 use subkeeper_actors::domain::{AttemptKind, ProviderId, RenewalAction, RenewalResult};
 use subkeeper_actors::memory::BroadcastSink;
+use subkeeper_simulator::{IdentityProvider, Operation, RegisteredApp, Simulator, SimulatorConfig};
 use tokio::sync::broadcast;
 
 /// Graph subscription lifetime the adapter asks for (10,070 min − 5 min skew
@@ -191,7 +191,20 @@ async fn measure(args: &Args, url: &str, nats: &(String, String)) -> anyhow::Res
     let n = args.providers as usize;
 
     let base: SharedClock = Arc::new(ScaledClock::new(Utc::now(), args.speed));
-    let sim = Simulator::new(SimulatorConfig::default(), base);
+    let sim = Simulator::new(
+        SimulatorConfig {
+            // The seeded credentials are a registered app, as at Microsoft;
+            // the service listens on plain-http 127.0.0.1.
+            allow_http_loopback: true,
+            apps: vec![RegisteredApp {
+                provider: IdentityProvider::Microsoft,
+                client_id: "11111111-2222-3333-4444-555555555555".into(),
+                client_secret: "not-a-real-secret".into(),
+            }],
+            ..SimulatorConfig::default()
+        },
+        base,
+    );
     let sim_server = sim.start(std::net::TcpListener::bind("127.0.0.1:0")?)?;
     // The simulator's server threads exist once it is started; remember them so
     // their CPU can be told apart from the service's HTTP threads.

@@ -86,11 +86,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use subkeeper::bus::consumer::ConsumerSpec;
 use subkeeper::bus::{StreamLimits, Topology};
-use subkeeper::simulator::{Simulator, SimulatorConfig};
 use subkeeper::store::PgStore;
 use subkeeper::{Config, RunOptions};
 use subkeeper_actors::clock::SystemClock;
 use subkeeper_actors::domain::{ProviderId, ProviderKind, TenantId, WebhookEnvelope};
+use subkeeper_simulator::{IdentityProvider, RegisteredApp, Simulator, SimulatorConfig};
 
 const ADMIN_TOKEN: &str = "bench-admin-token-0123456789";
 
@@ -356,7 +356,20 @@ struct Ctx {
 
 async fn measure(args: &Args, db: &Db, topology: &Topology, tmp: &Path) -> anyhow::Result<()> {
     let idle = machine_idle_check().await;
-    let sim = Simulator::new(SimulatorConfig::default(), Arc::new(SystemClock));
+    let sim = Simulator::new(
+        SimulatorConfig {
+            // The seeded credentials are a registered app, as at Microsoft;
+            // the service listens on plain-http 127.0.0.1.
+            allow_http_loopback: true,
+            apps: vec![RegisteredApp {
+                provider: IdentityProvider::Microsoft,
+                client_id: "11111111-2222-3333-4444-555555555555".into(),
+                client_secret: "not-a-real-secret".into(),
+            }],
+            ..SimulatorConfig::default()
+        },
+        Arc::new(SystemClock),
+    );
     let sim_server = sim.start(std::net::TcpListener::bind("127.0.0.1:0")?)?;
     tokio::time::sleep(Duration::from_millis(200)).await;
     // Threads that exist now are the simulator's and this harness's.

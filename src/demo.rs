@@ -7,7 +7,6 @@
 //! SUBKEEPER_DATABASE_URL (dropped and recreated at start).
 
 use crate::config::Config;
-use crate::simulator::{Fault, FaultOperation, FaultRule, Simulator, SimulatorConfig};
 use crate::store::{NewCredentials, NewProvider, PgStore};
 use crate::{RunOptions, run_with};
 use anyhow::Context as _;
@@ -19,6 +18,7 @@ use std::time::Duration;
 use subkeeper_actors::clock::{Clock, ScaledClock, SharedClock};
 use subkeeper_actors::domain::{ProviderId, ProviderKind, RenewalResult, TenantId};
 use subkeeper_actors::memory::BroadcastSink;
+use subkeeper_simulator::{Fault, FaultOperation, FaultRule, Simulator, SimulatorConfig};
 
 const DEMO_DB: &str = "subkeeper_demo";
 
@@ -29,7 +29,16 @@ pub async fn run(mut config: Config, speed: u32, seconds: u64) -> anyhow::Result
     let clock = ScaledClock::new(Utc::now(), speed.max(1));
     let shared: SharedClock = Arc::new(clock.clone());
 
-    let sim = Simulator::new(SimulatorConfig::default(), shared.clone());
+    // The demo's credentials are made up and its service listens on plain-http
+    // 127.0.0.1: the simulator is told to take both.
+    let sim = Simulator::new(
+        SimulatorConfig {
+            allow_http_loopback: true,
+            accept_any_credentials: true,
+            ..SimulatorConfig::default()
+        },
+        shared.clone(),
+    );
     let sim_server = sim.start(std::net::TcpListener::bind("127.0.0.1:0")?)?;
     let sim_clock: SharedClock = sim.clock();
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;

@@ -4,8 +4,9 @@
 //! before anything goes silent.
 //!
 //! This crate adapts the world to the core in `subkeeper-actors`: configuration,
-//! the Postgres store, provider adapters, the NATS bus, the HTTP layer, telemetry and
-//! the provider simulator. [`run`] wires them; `main` only parses the CLI and calls it.
+//! the Postgres store, provider adapters, the NATS bus, the HTTP layer and telemetry.
+//! [`run`] wires them; `main` only parses the CLI and calls it. The provider simulator
+//! that `simulate`, `demo` and the tests use is its own crate, `subkeeper-simulator`.
 
 pub mod app;
 pub mod bus;
@@ -15,7 +16,6 @@ pub mod demo;
 pub mod http;
 pub mod intake;
 pub mod providers;
-pub mod simulator;
 pub mod store;
 pub mod telemetry;
 

@@ -35,8 +35,12 @@ enum Command {
     /// database first if it does not exist and the role may).
     Migrate,
     /// Run the provider simulator (Microsoft Graph + identity platform, Google
-    /// Calendar, Gmail + Pub/Sub push, Google OAuth) for tests,
-    /// the demo and docker-compose.
+    /// Calendar/Gmail/OAuth) for tests, the demo and docker-compose.
+    ///
+    /// It is as strict as the real services unless told otherwise: notification
+    /// URLs must be https, and only apps registered through `POST /_sim/apps`
+    /// (`{"provider": "microsoft"|"google", "client_id", "client_secret"}`) get
+    /// tokens.
     Simulate {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:9000")]
@@ -44,6 +48,21 @@ enum Command {
         /// Run the simulator's clock this many times faster than real time.
         #[arg(long, default_value_t = 1)]
         speed: u32,
+        /// Accept plain-http notification URLs whose host is loopback
+        /// (127.0.0.0/8, ::1, localhost), for a subscriber on this machine.
+        /// Graph and Google accept only https, and so does the simulator without
+        /// this flag.
+        #[arg(long)]
+        allow_http_loopback: bool,
+        /// Also accept plain-http notification URLs to this host (repeatable),
+        /// e.g. a compose service name.
+        #[arg(long = "allow-http-host", value_name = "HOST")]
+        allow_http_hosts: Vec<String>,
+        /// Accept any client id and secret at both token endpoints, and client
+        /// credentials on /common or /consumers. Without it, unknown apps and
+        /// wrong secrets fail as they do at Microsoft and Google.
+        #[arg(long)]
+        accept_any_credentials: bool,
     },
     /// Start the simulator and the service in one process, seed providers across two
     /// tenants, run the clock fast, and print the lifecycle as it happens.
@@ -104,8 +123,20 @@ fn main() -> anyhow::Result<ExitCode> {
                 println!("migrations applied");
                 Ok(ExitCode::SUCCESS)
             }
-            Command::Simulate { addr, speed } => {
-                subkeeper::simulator::serve_forever(addr, speed).await?;
+            Command::Simulate {
+                addr,
+                speed,
+                allow_http_loopback,
+                allow_http_hosts,
+                accept_any_credentials,
+            } => {
+                let config = subkeeper_simulator::SimulatorConfig {
+                    allow_http_loopback,
+                    allow_http_hosts,
+                    accept_any_credentials,
+                    ..subkeeper_simulator::SimulatorConfig::default()
+                };
+                subkeeper_simulator::serve_forever(addr, speed, config).await?;
                 Ok(ExitCode::SUCCESS)
             }
             Command::Demo { speed, seconds } => subkeeper::demo::run(config, speed, seconds)

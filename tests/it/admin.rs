@@ -1,6 +1,6 @@
 //! The admin API's edges: authentication, tenant isolation, bad input.
 
-use crate::support::Harness;
+use crate::support::{GOOGLE_CLIENT_SECRET, Harness};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 use sqlx::Row;
@@ -130,6 +130,11 @@ async fn graph_handshake_echoes_the_decoded_token_as_plain_text() {
 async fn credentials_are_checked_against_the_providers_kind() {
     let h = Harness::start(|_| {}).await;
     h.sim.register_google_account("rt-kind", "kind@example.com");
+    h.sim.register_app(subkeeper_simulator::RegisteredApp {
+        provider: subkeeper_simulator::IdentityProvider::Google,
+        client_id: "client-acme".into(),
+        client_secret: GOOGLE_CLIENT_SECRET.into(),
+    });
     let google = json!({
         "flow": "refresh_token", "client_id": "client-acme",
         "client_secret": "not-a-real-google-secret", "refresh_token": "rt-kind"

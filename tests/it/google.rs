@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use sqlx::Row;
 use std::collections::HashMap;
 use std::time::Duration;
-use subkeeper::simulator::{Fault, FaultOperation, FaultRule, Operation, RecordedRequest};
+use subkeeper_simulator::{Fault, FaultOperation, FaultRule, Operation, RecordedRequest};
 
 fn status(view: &Value) -> &str {
     view["health"]["subscription_status"].as_str().unwrap_or("")

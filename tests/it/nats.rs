@@ -10,12 +10,12 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 use subkeeper::bus::{Bus, NatsEventSink, Topology};
-use subkeeper::simulator::{Fault, FaultOperation, FaultRule, Operation, RecordedRequest};
 use subkeeper::{Config, RunOptions};
 use subkeeper_actors::domain::{
     AttemptKind, HealthState, ProviderId, ProviderKind, RenewalAction, RenewalResult, TenantId,
 };
 use subkeeper_actors::ports::EventSink;
+use subkeeper_simulator::{Fault, FaultOperation, FaultRule, Operation, RecordedRequest};
 
 fn healthy(view: &Value) -> bool {
     view["health"]["subscription_status"] == "healthy"

@@ -7,7 +7,7 @@ use crate::support::{ADMIN_TOKEN, GMAIL_PUSH_SECRET, Harness, wait_until};
 use reqwest::StatusCode;
 use serde_json::json;
 use std::time::Duration;
-use subkeeper::simulator::ChangeType;
+use subkeeper_simulator::ChangeType;
 
 #[actix_web::test]
 async fn no_configured_or_generated_secret_reaches_the_logs() {

@@ -10,9 +10,9 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use subkeeper::bus::{StreamLimits, Topology};
-use subkeeper::simulator::{SimServer, Simulator, SimulatorConfig};
 use subkeeper::{Config, RunOptions};
 use subkeeper_actors::clock::SystemClock;
+use subkeeper_simulator::{IdentityProvider, RegisteredApp, SimServer, Simulator, SimulatorConfig};
 use tokio::sync::oneshot;
 
 /// Admin token used by every test.
@@ -23,6 +23,18 @@ pub const GMAIL_PUSH_SECRET: &str = "test-gmail-push-secret-0123456789";
 
 /// The Pub/Sub topic Gmail watches publish to in tests.
 pub const GMAIL_TOPIC: &str = "projects/subkeeper-test/topics/gmail";
+
+/// The Graph app registration every test provider connects through; the
+/// simulator knows it, so a token request with anything else fails as at
+/// Microsoft.
+pub const GRAPH_CLIENT_ID: &str = "11111111-2222-3333-4444-555555555555";
+
+/// [`GRAPH_CLIENT_ID`]'s secret.
+pub const GRAPH_CLIENT_SECRET: &str = "not-a-real-secret";
+
+/// The secret of every Google OAuth client a test provider connects through
+/// ([`Harness::create_google_provider`] registers the client with it).
+pub const GOOGLE_CLIENT_SECRET: &str = "not-a-real-google-secret";
 
 /// Base URL of the Postgres server tests create databases on.
 fn server_url() -> String {
@@ -211,9 +223,18 @@ impl Harness {
         let db = TestDb::create().await;
         let bus = TestBus::new();
         // Google's sync message outruns the events.watch answer: the harder order.
+        // Strict about credentials: the Graph app every test provider uses is
+        // registered (Google clients are, as providers are created); lenient
+        // only about the plain-http 127.0.0.1 the service listens on.
         let sim = Simulator::new(
             SimulatorConfig {
                 google_sync_before_answer: true,
+                allow_http_loopback: true,
+                apps: vec![RegisteredApp {
+                    provider: IdentityProvider::Microsoft,
+                    client_id: GRAPH_CLIENT_ID.into(),
+                    client_secret: GRAPH_CLIENT_SECRET.into(),
+                }],
                 ..SimulatorConfig::default()
             },
             Arc::new(SystemClock),
@@ -361,8 +382,8 @@ impl Harness {
                     "credentials": {
                         "flow": "client_credentials",
                         "authority_tenant": authority,
-                        "client_id": "11111111-2222-3333-4444-555555555555",
-                        "client_secret": "not-a-real-secret",
+                        "client_id": GRAPH_CLIENT_ID,
+                        "client_secret": GRAPH_CLIENT_SECRET,
                     }
                 })),
             )
@@ -384,6 +405,11 @@ impl Harness {
         refresh_token: &str,
     ) -> String {
         self.sim.register_google_account(refresh_token, resource);
+        self.sim.register_app(RegisteredApp {
+            provider: IdentityProvider::Google,
+            client_id: client_id.into(),
+            client_secret: GOOGLE_CLIENT_SECRET.into(),
+        });
         let (status, body) = self
             .admin(
                 reqwest::Method::POST,
@@ -396,7 +422,7 @@ impl Harness {
                         "flow": "refresh_token",
                         "authority_tenant": "google",
                         "client_id": client_id,
-                        "client_secret": "not-a-real-google-secret",
+                        "client_secret": GOOGLE_CLIENT_SECRET,
                         "refresh_token": refresh_token,
                     }
                 })),

@@ -171,18 +171,25 @@ struct Seen {
 async fn a_channel_is_pending_before_events_watch_is_called_and_forgotten_when_refused() {
     use crate::providers::oauth::OAuthCredentials;
     use crate::providers::test_support::MemoryCredentials;
-    use crate::simulator::{
-        Fault, FaultOperation, FaultRule, Operation, Simulator, SimulatorConfig,
-    };
     use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
     use std::net::TcpListener;
     use std::sync::Mutex;
     use subkeeper_actors::clock::SystemClock;
     use subkeeper_actors::ports::CreateRequest;
+    use subkeeper_simulator::{
+        Fault, FaultOperation, FaultRule, IdentityProvider, Operation, RegisteredApp, Simulator,
+        SimulatorConfig,
+    };
 
     let sim = Simulator::new(
         SimulatorConfig {
             google_sync_before_answer: true,
+            allow_http_loopback: true,
+            apps: vec![RegisteredApp {
+                provider: IdentityProvider::Google,
+                client_id: "client-acme".into(),
+                client_secret: "not-a-real-google-secret".into(),
+            }],
             ..SimulatorConfig::default()
         },
         Arc::new(SystemClock),

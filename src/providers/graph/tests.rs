@@ -5,16 +5,16 @@
 use super::*;
 use crate::providers::oauth::{OAuthCredentials, OAuthFlow};
 use crate::providers::test_support::MemoryCredentials;
-use crate::simulator::{
-    Fault, FaultOperation, FaultRule, Operation as SimOperation, RecordedRequest, SimServer,
-    Simulator, SimulatorConfig,
-};
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use serde_json::Value;
 use std::net::TcpListener;
 use std::time::Instant;
 use subkeeper_actors::clock::SystemClock;
 use subkeeper_actors::domain::{ErrorClass, ProviderId, ProviderKind, TenantId};
+use subkeeper_simulator::{
+    Fault, FaultOperation, FaultRule, IdentityProvider, Operation as SimOperation, RecordedRequest,
+    RegisteredApp, SimServer, Simulator, SimulatorConfig,
+};
 use uuid::Uuid;
 
 const AZURE_TENANT: &str = "7f1c2a9e-3b4d-4e5f-8a6b-9c0d1e2f3a4b";
@@ -50,7 +50,20 @@ impl Harness {
     }
 
     async fn with_timeout(request_timeout: Duration) -> Self {
-        let sim = Simulator::new(SimulatorConfig::default(), Arc::new(SystemClock));
+        // Strict about credentials (the app is registered), lenient only about
+        // the plain-http loopback receiver.
+        let sim = Simulator::new(
+            SimulatorConfig {
+                allow_http_loopback: true,
+                apps: vec![RegisteredApp {
+                    provider: IdentityProvider::Microsoft,
+                    client_id: CLIENT_ID.into(),
+                    client_secret: "not-a-real-secret".into(),
+                }],
+                ..SimulatorConfig::default()
+            },
+            Arc::new(SystemClock),
+        );
         let server = sim
             .start(TcpListener::bind("127.0.0.1:0").unwrap())
             .unwrap();

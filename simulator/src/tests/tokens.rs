@@ -1,7 +1,7 @@
 //! The token endpoint and bearer tokens on Graph calls.
 
 use super::support::{CLIENT_ID, Harness, OTHER_TENANT, TENANT};
-use crate::simulator::{Fault, FaultOperation, FaultRule, Operation};
+use crate::{Fault, FaultOperation, FaultRule, Operation};
 use chrono::TimeDelta;
 use reqwest::Method;
 

@@ -6,9 +6,12 @@
 //! - `wire`: Graph's JSON shapes and date format.
 //! - `http`: actix-web handlers for `/v1.0/subscriptions`.
 //! - `login`: `POST /{tenant}/oauth2/v2.0/token`.
+//! - `discovery`: the OpenID Connect metadata and signing keys of the
+//!   identity platform, for clients that discover the token endpoint.
 //! - `delivery`: validation handshakes and notification POSTs.
 
 pub mod delivery;
+mod discovery;
 mod http;
 mod login;
 pub mod model;
@@ -20,4 +23,5 @@ use actix_web::web;
 pub(crate) fn routes(config: &mut web::ServiceConfig) {
     http::routes(config);
     login::routes(config);
+    discovery::routes(config);
 }

@@ -11,12 +11,12 @@
 //! the watch response — or, with `google_sync_before_answer`, before the answer
 //! (the race a subscriber must survive, pinned).
 
-use crate::simulator::Simulator;
-use crate::simulator::exchange::{self, Dialect, ErrorAnswer};
-use crate::simulator::faults::Fault;
-use crate::simulator::google::model::{GoogleCaller, GoogleError, GoogleState};
-use crate::simulator::google::{delivery, wire};
-use crate::simulator::journal::{Operation, lock};
+use crate::Simulator;
+use crate::exchange::{self, Dialect, ErrorAnswer};
+use crate::faults::Fault;
+use crate::google::model::{GoogleCaller, GoogleError, GoogleState};
+use crate::google::{delivery, wire};
+use crate::journal::{Operation, lock};
 use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -172,10 +172,7 @@ async fn events_watch(
         let now = sim.now();
         let mut google = lock(&sim.shared.google);
         google
-            .validate_watch(
-                &parsed.unwrap_or(Value::Null),
-                sim.shared.config.require_https,
-            )
+            .validate_watch(&parsed.unwrap_or(Value::Null), &|url| sim.http_allowed(url))
             .map(|new| google.insert_channel(&caller, &calendar_id, new, now))
     };
     let channel = match channel {

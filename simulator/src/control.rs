@@ -5,8 +5,9 @@
 //! handle. Bodies are JSON in the same shapes the Rust types serialize to.
 //! Control requests are not journaled (the journal is about the provider API).
 
-use crate::simulator::{
-    ChangeType, FaultRule, LifecycleEvent, SimError, Simulator, SimulatorConfig,
+use crate::{
+    ChangeType, FaultRule, IdentityProvider, LifecycleEvent, RegisteredApp, SimError, Simulator,
+    SimulatorConfig,
 };
 use actix_web::{HttpResponse, web};
 use chrono::TimeDelta;
@@ -28,6 +29,11 @@ pub(crate) fn routes(config: &mut web::ServiceConfig) {
                 web::resource("/requests")
                     .route(web::get().to(list_requests))
                     .route(web::delete().to(clear_requests)),
+            )
+            .service(
+                web::resource("/apps")
+                    .route(web::get().to(list_apps))
+                    .route(web::post().to(register_app)),
             )
             .route("/subscriptions", web::get().to(list_subscriptions))
             .route("/notify", web::post().to(notify))
@@ -106,6 +112,29 @@ struct PushEndpointRequest {
 struct AdvanceRequest {
     /// Provider seconds to jump forward.
     seconds: i64,
+}
+
+/// `GET /_sim/apps`: the registered client ids by identity provider (never
+/// the secrets).
+async fn list_apps(sim: web::Data<Simulator>) -> HttpResponse {
+    HttpResponse::Ok().json(json!({
+        "microsoft": sim.registered_client_ids(IdentityProvider::Microsoft),
+        "google": sim.registered_client_ids(IdentityProvider::Google),
+    }))
+}
+
+/// `POST /_sim/apps` with a [`RegisteredApp`]: registers it (replacing the
+/// secret of one already registered).
+async fn register_app(sim: web::Data<Simulator>, body: web::Bytes) -> HttpResponse {
+    let app: RegisteredApp = match parse(&body) {
+        Ok(app) => app,
+        Err(message) => return bad_request(&message),
+    };
+    if app.client_id.is_empty() || app.client_secret.is_empty() {
+        return bad_request("client_id and client_secret must not be empty");
+    }
+    sim.register_app(app);
+    list_apps(sim).await
 }
 
 async fn list_faults(sim: web::Data<Simulator>) -> HttpResponse {
@@ -233,7 +262,10 @@ async fn advance_clock(sim: web::Data<Simulator>, body: web::Bytes) -> HttpRespo
 
 async fn config_view(sim: web::Data<Simulator>) -> HttpResponse {
     let SimulatorConfig {
-        require_https,
+        allow_http_loopback,
+        allow_http_hosts,
+        accept_any_credentials,
+        apps: _,
         validation_timeout,
         validate_endpoints,
         notification_timeout,
@@ -242,7 +274,9 @@ async fn config_view(sim: web::Data<Simulator>) -> HttpResponse {
         journal_capacity,
     } = sim.config();
     HttpResponse::Ok().json(json!({
-        "require_https": require_https,
+        "allow_http_loopback": allow_http_loopback,
+        "allow_http_hosts": allow_http_hosts,
+        "accept_any_credentials": accept_any_credentials,
         "validation_timeout_ms": validation_timeout.as_millis(),
         "validate_endpoints": validate_endpoints,
         "notification_timeout_ms": notification_timeout.as_millis(),

@@ -3,10 +3,10 @@
 //! change and lifecycle notifications.
 
 use super::support::{
-    Answer, CALENDAR, CLIENT_ID, Handshake, Harness, INBOX, OTHER_TENANT, TENANT,
+    Answer, CALENDAR, CLIENT_ID, Handshake, Harness, INBOX, OTHER_TENANT, TENANT, test_config,
 };
-use crate::simulator::graph::model::OUTLOOK_MAX_MINUTES;
-use crate::simulator::{ChangeType, LifecycleEvent, Operation, SimError, SimulatorConfig};
+use crate::graph::model::OUTLOOK_MAX_MINUTES;
+use crate::{ChangeType, LifecycleEvent, Operation, SimError, SimulatorConfig};
 use chrono::{DateTime, TimeDelta, Utc};
 use reqwest::Method;
 use serde_json::json;
@@ -92,7 +92,7 @@ async fn create_runs_the_handshake_on_both_urls_and_answers_graphs_shape() {
 async fn failed_handshakes_answer_400_and_create_nothing() {
     let h = Harness::with_config(SimulatorConfig {
         validation_timeout: Duration::from_millis(300),
-        ..SimulatorConfig::default()
+        ..test_config()
     })
     .await;
     let token = h.app_token(TENANT).await;
@@ -189,7 +189,7 @@ async fn subscriptions_expire_on_the_provider_clock() {
     h.assert_subscription(&renewed.body);
     assert_eq!(
         h.sim.subscriptions()[0].expiration_date_time,
-        crate::simulator::graph::model::truncate_to_ticks(renewed_to)
+        crate::graph::model::truncate_to_ticks(renewed_to)
     );
 
     h.sim.advance(TimeDelta::minutes(121));
@@ -297,7 +297,7 @@ async fn maximum_lifetimes_are_enforced_on_create_and_renew() {
 #[actix_web::test]
 async fn create_rejects_bad_bodies_like_graph() {
     let h = Harness::with_config(SimulatorConfig {
-        require_https: true,
+        allow_http_loopback: false,
         ..SimulatorConfig::default()
     })
     .await;
@@ -390,12 +390,12 @@ async fn subscriptions_are_private_to_tenant_and_app_and_can_be_deleted() {
     assert!(h.sim.subscriptions().is_empty());
 
     let unknown = h
-        .call(Method::GET, "/me/messages", Some(&token), None)
+        .call(Method::GET, "/nosuchsegment/items", Some(&token), None)
         .await;
     assert_eq!(unknown.status, 400);
     assert_eq!(
         unknown.message(),
-        "Resource not found for the segment 'me'."
+        "Resource not found for the segment 'nosuchsegment'."
     );
     h.stop().await;
 }
@@ -457,7 +457,7 @@ async fn change_notifications_and_redeliveries_reach_the_subscriber() {
 async fn a_stalled_subscriber_gets_no_more_than_the_notification_deadline() {
     let h = Harness::with_config(SimulatorConfig {
         notification_timeout: Duration::from_millis(200),
-        ..SimulatorConfig::default()
+        ..test_config()
     })
     .await;
     let token = h.app_token(TENANT).await;

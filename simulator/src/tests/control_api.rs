@@ -1,7 +1,7 @@
 //! The `/_sim/` control API, driven over HTTP as the demo and scripts drive it.
 
 use super::support::{Harness, INBOX, TENANT, reply};
-use crate::simulator::{DeliveryReport, FaultRule, RecordedRequest, SimSubscription};
+use crate::{DeliveryReport, FaultRule, RecordedRequest, SimSubscription};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -107,8 +107,8 @@ async fn control_api_mirrors_the_rust_api() {
     assert_eq!(failed.status, 503);
     assert_eq!(failed.header("retry-after"), Some("4"));
     h.sim.inject_fault(FaultRule::new(
-        crate::simulator::FaultOperation::Any,
-        crate::simulator::Fault::ExpiredToken,
+        crate::FaultOperation::Any,
+        crate::Fault::ExpiredToken,
     ));
     assert_eq!(h.control(Method::DELETE, "/faults", None).await.status, 204);
     assert_eq!(
@@ -145,14 +145,14 @@ async fn control_api_mirrors_the_rust_api() {
 
 #[test]
 fn starting_outside_a_runtime_is_an_error_not_a_panic() {
-    let sim = crate::simulator::Simulator::new(
-        crate::simulator::SimulatorConfig::default(),
+    let sim = crate::Simulator::new(
+        crate::SimulatorConfig::default(),
         std::sync::Arc::new(subkeeper_actors::clock::SystemClock),
     );
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     assert!(sim.start(listener).is_err());
     assert_eq!(
-        crate::simulator::Simulator::graph_base_url("http://127.0.0.1:8080/"),
+        crate::Simulator::graph_base_url("http://127.0.0.1:8080/"),
         "http://127.0.0.1:8080/v1.0"
     );
 }

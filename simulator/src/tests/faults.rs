@@ -1,7 +1,7 @@
 //! Injected faults as a client sees them.
 
 use super::support::{CALENDAR, Harness, INBOX, TENANT};
-use crate::simulator::{Fault, FaultOperation, FaultRule, Operation};
+use crate::{Fault, FaultOperation, FaultRule, Operation};
 use chrono::TimeDelta;
 use reqwest::Method;
 use serde_json::json;

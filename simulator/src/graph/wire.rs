@@ -2,9 +2,9 @@
 //! lifecycle notification collections, and Graph's date-time format.
 //!
 //! Shapes only, checked by the tests against the vendor JSON Schemas in
-//! `tests/schemas/`. No state and no I/O.
+//! the repository's `tests/schemas/`. No state and no I/O.
 
-use crate::simulator::graph::model::{GraphError, StoredSubscription};
+use crate::graph::model::{GraphError, StoredSubscription};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};

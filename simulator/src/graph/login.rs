@@ -2,18 +2,23 @@
 //! `POST /{tenant}/oauth2/v2.0/token`, for the `client_credentials` and
 //! `refresh_token` grants.
 //!
-//! Any client id, secret or non-empty refresh token is accepted: the simulator
-//! checks the protocol (required parameters, scope form, grant type), not
-//! credentials. Errors come back in AAD's shape (`error`, `error_description`
-//! starting with an `AADSTS` code, `error_codes`, `timestamp`, `trace_id`,
-//! `correlation_id`). Access tokens are opaque strings the Graph model
-//! remembers with tenant and expiry.
+//! The client authenticates with its id and secret in the form body or by HTTP
+//! Basic (RFC 6749 §2.3.1); both at once must agree. Only registered apps
+//! ([`crate::apps`]) get tokens: an unknown client id, a wrong secret, and the
+//! client-credentials grant on `/common` or `/consumers` fail as the identity
+//! platform fails them — unless the simulator accepts any credential. Any
+//! non-empty refresh token is accepted. Errors come back in AAD's shape
+//! (`error`, `error_description` starting with an `AADSTS` code, `error_codes`,
+//! `timestamp`, `trace_id`, `correlation_id`). Access tokens are opaque
+//! strings the Graph model remembers with tenant, expiry and whether they are
+//! app-only.
 
-use crate::simulator::Simulator;
-use crate::simulator::exchange::{form_for_journal, status_code};
-use crate::simulator::faults::{Fault, FaultTarget};
-use crate::simulator::graph::model::{ACCESS_TOKEN_LIFETIME_SECONDS, random_token};
-use crate::simulator::journal::{Operation, RecordedRequest, lock};
+use crate::Simulator;
+use crate::apps::{ClientAuthError, IdentityProvider, PresentedClient, presented_client};
+use crate::exchange::{form_for_journal, status_code};
+use crate::faults::{Fault, FaultTarget};
+use crate::graph::model::{ACCESS_TOKEN_LIFETIME_SECONDS, random_token};
+use crate::journal::{Operation, RecordedRequest, lock};
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::{DateTime, Utc};
@@ -23,6 +28,10 @@ use std::time::Duration;
 
 /// Form fields never written to the journal.
 const SECRET_FIELDS: &[&str] = &["client_secret", "client_assertion"];
+
+/// Tenant segments that name no directory, on which the identity platform
+/// refuses the client-credentials grant (an app-only token needs a tenant).
+const NO_DIRECTORY_SEGMENTS: &[&str] = &["common", "consumers"];
 
 /// Mounts the token endpoint.
 pub(crate) fn routes(config: &mut web::ServiceConfig) {
@@ -64,6 +73,54 @@ impl AadError {
         )
     }
 
+    /// Client authentication the endpoint cannot read (two methods that
+    /// disagree, or a Basic header that is not `base64(id:secret)`).
+    fn unreadable_client_auth(error: ClientAuthError) -> Self {
+        let description = match error {
+            ClientAuthError::Conflicting => {
+                "The client was authenticated both in the Authorization header and in the request body, with different values. Use one client authentication method."
+            }
+            ClientAuthError::MalformedBasic => {
+                "The Authorization header is not valid Basic client authentication (base64 of the URL-encoded client id and secret joined by ':')."
+            }
+        };
+        Self::new(400, "invalid_request", 90_100, description)
+    }
+
+    /// The client-credentials grant on `/common` or `/consumers`.
+    fn no_directory() -> Self {
+        Self::new(
+            400,
+            "invalid_request",
+            9_001_023,
+            "The grant type is not supported over the /common or /consumers endpoints. Please use the /organizations or tenant-specific endpoint.",
+        )
+    }
+
+    /// A client id no app registration has.
+    fn unknown_app(client_id: &str, tenant: &str) -> Self {
+        Self::new(
+            400,
+            "unauthorized_client",
+            700_016,
+            format!(
+                "Application with identifier '{client_id}' was not found in the directory '{tenant}'. This can happen if the application has not been installed by the administrator of the tenant or consented to by any user in the tenant. You may have sent your authentication request to the wrong tenant."
+            ),
+        )
+    }
+
+    /// A secret that is not the app's.
+    fn invalid_secret(client_id: &str) -> Self {
+        Self::new(
+            401,
+            "invalid_client",
+            7_000_215,
+            format!(
+                "Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID, for a secret added to app '{client_id}'."
+            ),
+        )
+    }
+
     fn invalid_grant() -> Self {
         Self::new(
             400,
@@ -84,6 +141,11 @@ async fn token(
     let tenant = tenant.into_inner();
     let at = sim.now();
     let form: HashMap<String, String> = url::form_urlencoded::parse(&body).into_owned().collect();
+    let authorization = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let client = presented_client(authorization, &form);
     let correlation_id = req
         .headers()
         .get("client-request-id")
@@ -146,7 +208,11 @@ async fn token(
         Some(Fault::ExpiredToken) | None => {}
     }
 
-    match issue(&sim, &tenant, &form) {
+    let client = match client {
+        Ok(client) => client,
+        Err(error) => return fail(AadError::unreadable_client_auth(error)),
+    };
+    match issue(&sim, &tenant, &form, &client) {
         Ok(answer) => {
             record(200);
             HttpResponse::Ok()
@@ -161,13 +227,22 @@ async fn token(
 
 /// Checks the grant and issues an access token (and a rotated refresh token for
 /// the `refresh_token` grant).
-fn issue(sim: &Simulator, tenant: &str, form: &HashMap<String, String>) -> Result<Value, AadError> {
+fn issue(
+    sim: &Simulator,
+    tenant: &str,
+    form: &HashMap<String, String>,
+    client: &PresentedClient,
+) -> Result<Value, AadError> {
     let field = |name: &str| form.get(name).map(String::as_str).filter(|v| !v.is_empty());
     let grant_type = field("grant_type").ok_or_else(|| AadError::missing("grant_type"))?;
-    let client_id = field("client_id").ok_or_else(|| AadError::missing("client_id"))?;
+    let client_id = client
+        .client_id
+        .as_deref()
+        .ok_or_else(|| AadError::missing("client_id"))?;
+    let secret = client.client_secret.as_deref();
     match grant_type {
         "client_credentials" => {
-            if field("client_secret").is_none() && field("client_assertion").is_none() {
+            if secret.is_none() && field("client_assertion").is_none() {
                 return Err(AadError::missing("client_secret"));
             }
             let scope = field("scope").ok_or_else(|| AadError::missing("scope"))?;
@@ -182,7 +257,8 @@ fn issue(sim: &Simulator, tenant: &str, form: &HashMap<String, String>) -> Resul
                     ),
                 ));
             }
-            let access_token = new_access_token(sim, tenant, client_id);
+            authenticate_client(sim, tenant, client_id, secret, true)?;
+            let access_token = new_access_token(sim, tenant, client_id, true);
             Ok(json!({
                 "token_type": "Bearer",
                 "expires_in": ACCESS_TOKEN_LIFETIME_SECONDS,
@@ -193,7 +269,8 @@ fn issue(sim: &Simulator, tenant: &str, form: &HashMap<String, String>) -> Resul
         "refresh_token" => {
             field("refresh_token").ok_or_else(|| AadError::missing("refresh_token"))?;
             let scope = field("scope").unwrap_or("https://graph.microsoft.com/.default");
-            let access_token = new_access_token(sim, tenant, client_id);
+            authenticate_client(sim, tenant, client_id, secret, false)?;
+            let access_token = new_access_token(sim, tenant, client_id, false);
             Ok(json!({
                 "token_type": "Bearer",
                 "scope": scope,
@@ -213,9 +290,37 @@ fn issue(sim: &Simulator, tenant: &str, form: &HashMap<String, String>) -> Resul
     }
 }
 
-fn new_access_token(sim: &Simulator, tenant: &str, client_id: &str) -> String {
+/// Checks the client against the registered apps, in the identity platform's
+/// order: a directory for app-only tokens, a known app, then its secret (a
+/// public client refreshing a delegated token sends none). Everything passes
+/// when the simulator accepts any credential.
+fn authenticate_client(
+    sim: &Simulator,
+    tenant: &str,
+    client_id: &str,
+    secret: Option<&str>,
+    app_only: bool,
+) -> Result<(), AadError> {
+    if sim.shared.config.accept_any_credentials {
+        return Ok(());
+    }
+    if app_only && NO_DIRECTORY_SEGMENTS.contains(&tenant.to_ascii_lowercase().as_str()) {
+        return Err(AadError::no_directory());
+    }
+    let apps = lock(&sim.shared.apps);
+    let registered = apps
+        .secret_of(IdentityProvider::Microsoft, client_id)
+        .ok_or_else(|| AadError::unknown_app(client_id, tenant))?;
+    match secret {
+        Some(secret) if secret != registered => Err(AadError::invalid_secret(client_id)),
+        _ => Ok(()),
+    }
+}
+
+/// A new access token; `app_only` for the client-credentials grant.
+fn new_access_token(sim: &Simulator, tenant: &str, client_id: &str, app_only: bool) -> String {
     let now = sim.now();
-    lock(&sim.shared.graph).issue_token(tenant, client_id, now)
+    lock(&sim.shared.graph).issue_token(tenant, client_id, app_only, now)
 }
 
 fn aad_error_response(error: &AadError, correlation_id: &str, now: DateTime<Utc>) -> HttpResponse {

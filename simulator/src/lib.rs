@@ -7,8 +7,10 @@
 //! Owns simulated provider state (tokens, subscriptions, a movable clock), fault
 //! injection, the request journal, and the calls the provider makes back to the
 //! subscriber (validation handshakes, change and lifecycle notifications). It
-//! must not import the service's adapters: it only speaks the providers' wire
-//! protocols, so a client that works against it works against the real thing.
+//! must not import the service's adapters — the crate boundary enforces that: it
+//! depends on `subkeeper-actors` only for the clock port, never on `subkeeper` —
+//! and it only speaks the providers' wire protocols, so a client that works
+//! against it works against the real thing.
 //!
 //! Layout: `graph/` holds the Microsoft part (pure model, wire shapes, HTTP
 //! handlers, outgoing deliveries, token endpoint); `control.rs` is the `/_sim/`
@@ -18,6 +20,7 @@
 //! rules, journaling, held answers); `faults.rs` and `journal.rs` hold the rules
 //! and the record it consults.
 
+pub mod apps;
 pub mod clock;
 mod control;
 mod exchange;
@@ -29,6 +32,7 @@ pub mod journal;
 #[cfg(test)]
 mod tests;
 
+pub use apps::{IdentityProvider, RegisteredApp};
 pub use clock::SimClock;
 pub use faults::{Fault, FaultOperation, FaultRule};
 pub use graph::delivery::DeliveryAttempt;
@@ -36,6 +40,7 @@ pub use graph::wire::{ChangeType, LifecycleEvent};
 pub use journal::{Operation, RecordedRequest};
 
 use actix_web::{App, HttpServer, web};
+use apps::AppRegistry;
 use chrono::{DateTime, TimeDelta, Utc};
 use faults::FaultBook;
 use google::model::{GoogleState, StoredChannel, StoredWatch};
@@ -50,9 +55,24 @@ use subkeeper_actors::clock::{Clock, ScaledClock, SharedClock, SystemClock};
 /// How strict the simulated provider is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SimulatorConfig {
-    /// Reject `http://` notification URLs as real Graph does. Off by default so
-    /// tests and the demo can receive on plain 127.0.0.1.
-    pub require_https: bool,
+    /// Accept `http://` notification URLs (Graph's `notificationUrl` and
+    /// `lifecycleNotificationUrl`, Calendar's channel `address`) whose host is
+    /// loopback (`127.0.0.0/8`, `::1`, `localhost`), for tests and the demo
+    /// that receive on plain 127.0.0.1. Off: every `http://` URL is refused, as
+    /// Graph and Google refuse them.
+    pub allow_http_loopback: bool,
+    /// Further hosts whose `http://` notification URLs are accepted (a compose
+    /// network's service name). Empty by default.
+    pub allow_http_hosts: Vec<String>,
+    /// Accept any client id and secret at both token endpoints, and
+    /// `/common` or `/consumers` with client credentials (the demo and a
+    /// local stack whose credentials are made up). Off: only apps registered
+    /// ([`Simulator::register_app`], `config.apps`) get tokens, and the
+    /// endpoints refuse the rest as the real ones do.
+    pub accept_any_credentials: bool,
+    /// Apps registered at start; more through [`Simulator::register_app`] or
+    /// `POST /_sim/apps`.
+    pub apps: Vec<RegisteredApp>,
     /// How long the subscriber has to answer a validation handshake (Graph: 10 s).
     pub validation_timeout: Duration,
     /// Run the validation handshake on create (and on a PATCH that moves the
@@ -78,7 +98,10 @@ pub struct SimulatorConfig {
 impl Default for SimulatorConfig {
     fn default() -> Self {
         Self {
-            require_https: false,
+            allow_http_loopback: false,
+            allow_http_hosts: Vec::new(),
+            accept_any_credentials: false,
+            apps: Vec::new(),
             validation_timeout: Duration::from_secs(10),
             validate_endpoints: true,
             notification_timeout: Duration::from_secs(3),
@@ -287,6 +310,9 @@ pub(crate) struct Shared {
     pub(crate) graph: Mutex<GraphState>,
     /// Google's tokens, channels and watches; never held across an await.
     pub(crate) google: Mutex<GoogleState>,
+    /// Registered OAuth clients of both identity providers (starts as the
+    /// config's); never held across an await.
+    pub(crate) apps: Mutex<AppRegistry>,
     /// Where Gmail's Pub/Sub pushes go (starts as the config's).
     pub(crate) gmail_push_endpoint: Mutex<Option<String>>,
     /// Active fault rules.
@@ -375,11 +401,16 @@ impl Simulator {
                 reqwest::Client::new()
             });
         let gmail_push_endpoint = config.gmail_push_endpoint.clone();
+        let mut apps = AppRegistry::default();
+        for app in &config.apps {
+            apps.register(app.clone());
+        }
         Self {
             shared: Arc::new(Shared {
                 config,
                 clock: Arc::new(SimClock::new(base_clock)),
                 gmail_push_endpoint: Mutex::new(gmail_push_endpoint),
+                apps: Mutex::new(apps),
                 graph: Mutex::new(GraphState::default()),
                 google: Mutex::new(GoogleState::default()),
                 faults: FaultBook::default(),
@@ -452,6 +483,36 @@ impl Simulator {
         server_base.trim_end_matches('/').to_owned()
     }
 
+    /// Registers an app with its identity provider (replacing the secret of
+    /// one already registered): its client id and secret now get tokens.
+    pub fn register_app(&self, app: RegisteredApp) {
+        lock(&self.shared.apps).register(app);
+    }
+
+    /// The client ids registered with `provider`, sorted.
+    pub fn registered_client_ids(&self, provider: IdentityProvider) -> Vec<String> {
+        lock(&self.shared.apps).client_ids(provider)
+    }
+
+    /// Whether `url` may be `http://` under this configuration: only with a
+    /// loopback host and `allow_http_loopback`, or a host in `allow_http_hosts`.
+    pub(crate) fn http_allowed(&self, url: &url::Url) -> bool {
+        let config = &self.shared.config;
+        let loopback = match url.host() {
+            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+            Some(url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
+            None => false,
+        };
+        (loopback && config.allow_http_loopback)
+            || url.host_str().is_some_and(|host| {
+                config
+                    .allow_http_hosts
+                    .iter()
+                    .any(|allowed| allowed.eq_ignore_ascii_case(host))
+            })
+    }
+
     /// Adds a fault rule; rules are checked oldest first.
     pub fn inject_fault(&self, rule: FaultRule) {
         self.shared.faults.add(rule);
@@ -493,11 +554,12 @@ impl Simulator {
             .collect()
     }
 
-    /// Issues an access token without going through the token endpoint, for
-    /// tests that exercise Graph calls only. Not journaled.
+    /// Issues an app-only access token (as the client-credentials grant would)
+    /// without going through the token endpoint, for tests that exercise Graph
+    /// calls only. Not journaled.
     pub fn issue_access_token(&self, tenant: &str, client_id: &str) -> String {
         let now = self.now();
-        lock(&self.shared.graph).issue_token(tenant, client_id, now)
+        lock(&self.shared.graph).issue_token(tenant, client_id, true, now)
     }
 
     /// POSTs one change notification collection about a new item to the
@@ -741,15 +803,22 @@ impl Simulator {
     }
 }
 
-/// Runs a simulator on `addr` until Ctrl-C, for `subkeeper simulate`. With
-/// `speed > 1` provider time runs that many times faster than wall time.
-pub async fn serve_forever(addr: SocketAddr, speed: u32) -> std::io::Result<()> {
+/// Runs a simulator with `config` on `addr` until Ctrl-C, for `subkeeper
+/// simulate`. With `speed > 1` provider time runs that many times faster than
+/// wall time.
+pub async fn serve_forever(
+    addr: SocketAddr,
+    speed: u32,
+    config: SimulatorConfig,
+) -> std::io::Result<()> {
     let base: SharedClock = if speed > 1 {
         Arc::new(ScaledClock::new(Utc::now(), speed))
     } else {
         Arc::new(SystemClock)
     };
-    let sim = Simulator::new(SimulatorConfig::default(), base);
+    let allow_http_loopback = config.allow_http_loopback;
+    let accept_any_credentials = config.accept_any_credentials;
+    let sim = Simulator::new(config, base);
     let server = sim.start(TcpListener::bind(addr)?)?;
     tracing::info!(
         graph_base_url = %server.graph_base_url(),
@@ -757,6 +826,8 @@ pub async fn serve_forever(addr: SocketAddr, speed: u32) -> std::io::Result<()> 
         google_base_url = %server.google_base_url(),
         control_url = %format!("{}/_sim", server.base_url),
         speed,
+        allow_http_loopback,
+        accept_any_credentials,
         "provider simulator listening"
     );
     tokio::signal::ctrl_c().await?;

@@ -15,9 +15,9 @@
 //! bearer token and in OAuth's shapes; they share only the helpers at the end
 //! (status codes, the redacted form for the journal).
 
-use crate::simulator::Simulator;
-use crate::simulator::faults::{Fault, FaultTarget};
-use crate::simulator::journal::{Operation, RecordedRequest};
+use crate::Simulator;
+use crate::faults::{Fault, FaultTarget};
+use crate::journal::{Operation, RecordedRequest};
 use actix_web::http::{StatusCode, header};
 use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder};
 use chrono::{DateTime, Utc};

@@ -4,8 +4,10 @@
 //! notification body is checked against the vendor JSON Schemas.
 
 mod control_api;
+mod discovery;
 mod faults;
 mod google_api;
 mod graph_api;
+mod refusals;
 mod support;
 mod tokens;

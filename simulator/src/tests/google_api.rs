@@ -4,11 +4,11 @@
 //! and every Channel / WatchResponse answered is checked against the Google
 //! schemas, and every path against `google.paths.json`.
 
-use super::support::reply;
-use crate::simulator::google::model::{CALENDAR_MAX_TTL_SECONDS, DEFAULT_GOOGLE_ACCOUNT};
-use crate::simulator::{
-    DeliveryReport, Fault, FaultOperation, FaultRule, Operation, SimError, SimServer, Simulator,
-    SimulatorConfig,
+use super::support::{basic, reply};
+use crate::google::model::{CALENDAR_MAX_TTL_SECONDS, DEFAULT_GOOGLE_ACCOUNT};
+use crate::{
+    DeliveryReport, Fault, FaultOperation, FaultRule, IdentityProvider, Operation, RegisteredApp,
+    SimError, SimServer, Simulator, SimulatorConfig,
 };
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use base64::Engine;
@@ -21,6 +21,8 @@ use std::time::Duration;
 use subkeeper_actors::clock::SystemClock;
 
 const CLIENT_ID: &str = "123456789012-sim.apps.googleusercontent.com";
+/// The OAuth client's secret, registered with the simulator.
+const CLIENT_SECRET: &str = "s3cret";
 const CALENDAR: &str = "alice@example.com";
 
 /// One POST the receiver saw.
@@ -104,7 +106,7 @@ struct GoogleHarness {
 }
 
 fn schema(name: &str) -> Value {
-    let path = format!("{}/tests/schemas/{name}", env!("CARGO_MANIFEST_DIR"));
+    let path = format!("{}/../tests/schemas/{name}", env!("CARGO_MANIFEST_DIR"));
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
@@ -122,11 +124,21 @@ fn assert_valid(validator: &jsonschema::Validator, instance: &Value) {
 
 impl GoogleHarness {
     async fn start() -> Self {
-        Self::with_config(SimulatorConfig::default()).await
+        Self::with_config(SimulatorConfig {
+            allow_http_loopback: true,
+            ..SimulatorConfig::default()
+        })
+        .await
     }
 
+    /// A harness on `config`, with [`CLIENT_ID`] registered.
     async fn with_config(config: SimulatorConfig) -> Self {
         let sim = Simulator::new(config, Arc::new(SystemClock));
+        sim.register_app(RegisteredApp {
+            provider: IdentityProvider::Google,
+            client_id: CLIENT_ID.to_owned(),
+            client_secret: CLIENT_SECRET.to_owned(),
+        });
         let server = sim
             .start(TcpListener::bind("127.0.0.1:0").unwrap())
             .unwrap();
@@ -290,7 +302,7 @@ async fn token_endpoint_issues_bearer_tokens_and_answers_invalid_grant() {
         .token_request(&[
             ("grant_type", "refresh_token"),
             ("client_id", CLIENT_ID),
-            ("client_secret", "s"),
+            ("client_secret", CLIENT_SECRET),
         ])
         .await;
     assert_eq!(missing.status, 400);
@@ -411,7 +423,7 @@ async fn watch_answers_a_channel_and_sends_the_sync_message() {
 #[actix_web::test]
 async fn watch_rejects_bad_bodies_and_bad_tokens() {
     let h = GoogleHarness::with_config(SimulatorConfig {
-        require_https: true,
+        allow_http_loopback: false,
         ..SimulatorConfig::default()
     })
     .await;
@@ -854,4 +866,106 @@ fn google_schemas_reject_misspelt_fields_and_numbers_for_int64() {
     );
     let response = validator("google.gmail.WatchResponse.schema.json");
     assert!(!response.is_valid(&json!({"historyId": 1, "expiration": "1"})));
+}
+
+#[actix_web::test]
+async fn token_endpoint_refuses_unknown_clients_and_wrong_secrets_like_google() {
+    let h = GoogleHarness::start().await;
+    let refresh = |client_id: &'static str, secret: &'static str| {
+        let h = &h;
+        async move {
+            h.token_request(&[
+                ("grant_type", "refresh_token"),
+                ("client_id", client_id),
+                ("client_secret", secret),
+                ("refresh_token", "1//refresh"),
+            ])
+            .await
+        }
+    };
+    let unknown = refresh("999-unknown.apps.googleusercontent.com", CLIENT_SECRET).await;
+    assert_eq!(unknown.status, 401);
+    assert_eq!(
+        unknown.body,
+        json!({"error": "invalid_client", "error_description": "The OAuth client was not found."})
+    );
+    let wrong = refresh(CLIENT_ID, "not-the-secret").await;
+    assert_eq!(wrong.status, 401);
+    assert_eq!(
+        wrong.body,
+        json!({"error": "invalid_client", "error_description": "Unauthorized"})
+    );
+    h.stop().await;
+
+    // Told to accept anything, the same unknown client gets a token.
+    let lenient = GoogleHarness::with_config(SimulatorConfig {
+        accept_any_credentials: true,
+        allow_http_loopback: true,
+        ..SimulatorConfig::default()
+    })
+    .await;
+    let anyone = lenient
+        .token_request(&[
+            ("grant_type", "refresh_token"),
+            ("client_id", "999-unknown.apps.googleusercontent.com"),
+            ("client_secret", "whatever"),
+            ("refresh_token", "1//refresh"),
+        ])
+        .await;
+    assert_eq!(anyone.status, 200, "{:?}", anyone.body);
+    lenient.stop().await;
+}
+
+#[actix_web::test]
+async fn token_endpoint_takes_basic_client_authentication_and_refuses_two_that_disagree() {
+    let h = GoogleHarness::start().await;
+    let post = |authorization: String, form: Vec<(&'static str, &'static str)>| {
+        let http = h.http.clone();
+        let url = format!("{}/token", h.base());
+        async move {
+            reply(
+                http.post(url)
+                    .header("authorization", authorization)
+                    .form(&form)
+                    .send()
+                    .await
+                    .unwrap(),
+            )
+            .await
+        }
+    };
+    let grant = vec![
+        ("grant_type", "refresh_token"),
+        ("refresh_token", "1//refresh"),
+    ];
+    let granted = post(basic(CLIENT_ID, CLIENT_SECRET), grant.clone()).await;
+    assert_eq!(granted.status, 200, "{:?}", granted.body);
+    // The token works on Calendar.
+    let token = granted.body["access_token"].as_str().unwrap();
+    h.watch_ok(token, "basic-chan", None).await;
+
+    let mut disagreeing = grant.clone();
+    disagreeing.push(("client_secret", "another"));
+    let conflict = post(basic(CLIENT_ID, CLIENT_SECRET), disagreeing).await;
+    assert_eq!(conflict.status, 400);
+    assert_eq!(conflict.body["error"], "invalid_request");
+
+    let wrong = post(basic(CLIENT_ID, "nope"), grant).await;
+    assert_eq!(wrong.status, 401);
+    assert_eq!(wrong.body["error"], "invalid_client");
+    h.stop().await;
+}
+
+#[actix_web::test]
+async fn plain_http_channel_addresses_off_loopback_are_refused_even_when_loopback_is_allowed() {
+    let h = GoogleHarness::start().await;
+    let token = h.access_token("1//refresh").await;
+    let mut elsewhere = h.channel_body("c-far", None);
+    elsewhere["address"] = json!("http://hooks.example.com/webhooks/google");
+    let refused = h.watch(&token, &elsewhere).await;
+    h.assert_google_error(&refused, 400, "push.webhookUrlNotHttps");
+    assert!(h.sim.google_channels().is_empty());
+    // The loopback receiver is accepted.
+    h.watch_ok(&token, "c-near", None).await;
+    h.stop().await;
 }

@@ -4,7 +4,7 @@
 //! Owns validation of watch/stop bodies and expiry on provider time. Knows
 //! nothing of HTTP or the outgoing POSTs; callers pass `now` from the sim clock.
 
-use crate::simulator::graph::model::random_token;
+use crate::graph::model::random_token;
 use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::{Map, Value};
 use std::collections::HashMap;
@@ -294,11 +294,12 @@ impl GoogleState {
         })
     }
 
-    /// Checks an `events.watch` body.
+    /// Checks an `events.watch` body; `http_allowed` says whether an
+    /// `http://` address may stand (Google takes only HTTPS).
     pub fn validate_watch(
         &self,
         body: &Value,
-        require_https: bool,
+        http_allowed: &dyn Fn(&Url) -> bool,
     ) -> Result<NewChannel, GoogleError> {
         let Some(object) = body.as_object() else {
             return Err(GoogleError::bad_request(
@@ -327,7 +328,7 @@ impl GoogleState {
             )
         })?;
         let secure = url.scheme() == "https";
-        if !(secure || (!require_https && url.scheme() == "http")) {
+        if !(secure || (url.scheme() == "http" && http_allowed(&url))) {
             return Err(GoogleError::bad_request(
                 "push.webhookUrlNotHttps",
                 format!("WebHook callback must be HTTPS: {address}"),

@@ -5,7 +5,7 @@
 //! Owns the outgoing HTTP and how its outcome reads (a Graph error for a failed
 //! handshake, a [`DeliveryAttempt`] per POST). Holds no state.
 
-use crate::simulator::graph::model::GraphError;
+use crate::graph::model::GraphError;
 use serde::{Deserialize, Serialize};
 use std::time::{Duration, Instant};
 use url::Url;

@@ -4,7 +4,7 @@
 //!
 //! Pure functions of model values; no state, no HTTP.
 
-use crate::simulator::google::model::{GoogleError, StoredChannel, StoredWatch};
+use crate::google::model::{GoogleError, StoredChannel, StoredWatch};
 use base64::Engine;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Value, json};

@@ -6,7 +6,7 @@
 //! 202 and 204 as delivered (see [`DeliveryAttempt::accepted`], which takes any
 //! 2xx).
 
-use crate::simulator::DeliveryAttempt;
+use crate::DeliveryAttempt;
 use std::time::{Duration, Instant};
 
 /// POSTs the same message `times` times (redeliveries), one after the other.

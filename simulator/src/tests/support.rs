@@ -1,8 +1,9 @@
 //! Test harness: a simulator server, a subscriber stand-in (the receiver), an
 //! HTTP client, and the vendor schemas.
 
-use crate::simulator::{SimServer, Simulator, SimulatorConfig};
+use crate::{IdentityProvider, RegisteredApp, SimServer, Simulator, SimulatorConfig};
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+use base64::Engine;
 use chrono::TimeDelta;
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -16,6 +17,17 @@ pub const TENANT: &str = "7f1c2a9e-3b4d-4e5f-8a6b-9c0d1e2f3a4b";
 pub const OTHER_TENANT: &str = "0a1b2c3d-4e5f-4061-8293-a4b5c6d7e8f9";
 /// The app registration's client id.
 pub const CLIENT_ID: &str = "11111111-2222-3333-4444-555555555555";
+/// The app registration's secret, registered with the simulator.
+pub const CLIENT_SECRET: &str = "s3cret";
+
+/// What the tests run with unless they say otherwise: strict about
+/// credentials, but receiving on plain-http 127.0.0.1.
+pub fn test_config() -> SimulatorConfig {
+    SimulatorConfig {
+        allow_http_loopback: true,
+        ..SimulatorConfig::default()
+    }
+}
 /// A mailbox resource of the kind subkeeper subscribes to.
 pub const INBOX: &str = "users/5d3c1f7e-aaaa-bbbb-cccc-111122223333/mailFolders('Inbox')/messages";
 /// A calendar resource.
@@ -230,11 +242,17 @@ pub struct Harness {
 
 impl Harness {
     pub async fn start() -> Self {
-        Self::with_config(SimulatorConfig::default()).await
+        Self::with_config(test_config()).await
     }
 
+    /// A harness on `config`, with [`CLIENT_ID`] registered.
     pub async fn with_config(config: SimulatorConfig) -> Self {
         let sim = Simulator::new(config, Arc::new(SystemClock));
+        sim.register_app(RegisteredApp {
+            provider: IdentityProvider::Microsoft,
+            client_id: CLIENT_ID.to_owned(),
+            client_secret: CLIENT_SECRET.to_owned(),
+        });
         let server = sim
             .start(TcpListener::bind("127.0.0.1:0").unwrap())
             .unwrap();
@@ -361,6 +379,17 @@ impl Harness {
     }
 }
 
+/// `Authorization: Basic` as RFC 6749 §2.3.1 builds it for client
+/// authentication: id and secret form-urlencoded, joined by `:`, base64.
+pub fn basic(client_id: &str, secret: &str) -> String {
+    let encode = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+    let joined = format!("{}:{}", encode(client_id), encode(secret));
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(joined)
+    )
+}
+
 pub async fn reply(response: reqwest::Response) -> Reply {
     let status = response.status().as_u16();
     let headers = response.headers().clone();
@@ -378,7 +407,7 @@ pub async fn reply(response: reqwest::Response) -> Reply {
 }
 
 fn schema(name: &str) -> jsonschema::Validator {
-    let path = format!("{}/tests/schemas/{name}", env!("CARGO_MANIFEST_DIR"));
+    let path = format!("{}/../tests/schemas/{name}", env!("CARGO_MANIFEST_DIR"));
     let text = std::fs::read_to_string(&path).unwrap();
     let schema: Value = serde_json::from_str(&text).unwrap();
     jsonschema::validator_for(&schema).unwrap()

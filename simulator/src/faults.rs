@@ -6,7 +6,7 @@
 //! how; the provider handlers turn the chosen [`Fault`] into the provider's own
 //! wire format. Faults are consulted before normal handling.
 
-use crate::simulator::journal::{Operation, lock};
+use crate::journal::{Operation, lock};
 use serde::{Deserialize, Serialize};
 use std::sync::Mutex;
 

@@ -7,16 +7,17 @@
 //! and error wording, and the validation handshake. Handlers never hold the
 //! state lock across an await (the validation handshake runs unlocked).
 
-use crate::simulator::Simulator;
-use crate::simulator::exchange::{self, Dialect, ErrorAnswer};
-use crate::simulator::faults::Fault;
-use crate::simulator::graph::delivery;
-use crate::simulator::graph::model::{Caller, CreatePolicy, GraphError};
-use crate::simulator::graph::wire;
-use crate::simulator::journal::{Operation, lock};
+use crate::Simulator;
+use crate::exchange::{self, Dialect, ErrorAnswer};
+use crate::faults::Fault;
+use crate::graph::delivery;
+use crate::graph::model::{self, Caller, CreatePolicy, GraphError};
+use crate::graph::wire;
+use crate::journal::{Operation, lock};
 use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder, web};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
+use url::Url;
 
 /// Mounts `/v1.0`.
 pub(crate) fn routes(config: &mut web::ServiceConfig) {
@@ -151,12 +152,6 @@ impl Exchange {
         ex
     }
 
-    fn policy(&self) -> CreatePolicy {
-        CreatePolicy {
-            require_https: self.sim.shared.config.require_https,
-        }
-    }
-
     /// The handshake on `url`, unless the simulator was told to skip it.
     async fn handshake(&self, url: &str) -> Result<(), GraphError> {
         let config = &self.sim.shared.config;
@@ -182,14 +177,21 @@ async fn create(sim: web::Data<Simulator>, req: HttpRequest, body: web::Bytes) -
     };
 
     let now = sim.now();
+    let http_allowed = |url: &Url| sim.http_allowed(url);
+    let policy = CreatePolicy {
+        http_allowed: &http_allowed,
+    };
     let new = {
         let graph = lock(&sim.shared.graph);
-        graph.validate_create(&parsed.unwrap_or(Value::Null), now, ex.policy())
+        graph.validate_create(&parsed.unwrap_or(Value::Null), now, policy)
     };
     let new = match new {
         Ok(new) => new,
         Err(error) => return ex.fail(error),
     };
+    if caller.app_only && model::names_me(&new.resource) {
+        return ex.fail(GraphError::me_requires_delegated());
+    }
     if let Err(error) = ex.handshake(&new.notification_url).await {
         return ex.fail(error);
     }
@@ -228,9 +230,13 @@ async fn update(
     };
 
     let parsed: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let http_allowed = |url: &Url| sim.http_allowed(url);
+    let policy = CreatePolicy {
+        http_allowed: &http_allowed,
+    };
     let update = {
         let now = sim.now();
-        lock(&sim.shared.graph).validate_update(&caller, &id, &parsed, now, ex.policy())
+        lock(&sim.shared.graph).validate_update(&caller, &id, &parsed, now, policy)
     };
     let update = match update {
         Ok(update) => update,
@@ -353,7 +359,17 @@ async fn unknown_segment(
         .next()
         .unwrap_or_default()
         .to_owned();
-    let ex = Exchange::begin(&sim, &req, Operation::Other, None, &body);
+    let mut ex = Exchange::begin(&sim, &req, Operation::Other, None, &body);
+    if segment.eq_ignore_ascii_case("me") {
+        // Graph knows `me`; it only needs a user behind the token.
+        match ex.authenticate() {
+            Err(error) => return ex.fail(error),
+            Ok(caller) if caller.app_only => {
+                return ex.fail(GraphError::me_requires_delegated());
+            }
+            Ok(_) => {}
+        }
+    }
     ex.fail(GraphError::new(
         400,
         "BadRequest",

@@ -84,6 +84,15 @@ impl GraphError {
         Self::new(401, "InvalidAuthenticationToken", message)
     }
 
+    /// 400 as Graph answers an app-only (client-credentials) token on a `me/...`
+    /// path or subscription resource: there is no signed-in user to resolve.
+    pub fn me_requires_delegated() -> Self {
+        Self::bad_request(
+            "BadRequest",
+            "/me request is only valid with delegated authentication flow.",
+        )
+    }
+
     /// 404 for a subscription that does not exist (any more) for this caller.
     pub fn subscription_not_found() -> Self {
         Self::new(404, "ResourceNotFound", "The object was not found.")
@@ -107,6 +116,9 @@ pub struct AccessToken {
     pub client_id: String,
     /// Provider time after which Graph rejects it.
     pub expires_at: DateTime<Utc>,
+    /// Issued by the client-credentials grant: the app acts as itself, with no
+    /// signed-in user, so `me/...` means nothing to Graph.
+    pub app_only: bool,
 }
 
 /// Who is calling Graph, from a valid access token.
@@ -118,6 +130,8 @@ pub struct Caller {
     pub application_id: String,
     /// Object id of the app's service principal in the tenant (`creatorId`).
     pub creator_id: String,
+    /// The token is app-only (client credentials), not delegated.
+    pub app_only: bool,
 }
 
 /// A subscription as Graph stores it.
@@ -215,10 +229,11 @@ pub struct SubscriptionUpdate {
 }
 
 /// Policy knobs from the simulator config that change validation.
-#[derive(Debug, Clone, Copy)]
-pub struct CreatePolicy {
-    /// Reject `http://` notification URLs as Graph does.
-    pub require_https: bool,
+#[derive(Clone, Copy)]
+pub struct CreatePolicy<'a> {
+    /// Whether an `http://` notification URL is accepted (Graph accepts only
+    /// `https://`; the simulator's config may allow loopback or named hosts).
+    pub http_allowed: &'a dyn Fn(&Url) -> bool,
 }
 
 /// All of Graph's state in the simulator.
@@ -234,8 +249,15 @@ pub struct GraphState {
 
 impl GraphState {
     /// Issues an access token for `client_id` in `tenant`, valid from `now` for
-    /// [`ACCESS_TOKEN_LIFETIME_SECONDS`].
-    pub fn issue_token(&mut self, tenant: &str, client_id: &str, now: DateTime<Utc>) -> String {
+    /// [`ACCESS_TOKEN_LIFETIME_SECONDS`]; `app_only` for the client-credentials
+    /// grant, delegated otherwise.
+    pub fn issue_token(
+        &mut self,
+        tenant: &str,
+        client_id: &str,
+        app_only: bool,
+        now: DateTime<Utc>,
+    ) -> String {
         let token = random_token(96);
         self.tokens.insert(
             token.clone(),
@@ -243,6 +265,7 @@ impl GraphState {
                 tenant: tenant.to_owned(),
                 client_id: client_id.to_owned(),
                 expires_at: now + TimeDelta::seconds(ACCESS_TOKEN_LIFETIME_SECONDS),
+                app_only,
             },
         );
         self.service_principals
@@ -279,6 +302,7 @@ impl GraphState {
             tenant: token.tenant.clone(),
             application_id: token.client_id.clone(),
             creator_id,
+            app_only: token.app_only,
         })
     }
 
@@ -662,7 +686,7 @@ fn check_notification_url(
     }
     match url.scheme() {
         "https" => Ok(()),
-        "http" if !policy.require_https => Ok(()),
+        "http" if (policy.http_allowed)(&url) => Ok(()),
         scheme => Err(GraphError::bad_request(
             "InvalidRequest",
             format!("{property} scheme='{scheme}' is not supported."),
@@ -727,6 +751,16 @@ fn check_expiration(
     Ok(())
 }
 
+/// Whether `resource` names the signed-in user (`me/...`, `/me`), which Graph
+/// only resolves for a delegated token.
+pub fn names_me(resource: &str) -> bool {
+    resource
+        .trim_start_matches('/')
+        .split(['/', '?'])
+        .next()
+        .is_some_and(|first| first.eq_ignore_ascii_case("me"))
+}
+
 /// The user a mailbox resource belongs to; notifications name it in their
 /// resource paths. `me/...` has no id in the path, so one is invented.
 fn mailbox_user_id(resource: &str) -> String {
@@ -765,9 +799,9 @@ mod tests {
             .with_timezone(&Utc)
     }
 
-    fn policy() -> CreatePolicy {
+    fn policy() -> CreatePolicy<'static> {
         CreatePolicy {
-            require_https: false,
+            http_allowed: &|_| true,
         }
     }
 
@@ -879,7 +913,7 @@ mod tests {
         http["notificationUrl"] = json!("http://hooks.example.com/x");
         assert!(state.validate_create(&http, now(), policy()).is_ok());
         let strict = CreatePolicy {
-            require_https: true,
+            http_allowed: &|_| false,
         };
         assert_eq!(
             state
@@ -903,7 +937,7 @@ mod tests {
     #[test]
     fn tokens_expire_and_subscriptions_are_private_to_their_app() {
         let mut state = GraphState::default();
-        let token = state.issue_token("t1", "app1", now());
+        let token = state.issue_token("t1", "app1", true, now());
         let caller = state.authenticate(Some(&token), now()).unwrap();
         let later = now() + TimeDelta::seconds(ACCESS_TOKEN_LIFETIME_SECONDS);
         assert_eq!(
@@ -919,7 +953,7 @@ mod tests {
         assert_eq!(sub.mailbox_user_id, "u-42");
         assert!(state.get(&caller, &sub.id, now()).is_ok());
 
-        let other_token = state.issue_token("t1", "app2", now());
+        let other_token = state.issue_token("t1", "app2", true, now());
         let other = state.authenticate(Some(&other_token), now()).unwrap();
         assert_eq!(state.get(&other, &sub.id, now()).unwrap_err().status, 404);
         assert!(state.list(&other, now()).is_empty());

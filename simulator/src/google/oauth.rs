@@ -1,17 +1,22 @@
 //! Google's OAuth 2.0 token endpoint, `POST /token`, for the `refresh_token`
 //! grant (what a server holding a user's offline consent uses).
 //!
-//! Any client id, secret and non-empty refresh token is accepted unless the
-//! refresh token was revoked ([`Simulator::revoke_google_refresh_token`]) or a
-//! fault says otherwise: the simulator checks the protocol, not credentials.
-//! Errors come back in Google's OAuth shape (`error`, `error_description`).
+//! The client authenticates with its id and secret in the form body or by HTTP
+//! Basic (RFC 6749 §2.3.1); both at once must agree. Only registered OAuth
+//! clients ([`crate::apps`]) get tokens — an unknown client id or a wrong
+//! secret is a 401 `invalid_client`, as at Google — unless the simulator
+//! accepts any credential. Any non-empty refresh token is accepted unless it
+//! was revoked ([`Simulator::revoke_google_refresh_token`]) or a fault says
+//! otherwise. Errors come back in Google's OAuth shape (`error`,
+//! `error_description`).
 
-use crate::simulator::Simulator;
-use crate::simulator::exchange::{form_for_journal, status_code};
-use crate::simulator::faults::{Fault, FaultTarget};
-use crate::simulator::google::model::ACCESS_TOKEN_LIFETIME_SECONDS;
-use crate::simulator::google::wire;
-use crate::simulator::journal::{Operation, RecordedRequest, lock};
+use crate::Simulator;
+use crate::apps::{ClientAuthError, IdentityProvider, presented_client};
+use crate::exchange::{form_for_journal, status_code};
+use crate::faults::{Fault, FaultTarget};
+use crate::google::model::ACCESS_TOKEN_LIFETIME_SECONDS;
+use crate::google::wire;
+use crate::journal::{Operation, RecordedRequest, lock};
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde_json::json;
@@ -61,7 +66,15 @@ impl OAuthError {
 async fn token(sim: web::Data<Simulator>, req: HttpRequest, body: web::Bytes) -> HttpResponse {
     let at = sim.now();
     let form: HashMap<String, String> = url::form_urlencoded::parse(&body).into_owned().collect();
-    let client_id = form.get("client_id").filter(|c| !c.is_empty()).cloned();
+    let authorization = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let client = presented_client(authorization, &form);
+    let client_id = match &client {
+        Ok(client) => client.client_id.clone(),
+        Err(_) => form.get("client_id").filter(|c| !c.is_empty()).cloned(),
+    };
     let record = |status: u16| {
         sim.shared.journal.record(RecordedRequest {
             method: req.method().as_str().to_owned(),
@@ -106,6 +119,18 @@ async fn token(sim: web::Data<Simulator>, req: HttpRequest, body: web::Bytes) ->
         Some(Fault::ExpiredToken) | None => {}
     }
 
+    let client = match client {
+        Ok(client) => client,
+        Err(error) => {
+            let description = match error {
+                ClientAuthError::Conflicting => {
+                    "Client authentication in the Authorization header and in the body disagree; use one method."
+                }
+                ClientAuthError::MalformedBasic => "Malformed Basic client authentication.",
+            };
+            return fail(OAuthError::new(400, "invalid_request", description));
+        }
+    };
     let field = |name: &str| form.get(name).map(String::as_str).filter(|v| !v.is_empty());
     let grant_type = field("grant_type").unwrap_or_default();
     if grant_type != "refresh_token" {
@@ -115,15 +140,33 @@ async fn token(sim: web::Data<Simulator>, req: HttpRequest, body: web::Bytes) ->
             &format!("Invalid grant_type: {grant_type}"),
         ));
     }
-    let Some(client_id) = field("client_id") else {
+    let Some(client_id) = client.client_id.as_deref() else {
         return fail(OAuthError::new(
             400,
             "invalid_request",
             "Could not determine client ID from request.",
         ));
     };
-    if field("client_secret").is_none() {
+    let Some(secret) = client.client_secret.as_deref() else {
         return fail(OAuthError::new(401, "invalid_client", "Unauthorized"));
+    };
+    if !sim.shared.config.accept_any_credentials {
+        let registered = lock(&sim.shared.apps)
+            .secret_of(IdentityProvider::Google, client_id)
+            .map(str::to_owned);
+        match registered {
+            None => {
+                return fail(OAuthError::new(
+                    401,
+                    "invalid_client",
+                    "The OAuth client was not found.",
+                ));
+            }
+            Some(registered) if registered != secret => {
+                return fail(OAuthError::new(401, "invalid_client", "Unauthorized"));
+            }
+            Some(_) => {}
+        }
     }
     let Some(refresh_token) = field("refresh_token") else {
         return fail(OAuthError::new(
