@@ -5,8 +5,7 @@
 
 use super::{
     DomainEvent, DomainEventType, Dropped, EncodeError, Publisher, RouteCache, WebhookEnvelope,
-    encode, message_id,
-    secrets_match,
+    encode, message_id, secrets_match,
 };
 use crate::providers::graph::{Claim, OrphanCleanup};
 use crate::store::{PgStore, Route};
