@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use sqlx::Row;
 use std::collections::HashMap;
 use std::time::Duration;
-use subkeeper::simulator::{Fault, FaultOperation, FaultRule, Operation, RecordedRequest};
+use subkeeper_testkit::sim::{Fault, FaultOperation, FaultRule, Operation, RecordedRequest};
 
 fn status(view: &Value) -> &str {
     view["health"]["subscription_status"].as_str().unwrap_or("")
@@ -79,12 +79,11 @@ async fn channel_message(
 
 /// The sample value of `subkeeper_webhooks_received_total{kind,result}`, 0 if absent.
 fn received(metrics: &str, kind: &str, result: &str) -> f64 {
-    let needle = format!("kind=\"{kind}\",result=\"{result}\"");
-    metrics
-        .lines()
-        .filter(|l| l.starts_with("subkeeper_webhooks_received_total{") && l.contains(&needle))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    subkeeper_testkit::metrics::sum(
+        metrics,
+        "subkeeper_webhooks_received_total",
+        &[("kind", kind), ("result", result)],
+    )
 }
 
 /// Requests of `operation` whose path starts with `prefix`, in journal order.
@@ -659,8 +658,8 @@ async fn messages_on_a_channel_still_being_opened_are_routed_by_its_pending_open
     use subkeeper_actors::clock::{SharedClock, SystemClock};
     use subkeeper_actors::domain::{ProviderId, TenantId};
 
-    let db = crate::support::TestDb::create().await;
-    let bus = crate::support::TestBus::new();
+    let db = crate::support::test_db().await;
+    let bus = crate::support::test_bus();
     let clock: SharedClock = Arc::new(SystemClock);
     let store = PgStore::connect(&db.url, 2, clock.clone()).await.unwrap();
     store.migrate().await.unwrap();

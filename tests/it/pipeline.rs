@@ -9,9 +9,9 @@ use chrono::{DateTime, Utc};
 use reqwest::Method;
 use serde_json::{Value, json};
 use std::time::Duration;
-use subkeeper::simulator::{ChangeType, Fault, FaultOperation, FaultRule};
 use subkeeper_actors::alerting::AlertStore;
 use subkeeper_actors::domain::{HealthState, ProviderKind, TenantId};
+use subkeeper_testkit::sim::{ChangeType, Fault, FaultOperation, FaultRule};
 
 fn acme() -> TenantId {
     TenantId::parse("acme").unwrap()

@@ -14,8 +14,8 @@ use crate::monitoring::promtool_check_metrics;
 use crate::support::{Harness, wait_until};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
-use subkeeper::simulator::{Fault, FaultOperation, FaultRule};
 use subkeeper_actors::telemetry::names;
+use subkeeper_testkit::sim::{Fault, FaultOperation, FaultRule};
 
 const TENANTS: usize = 1000;
 const ERROR: usize = 25;
