@@ -352,6 +352,14 @@ impl Harness {
         body
     }
 
+    /// Notifications parked in the outbox, not yet relayed to JetStream.
+    pub async fn outbox_depth(&self) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM webhook_outbox")
+            .fetch_one(&self.pool)
+            .await
+            .unwrap()
+    }
+
     /// The `/metrics` exposition text.
     pub async fn metrics(&self) -> String {
         self.http
