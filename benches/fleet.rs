@@ -37,7 +37,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use anyhow::{Context as _, bail};
+use anyhow::bail;
 use chrono::{TimeDelta, Utc};
 use clap::Parser;
 use sqlx::{Connection, PgConnection};
@@ -113,9 +113,7 @@ fn main() -> anyhow::Result<()> {
 async fn bench(args: Args) -> anyhow::Result<()> {
     subkeeper::install_crypto();
     // Both are deleted when dropped, whatever `measure` returns.
-    let db = TestDb::create(Purpose::Bench)
-        .await
-        .context("Postgres must be running on 127.0.0.1:5432")?;
+    let db = TestDb::create(Purpose::Bench).await?;
     // The service needs NATS at start-up even though results go to the in-process
     // sink here: give it this run's own subjects and streams.
     let bus = TestBus::new(Purpose::Bench);
@@ -296,10 +294,7 @@ async fn measure(args: &Args, db: &TestDb, bus: &TestBus) -> anyhow::Result<()> 
     sampling.store(false, Ordering::Relaxed);
     let backends = sampler.join().unwrap_or_default();
 
-    if let Err(e) = service.stop(Duration::from_secs(30)).await {
-        eprintln!("{e:#}");
-    }
-    if let Err(e) = sim::stop(sim_server, Duration::from_secs(10)).await {
+    if let Err(e) = service.stop_with(sim_server).await {
         eprintln!("{e:#}");
     }
 

@@ -23,6 +23,15 @@ pub struct Admin {
 }
 
 impl Admin {
+    /// A client of the service at `base_url` with bearer token `token`.
+    pub fn new(http: &reqwest::Client, base_url: &str, token: &str) -> Self {
+        Self {
+            http: http.clone(),
+            base_url: base_url.to_owned(),
+            token: token.to_owned(),
+        }
+    }
+
     /// `method /api/v1{path}` with the bearer token and an optional JSON body;
     /// the status and the body as JSON (as a JSON string when it is not JSON).
     pub async fn request(

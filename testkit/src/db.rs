@@ -30,9 +30,11 @@ pub struct TestDb {
 
 impl TestDb {
     /// Creates a fresh, empty database.
-    pub async fn create(purpose: Purpose) -> sqlx::Result<Self> {
+    pub async fn create(purpose: Purpose) -> anyhow::Result<Self> {
         let name = format!("{}_{}", purpose.database_prefix(), crate::fresh_id());
-        admin(format!("CREATE DATABASE {name}")).await?;
+        admin(format!("CREATE DATABASE {name}"))
+            .await
+            .map_err(|e| anyhow::anyhow!("Postgres must be running at {}: {e}", server_url()))?;
         Ok(Self {
             url: format!("{}/{name}", server_url()),
             name,

@@ -103,6 +103,15 @@ impl Service {
         }
     }
 
+    /// Stops this service, then the simulator `sim` it talks to (30 s and 10 s at
+    /// most); both are stopped whatever the first does, and the first error is
+    /// returned.
+    pub async fn stop_with(self, sim: SimServer) -> anyhow::Result<()> {
+        let service = self.stop(Duration::from_secs(30)).await;
+        let simulator = crate::sim::stop(sim, Duration::from_secs(10)).await;
+        service.and(simulator)
+    }
+
     /// Asks the service to shut down and waits (at most `timeout`) until it has;
     /// an error if it does not stop in time or ends with an error.
     pub async fn stop(self, timeout: Duration) -> anyhow::Result<()> {

@@ -31,9 +31,7 @@ pub const GMAIL_TOPIC: &str = "projects/subkeeper-test/topics/gmail";
 
 /// A fresh database for one test, dropped with it.
 pub async fn test_db() -> TestDb {
-    TestDb::create(Purpose::Test)
-        .await
-        .expect("Postgres must be running on 127.0.0.1:5432 (see .ci/run)")
+    TestDb::create(Purpose::Test).await.unwrap()
 }
 
 /// Fresh NATS subjects and streams for one test, deleted with it.
@@ -147,11 +145,7 @@ impl Harness {
             nats,
             sim,
             sim_server: Some(sim_server),
-            api: Admin {
-                http: http.clone(),
-                base_url: base_url.clone(),
-                token: ADMIN_TOKEN.into(),
-            },
+            api: Admin::new(&http, &base_url, ADMIN_TOKEN),
             base_url,
             http,
             service: Some(service),
@@ -160,11 +154,11 @@ impl Harness {
 
     /// Stops the service and the simulator.
     pub async fn stop(mut self) {
-        if let Some(service) = self.service.take() {
-            service.stop(Duration::from_secs(30)).await.unwrap();
-        }
-        if let Some(server) = self.sim_server.take() {
-            sim::stop(server, Duration::from_secs(10)).await.unwrap();
+        match (self.service.take(), self.sim_server.take()) {
+            (Some(service), Some(server)) => service.stop_with(server).await.unwrap(),
+            (Some(service), None) => service.stop(Duration::from_secs(30)).await.unwrap(),
+            (None, Some(server)) => sim::stop(server, Duration::from_secs(10)).await.unwrap(),
+            (None, None) => {}
         }
     }
 
