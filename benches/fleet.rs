@@ -28,27 +28,36 @@
 //! fast as providers were registered (a worst-case burst), and a one-hour access
 //! token lasts 0.7 s, so each tenant refreshes its token about once a second.
 //!
+//! The plumbing (database, NATS prefixes, simulator and service start/stop, CPU
+//! and memory counters, percentiles) is the shared test kit's, `subkeeper-testkit`.
+//!
 //! Run: `cargo bench --bench fleet -- [--providers N] [--speed S] [--concurrency C]
 //! [--db-connections P] [--tenants T] [--timeout-secs S]`. Logs (warnings and up;
 //! `RUST_LOG` to change) go to stderr, progress too; the report to stdout.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use anyhow::{Context as _, bail};
+use anyhow::bail;
 use chrono::{TimeDelta, Utc};
 use clap::Parser;
-use sqlx::{Connection, Executor, PgConnection};
+use sqlx::{Connection, PgConnection};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use subkeeper::bus::Topology;
+use subkeeper::RunOptions;
 use subkeeper::store::PgStore;
-use subkeeper::{Config, RunOptions};
 use subkeeper_actors::clock::{ScaledClock, SharedClock, SystemClock};
 use subkeeper_actors::domain::{AttemptKind, ProviderId, RenewalAction, RenewalResult};
 use subkeeper_actors::memory::BroadcastSink;
-use subkeeper_simulator::{IdentityProvider, Operation, RegisteredApp, Simulator, SimulatorConfig};
+use subkeeper_testkit::Purpose;
+use subkeeper_testkit::admin::{GRAPH_CLIENT_ID, GRAPH_CLIENT_SECRET};
+use subkeeper_testkit::bus::TestBus;
+use subkeeper_testkit::db::TestDb;
+use subkeeper_testkit::proc::{self, CpuSample, Memory};
+use subkeeper_testkit::service::{self, Service};
+use subkeeper_testkit::sim::{self, Operation};
+use subkeeper_testkit::stats::Distribution;
 use tokio::sync::broadcast;
 
 /// Graph subscription lifetime the adapter asks for (10,070 min − 5 min skew
@@ -103,42 +112,12 @@ fn main() -> anyhow::Result<()> {
 
 async fn bench(args: Args) -> anyhow::Result<()> {
     subkeeper::install_crypto();
-    let server = std::env::var("SUBKEEPER_TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
-    let id = uuid::Uuid::new_v4().simple().to_string();
-    let name = format!("subkeeper_bench_{id}");
-    admin_sql(&server, &format!("CREATE DATABASE {name}"))
-        .await
-        .context("Postgres must be running on 127.0.0.1:5432")?;
+    // Both are deleted when dropped, whatever `measure` returns.
+    let db = TestDb::create(Purpose::Bench).await?;
     // The service needs NATS at start-up even though results go to the in-process
-    // sink here: give it this run's own subjects and streams, deleted at the end.
-    let prefixes = (
-        format!("skbench_{}", &id[..12]),
-        format!("SKBENCH_{}", id[..12].to_uppercase()),
-    );
-    let outcome = measure(&args, &format!("{server}/{name}"), &prefixes).await;
-    delete_streams(&Topology::new(&prefixes.0, &prefixes.1)).await;
-    if let Err(e) = admin_sql(
-        &server,
-        &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
-    )
-    .await
-    {
-        eprintln!("could not drop database {name}: {e:#}");
-    }
-    outcome
-}
-
-async fn delete_streams(topology: &Topology) {
-    let url =
-        std::env::var("SUBKEEPER_TEST_NATS_URL").unwrap_or_else(|_| Config::default().nats_url);
-    subkeeper::bus::delete_streams(&url, topology).await;
-}
-
-async fn admin_sql(server: &str, sql: &str) -> anyhow::Result<()> {
-    let mut conn = PgConnection::connect(&format!("{server}/postgres")).await?;
-    conn.execute(sqlx::AssertSqlSafe(sql.to_owned())).await?;
-    Ok(())
+    // sink here: give it this run's own subjects and streams.
+    let bus = TestBus::new(Purpose::Bench);
+    measure(&args, &db, &bus).await
 }
 
 /// Migrates and seeds `N` providers over `tenants` tenants, interleaved (provider
@@ -152,10 +131,12 @@ async fn seed(url: &str, args: &Args) -> anyhow::Result<()> {
     sqlx::query(
         "INSERT INTO oauth_credentials (id, tenant_id, flow, authority_tenant, client_id, client_secret, scope) \
          SELECT gen_random_uuid(), 'bench-' || t, 'client_credentials', 'bench-aad-' || t, \
-                '11111111-2222-3333-4444-555555555555', 'not-a-real-secret', 'https://graph.microsoft.com/.default' \
+                $2, $3, 'https://graph.microsoft.com/.default' \
          FROM generate_series(0, $1 - 1) AS t",
     )
     .bind(i64::from(args.tenants))
+    .bind(GRAPH_CLIENT_ID)
+    .bind(GRAPH_CLIENT_SECRET)
     .execute(pool)
     .await?;
     sqlx::query(
@@ -181,9 +162,9 @@ async fn seed(url: &str, args: &Args) -> anyhow::Result<()> {
 }
 
 /// Seeds, starts the simulator and the service, waits for every provider to
-/// register and then renew once, and prints the report. `nats` holds the subject
-/// and stream prefixes of this run.
-async fn measure(args: &Args, url: &str, nats: &(String, String)) -> anyhow::Result<()> {
+/// register and then renew once, and prints the report.
+async fn measure(args: &Args, db: &TestDb, bus: &TestBus) -> anyhow::Result<()> {
+    let url = db.url.as_str();
     if args.providers == 0 || args.tenants == 0 || args.speed == 0 {
         bail!("--providers, --tenants and --speed must be positive");
     }
@@ -191,50 +172,20 @@ async fn measure(args: &Args, url: &str, nats: &(String, String)) -> anyhow::Res
     let n = args.providers as usize;
 
     let base: SharedClock = Arc::new(ScaledClock::new(Utc::now(), args.speed));
-    let sim = Simulator::new(
-        SimulatorConfig {
-            // The seeded credentials are a registered app, as at Microsoft;
-            // the service listens on plain-http 127.0.0.1.
-            allow_http_loopback: true,
-            apps: vec![RegisteredApp {
-                provider: IdentityProvider::Microsoft,
-                client_id: "11111111-2222-3333-4444-555555555555".into(),
-                client_secret: "not-a-real-secret".into(),
-            }],
-            ..SimulatorConfig::default()
-        },
-        base,
-    );
-    let sim_server = sim.start(std::net::TcpListener::bind("127.0.0.1:0")?)?;
-    // The simulator's server threads exist once it is started; remember them so
+    let (sim, sim_server) = sim::start(sim::test_config(), base).await?;
+    // The simulator's server threads exist once it answers; remember them so
     // their CPU can be told apart from the service's HTTP threads.
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let simulator_threads: HashSet<u32> = threads().into_keys().collect();
+    let simulator_threads: HashSet<u32> = proc::threads().into_keys().collect();
     let clock: SharedClock = sim.clock();
 
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-    let mut config = Config {
-        database_url: url.to_owned(),
-        database_max_connections: args.db_connections,
-        public_url: format!("http://{}", listener.local_addr()?),
-        graph_base_url: sim_server.graph_base_url(),
-        login_base_url: sim_server.login_base_url(),
-        renewal_concurrency: args.concurrency,
-        nats_subject_prefix: nats.0.clone(),
-        nats_stream_prefix: nats.1.clone(),
-        // NATS reserves a stream's size limit up front; nothing is published here.
-        nats_webhook_stream_max_bytes: 8 << 20,
-        nats_renewal_stream_max_bytes: 8 << 20,
-        nats_alert_stream_max_bytes: 8 << 20,
-        // No webhooks flow in this bench: after 24 h of domain time (17 s here)
-        // silence detection would flag every provider. It is not what is measured.
-        mail_silence_seconds: 0,
-        calendar_silence_seconds: 0,
-        ..Config::default()
-    };
-    if let Ok(nats) = std::env::var("SUBKEEPER_TEST_NATS_URL") {
-        config.nats_url = nats;
-    }
+    let (listener, public_url) = service::bind_local()?;
+    let mut config = service::config(db, bus, &sim_server, &public_url);
+    config.database_max_connections = args.db_connections;
+    config.renewal_concurrency = args.concurrency;
+    // No webhooks flow in this bench: after 24 h of domain time (17 s here)
+    // silence detection would flag every provider. It is not what is measured.
+    config.mail_silence_seconds = 0;
+    config.calendar_silence_seconds = 0;
     config.validate()?;
     let lookahead = TimeDelta::minutes(config.renewal_lookahead_minutes);
     let jitter = config.renewal_jitter_seconds;
@@ -242,14 +193,14 @@ async fn measure(args: &Args, url: &str, nats: &(String, String)) -> anyhow::Res
     let events = BroadcastSink::new(EVENT_BUFFER);
     let rx = events.subscribe();
     let start = Instant::now();
-    let start_cpu = CpuSample::take(start);
+    let start_cpu = CpuSample::take();
     let progress = Arc::new(Mutex::new(Progress::new(n)));
     {
         let progress = progress.clone();
         // Detached: the sinks' senders live in actors that may outlive the service.
         std::thread::Builder::new()
             .name("bench-collector".into())
-            .spawn(move || collect(rx, &progress, start))?;
+            .spawn(move || collect(rx, &progress))?;
     }
     let sampling = Arc::new(AtomicBool::new(true));
     let sampler = {
@@ -258,19 +209,16 @@ async fn measure(args: &Args, url: &str, nats: &(String, String)) -> anyhow::Res
             .name("bench-pg-sampler".into())
             .spawn(move || sample_backends(&url, &progress, &sampling))?
     };
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let service = actix_rt::spawn(subkeeper::run_with(
-        Arc::new(config),
+    let service = Service::spawn(
+        config,
         listener,
-        async move {
-            let _ = stop_rx.await;
-        },
+        public_url,
         RunOptions {
             clock: Some(clock),
             events: Some(Arc::new(events)),
             on_started: None,
         },
-    ));
+    );
 
     eprintln!(
         "{} providers / {} tenants, speed {}×, renewal_concurrency {}, pool {}: first renewals due ≈ {:.0} s after registration",
@@ -296,7 +244,7 @@ async fn measure(args: &Args, url: &str, nats: &(String, String)) -> anyhow::Res
                     p.first_renew.len(),
                     p.renewed.len(),
                     p.failed,
-                    vm_kib("VmRSS") / 1024
+                    Memory::now().rss_kib / 1024
                 ),
             )
         };
@@ -317,7 +265,7 @@ async fn measure(args: &Args, url: &str, nats: &(String, String)) -> anyhow::Res
             next_report += PROGRESS_EVERY;
         }
     };
-    let peak_rss_kib = vm_kib("VmHWM");
+    let peak_rss_kib = Memory::now().peak_rss_kib;
 
     // What the simulator and the database saw, read before stopping anything.
     let live_at_simulator = sim.subscriptions().len();
@@ -346,23 +294,14 @@ async fn measure(args: &Args, url: &str, nats: &(String, String)) -> anyhow::Res
     sampling.store(false, Ordering::Relaxed);
     let backends = sampler.join().unwrap_or_default();
 
-    let _ = stop_tx.send(());
-    match tokio::time::timeout(Duration::from_secs(30), service).await {
-        Ok(Ok(Ok(()))) => {}
-        Ok(Ok(Err(e))) => eprintln!("service ended with an error: {e}"),
-        Ok(Err(e)) => eprintln!("service task failed: {e}"),
-        Err(_) => eprintln!("service did not stop within 30 s"),
-    }
-    if tokio::time::timeout(Duration::from_secs(10), sim_server.stop())
-        .await
-        .is_err()
-    {
-        eprintln!("simulator did not stop within 10 s");
+    if let Err(e) = service.stop_with(sim_server).await {
+        eprintln!("{e:#}");
     }
 
     let p = progress.lock().unwrap();
     let report = Report {
         args,
+        start,
         n,
         lookahead,
         jitter,
@@ -392,13 +331,16 @@ struct Progress {
     /// Providers with a successful timer-driven `renewed` result.
     renewed: HashSet<ProviderId>,
     /// Lag of each provider's first timer-driven renew attempt, domain milliseconds.
-    lags_ms: Vec<i64>,
+    lags_ms: Distribution,
+    /// First timer-driven renew attempts that started before their schedule (by
+    /// the clock's rounding), counted as a lag of 0.
+    early: usize,
     /// First timer-driven renew attempts that did not end `renewed`.
     first_renew_not_renewed: usize,
     /// Provider call durations of successful registrations, wall ms.
-    register_ms: Vec<u64>,
+    register_ms: Distribution,
     /// Provider call durations of successful renewals, wall ms.
-    renew_ms: Vec<u64>,
+    renew_ms: Distribution,
     /// Results by (attempt, action).
     by_kind: BTreeMap<(String, String), usize>,
     /// Results by error class.
@@ -420,10 +362,11 @@ impl Progress {
             registered: HashSet::with_capacity(n),
             first_renew: HashSet::with_capacity(n),
             renewed: HashSet::with_capacity(n),
-            lags_ms: Vec::with_capacity(n),
+            lags_ms: Distribution::new(),
+            early: 0,
             first_renew_not_renewed: 0,
-            register_ms: Vec::with_capacity(n),
-            renew_ms: Vec::with_capacity(n),
+            register_ms: Distribution::new(),
+            renew_ms: Distribution::new(),
             by_kind: BTreeMap::new(),
             errors: BTreeMap::new(),
             failed: 0,
@@ -435,7 +378,7 @@ impl Progress {
         }
     }
 
-    fn record(&mut self, r: &RenewalResult, start: Instant) {
+    fn record(&mut self, r: &RenewalResult) {
         *self
             .by_kind
             .entry((r.attempt.to_string(), r.action.to_string()))
@@ -446,41 +389,42 @@ impl Progress {
             *self.errors.entry(class.to_owned()).or_default() += 1;
         }
         if r.action == RenewalAction::Registered && self.registered.insert(r.provider_id) {
-            self.register_ms.push(r.duration_ms);
+            self.register_ms.record(r.duration_ms);
             if self.first_registered.is_none() {
-                self.first_registered = Some(CpuSample::take(start));
+                self.first_registered = Some(CpuSample::take());
             }
             if self.registered.len() == self.n {
-                self.all_registered = Some(CpuSample::take(start));
+                self.all_registered = Some(CpuSample::take());
             }
         }
         let Some(scheduled) = r.scheduled_at else {
             return;
         };
         if r.attempt == AttemptKind::Renew && self.first_renew.insert(r.provider_id) {
-            self.lags_ms
-                .push((r.attempted_at - scheduled).num_milliseconds());
+            let lag = (r.attempted_at - scheduled).num_milliseconds();
+            self.early += usize::from(lag < 0);
+            self.lags_ms.record(u64::try_from(lag).unwrap_or(0));
             if r.action != RenewalAction::Renewed {
                 self.first_renew_not_renewed += 1;
             }
         }
         if r.action == RenewalAction::Renewed && self.renewed.insert(r.provider_id) {
-            self.renew_ms.push(r.duration_ms);
+            self.renew_ms.record(r.duration_ms);
             if self.first_renewed.is_none() {
-                self.first_renewed = Some(CpuSample::take(start));
+                self.first_renewed = Some(CpuSample::take());
             }
             if self.renewed.len() == self.n {
-                self.all_renewed = Some(CpuSample::take(start));
+                self.all_renewed = Some(CpuSample::take());
             }
         }
     }
 }
 
 /// Reads every result until the channel closes (or the process ends).
-fn collect(mut rx: broadcast::Receiver<RenewalResult>, progress: &Mutex<Progress>, start: Instant) {
+fn collect(mut rx: broadcast::Receiver<RenewalResult>, progress: &Mutex<Progress>) {
     loop {
         match rx.blocking_recv() {
-            Ok(result) => progress.lock().unwrap().record(&result, start),
+            Ok(result) => progress.lock().unwrap().record(&result),
             Err(broadcast::error::RecvError::Lagged(missed)) => {
                 progress.lock().unwrap().lagged += missed;
             }
@@ -588,135 +532,13 @@ fn sample_backends(url: &str, progress: &Mutex<Progress>, running: &AtomicBool) 
             }
             for (pid, state, wait) in rows {
                 *phase.states.entry((state, wait)).or_default() += 1;
-                if let Some((_, fields)) = stat_fields(&format!("/proc/{pid}/stat")) {
-                    let now = ticks(&fields, false);
+                if let Some(now) = proc::own_ticks(pid) {
                     phase.cpu.entry(pid).or_insert((now, now)).1 = now;
                 }
             }
         }
     });
     out
-}
-
-/// CPU counters at one instant.
-#[derive(Clone)]
-struct CpuSample {
-    /// Wall time since service start.
-    at: Duration,
-    /// This process's threads: tid → (name, CPU ticks).
-    threads: HashMap<u32, (String, u64)>,
-    /// Every `postgres` process, including reaped backends (via `cutime`), in ticks.
-    postgres: u64,
-    /// Machine-wide (busy, total) ticks over all cores.
-    machine: (u64, u64),
-    /// Peak RSS so far, KiB.
-    hwm_kib: u64,
-}
-
-impl CpuSample {
-    fn take(start: Instant) -> Self {
-        Self {
-            at: start.elapsed(),
-            threads: threads(),
-            postgres: postgres_ticks(),
-            machine: machine_ticks(),
-            hwm_kib: vm_kib("VmHWM"),
-        }
-    }
-}
-
-/// Fields after the `(comm)` of a `/proc/.../stat` line, and the comm.
-fn stat_fields(path: &str) -> Option<(String, Vec<u64>)> {
-    let text = std::fs::read_to_string(path).ok()?;
-    let open = text.find('(')?;
-    let close = text.rfind(')')?;
-    let comm = text[open + 1..close].to_owned();
-    // Field 3 (state) is not numeric; keep positions by mapping it to 0.
-    let fields = text[close + 1..]
-        .split_whitespace()
-        .map(|f| f.parse().unwrap_or(0))
-        .collect();
-    Some((comm, fields))
-}
-
-/// utime + stime (+ cutime + cstime when `children`), from fields after the comm.
-fn ticks(fields: &[u64], children: bool) -> u64 {
-    let own = fields.get(11).unwrap_or(&0) + fields.get(12).unwrap_or(&0);
-    if children {
-        own + fields.get(13).unwrap_or(&0) + fields.get(14).unwrap_or(&0)
-    } else {
-        own
-    }
-}
-
-fn threads() -> HashMap<u32, (String, u64)> {
-    let mut out = HashMap::new();
-    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
-        return out;
-    };
-    for entry in dir.flatten() {
-        let Ok(tid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        if let Some((comm, fields)) = stat_fields(&format!("/proc/self/task/{tid}/stat")) {
-            out.insert(tid, (comm, ticks(&fields, false)));
-        }
-    }
-    out
-}
-
-fn postgres_ticks() -> u64 {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return 0;
-    };
-    dir.flatten()
-        .filter(|e| {
-            e.file_name()
-                .to_string_lossy()
-                .bytes()
-                .all(|b| b.is_ascii_digit())
-        })
-        .filter_map(|e| stat_fields(&format!("/proc/{}/stat", e.file_name().to_string_lossy())))
-        .filter(|(comm, _)| comm == "postgres")
-        .map(|(_, fields)| ticks(&fields, true))
-        .sum()
-}
-
-fn machine_ticks() -> (u64, u64) {
-    let text = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    let Some(line) = text.lines().next() else {
-        return (0, 0);
-    };
-    let v: Vec<u64> = line
-        .split_whitespace()
-        .skip(1)
-        .map(|f| f.parse().unwrap_or(0))
-        .collect();
-    // user nice system idle iowait irq softirq steal (guest is inside user).
-    let total: u64 = v.iter().take(8).sum();
-    let idle = v.get(3).unwrap_or(&0) + v.get(4).unwrap_or(&0);
-    (total - idle, total)
-}
-
-/// A `Vm*` line of `/proc/self/status`, in KiB.
-fn vm_kib(key: &str) -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
-
-/// Kernel clock ticks per second.
-fn clock_ticks() -> f64 {
-    std::process::Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(100.0)
 }
 
 /// Attempts as the store recorded them, by (attempt, action).
@@ -729,25 +551,10 @@ async fn attempt_counts(url: &str) -> anyhow::Result<Vec<(String, String, i64)>>
     .await?)
 }
 
-/// Nearest-rank percentile of a sorted slice.
-fn percentile<T: Copy>(sorted: &[T], p: f64) -> Option<T> {
-    if sorted.is_empty() {
-        return None;
-    }
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted.get(rank.clamp(1, sorted.len()) - 1).copied()
-}
-
-fn mean(values: &[u64]) -> f64 {
-    if values.is_empty() {
-        0.0
-    } else {
-        values.iter().sum::<u64>() as f64 / values.len() as f64
-    }
-}
-
 struct Report<'a> {
     args: &'a Args,
+    /// When the service was started: milestones are given from here.
+    start: Instant,
     n: usize,
     lookahead: TimeDelta,
     jitter: i64,
@@ -766,8 +573,9 @@ impl Report<'_> {
         let a = self.args;
         let speed = f64::from(a.speed);
         let secs = |s: &Option<CpuSample>| {
-            s.as_ref()
-                .map_or("—".to_owned(), |s| format!("{:.2}", s.at.as_secs_f64()))
+            s.as_ref().map_or("—".to_owned(), |s| {
+                format!("{:.2}", s.at.duration_since(self.start).as_secs_f64())
+            })
         };
         println!();
         println!(
@@ -796,8 +604,7 @@ impl Report<'_> {
         println!("| first provider renewed | {} |", secs(&p.first_renewed));
         println!("| all {} renewed once | {} |", self.n, secs(&p.all_renewed));
 
-        let mut lags = p.lags_ms.clone();
-        lags.sort_unstable();
+        let lags = &p.lags_ms;
         println!();
         println!(
             "| renewal lag, first timer-driven renew ({} providers) | domain s | real ms |",
@@ -805,15 +612,21 @@ impl Report<'_> {
         );
         println!("|---|---|---|");
         for (label, pct) in [("p50", 50.0), ("p99", 99.0), ("max", 100.0)] {
-            let lag = percentile(&lags, pct).unwrap_or(0);
+            let lag = lags.percentile(pct).unwrap_or(0);
             println!(
                 "| {label} | {:.1} | {:.1} |",
                 lag as f64 / 1000.0,
                 lag as f64 / speed
             );
         }
+        if p.early > 0 {
+            println!(
+                "({} attempts started before their schedule, by the clock's rounding; counted as 0)",
+                p.early
+            );
+        }
         let window_ms = self.lookahead.num_milliseconds() as f64;
-        if let Some(p99) = percentile(&lags, 99.0) {
+        if let Some(p99) = lags.percentile(99.0) {
             println!(
                 "p99 lag = {:.2} % of the {} min renewal window",
                 100.0 * p99 as f64 / window_ms,
@@ -828,23 +641,21 @@ impl Report<'_> {
             ("register (create)", &p.register_ms),
             ("renew (PATCH)", &p.renew_ms),
         ] {
-            let mut v = values.clone();
-            v.sort_unstable();
             println!(
                 "| {label} | {} | {} | {} | {:.1} |",
-                v.len(),
-                percentile(&v, 50.0).unwrap_or(0),
-                percentile(&v, 99.0).unwrap_or(0),
-                mean(&v)
+                values.len(),
+                values.percentile(50.0).unwrap_or(0),
+                values.percentile(99.0).unwrap_or(0),
+                values.mean()
             );
         }
 
         println!();
         if let (Some(first), Some(all)) = (&p.first_registered, &p.all_registered) {
             let span = (all.at - first.at).as_secs_f64();
-            let overall = self.n as f64 / all.at.as_secs_f64();
+            let overall = self.n as f64 / all.at.duration_since(self.start).as_secs_f64();
             let steady = (self.n.saturating_sub(1)) as f64 / span.max(1e-9);
-            let bound = f64::from(a.concurrency) * 1000.0 / mean(&p.register_ms).max(1e-9);
+            let bound = f64::from(a.concurrency) * 1000.0 / p.register_ms.mean().max(1e-9);
             println!(
                 "registration throughput: {overall:.0}/s from service start, {steady:.0}/s first→last; \
                  concurrency bound (concurrency ÷ mean create call) {bound:.0}/s → observed/bound = {:.2}",
@@ -863,7 +674,7 @@ impl Report<'_> {
             self.peak_rss_kib as f64 / 1024.0,
             p.all_registered.as_ref().map_or("—".into(), |s| format!(
                 "{:.0}",
-                s.hwm_kib as f64 / 1024.0
+                s.memory.peak_rss_kib as f64 / 1024.0
             ))
         );
 
@@ -918,7 +729,7 @@ impl Report<'_> {
         };
         let n = seen.samples.max(1) as f64;
         println!();
-        let cpu = seen.cpu_ticks() as f64 / clock_ticks();
+        let cpu = seen.cpu_ticks() as f64 / proc::ticks_per_second();
         println!(
             "service's Postgres connections during {} (pool {}; mean over {} samples, 100 ms apart); \
              their backends used {cpu:.1} CPU s{}:",
@@ -957,27 +768,24 @@ impl Report<'_> {
         let (Some(from), Some(to)) = (from, to) else {
             return None;
         };
-        let hz = clock_ticks();
-        let wall = (to.at - from.at).as_secs_f64().max(1e-9);
+        let hz = proc::ticks_per_second();
+        let wall = to.wall_since(from).as_secs_f64().max(1e-9);
         let main_tid = std::process::id();
-        let mut groups: BTreeMap<&str, u64> = BTreeMap::new();
-        for (tid, (name, t)) in &to.threads {
-            let before = from.threads.get(tid).map_or(0, |(_, b)| *b);
-            let group = if *tid == main_tid {
+        let groups = to.threads_since(from, |tid, name| {
+            if tid == main_tid {
                 "main thread (fleet + supervisors, Graph client, sqlx)"
             } else if name == "bench-collector" {
                 "bench collector"
-            } else if self.simulator_threads.contains(tid) {
+            } else if self.simulator_threads.contains(&tid) {
                 "simulator HTTP threads"
             } else {
                 "service HTTP threads + other"
-            };
-            *groups.entry(group).or_default() += t.saturating_sub(before);
-        }
+            }
+        });
         let process: u64 = groups.values().sum();
-        let pg = to.postgres.saturating_sub(from.postgres);
-        let busy = to.machine.0.saturating_sub(from.machine.0);
-        let total = to.machine.1.saturating_sub(from.machine.1).max(1);
+        let pg = to.named_since(from, "postgres");
+        let machine = to.machine.since(&from.machine);
+        let (busy, total) = (machine.busy, machine.total.max(1));
         println!();
         println!("CPU during {phase}, {wall:.1} s wall:");
         println!("| where | CPU s | cores |");

@@ -62,6 +62,10 @@
 //! Everything (wrk, the service, the simulator, Postgres, nats-server) shares this
 //! machine's cores; the CPU tables say who used them, including other processes.
 //!
+//! The plumbing (database, NATS prefixes, simulator and service start/stop, the
+//! admin API, CPU counters, percentiles) is the shared test kit's,
+//! `subkeeper-testkit`.
+//!
 //! Run: `cargo bench --bench webhook_intake -- [--connections 16,64] [--duration-secs 15]`.
 //! Needs Postgres on 127.0.0.1:5432, NATS with JetStream on 127.0.0.1:4222
 //! (`SUBKEEPER_TEST_DATABASE_URL` / `SUBKEEPER_TEST_NATS_URL` to change) and `wrk`
@@ -76,9 +80,9 @@ use async_nats::jetstream::{self, consumer::pull, message::PublishMessage};
 use chrono::{DateTime, Utc};
 use clap::Parser;
 use futures_util::{FutureExt as _, StreamExt as _};
-use serde_json::{Value, json};
-use sqlx::{Connection, Executor, PgConnection};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use serde_json::Value;
+use sqlx::{Connection, PgConnection};
+use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
@@ -90,7 +94,14 @@ use subkeeper::store::PgStore;
 use subkeeper::{Config, RunOptions};
 use subkeeper_actors::clock::SystemClock;
 use subkeeper_actors::domain::{ProviderId, ProviderKind, TenantId, WebhookEnvelope};
-use subkeeper_simulator::{IdentityProvider, RegisteredApp, Simulator, SimulatorConfig};
+use subkeeper_testkit::Purpose;
+use subkeeper_testkit::admin::{Admin, graph_mail_provider};
+use subkeeper_testkit::bus::{TestBus, consumer_backlog, nats_url};
+use subkeeper_testkit::db::TestDb;
+use subkeeper_testkit::proc::{self, CpuSample, Machine};
+use subkeeper_testkit::service::{self, Service};
+use subkeeper_testkit::sim;
+use subkeeper_testkit::stats::Distribution;
 
 const ADMIN_TOKEN: &str = "bench-admin-token-0123456789";
 
@@ -154,15 +165,6 @@ fn main() -> anyhow::Result<()> {
     actix_rt::System::new().block_on(bench(args))
 }
 
-fn pg_server() -> String {
-    std::env::var("SUBKEEPER_TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
-}
-
-fn nats_url() -> String {
-    std::env::var("SUBKEEPER_TEST_NATS_URL").unwrap_or_else(|_| Config::default().nats_url)
-}
-
 async fn bench(args: Args) -> anyhow::Result<()> {
     subkeeper::install_crypto();
     if args.connections.is_empty() || args.connections.contains(&0) {
@@ -178,55 +180,21 @@ async fn bench(args: Args) -> anyhow::Result<()> {
     {
         bail!("wrk not found; install it: apt-get install -y wrk");
     }
-    let server = pg_server();
-    let id = uuid::Uuid::new_v4().simple().to_string();
-    let name = format!("subkeeper_bench_{id}");
-    admin_sql(&server, &format!("CREATE DATABASE {name}"))
-        .await
-        .context("Postgres must be running on 127.0.0.1:5432")?;
-    let topology = Topology::new(
-        format!("skbench_{}", &id[..12]),
-        format!("SKBENCH_{}", id[..12].to_uppercase()),
-    );
-    let tmp = std::env::temp_dir().join(&name);
+    // The database and the streams are deleted when these drop, also on error or
+    // panic.
+    let db = TestDb::create(Purpose::Bench).await?;
+    let bus = TestBus::new(Purpose::Bench);
+    let tmp = std::env::temp_dir().join(&db.name);
     std::fs::create_dir_all(&tmp)?;
-    let db = Db {
-        url: format!("{server}/{name}"),
-        name: name.clone(),
-    };
-    let outcome = std::panic::AssertUnwindSafe(measure(&args, &db, &topology, &tmp))
+    let outcome = std::panic::AssertUnwindSafe(measure(&args, &db, &bus, &tmp))
         .catch_unwind()
         .await;
-    // Clean up whatever happened: streams, database, scripts.
-    delete_streams(&topology).await;
-    if let Err(e) = admin_sql(
-        &server,
-        &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
-    )
-    .await
-    {
-        eprintln!("could not drop database {name}: {e:#}");
-    }
+    // Clean up the scripts whatever happened.
     let _ = std::fs::remove_dir_all(&tmp);
     match outcome {
         Ok(result) => result,
         Err(panic) => std::panic::resume_unwind(panic),
     }
-}
-
-struct Db {
-    url: String,
-    name: String,
-}
-
-async fn delete_streams(topology: &Topology) {
-    subkeeper::bus::delete_streams(&nats_url(), topology).await;
-}
-
-async fn admin_sql(server: &str, sql: &str) -> anyhow::Result<()> {
-    let mut conn = PgConnection::connect(&format!("{server}/postgres")).await?;
-    conn.execute(sqlx::AssertSqlSafe(sql.to_owned())).await?;
-    Ok(())
 }
 
 /// One live subscription, as the bench addresses notifications to it.
@@ -333,7 +301,8 @@ struct Ctx {
     topology: Topology,
     subs: Vec<Sub>,
     tmp: PathBuf,
-    db: Db,
+    /// This run's database.
+    db_url: String,
     cpu: CpuClassifier,
     raw: RawPublisher,
     /// Raw publish targets: (subject, envelope), one per provider.
@@ -354,85 +323,29 @@ struct Ctx {
     notes: Vec<String>,
 }
 
-async fn measure(args: &Args, db: &Db, topology: &Topology, tmp: &Path) -> anyhow::Result<()> {
+async fn measure(args: &Args, db: &TestDb, bus: &TestBus, tmp: &Path) -> anyhow::Result<()> {
     let idle = machine_idle_check().await;
-    let sim = Simulator::new(
-        SimulatorConfig {
-            // The seeded credentials are a registered app, as at Microsoft;
-            // the service listens on plain-http 127.0.0.1.
-            allow_http_loopback: true,
-            apps: vec![RegisteredApp {
-                provider: IdentityProvider::Microsoft,
-                client_id: "11111111-2222-3333-4444-555555555555".into(),
-                client_secret: "not-a-real-secret".into(),
-            }],
-            ..SimulatorConfig::default()
-        },
-        Arc::new(SystemClock),
-    );
-    let sim_server = sim.start(std::net::TcpListener::bind("127.0.0.1:0")?)?;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let topology = &bus.topology();
+    let (_sim, sim_server) = sim::start(sim::test_config(), Arc::new(SystemClock)).await?;
     // Threads that exist now are the simulator's and this harness's.
-    let before_service: HashSet<u32> = threads().into_keys().collect();
+    let before_service: HashSet<u32> = proc::threads().into_keys().collect();
 
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-    let base_url = format!("http://{}", listener.local_addr()?);
-    let config = Config {
-        database_url: db.url.clone(),
-        public_url: base_url.clone(),
-        graph_base_url: sim_server.graph_base_url(),
-        login_base_url: sim_server.login_base_url(),
-        admin_token: Some(ADMIN_TOKEN.into()),
-        nats_url: nats_url(),
-        nats_subject_prefix: topology
-            .renewal_subjects()
-            .trim_end_matches(".renewal.>")
-            .to_owned(),
-        nats_stream_prefix: topology
-            .webhook_stream()
-            .trim_end_matches("_WEBHOOKS")
-            .to_owned(),
-        nats_webhook_stream_max_bytes: args.stream_mib << 20,
-        nats_renewal_stream_max_bytes: 8 << 20,
-        nats_alert_stream_max_bytes: 2 << 20,
-        ..Config::default()
-    };
+    let (listener, base_url) = service::bind_local()?;
+    let mut config = service::config(db, bus, &sim_server, &base_url);
+    config.admin_token = Some(ADMIN_TOKEN.into());
+    config.nats_webhook_stream_max_bytes = args.stream_mib << 20;
     config.validate()?;
     let nats = async_nats::connect(nats_url()).await?;
     let js = jetstream::new(nats);
     hold_off_consumer(&js, topology, StreamLimits::from_config(&config)).await?;
 
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let service = actix_rt::spawn(subkeeper::run_with(
-        Arc::new(config),
-        listener,
-        async move {
-            let _ = stop_rx.await;
-        },
-        RunOptions::default(),
-    ));
+    let service = Service::spawn(config, listener, base_url.clone(), RunOptions::default());
     let http = reqwest::Client::new();
-    let ready = Instant::now();
-    loop {
-        if http
-            .get(format!("{base_url}/readyz"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success())
-        {
-            break;
-        }
-        if service.is_finished() {
-            bail!("the service stopped during start-up: {:?}", service.await);
-        }
-        if ready.elapsed() > Duration::from_secs(30) {
-            bail!("the service was not ready within 30 s");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    service.wait_ready(&http, Duration::from_secs(30)).await?;
     let held_off = consumer_held_off(&js, topology).await?;
 
-    let subs = create_providers(&http, &base_url, &db.url, args.providers).await?;
+    let admin = Admin::new(&http, &base_url, ADMIN_TOKEN);
+    let subs = create_providers(&admin, db, args.providers).await?;
     eprintln!(
         "{} providers with live subscriptions; service at {base_url}; notification consumer {}",
         subs.len(),
@@ -462,14 +375,11 @@ async fn measure(args: &Args, db: &Db, topology: &Topology, tmp: &Path) -> anyho
         topology: topology.clone(),
         subs,
         tmp: tmp.to_owned(),
-        db: Db {
-            url: db.url.clone(),
-            name: db.name.clone(),
-        },
+        db_url: db.url.clone(),
         cpu: CpuClassifier {
             main: std::process::id(),
             before_service,
-            hz: clock_ticks(),
+            hz: proc::ticks_per_second(),
             db: db.name.clone(),
         },
         raw: RawPublisher::start()?,
@@ -484,29 +394,18 @@ async fn measure(args: &Args, db: &Db, topology: &Topology, tmp: &Path) -> anyho
     };
     let outcome = phases(&mut ctx, idle).await;
 
-    let _ = stop_tx.send(());
-    match tokio::time::timeout(Duration::from_secs(30), service).await {
-        Ok(Ok(Ok(()))) => {}
-        Ok(Ok(Err(e))) => eprintln!("service ended with an error: {e}"),
-        Ok(Err(e)) => eprintln!("service task failed: {e}"),
-        Err(_) => eprintln!("service did not stop within 30 s"),
-    }
-    if tokio::time::timeout(Duration::from_secs(10), sim_server.stop())
-        .await
-        .is_err()
-    {
-        eprintln!("simulator did not stop within 10 s");
+    if let Err(e) = service.stop_with(sim_server).await {
+        eprintln!("{e:#}");
     }
     outcome
 }
 
 /// How busy the machine is before anything starts (cores, over 2 s).
 async fn machine_idle_check() -> f64 {
-    let hz = clock_ticks();
-    let (from, at) = (machine_ticks(), Instant::now());
+    let hz = proc::ticks_per_second();
+    let (from, at) = (Machine::now(), Instant::now());
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let to = machine_ticks();
-    let busy = to.0.saturating_sub(from.0) as f64 / hz / at.elapsed().as_secs_f64();
+    let busy = Machine::now().since(&from).busy as f64 / hz / at.elapsed().as_secs_f64();
     if busy > 0.2 {
         eprintln!(
             "warning: the machine is already busy ({busy:.2} cores) before the bench starts; numbers will be lower"
@@ -590,48 +489,31 @@ async fn release_consumer(ctx: &Ctx) -> anyhow::Result<()> {
 
 /// Creates `n` Graph mail providers through the admin API, waits until each has a
 /// live subscription, and reads the subscriptions from Postgres.
-async fn create_providers(
-    http: &reqwest::Client,
-    base_url: &str,
-    db_url: &str,
-    n: u32,
-) -> anyhow::Result<Vec<Sub>> {
+async fn create_providers(admin: &Admin, db: &TestDb, n: u32) -> anyhow::Result<Vec<Sub>> {
     for i in 0..n {
         let t = i % TENANTS;
-        let response = http
-            .post(format!("{base_url}/api/v1/tenants/bench-{t}/providers"))
-            .bearer_auth(ADMIN_TOKEN)
-            .json(&json!({
-                "kind": "graph_mail",
-                "display_name": format!("mailbox {i}"),
-                "resource": format!("users/mbx{i}@bench{t}.example/messages"),
-                "credentials": {
-                    "flow": "client_credentials",
-                    "authority_tenant": format!("bench-aad-{t}"),
-                    "client_id": "11111111-2222-3333-4444-555555555555",
-                    "client_secret": "not-a-real-secret",
-                }
-            }))
-            .send()
-            .await?;
-        if response.status() != reqwest::StatusCode::CREATED {
-            bail!(
-                "creating provider {i}: {} {}",
-                response.status(),
-                response.text().await.unwrap_or_default()
-            );
-        }
+        admin
+            .create_provider(
+                &format!("bench-{t}"),
+                graph_mail_provider(
+                    &format!("mailbox {i}"),
+                    &format!("users/mbx{i}@bench{t}.example/messages"),
+                    &format!("bench-aad-{t}"),
+                ),
+            )
+            .await
+            .with_context(|| format!("creating provider {i}"))?;
     }
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let mut live = 0;
         for t in 0..TENANTS.min(n) {
-            let view: Value = http
-                .get(format!("{base_url}/api/v1/tenants/bench-{t}/providers"))
-                .bearer_auth(ADMIN_TOKEN)
-                .send()
-                .await?
-                .json()
+            let (_, view) = admin
+                .request(
+                    reqwest::Method::GET,
+                    &format!("/tenants/bench-{t}/providers"),
+                    None,
+                )
                 .await?;
             live += view["providers"].as_array().map_or(0, |ps| {
                 ps.iter()
@@ -650,7 +532,7 @@ async fn create_providers(
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let mut conn = PgConnection::connect(db_url).await?;
+    let mut conn = db.connect().await?;
     let rows: Vec<(String, String, DateTime<Utc>, uuid::Uuid, String)> = sqlx::query_as(
         "SELECT external_id, client_state, expires_at, provider_id, tenant_id \
          FROM subscriptions WHERE state = 'active' ORDER BY id",
@@ -920,9 +802,9 @@ async fn intake(
         .arg("-s")
         .arg(&script)
         .arg(format!("{}/webhooks/microsoft", ctx.base_url));
-    let start = CpuSample::take(&ctx.cpu.db);
+    let start = CpuSample::take();
     let output = run_child(cmd).await?;
-    let end = CpuSample::take(&ctx.cpu.db);
+    let end = CpuSample::take();
     let stopped = Instant::now();
     let stdout = String::from_utf8_lossy(&output.stdout);
     let Some(line) = stdout.lines().find(|l| l.starts_with("SKBENCH ")) else {
@@ -1022,12 +904,12 @@ impl Snapshot {
             .await?;
         let stream = ctx.js.get_stream(ctx.topology.webhook_stream()).await?;
         Ok(Self {
-            accepted: metric(
+            accepted: subkeeper_testkit::metrics::sum(
                 &text,
                 "subkeeper_webhooks_received_total",
                 &[("kind", "microsoft"), ("result", "accepted")],
             ) as u64,
-            failures: metric(
+            failures: subkeeper_testkit::metrics::sum(
                 &text,
                 "subkeeper_jetstream_publish_failures_total",
                 &[("stream", &ctx.topology.webhook_stream())],
@@ -1037,29 +919,13 @@ impl Snapshot {
     }
 }
 
-/// Sum of the samples of `name` carrying all of `labels`.
-fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| {
-            let (key, value) = l.rsplit_once(' ')?;
-            let (n, rest) = key.split_once('{').unwrap_or((key, ""));
-            (n == name
-                && labels
-                    .iter()
-                    .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\""))))
-            .then(|| value.parse::<f64>().ok())
-            .flatten()
-        })
-        .fold(0.0, |a, b| a + b)
-}
-
 async fn consumer_pending(ctx: &Ctx) -> anyhow::Result<u64> {
-    let stream = ctx.js.get_stream(ctx.topology.webhook_stream()).await?;
-    let info = stream
-        .consumer_info(ctx.topology.notification_consumer())
-        .await?;
-    Ok(info.num_pending + info.num_ack_pending as u64)
+    consumer_backlog(
+        &ctx.js,
+        &ctx.topology.webhook_stream(),
+        &ctx.topology.notification_consumer(),
+    )
+    .await
 }
 
 /// Waits until requests still running in the service (wrk stopped with some in
@@ -1069,7 +935,7 @@ async fn settle(ctx: &Ctx) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut last = (u64::MAX, u64::MAX);
     let mut stable = 0;
-    let mut db = PgConnection::connect(&ctx.db.url).await?;
+    let mut db = PgConnection::connect(&ctx.db_url).await?;
     while stable < 5 {
         tokio::time::sleep(Duration::from_millis(200)).await;
         let s = Snapshot::take(ctx).await?;
@@ -1092,16 +958,14 @@ async fn settle(ctx: &Ctx) -> anyhow::Result<()> {
 
 /// Waits until the service's notification consumer has caught up with the stream.
 async fn wait_consumer_idle(ctx: &Ctx) -> anyhow::Result<()> {
-    let start = Instant::now();
-    loop {
-        if consumer_pending(ctx).await? == 0 {
-            return Ok(());
-        }
-        if start.elapsed() > Duration::from_secs(600) {
-            bail!("the notification consumer did not catch up within 10 min");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    subkeeper_testkit::bus::wait_consumer_idle(
+        &ctx.js,
+        &ctx.topology.webhook_stream(),
+        &ctx.topology.notification_consumer(),
+        Duration::from_secs(600),
+    )
+    .await?;
+    Ok(())
 }
 
 async fn purge(ctx: &Ctx) -> anyhow::Result<()> {
@@ -1198,15 +1062,8 @@ struct ReadBack {
 /// Reads the stream back (it holds only this phase's messages) and sorts the items
 /// by request: their message ids carry tag, wrk thread, request counter and item.
 async fn read_back(ctx: &Ctx, expected: u64, items: u32) -> anyhow::Result<ReadBack> {
-    let stream = ctx.js.get_stream(ctx.topology.webhook_stream()).await?;
-    let consumer = stream
-        .create_consumer(pull::Config {
-            deliver_policy: jetstream::consumer::DeliverPolicy::All,
-            ack_policy: jetstream::consumer::AckPolicy::None,
-            inactive_threshold: Duration::from_secs(10),
-            ..Default::default()
-        })
-        .await?;
+    let consumer =
+        subkeeper_testkit::bus::replay(&ctx.js, &ctx.topology.webhook_stream(), None).await?;
     let mut messages = consumer
         .stream()
         .max_messages_per_batch(1000)
@@ -1284,7 +1141,7 @@ struct RawOutcome {
     duplicates: u64,
     last_error: Option<String>,
     elapsed: Duration,
-    latencies_us: Vec<u32>,
+    latencies_us: Distribution,
 }
 
 struct RawJob {
@@ -1339,7 +1196,7 @@ async fn raw(ctx: &mut Ctx, publishers: u32, secs: u64, warmup: bool) -> anyhow:
     );
     let before = Snapshot::take(ctx).await?;
     let (done, result) = tokio::sync::oneshot::channel();
-    let start = CpuSample::take(&ctx.cpu.db);
+    let start = CpuSample::take();
     ctx.raw.jobs.send(RawJob {
         targets: ctx.raw_targets.clone(),
         publishers: publishers as usize,
@@ -1348,15 +1205,14 @@ async fn raw(ctx: &mut Ctx, publishers: u32, secs: u64, warmup: bool) -> anyhow:
         done,
     })?;
     let outcome = result.await??;
-    let end = CpuSample::take(&ctx.cpu.db);
+    let end = CpuSample::take();
     let stopped = Instant::now();
     let backlog = consumer_pending(ctx).await.unwrap_or(0);
     wait_consumer_idle(ctx).await?;
     let drain = stopped.elapsed();
     // The acks are in hand: the stream has every acknowledged message.
     let after = Snapshot::take(ctx).await?;
-    let mut lat = outcome.latencies_us;
-    lat.sort_unstable();
+    let lat = &outcome.latencies_us;
     let run = RawRun {
         tag: tag.clone(),
         part: ctx.part,
@@ -1366,8 +1222,8 @@ async fn raw(ctx: &mut Ctx, publishers: u32, secs: u64, warmup: bool) -> anyhow:
         errors: outcome.errors,
         duplicates: outcome.duplicates,
         duration: outcome.elapsed.as_secs_f64(),
-        p50_us: u64::from(percentile(&lat, 50.0).unwrap_or(0)),
-        p99_us: u64::from(percentile(&lat, 99.0).unwrap_or(0)),
+        p50_us: lat.percentile(50.0).unwrap_or(0),
+        p99_us: lat.percentile(99.0).unwrap_or(0),
         payload_bytes: ctx.raw_targets.first().map_or(0, |t| t.1.len()),
         stored: after.last_seq - before.last_seq,
         backlog,
@@ -1436,7 +1292,7 @@ async fn publish_raw(client: async_nats::Client, job: &RawJob) -> anyhow::Result
                         out.acked += 1;
                         out.duplicates += u64::from(ack.duplicate);
                         out.latencies_us
-                            .push(u32::try_from(sent.elapsed().as_micros()).unwrap_or(u32::MAX));
+                            .record(u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX));
                     }
                     Err(e) => {
                         out.errors += 1;
@@ -1457,7 +1313,7 @@ async fn publish_raw(client: async_nats::Client, job: &RawJob) -> anyhow::Result
         total.errors += r.errors;
         total.duplicates += r.duplicates;
         total.last_error = total.last_error.or(r.last_error);
-        total.latencies_us.extend(r.latencies_us);
+        total.latencies_us.merge(&r.latencies_us);
     }
     Ok(total)
 }
@@ -1486,7 +1342,7 @@ async fn route_lookups(
         duration.as_secs()
     );
     let store = PgStore::connect(
-        &ctx.db.url,
+        &ctx.db_url,
         Config::default().database_max_connections,
         Arc::new(SystemClock),
     )
@@ -1497,32 +1353,30 @@ async fn route_lookups(
     let tasks = (0..concurrency).map(|t| {
         let (store, ids) = (store.clone(), ids.clone());
         async move {
-            let mut lat = Vec::new();
+            let mut lat = Distribution::new();
             let mut i = t;
             while Instant::now() < deadline {
                 let sent = Instant::now();
                 let route = store.route(&ids[i % ids.len()]).await.unwrap();
                 assert!(route.is_some());
-                lat.push(u32::try_from(sent.elapsed().as_micros()).unwrap_or(u32::MAX));
+                lat.record(u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX));
                 i += 1;
             }
             lat
         }
     });
-    let mut lat: Vec<u32> = futures_util::future::join_all(tasks)
-        .await
-        .into_iter()
-        .flatten()
-        .collect();
+    let mut lat = Distribution::new();
+    for task in futures_util::future::join_all(tasks).await {
+        lat.merge(&task);
+    }
     let elapsed = start.elapsed().as_secs_f64();
     store.pool().close().await;
-    lat.sort_unstable();
     Ok(RouteRun {
         concurrency,
-        lookups: lat.len() as u64,
+        lookups: lat.len(),
         duration: elapsed,
-        p50_us: u64::from(percentile(&lat, 50.0).unwrap_or(0)),
-        p99_us: u64::from(percentile(&lat, 99.0).unwrap_or(0)),
+        p50_us: lat.percentile(50.0).unwrap_or(0),
+        p99_us: lat.percentile(99.0).unwrap_or(0),
     })
 }
 
@@ -1598,7 +1452,7 @@ struct Final {
 
 async fn final_checks(ctx: &mut Ctx) -> anyhow::Result<Final> {
     let s = Snapshot::take(ctx).await?;
-    let mut conn = PgConnection::connect(&ctx.db.url).await?;
+    let mut conn = PgConnection::connect(&ctx.db_url).await?;
     let outbox: i64 = sqlx::query_scalar("SELECT count(*) FROM webhook_outbox")
         .fetch_one(&mut conn)
         .await?;
@@ -1909,59 +1763,6 @@ fn report(
 // CPU accounting from /proc
 // ---------------------------------------------------------------------------------
 
-#[derive(Clone)]
-struct CpuSample {
-    at: Instant,
-    /// This process's threads: tid → (name, ticks).
-    threads: HashMap<u32, (String, u64)>,
-    /// Children of this process that were waited for (wrk), ticks.
-    children: u64,
-    nats: u64,
-    /// Every other process (kernel threads included): pid → (comm, ticks).
-    others: HashMap<u32, (String, u64)>,
-    /// Postgres processes: pid → (serves this run's database, ticks incl. reaped
-    /// children).
-    postgres: HashMap<u32, (bool, u64)>,
-    /// Machine-wide (busy, irq + softirq, iowait) ticks.
-    machine: (u64, u64, u64),
-}
-
-impl CpuSample {
-    /// `db`: this run's database (its backends' command lines name it).
-    fn take(db: &str) -> Self {
-        let children = stat_fields("/proc/self/stat").map_or(0, |(_, f)| {
-            f.get(13).unwrap_or(&0) + f.get(14).unwrap_or(&0)
-        });
-        let mut nats = 0;
-        let mut postgres = HashMap::new();
-        let mut others = HashMap::new();
-        let me = std::process::id();
-        for (pid, comm, ticks) in processes() {
-            match comm.as_str() {
-                _ if pid == me => {}
-                "nats-server" => nats += ticks,
-                "postgres" => {
-                    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-                    let ours = String::from_utf8_lossy(&cmdline).contains(db);
-                    postgres.insert(pid, (ours, ticks));
-                }
-                _ => {
-                    others.insert(pid, (comm, ticks));
-                }
-            }
-        }
-        Self {
-            at: Instant::now(),
-            threads: threads(),
-            children,
-            nats,
-            others,
-            postgres,
-            machine: machine_ticks(),
-        }
-    }
-}
-
 #[derive(Clone, Debug)]
 struct CpuDelta {
     /// (group, cores).
@@ -1984,32 +1785,27 @@ struct CpuClassifier {
 
 impl CpuClassifier {
     fn delta(&self, from: &CpuSample, to: &CpuSample) -> CpuDelta {
-        let wall = (to.at - from.at).as_secs_f64().max(1e-9);
+        let wall = to.wall_since(from).as_secs_f64().max(1e-9);
         let cores = |ticks: u64| ticks as f64 / self.hz / wall;
-        let mut groups: BTreeMap<&'static str, u64> = BTreeMap::new();
-        for (tid, (name, t)) in &to.threads {
-            let before = from.threads.get(tid).map_or(0, |(_, b)| *b);
-            let group = if *tid == self.main {
+        let groups = to.threads_since(from, |tid, name| {
+            if tid == self.main {
                 "service main"
             } else if name == "raw-publisher" {
                 "raw publisher"
-            } else if !self.before_service.contains(tid) && name.starts_with("actix-rt|system") {
+            } else if !self.before_service.contains(&tid) && name.starts_with("actix-rt|system") {
                 // actix-web's workers: "actix-rt|system:0|arbiter:N", cut to 15 bytes.
                 "service HTTP workers"
             } else {
                 "other threads"
-            };
-            *groups.entry(group).or_default() += t.saturating_sub(before);
-        }
-        let (mut pg_ours, mut pg_rest) = (0, 0);
-        for (pid, (ours, t)) in &to.postgres {
-            let before = from.postgres.get(pid).map_or(0, |(_, b)| *b);
-            if *ours {
-                pg_ours += t.saturating_sub(before);
-            } else {
-                pg_rest += t.saturating_sub(before);
             }
-        }
+        });
+        // Postgres backends name their database in their command line.
+        let postgres = to.processes_since(from, |p| {
+            (p.name == "postgres").then(|| p.cmdline.contains(&self.db))
+        });
+        let pg_ours = *postgres.get(&true).unwrap_or(&0);
+        let pg_rest = *postgres.get(&false).unwrap_or(&0);
+        let machine_ticks = to.machine.since(&from.machine);
         let group = |g: &str| cores(*groups.get(g).unwrap_or(&0));
         let mut out: Vec<(&'static str, f64)> = vec![
             ("wrk", cores(to.children.saturating_sub(from.children))),
@@ -2017,26 +1813,21 @@ impl CpuClassifier {
             ("service main", group("service main")),
             ("raw publisher", group("raw publisher")),
             ("other threads", group("other threads")),
-            ("nats-server", cores(to.nats.saturating_sub(from.nats))),
+            ("nats-server", cores(to.named_since(from, "nats-server"))),
             ("postgres (this db)", cores(pg_ours)),
             ("postgres (rest)", cores(pg_rest)),
             // Interrupt time is nobody's process time: mostly loopback TCP here.
-            (
-                "kernel irq+softirq",
-                cores(to.machine.1.saturating_sub(from.machine.1)),
-            ),
+            ("kernel irq+softirq", cores(machine_ticks.irq)),
         ];
-        let busy = to.machine.0.saturating_sub(from.machine.0);
+        let busy = machine_ticks.busy;
         let accounted: f64 = out.iter().map(|(_, c)| c).sum();
         let machine = cores(busy);
         out.push(("other processes", (machine - accounted).max(0.0)));
         // Other processes by name (kworker/1:2 and kworker/0:1 are one "kworker").
-        let mut by_name: BTreeMap<String, u64> = BTreeMap::new();
-        for (pid, (comm, t)) in &to.others {
-            let before = from.others.get(pid).map_or(0, |(_, b)| *b);
-            let name = comm.split('/').next().unwrap_or(comm).to_owned();
-            *by_name.entry(name).or_default() += t.saturating_sub(before);
-        }
+        let by_name = to.processes_since(from, |p| {
+            (p.name != "postgres" && p.name != "nats-server")
+                .then(|| p.name.split('/').next().unwrap_or(&p.name).to_owned())
+        });
         let mut top_others: Vec<(String, f64)> = by_name
             .into_iter()
             .map(|(n, t)| (n, cores(t)))
@@ -2047,90 +1838,8 @@ impl CpuClassifier {
         CpuDelta {
             groups: out,
             machine,
-            iowait: cores(to.machine.2.saturating_sub(from.machine.2)),
+            iowait: cores(machine_ticks.iowait),
             top_others,
         }
     }
-}
-
-/// Fields after the `(comm)` of a `/proc/.../stat` line, and the comm.
-fn stat_fields(path: &str) -> Option<(String, Vec<u64>)> {
-    let text = std::fs::read_to_string(path).ok()?;
-    let open = text.find('(')?;
-    let close = text.rfind(')')?;
-    let comm = text[open + 1..close].to_owned();
-    let fields = text[close + 1..]
-        .split_whitespace()
-        .map(|f| f.parse().unwrap_or(0))
-        .collect();
-    Some((comm, fields))
-}
-
-fn threads() -> HashMap<u32, (String, u64)> {
-    let mut out = HashMap::new();
-    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
-        return out;
-    };
-    for entry in dir.flatten() {
-        let Ok(tid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        if let Some((comm, f)) = stat_fields(&format!("/proc/self/task/{tid}/stat")) {
-            out.insert(
-                tid,
-                (comm, f.get(11).unwrap_or(&0) + f.get(12).unwrap_or(&0)),
-            );
-        }
-    }
-    out
-}
-
-/// Every process: (pid, comm, utime + stime + reaped children's).
-fn processes() -> Vec<(u32, String, u64)> {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    dir.flatten()
-        .filter_map(|e| e.file_name().to_string_lossy().parse::<u32>().ok())
-        .filter_map(|pid| {
-            let (comm, f) = stat_fields(&format!("/proc/{pid}/stat"))?;
-            Some((pid, comm, f.iter().skip(11).take(4).sum::<u64>()))
-        })
-        .collect()
-}
-
-fn machine_ticks() -> (u64, u64, u64) {
-    let text = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    let v: Vec<u64> = text
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .split_whitespace()
-        .skip(1)
-        .map(|f| f.parse().unwrap_or(0))
-        .collect();
-    // user nice system idle iowait irq softirq steal
-    let total: u64 = v.iter().take(8).sum();
-    let idle = v.get(3).unwrap_or(&0) + v.get(4).unwrap_or(&0);
-    let irq = v.get(5).unwrap_or(&0) + v.get(6).unwrap_or(&0);
-    (total - idle, irq, *v.get(4).unwrap_or(&0))
-}
-
-fn clock_ticks() -> f64 {
-    std::process::Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(100.0)
-}
-
-/// Nearest-rank percentile of a sorted slice.
-fn percentile<T: Copy>(sorted: &[T], p: f64) -> Option<T> {
-    if sorted.is_empty() {
-        return None;
-    }
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted.get(rank.clamp(1, sorted.len()) - 1).copied()
 }

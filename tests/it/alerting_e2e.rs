@@ -24,7 +24,7 @@ use crate::support::Harness;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
-use subkeeper_simulator::{ChangeType, Fault, FaultOperation, FaultRule};
+use subkeeper_testkit::sim::{ChangeType, Fault, FaultOperation, FaultRule};
 
 const ALERT: &str = "SubkeeperProviderRenewalFailing";
 

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use sqlx::Row;
 use std::collections::HashMap;
 use std::time::Duration;
-use subkeeper_simulator::{Fault, FaultOperation, FaultRule, Operation, RecordedRequest};
+use subkeeper_testkit::sim::{Fault, FaultOperation, FaultRule, Operation, RecordedRequest};
 
 fn status(view: &Value) -> &str {
     view["health"]["subscription_status"].as_str().unwrap_or("")
@@ -79,12 +79,11 @@ async fn channel_message(
 
 /// The sample value of `subkeeper_webhooks_received_total{kind,result}`, 0 if absent.
 fn received(metrics: &str, kind: &str, result: &str) -> f64 {
-    let needle = format!("kind=\"{kind}\",result=\"{result}\"");
-    metrics
-        .lines()
-        .filter(|l| l.starts_with("subkeeper_webhooks_received_total{") && l.contains(&needle))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    subkeeper_testkit::metrics::sum(
+        metrics,
+        "subkeeper_webhooks_received_total",
+        &[("kind", kind), ("result", result)],
+    )
 }
 
 /// Requests of `operation` whose path starts with `prefix`, in journal order.
@@ -237,23 +236,23 @@ async fn calendar_rotation_opens_the_new_channel_before_stopping_the_old_and_pub
         "{}.webhook.google_calendar.{tenant}.{p}",
         h.bus.subject_prefix
     );
-    let mut stored = Vec::new();
-    wait_until("the change stored", Duration::from_secs(10), || async {
-        !read_stream(&h.nats, &t.webhook_stream(), &subject)
-            .await
-            .is_empty()
-    })
+    // Intake answers a delivery only once JetStream has acknowledged its publish
+    // (stored, or recognised as a duplicate) or the outbox has taken it, and the
+    // relay deletes an outbox entry only after JetStream's ack. So once all three
+    // deliveries are answered and the outbox is empty, the stream holds all they
+    // will ever add: no straggler can come later.
+    wait_until(
+        "the outbox relayed everything",
+        Duration::from_secs(10),
+        || async { h.outbox_depth().await == 0 },
+    )
     .await;
-    // Give stragglers a moment: nothing else may arrive.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    stored.extend(
-        read_stream(
-            &h.nats,
-            &t.webhook_stream(),
-            &format!("{}.webhook.>", h.bus.subject_prefix),
-        )
-        .await,
-    );
+    let stored = read_stream(
+        &h.nats,
+        &t.webhook_stream(),
+        &format!("{}.webhook.>", h.bus.subject_prefix),
+    )
+    .await;
     assert_eq!(stored.len(), 1, "one change, stored once: {stored:#?}");
     assert_eq!(stored[0].subject, subject);
     assert_eq!(
@@ -631,7 +630,18 @@ async fn google_providers_get_periodic_resync_events_and_graph_ones_do_not() {
         .await;
     assert_eq!(event["provider_id"], calendar.as_str());
     assert_eq!(event["kind"], "google_calendar");
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // A second event for the calendar means a second period has run. The task
+    // publishes in order on one connection, so every event of the first period,
+    // the Graph provider's included if it got one, has arrived before it.
+    wait_until("a second period", Duration::from_secs(5), || async {
+        inbox
+            .all()
+            .iter()
+            .filter(|(_, e)| e["reason"] == "periodic" && e["provider_id"] == calendar.as_str())
+            .count()
+            >= 2
+    })
+    .await;
     task.abort();
     let periodic: Vec<Value> = inbox
         .all()
@@ -663,8 +673,8 @@ async fn messages_on_a_channel_still_being_opened_are_routed_by_its_pending_open
     use subkeeper_actors::clock::{SharedClock, SystemClock};
     use subkeeper_actors::domain::{ProviderId, TenantId};
 
-    let db = crate::support::TestDb::create().await;
-    let bus = crate::support::TestBus::new();
+    let db = crate::support::test_db().await;
+    let bus = crate::support::test_bus();
     let clock: SharedClock = Arc::new(SystemClock);
     let store = PgStore::connect(&db.url, 2, clock.clone()).await.unwrap();
     store.migrate().await.unwrap();

@@ -6,7 +6,7 @@ use reqwest::Method;
 use serde_json::Value;
 use sqlx::Row;
 use std::time::Duration;
-use subkeeper_simulator::{Fault, FaultOperation, FaultRule, Operation};
+use subkeeper_testkit::sim::{Fault, FaultOperation, FaultRule, Operation};
 
 fn status(view: &Value) -> &str {
     view["health"]["subscription_status"].as_str().unwrap_or("")

@@ -2,7 +2,7 @@
 //! plain NATS request and `subkeeper renew`, error replies that change nothing, and
 //! every RenewalResult in the renewal stream, once.
 
-use crate::support::{Harness, TestBus, TestDb, nats_url, read_stream, wait_until};
+use crate::support::{Harness, TestBus, nats_url, read_stream, test_bus, test_db, wait_until};
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use sqlx::Row;
@@ -15,7 +15,7 @@ use subkeeper_actors::domain::{
     AttemptKind, HealthState, ProviderId, ProviderKind, RenewalAction, RenewalResult, TenantId,
 };
 use subkeeper_actors::ports::EventSink;
-use subkeeper_simulator::{Fault, FaultOperation, FaultRule, Operation, RecordedRequest};
+use subkeeper_testkit::sim::{Fault, FaultOperation, FaultRule, Operation, RecordedRequest};
 
 fn healthy(view: &Value) -> bool {
     view["health"]["subscription_status"] == "healthy"
@@ -247,7 +247,7 @@ async fn subkeeper_renew_prints_the_reply_and_exits_by_its_outcome() {
     assert_eq!(result.http_status, Some(500));
 
     // Nobody serving those subjects: a clear message and exit 1, not a hang.
-    let idle = TestBus::new();
+    let idle = test_bus();
     let out = subkeeper_cli(
         &idle,
         &["renew", "--tenant", "acme", "--timeout-seconds", "5"],
@@ -360,7 +360,7 @@ fn a_result(tenant: &str, attempt: AttemptKind) -> RenewalResult {
 
 #[actix_web::test]
 async fn the_same_result_published_twice_is_stored_once() {
-    let test = TestBus::new();
+    let test = test_bus();
     let t: Topology = test.topology();
     let bus = Bus::connect(&nats_url(), t.clone()).await.unwrap();
     // Every instance sets the streams up at start-up: doing it again changes nothing.
@@ -422,7 +422,7 @@ async fn bus_client() -> async_nats::Client {
 
 #[actix_web::test]
 async fn start_up_fails_clearly_when_nats_is_unreachable() {
-    let db = TestDb::create().await;
+    let db = test_db().await;
     let config = Config {
         database_url: db.url.clone(),
         // Nothing listens on port 1.

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use std::time::Duration;
 use subkeeper_actors::alerting::AlertStore;
 use subkeeper_actors::domain::{DomainEventType, HealthState, ProviderKind, TenantId};
-use subkeeper_simulator::{ChangeType, Fault, FaultOperation, FaultRule};
+use subkeeper_testkit::sim::{ChangeType, Fault, FaultOperation, FaultRule};
 
 fn acme() -> TenantId {
     TenantId::parse("acme").unwrap()

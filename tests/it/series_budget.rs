@@ -15,7 +15,7 @@ use crate::support::{Harness, wait_until};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 use subkeeper_actors::telemetry::names;
-use subkeeper_simulator::{Fault, FaultOperation, FaultRule};
+use subkeeper_testkit::sim::{Fault, FaultOperation, FaultRule};
 
 const TENANTS: usize = 1000;
 const ERROR: usize = 25;

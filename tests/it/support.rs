@@ -1,19 +1,25 @@
-//! Test harness: a fresh Postgres database and fresh NATS subjects and streams per
-//! test, the simulator and subkeeper started through `run_with` on 127.0.0.1:0, an
-//! admin API client and a plain NATS client.
+//! Test harness over the shared test kit (`subkeeper-testkit`): a fresh Postgres
+//! database and fresh NATS subjects and streams per test, the simulator and
+//! subkeeper started through `run_with` on 127.0.0.1:0 with test-speed settings,
+//! the admin API and a plain NATS client, and the waits tests observe through.
 
 use futures_util::StreamExt as _;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use sqlx::{Connection, Executor, PgConnection, PgPool};
+use sqlx::PgPool;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
-use subkeeper::bus::{StreamLimits, Topology};
-use subkeeper::{Config, RunOptions};
+use subkeeper::RunOptions;
+use subkeeper::bus::Topology;
 use subkeeper_actors::clock::SystemClock;
-use subkeeper_simulator::{IdentityProvider, RegisteredApp, SimServer, Simulator, SimulatorConfig};
-use tokio::sync::oneshot;
+use subkeeper_testkit::Purpose;
+pub use subkeeper_testkit::admin::GOOGLE_CLIENT_SECRET;
+use subkeeper_testkit::admin::{Admin, graph_mail_provider};
+pub use subkeeper_testkit::bus::{TestBus, nats_url};
+pub use subkeeper_testkit::db::TestDb;
+use subkeeper_testkit::service::{self, Service};
+use subkeeper_testkit::sim::{self, SimServer, Simulator, SimulatorConfig};
 
 /// Admin token used by every test.
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
@@ -24,132 +30,14 @@ pub const GMAIL_PUSH_SECRET: &str = "test-gmail-push-secret-0123456789";
 /// The Pub/Sub topic Gmail watches publish to in tests.
 pub const GMAIL_TOPIC: &str = "projects/subkeeper-test/topics/gmail";
 
-/// The Graph app registration every test provider connects through; the
-/// simulator knows it, so a token request with anything else fails as at
-/// Microsoft.
-pub const GRAPH_CLIENT_ID: &str = "11111111-2222-3333-4444-555555555555";
-
-/// [`GRAPH_CLIENT_ID`]'s secret.
-pub const GRAPH_CLIENT_SECRET: &str = "not-a-real-secret";
-
-/// The secret of every Google OAuth client a test provider connects through
-/// ([`Harness::create_google_provider`] registers the client with it).
-pub const GOOGLE_CLIENT_SECRET: &str = "not-a-real-google-secret";
-
-/// Base URL of the Postgres server tests create databases on.
-fn server_url() -> String {
-    std::env::var("SUBKEEPER_TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+/// A fresh database for one test, dropped with it.
+pub async fn test_db() -> TestDb {
+    TestDb::create(Purpose::Test).await.unwrap()
 }
 
-/// A database created for one test and dropped when the test ends.
-pub struct TestDb {
-    pub name: String,
-    pub url: String,
-}
-
-impl TestDb {
-    pub async fn create() -> Self {
-        let name = format!("subkeeper_test_{}", uuid::Uuid::new_v4().simple());
-        let mut conn = PgConnection::connect(&format!("{}/postgres", server_url()))
-            .await
-            .expect("Postgres must be running on 127.0.0.1:5432 (see .ci/run)");
-        conn.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .await
-            .unwrap();
-        Self {
-            url: format!("{}/{name}", server_url()),
-            name,
-        }
-    }
-
-    pub async fn pool(&self) -> PgPool {
-        PgPool::connect(&self.url).await.unwrap()
-    }
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        let name = self.name.clone();
-        let url = format!("{}/postgres", server_url());
-        // Drop cannot be async: drop the database from a throwaway runtime.
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                if let Ok(mut conn) = PgConnection::connect(&url).await {
-                    let _ = conn
-                        .execute(sqlx::AssertSqlSafe(format!(
-                            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-                        )))
-                        .await;
-                }
-            });
-        })
-        .join();
-    }
-}
-
-/// URL of the NATS server (with JetStream) tests share.
-pub fn nats_url() -> String {
-    std::env::var("SUBKEEPER_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
-}
-
-/// One test's subject and stream prefixes on the shared NATS server, so tests run in
-/// parallel without seeing each other; its streams are deleted when dropped.
-pub struct TestBus {
-    pub subject_prefix: String,
-    pub stream_prefix: String,
-}
-
-impl TestBus {
-    pub fn new() -> Self {
-        let id = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
-        Self {
-            subject_prefix: format!("sktest_{id}"),
-            stream_prefix: format!("SKTEST_{}", id.to_uppercase()),
-        }
-    }
-
-    pub fn topology(&self) -> Topology {
-        Topology::new(&self.subject_prefix, &self.stream_prefix)
-    }
-
-    /// Points `config` at this test's subjects and streams.
-    pub fn configure(&self, config: &mut Config) {
-        config.nats_url = nats_url();
-        config.nats_subject_prefix = self.subject_prefix.clone();
-        config.nats_stream_prefix = self.stream_prefix.clone();
-        // NATS reserves each stream's size limit from its storage up front: keep
-        // parallel tests (and any a killed run leaves behind) small.
-        config.nats_webhook_stream_max_bytes = 8 << 20;
-        config.nats_renewal_stream_max_bytes = 8 << 20;
-        config.nats_alert_stream_max_bytes = 2 << 20;
-    }
-
-    /// The stream limits tests use.
-    pub fn limits(&self) -> StreamLimits {
-        let mut config = Config::default();
-        self.configure(&mut config);
-        StreamLimits::from_config(&config)
-    }
-}
-
-impl Drop for TestBus {
-    fn drop(&mut self) {
-        let topology = self.topology();
-        // Drop cannot be async: delete the streams from a throwaway runtime.
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(subkeeper::bus::delete_streams(&nats_url(), &topology));
-        })
-        .join();
-    }
+/// Fresh NATS subjects and streams for one test, deleted with it.
+pub fn test_bus() -> TestBus {
+    TestBus::new(Purpose::Test)
 }
 
 /// One message as a JetStream consumer reads it back.
@@ -164,16 +52,7 @@ pub struct Stored {
 /// pull consumer — what a downstream consumer of the stream would see.
 pub async fn read_stream(client: &async_nats::Client, stream: &str, filter: &str) -> Vec<Stored> {
     let js = async_nats::jetstream::new(client.clone());
-    let consumer = js
-        .get_stream(stream)
-        .await
-        .unwrap_or_else(|e| panic!("stream {stream}: {e}"))
-        .create_consumer(async_nats::jetstream::consumer::pull::Config {
-            filter_subject: filter.to_owned(),
-            deliver_policy: async_nats::jetstream::consumer::DeliverPolicy::All,
-            ack_policy: async_nats::jetstream::consumer::AckPolicy::None,
-            ..Default::default()
-        })
+    let consumer = subkeeper_testkit::bus::replay(&js, stream, Some(filter))
         .await
         .unwrap();
     let mut out = Vec::new();
@@ -211,112 +90,77 @@ pub struct Harness {
     pub base_url: String,
     pub http: reqwest::Client,
     pub pool: PgPool,
-    stop: Option<oneshot::Sender<()>>,
-    done: Option<tokio::task::JoinHandle<Result<(), subkeeper::RunError>>>,
+    /// The admin API with the test token.
+    api: Admin,
+    service: Option<Service>,
 }
 
 impl Harness {
     /// Starts everything with test-speed retry settings; `tweak` adjusts the config.
-    pub async fn start(tweak: impl FnOnce(&mut Config)) -> Self {
+    pub async fn start(tweak: impl FnOnce(&mut subkeeper::Config)) -> Self {
         crate::logs::capture();
         subkeeper::install_crypto();
-        let db = TestDb::create().await;
-        let bus = TestBus::new();
+        let db = test_db().await;
+        let bus = test_bus();
         // Google's sync message outruns the events.watch answer: the harder order.
-        // Strict about credentials: the Graph app every test provider uses is
-        // registered (Google clients are, as providers are created); lenient
-        // only about the plain-http 127.0.0.1 the service listens on.
-        let sim = Simulator::new(
+        let (sim, sim_server) = sim::start(
             SimulatorConfig {
                 google_sync_before_answer: true,
-                allow_http_loopback: true,
-                apps: vec![RegisteredApp {
-                    provider: IdentityProvider::Microsoft,
-                    client_id: GRAPH_CLIENT_ID.into(),
-                    client_secret: GRAPH_CLIENT_SECRET.into(),
-                }],
-                ..SimulatorConfig::default()
+                ..sim::test_config()
             },
             Arc::new(SystemClock),
-        );
-        let sim_server = sim
-            .start(std::net::TcpListener::bind("127.0.0.1:0").unwrap())
-            .unwrap();
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let base_url = format!("http://{}", listener.local_addr().unwrap());
-        let mut config = Config {
-            database_url: db.url.clone(),
-            database_max_connections: 5,
-            public_url: base_url.clone(),
-            graph_base_url: sim_server.graph_base_url(),
-            login_base_url: sim_server.login_base_url(),
-            google_base_url: sim_server.google_base_url(),
-            google_token_url: format!("{}/token", sim_server.google_base_url()),
-            gmail_pubsub_topic: GMAIL_TOPIC.into(),
-            gmail_push_secret: Some(GMAIL_PUSH_SECRET.into()),
-            admin_token: Some(ADMIN_TOKEN.into()),
-            retry_base_seconds: 1,
-            retry_max_seconds: 2,
-            error_retry_seconds: 2,
-            renewal_jitter_seconds: 60,
-            provider_timeout_seconds: 5,
-            attempt_timeout_seconds: 15,
-            reconcile_interval_seconds: 1,
-            ..Config::default()
-        };
-        bus.configure(&mut config);
+        )
+        .await
+        .unwrap();
+        let (listener, base_url) = service::bind_local().unwrap();
+        let mut config = service::config(&db, &bus, &sim_server, &base_url);
+        config.database_max_connections = 5;
+        config.gmail_pubsub_topic = GMAIL_TOPIC.into();
+        config.gmail_push_secret = Some(GMAIL_PUSH_SECRET.into());
+        config.admin_token = Some(ADMIN_TOKEN.into());
+        config.retry_base_seconds = 1;
+        config.retry_max_seconds = 2;
+        config.error_retry_seconds = 2;
+        config.renewal_jitter_seconds = 60;
+        config.provider_timeout_seconds = 5;
+        config.attempt_timeout_seconds = 15;
+        config.reconcile_interval_seconds = 1;
         tweak(&mut config);
         config.validate().unwrap();
         // Pub/Sub's push subscription points at our Gmail endpoint with the secret.
         sim.set_gmail_push_endpoint(Some(format!(
             "{base_url}/webhooks/gmail?token={GMAIL_PUSH_SECRET}"
         )));
-        let (stop_tx, stop_rx) = oneshot::channel::<()>();
-        let done = actix_rt::spawn(subkeeper::run_with(
-            Arc::new(config),
-            listener,
-            async move {
-                let _ = stop_rx.await;
-            },
-            RunOptions::default(),
-        ));
+        let service = Service::spawn(config, listener, base_url.clone(), RunOptions::default());
         let nats = async_nats::connect(nats_url())
             .await
             .expect("NATS with JetStream must be running on 127.0.0.1:4222 (see .ci/run)");
-        let harness = Self {
-            pool: db.pool().await,
+        let http = reqwest::Client::new();
+        service
+            .wait_ready(&http, Duration::from_secs(20))
+            .await
+            .unwrap();
+        Self {
+            pool: db.pool().await.unwrap(),
             _db: db,
             bus,
             nats,
             sim,
             sim_server: Some(sim_server),
+            api: Admin::new(&http, &base_url, ADMIN_TOKEN),
             base_url,
-            http: reqwest::Client::new(),
-            stop: Some(stop_tx),
-            done: Some(done),
-        };
-        wait_until("service ready", Duration::from_secs(20), || async {
-            harness
-                .http
-                .get(format!("{}/readyz", harness.base_url))
-                .send()
-                .await
-                .is_ok_and(|r| r.status().is_success())
-        })
-        .await;
-        harness
+            http,
+            service: Some(service),
+        }
     }
 
     /// Stops the service and the simulator.
     pub async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(done) = self.done.take() {
-            done.await.unwrap().unwrap();
-        }
-        if let Some(server) = self.sim_server.take() {
-            server.stop().await;
+        match (self.service.take(), self.sim_server.take()) {
+            (Some(service), Some(server)) => service.stop_with(server).await.unwrap(),
+            (Some(service), None) => service.stop(Duration::from_secs(30)).await.unwrap(),
+            (None, Some(server)) => sim::stop(server, Duration::from_secs(10)).await.unwrap(),
+            (None, None) => {}
         }
     }
 
@@ -327,20 +171,7 @@ impl Harness {
         path: &str,
         body: Option<Value>,
     ) -> (StatusCode, Value) {
-        let mut req = self
-            .http
-            .request(method, format!("{}/api/v1{path}", self.base_url))
-            .bearer_auth(ADMIN_TOKEN);
-        if let Some(body) = body {
-            req = req.json(&body);
-        }
-        let resp = req.send().await.unwrap();
-        let status = resp.status();
-        let text = resp.text().await.unwrap();
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
+        self.api.request(method, path, body).await.unwrap()
     }
 
     /// `POST /tenants/{tenant}/providers/{id}/renew`: a forced renewal, answered
@@ -371,25 +202,17 @@ impl Harness {
     /// Creates a Graph mail provider for `tenant` whose app lives in Azure AD tenant
     /// `authority`, watching `users/{mailbox}/messages`; returns its id.
     pub async fn create_provider(&self, tenant: &str, authority: &str, mailbox: &str) -> String {
-        let (status, body) = self
-            .admin(
-                reqwest::Method::POST,
-                &format!("/tenants/{tenant}/providers"),
-                Some(json!({
-                    "kind": "graph_mail",
-                    "display_name": format!("{mailbox} inbox"),
-                    "resource": format!("users/{mailbox}/messages"),
-                    "credentials": {
-                        "flow": "client_credentials",
-                        "authority_tenant": authority,
-                        "client_id": GRAPH_CLIENT_ID,
-                        "client_secret": GRAPH_CLIENT_SECRET,
-                    }
-                })),
+        self.api
+            .create_provider(
+                tenant,
+                graph_mail_provider(
+                    &format!("{mailbox} inbox"),
+                    &format!("users/{mailbox}/messages"),
+                    authority,
+                ),
             )
-            .await;
-        assert_eq!(status, StatusCode::CREATED, "{body}");
-        body["id"].as_str().unwrap().to_owned()
+            .await
+            .unwrap()
     }
 
     /// Creates a Google provider (`google_calendar` watching calendar `resource`,
@@ -405,16 +228,11 @@ impl Harness {
         refresh_token: &str,
     ) -> String {
         self.sim.register_google_account(refresh_token, resource);
-        self.sim.register_app(RegisteredApp {
-            provider: IdentityProvider::Google,
-            client_id: client_id.into(),
-            client_secret: GOOGLE_CLIENT_SECRET.into(),
-        });
-        let (status, body) = self
-            .admin(
-                reqwest::Method::POST,
-                &format!("/tenants/{tenant}/providers"),
-                Some(json!({
+        sim::register_google_client(&self.sim, client_id);
+        self.api
+            .create_provider(
+                tenant,
+                json!({
                     "kind": kind,
                     "display_name": format!("{resource} ({kind})"),
                     "resource": resource,
@@ -425,11 +243,10 @@ impl Harness {
                         "client_secret": GOOGLE_CLIENT_SECRET,
                         "refresh_token": refresh_token,
                     }
-                })),
+                }),
             )
-            .await;
-        assert_eq!(status, StatusCode::CREATED, "{body}");
-        body["id"].as_str().unwrap().to_owned()
+            .await
+            .unwrap()
     }
 
     /// The provider as the admin API shows it.
@@ -532,6 +349,14 @@ impl Harness {
         body
     }
 
+    /// Notifications parked in the outbox, not yet relayed to JetStream.
+    pub async fn outbox_depth(&self) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM webhook_outbox")
+            .fetch_one(&self.pool)
+            .await
+            .unwrap()
+    }
+
     /// The `/metrics` exposition text.
     pub async fn metrics(&self) -> String {
         self.http
@@ -553,19 +378,9 @@ impl Harness {
         durable: &str,
     ) -> async_nats::jetstream::consumer::Info {
         let js = async_nats::jetstream::new(self.nats.clone());
-        let stream = js.get_stream(stream).await.unwrap();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        loop {
-            let info = stream.consumer_info(durable).await.unwrap();
-            if info.num_pending == 0 && info.num_ack_pending == 0 {
-                return info;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "consumer {durable} never caught up: {info:#?}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        subkeeper_testkit::bus::wait_consumer_idle(&js, stream, durable, Duration::from_secs(20))
+            .await
+            .unwrap()
     }
 }
 

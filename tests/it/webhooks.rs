@@ -10,7 +10,7 @@ use sqlx::Row;
 use std::collections::HashSet;
 use std::time::Duration;
 use subkeeper_actors::domain::{DomainEventType, ProviderKind, TenantId};
-use subkeeper_simulator::{ChangeType, LifecycleEvent, Operation};
+use subkeeper_testkit::sim::{ChangeType, LifecycleEvent, Operation};
 
 async fn live_subscription(h: &Harness, tenant: &str, provider: &str) -> String {
     let view = h
@@ -492,7 +492,7 @@ async fn probe_forged_flood() {
 /// nothing it sent is published.
 #[actix_web::test]
 async fn a_subscription_whose_create_answer_was_lost_is_deleted_when_it_first_delivers() {
-    use subkeeper_simulator::{Fault, FaultOperation, FaultRule};
+    use subkeeper_testkit::sim::{Fault, FaultOperation, FaultRule};
     let h = Harness::start(|c| c.provider_timeout_seconds = 1).await;
     h.sim.inject_fault(
         FaultRule::new(FaultOperation::Create, Fault::LostAnswer { seconds: 3 })
@@ -548,7 +548,7 @@ async fn a_subscription_whose_create_answer_was_lost_is_deleted_when_it_first_de
 /// subscription becomes an orphan: its next notification gets it deleted.
 #[actix_web::test]
 async fn a_notification_on_a_subscription_still_being_created_is_published() {
-    use subkeeper_simulator::{Fault, FaultOperation, FaultRule};
+    use subkeeper_testkit::sim::{Fault, FaultOperation, FaultRule};
     // The answer is held 4 s (the client waits up to 8): room for the early
     // notification even on a loaded machine.
     let h = Harness::start(|c| c.provider_timeout_seconds = 8).await;

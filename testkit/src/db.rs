@@ -1,0 +1,64 @@
+//! A Postgres database created for one test or bench run and dropped with it.
+//! Owns database names and the admin connection; the schema is the service's
+//! (it migrates on start, or the caller migrates through `PgStore`).
+
+use crate::Purpose;
+use sqlx::{Connection, Executor, PgConnection, PgPool};
+
+/// Base URL of the Postgres server runs create their databases on
+/// (`SUBKEEPER_TEST_DATABASE_URL`, default the local trust-auth server).
+pub fn server_url() -> String {
+    std::env::var("SUBKEEPER_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+}
+
+/// Runs one statement on the server's `postgres` database.
+async fn admin(sql: String) -> sqlx::Result<()> {
+    let mut conn = PgConnection::connect(&format!("{}/postgres", server_url())).await?;
+    conn.execute(sqlx::AssertSqlSafe(sql)).await?;
+    Ok(())
+}
+
+/// A database of its own, dropped (`WITH (FORCE)`) when this is dropped.
+#[derive(Debug)]
+pub struct TestDb {
+    /// `subkeeper_test_<random>` or `subkeeper_bench_<random>`.
+    pub name: String,
+    /// Its connection URL.
+    pub url: String,
+}
+
+impl TestDb {
+    /// Creates a fresh, empty database.
+    pub async fn create(purpose: Purpose) -> anyhow::Result<Self> {
+        let name = format!("{}_{}", purpose.database_prefix(), crate::fresh_id());
+        admin(format!("CREATE DATABASE {name}"))
+            .await
+            .map_err(|e| anyhow::anyhow!("Postgres must be running at {}: {e}", server_url()))?;
+        Ok(Self {
+            url: format!("{}/{name}", server_url()),
+            name,
+        })
+    }
+
+    /// A pool on it.
+    pub async fn pool(&self) -> sqlx::Result<PgPool> {
+        PgPool::connect(&self.url).await
+    }
+
+    /// One connection to it.
+    pub async fn connect(&self) -> sqlx::Result<PgConnection> {
+        PgConnection::connect(&self.url).await
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        crate::block_on_aside(async move {
+            if let Err(e) = admin(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await {
+                eprintln!("could not drop database {name}: {e}");
+            }
+        });
+    }
+}

@@ -1,0 +1,128 @@
+//! The service under test or bench: its configuration pointed at one run's
+//! database, NATS prefixes and simulator, started through `subkeeper::run_with`
+//! on 127.0.0.1:0 on the current actix System, and stopped through its shutdown
+//! future — the same function `main` calls.
+
+use crate::bus::TestBus;
+use crate::db::TestDb;
+use crate::sim::SimServer;
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+use subkeeper::{Config, RunError, RunOptions};
+use tokio::sync::oneshot;
+
+/// A listener on 127.0.0.1:0 and its `http://` base URL.
+pub fn bind_local() -> std::io::Result<(TcpListener, String)> {
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let base_url = format!("http://{}", listener.local_addr()?);
+    Ok((listener, base_url))
+}
+
+/// The production defaults, pointed at `db`, `bus` and the simulator `sim`, with
+/// the service reachable (by the simulator's validation handshakes and webhooks)
+/// at `public_url`. Callers adjust the rest.
+pub fn config(db: &TestDb, bus: &TestBus, sim: &SimServer, public_url: &str) -> Config {
+    let mut config = Config {
+        database_url: db.url.clone(),
+        public_url: public_url.to_owned(),
+        graph_base_url: sim.graph_base_url(),
+        login_base_url: sim.login_base_url(),
+        google_base_url: sim.google_base_url(),
+        google_token_url: format!("{}/token", sim.google_base_url()),
+        ..Config::default()
+    };
+    bus.configure(&mut config);
+    config
+}
+
+/// A running service.
+pub struct Service {
+    /// `http://127.0.0.1:PORT`.
+    pub base_url: String,
+    /// Ends the shutdown future `run_with` waits on.
+    stop: oneshot::Sender<()>,
+    /// `run_with` itself; ends once the service has shut down.
+    done: tokio::task::JoinHandle<Result<(), RunError>>,
+}
+
+impl Service {
+    /// Starts `run_with(config, listener, …)` on the current actix System.
+    pub fn spawn(
+        config: Config,
+        listener: TcpListener,
+        base_url: String,
+        options: RunOptions,
+    ) -> Self {
+        let (stop, stop_rx) = oneshot::channel::<()>();
+        let done = actix_rt::spawn(subkeeper::run_with(
+            Arc::new(config),
+            listener,
+            async move {
+                let _ = stop_rx.await;
+            },
+            options,
+        ));
+        Self {
+            base_url,
+            stop,
+            done,
+        }
+    }
+
+    /// Whether the service has ended (on its own, unless stopped).
+    pub fn is_finished(&self) -> bool {
+        self.done.is_finished()
+    }
+
+    /// Waits until `/readyz` answers 2xx (polling every 50 ms, at most `timeout`);
+    /// fails at once if the service ends instead.
+    pub async fn wait_ready(
+        &self,
+        http: &reqwest::Client,
+        timeout: Duration,
+    ) -> anyhow::Result<()> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let url = format!("{}/readyz", self.base_url);
+        loop {
+            if http
+                .get(&url)
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+            {
+                return Ok(());
+            }
+            if self.is_finished() {
+                anyhow::bail!("the service stopped during start-up");
+            }
+            if tokio::time::Instant::now() >= deadline {
+                anyhow::bail!("the service was not ready within {timeout:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Stops this service, then the simulator `sim` it talks to (30 s and 10 s at
+    /// most); both are stopped whatever the first does, and the first error is
+    /// returned.
+    pub async fn stop_with(self, sim: SimServer) -> anyhow::Result<()> {
+        let service = self.stop(Duration::from_secs(30)).await;
+        let simulator = crate::sim::stop(sim, Duration::from_secs(10)).await;
+        service.and(simulator)
+    }
+
+    /// Asks the service to shut down and waits (at most `timeout`) until it has;
+    /// an error if it does not stop in time or ends with an error.
+    pub async fn stop(self, timeout: Duration) -> anyhow::Result<()> {
+        let _ = self.stop.send(());
+        match tokio::time::timeout(timeout, self.done).await {
+            Ok(Ok(Ok(()))) => Ok(()),
+            Ok(Ok(Err(e))) => Err(anyhow::anyhow!("the service ended with an error: {e}")),
+            Ok(Err(e)) => Err(anyhow::anyhow!("the service task failed: {e}")),
+            Err(_) => Err(anyhow::anyhow!(
+                "the service did not stop within {timeout:?}"
+            )),
+        }
+    }
+}
