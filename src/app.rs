@@ -4,13 +4,14 @@
 //! `main` and the tests both start the service through here, so what is tested is
 //! what runs.
 
-use crate::bus::{Bus, BusError, ConsumerHandle, ControlHandle, StreamLimits, Topology};
+use crate::bus::{
+    Bus, BusError, ConsumerHandle, ControlHandle, ResyncOnReplacement, StreamLimits, Topology,
+};
 use crate::config::Config;
 use crate::http::span::RedactedSpan;
 use crate::http::{AppState, routes};
 use crate::intake::{
-    GoogleIntake, GraphIntake, Publisher, ResyncOnReplacement, spawn_google_resync,
-    spawn_outbox_relay,
+    GoogleIntake, GraphIntake, Publisher, spawn_google_resync, spawn_outbox_relay,
 };
 use crate::providers::ByFamily;
 use crate::providers::google::{GoogleApis, GoogleConfig, PendingChannels};
@@ -29,7 +30,7 @@ use subkeeper_actors::clock::{SharedClock, SystemClock};
 use subkeeper_actors::delivery::Stop;
 use subkeeper_actors::domain::ProviderKind;
 use subkeeper_actors::fleet::{Fleet, FleetConfig, FleetHandle};
-use subkeeper_actors::notification::{NotificationActor, NotificationConfig};
+use subkeeper_actors::notification::{DomainEventSink, NotificationActor, NotificationConfig};
 use subkeeper_actors::ports::{CallbackUrls, EventSink, Ports, SubscriptionApi};
 use subkeeper_actors::supervisor::SupervisorContext;
 use tokio::sync::Semaphore;
@@ -206,7 +207,7 @@ impl Core {
         // Google replacements also tell downstream to resync.
         let events: Arc<dyn EventSink> = Arc::new(ResyncOnReplacement::new(
             events,
-            Arc::new(bus.clone()),
+            Arc::new(bus.domain_events()),
             clock.clone(),
         ));
         let board = HealthBoard::default();
@@ -286,11 +287,13 @@ impl Intake {
     fn start(config: &Config, adapters: &Adapters, core: &Core, clock: SharedClock) -> Self {
         let store = &adapters.store;
         let publisher: Arc<dyn Publisher> = Arc::new(adapters.bus.clone());
+        let domain_events: Arc<dyn DomainEventSink> = Arc::new(adapters.bus.domain_events());
         let publish_timeout = Duration::from_millis(config.webhook_publish_timeout_ms);
         Self {
             graph: GraphIntake::new(
                 store.clone(),
                 publisher.clone(),
+                domain_events.clone(),
                 core.fleet.clone(),
                 clock.clone(),
                 publish_timeout,
@@ -306,7 +309,7 @@ impl Intake {
             ),
             resync: spawn_google_resync(
                 store.clone(),
-                publisher.clone(),
+                domain_events,
                 clock.clone(),
                 Duration::from_secs(config.google_resync_minutes.saturating_mul(60)),
             ),

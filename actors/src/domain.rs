@@ -472,6 +472,31 @@ pub struct DomainEvent {
     pub history_id: Option<String>,
 }
 
+impl DomainEvent {
+    /// A `resync_required` event: downstream must re-read `provider` (for
+    /// `reason`); `history_id` is a new Gmail watch's, where there is one.
+    pub fn resync_required(
+        tenant: TenantId,
+        provider_id: ProviderId,
+        kind: ProviderKind,
+        reason: &str,
+        at: DateTime<Utc>,
+        history_id: Option<String>,
+    ) -> Self {
+        Self {
+            event_type: DomainEventType::ResyncRequired,
+            tenant,
+            provider_id,
+            kind,
+            reason: Some(reason.into()),
+            at,
+            resource: None,
+            change_type: None,
+            history_id,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

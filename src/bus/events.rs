@@ -30,7 +30,8 @@ impl NatsDomainEvents {
 impl DomainEventSink for NatsDomainEvents {
     async fn publish(&self, event: &DomainEvent) -> Result<(), String> {
         let subject = self.topology.event_subject(event.event_type, &event.tenant);
-        let payload = serde_json::to_vec(event).map_err(|e| e.to_string())?;
+        // A failure to encode is counted and logged by `encode`.
+        let payload = crate::intake::encode("domain_event", event).map_err(|e| e.to_string())?;
         self.client
             .publish(subject, payload.into())
             .await

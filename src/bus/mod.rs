@@ -15,6 +15,7 @@ pub mod control;
 mod error;
 mod events;
 mod publisher;
+mod resync;
 mod sink;
 pub mod streams;
 
@@ -23,6 +24,7 @@ pub use consumer::ConsumerHandle;
 pub use control::{ControlHandle, RenewReply, RenewRequest};
 pub use error::BusError;
 pub use events::NatsDomainEvents;
+pub use resync::ResyncOnReplacement;
 pub use sink::NatsEventSink;
 pub use streams::StreamLimits;
 

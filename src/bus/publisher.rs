@@ -9,7 +9,7 @@ use async_nats::connection::State;
 use async_nats::jetstream::message::PublishMessage;
 use async_trait::async_trait;
 use std::time::{Duration, Instant};
-use subkeeper_actors::domain::{DomainEventType, ProviderId, ProviderKind, TenantId};
+use subkeeper_actors::domain::{ProviderId, ProviderKind, TenantId};
 
 #[async_trait]
 impl Publisher for Bus {
@@ -68,13 +68,6 @@ impl Publisher for Bus {
         }
     }
 
-    async fn publish_event(&self, subject: &str, payload: Vec<u8>) -> Result<(), String> {
-        self.client
-            .publish(subject.to_owned(), payload.into())
-            .await
-            .map_err(|e| e.to_string())
-    }
-
     fn webhook_subject(
         &self,
         kind: ProviderKind,
@@ -82,9 +75,5 @@ impl Publisher for Bus {
         provider: ProviderId,
     ) -> String {
         self.topology.webhook_subject(kind, tenant, provider)
-    }
-
-    fn event_subject(&self, event_type: DomainEventType, tenant: &TenantId) -> String {
-        self.topology.event_subject(event_type, tenant)
     }
 }

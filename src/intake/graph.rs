@@ -4,8 +4,8 @@
 //! fleet.
 
 use super::{
-    DomainEvent, DomainEventType, Dropped, EncodeError, Publisher, RouteCache, WebhookEnvelope,
-    encode, message_id, secrets_match,
+    DomainEvent, Dropped, EncodeError, Publisher, RouteCache, WebhookEnvelope, encode, message_id,
+    publish_resync, secrets_match,
 };
 use crate::providers::graph::{Claim, OrphanCleanup};
 use crate::store::{PgStore, Route};
@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use subkeeper_actors::clock::SharedClock;
 use subkeeper_actors::fleet::{FleetHandle, LifecycleSignal};
+use subkeeper_actors::notification::DomainEventSink;
 
 /// Why a request was refused as a whole.
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +62,8 @@ pub struct GraphIntake {
     routes: Arc<RouteCache>,
     store: PgStore,
     publisher: Arc<dyn Publisher>,
+    /// Where resync events go (the lifecycle's `missed` and `subscriptionRemoved`).
+    events: Arc<dyn DomainEventSink>,
     fleet: FleetHandle,
     clock: SharedClock,
     /// How long to wait for JetStream's ack before falling back to the outbox.
@@ -81,6 +84,7 @@ impl GraphIntake {
     pub fn new(
         store: PgStore,
         publisher: Arc<dyn Publisher>,
+        events: Arc<dyn DomainEventSink>,
         fleet: FleetHandle,
         clock: SharedClock,
         publish_timeout: Duration,
@@ -90,6 +94,7 @@ impl GraphIntake {
             routes: Arc::new(RouteCache::new(store.clone(), Duration::from_secs(30))),
             store,
             publisher,
+            events,
             fleet,
             clock,
             publish_timeout,
@@ -268,9 +273,6 @@ impl GraphIntake {
             dropped,
             ..LifecycleOutcome::default()
         };
-        // A resync event that cannot be encoded fails the request (after the other
-        // items are handled): Graph retries, and the failure is counted.
-        let mut unencodable = None;
         for a in accepted {
             let event = a
                 .item
@@ -299,28 +301,15 @@ impl GraphIntake {
             };
             tracing::info!(tenant = %a.route.tenant, provider = %provider, event, "lifecycle notification");
             if let Some(reason) = resync {
-                let event = DomainEvent {
-                    event_type: DomainEventType::ResyncRequired,
-                    tenant: a.route.tenant.clone(),
-                    provider_id: provider,
-                    kind: a.route.kind,
-                    reason: Some(reason.into()),
-                    at: self.clock.now(),
-                    resource: None,
-                    change_type: None,
-                    history_id: None,
-                };
-                let subject = self
-                    .publisher
-                    .event_subject(event.event_type, &a.route.tenant);
-                match encode("domain_event", &event) {
-                    Ok(payload) => {
-                        if let Err(e) = self.publisher.publish_event(&subject, payload).await {
-                            tracing::warn!(error = %e, "resync event not published");
-                        }
-                    }
-                    Err(e) => unencodable = Some(e),
-                }
+                let event = DomainEvent::resync_required(
+                    a.route.tenant.clone(),
+                    provider,
+                    a.route.kind,
+                    reason,
+                    self.clock.now(),
+                    None,
+                );
+                publish_resync(self.events.as_ref(), event).await;
             }
             outcome.handled += 1;
         }
@@ -329,9 +318,6 @@ impl GraphIntake {
             items: outcome.handled as u64,
         }
         .emit();
-        match unencodable {
-            Some(e) => Err(e.into()),
-            None => Ok(outcome),
-        }
+        Ok(outcome)
     }
 }

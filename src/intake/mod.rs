@@ -14,7 +14,7 @@ mod resync;
 pub use google::{ChannelMessage, ChannelOutcome, GoogleIntake, PushAuth, PushOutcome};
 pub use graph::{GraphIntake, IntakeError, IntakeOutcome, LifecycleOutcome};
 pub use outbox::spawn_outbox_relay;
-pub use resync::{ResyncOnReplacement, spawn_google_resync};
+pub use resync::{publish_resync, spawn_google_resync};
 
 use crate::store::{PgStore, Route};
 use crate::telemetry::EncodeFailed;
@@ -26,7 +26,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 pub use subkeeper_actors::domain::{DomainEvent, WebhookEnvelope};
-use subkeeper_actors::domain::{DomainEventType, ProviderId, ProviderKind, TenantId};
+use subkeeper_actors::domain::{ProviderId, ProviderKind, TenantId};
 use subkeeper_actors::ports::StoreError;
 
 /// Publishing as intake needs it; the NATS bus implements it.
@@ -42,9 +42,6 @@ pub trait Publisher: Send + Sync + 'static {
         timeout: Duration,
     ) -> Result<(), String>;
 
-    /// Publishes a downstream domain event (fire and forget, core NATS).
-    async fn publish_event(&self, subject: &str, payload: Vec<u8>) -> Result<(), String>;
-
     /// The subject of accepted notifications of one provider.
     fn webhook_subject(
         &self,
@@ -52,9 +49,6 @@ pub trait Publisher: Send + Sync + 'static {
         tenant: &TenantId,
         provider: ProviderId,
     ) -> String;
-
-    /// The subject of a domain event of `event_type` for a tenant.
-    fn event_subject(&self, event_type: DomainEventType, tenant: &TenantId) -> String;
 }
 
 /// Why a notification item was not published.

@@ -618,7 +618,7 @@ async fn google_providers_get_periodic_resync_events_and_graph_ones_do_not() {
         .unwrap();
     let task = subkeeper::intake::spawn_google_resync(
         h.store().await,
-        std::sync::Arc::new(bus),
+        std::sync::Arc::new(bus.domain_events()),
         std::sync::Arc::new(subkeeper_actors::clock::SystemClock),
         Duration::from_millis(200),
     )
