@@ -34,7 +34,12 @@ impl TestDb {
         let name = format!("{}_{}", purpose.database_prefix(), crate::fresh_id());
         admin(format!("CREATE DATABASE {name}"))
             .await
-            .map_err(|e| anyhow::anyhow!("Postgres must be running at {}: {e}", server_url()))?;
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "PostgreSQL is not reachable at {} ({e}): run scripts/test (or scripts/test-services), which installs and starts it",
+                    server_url()
+                )
+            })?;
         Ok(Self {
             url: format!("{}/{name}", server_url()),
             name,

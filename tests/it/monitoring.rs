@@ -18,7 +18,7 @@ pub fn repo_root() -> PathBuf {
 }
 
 /// The path of `name` on PATH; panics with the way to get it when it is missing.
-/// Nothing is skipped: CI installs these (.ci/run).
+/// Nothing is skipped: scripts/test-services installs these.
 pub fn require_binary(name: &str) -> PathBuf {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
@@ -28,8 +28,7 @@ pub fn require_binary(name: &str) -> PathBuf {
             panic!(
                 "`{name}` is not on PATH: the alerting tests run the real Prometheus and \
                  Alertmanager from Debian's `prometheus` and `prometheus-alertmanager` \
-                 packages; run .ci/run (it installs them) or \
-                 `apt-get install prometheus prometheus-alertmanager`"
+                 packages: run scripts/test (or scripts/test-services), which installs them"
             )
         })
 }

@@ -4,6 +4,7 @@
 
 use crate::support::{TestDb, nats_url};
 use sqlx::{Connection, PgConnection};
+use subkeeper_testkit::db::server_url;
 
 /// The built `subkeeper` binary with no SUBKEEPER_* variable of the test's own
 /// environment (unknown ones are refused, and the test's own, like
@@ -32,13 +33,13 @@ pub async fn output(mut command: std::process::Command) -> std::process::Output 
 fn unborn_database() -> TestDb {
     let name = format!("subkeeper_test_{}", uuid::Uuid::new_v4().simple());
     TestDb {
-        url: format!("postgres://postgres@127.0.0.1:5432/{name}"),
+        url: format!("{}/{name}", server_url()),
         name,
     }
 }
 
 async fn exists(name: &str) -> bool {
-    let mut conn = PgConnection::connect("postgres://postgres@127.0.0.1:5432/postgres")
+    let mut conn = PgConnection::connect(&format!("{}/postgres", server_url()))
         .await
         .unwrap();
     sqlx::query_scalar::<_, bool>("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
@@ -57,12 +58,18 @@ async fn migrate_creates_a_missing_database_and_status_names_the_command() {
     let out = output(status).await;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{stderr}");
+    let server = url::Url::parse(&server_url()).unwrap();
+    let (host, port, user) = (
+        server.host_str().unwrap().to_owned(),
+        server.port().unwrap_or(5432),
+        server.username().to_owned(),
+    );
     assert!(
         stderr.contains(&format!(
-            "database \"{}\" does not exist on 127.0.0.1:5432",
+            "database \"{}\" does not exist on {host}:{port}",
             db.name
         )) && stderr.contains(&format!(
-            "createdb -h 127.0.0.1 -p 5432 -U postgres {}",
+            "createdb -h {host} -p {port} -U {user} {}",
             db.name
         )),
         "status does not say how to create the database: {stderr}"
@@ -134,7 +141,7 @@ async fn the_demo_with_nats_down_names_nats_and_its_url() {
     let mut demo = subkeeper_binary(&["demo", "--seconds", "5"]);
     demo.env("SUBKEEPER_NATS_URL", &nats).env(
         "SUBKEEPER_DATABASE_URL",
-        "postgres://postgres@127.0.0.1:5432/subkeeper",
+        format!("{}/subkeeper", server_url()),
     );
     let out = output(demo).await;
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -145,7 +152,7 @@ async fn the_demo_with_nats_down_names_nats_and_its_url() {
     );
     assert!(!stderr.contains("channel closed"), "{stderr}");
     if !had_demo_db {
-        let mut conn = PgConnection::connect("postgres://postgres@127.0.0.1:5432/postgres")
+        let mut conn = PgConnection::connect(&format!("{}/postgres", server_url()))
             .await
             .unwrap();
         sqlx::Executor::execute(

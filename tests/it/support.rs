@@ -134,7 +134,12 @@ impl Harness {
         let service = Service::spawn(config, listener, base_url.clone(), RunOptions::default());
         let nats = async_nats::connect(nats_url())
             .await
-            .expect("NATS with JetStream must be running on 127.0.0.1:4222 (see .ci/run)");
+            .unwrap_or_else(|e| {
+                panic!(
+                    "NATS with JetStream is not reachable at {} ({e}): run scripts/test (or scripts/test-services), which installs and starts it",
+                    nats_url()
+                )
+            });
         let http = reqwest::Client::new();
         service
             .wait_ready(&http, Duration::from_secs(20))

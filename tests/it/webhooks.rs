@@ -174,7 +174,7 @@ fn spawn_nats(port: u16, dir: &std::path::Path) -> std::process::Child {
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
-        .expect("nats-server must be installed (see .ci/run)")
+        .expect("nats-server is not installed: run scripts/test (or scripts/test-services), which installs it")
 }
 
 impl Nats {
