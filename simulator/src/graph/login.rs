@@ -243,7 +243,13 @@ fn issue(
     match grant_type {
         "client_credentials" => {
             if secret.is_none() && field("client_assertion").is_none() {
-                return Err(AadError::missing("client_secret"));
+                // As AAD answers a confidential client that sent no credential.
+                return Err(AadError::new(
+                    401,
+                    "invalid_client",
+                    7_000_218,
+                    "The request body must contain the following parameter: 'client_assertion' or 'client_secret'.",
+                ));
             }
             let scope = field("scope").ok_or_else(|| AadError::missing("scope"))?;
             // Client credentials only ever get the app's static permissions.

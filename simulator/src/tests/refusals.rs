@@ -87,6 +87,23 @@ async fn unknown_apps_wrong_secrets_and_common_get_the_identity_platforms_errors
         "{description}"
     );
 
+    // A confidential client that sends no credential at all.
+    let no_secret = h
+        .token_request(
+            TENANT,
+            &[
+                ("grant_type", "client_credentials"),
+                ("client_id", CLIENT_ID),
+                ("scope", "https://graph.microsoft.com/.default"),
+            ],
+        )
+        .await;
+    let description = assert_aad_error(&no_secret, 401, "invalid_client", 7_000_218);
+    assert!(
+        description.contains("'client_assertion' or 'client_secret'"),
+        "{description}"
+    );
+
     for tenant in ["common", "consumers", "Common"] {
         let no_directory = app_grant(&h, tenant, CLIENT_ID, CLIENT_SECRET).await;
         assert_aad_error(&no_directory, 400, "invalid_request", 9_001_023);
@@ -121,7 +138,7 @@ async fn unknown_apps_wrong_secrets_and_common_get_the_identity_platforms_errors
     // Every refusal is journaled with the status it was answered with.
     let journal = h.sim.requests();
     let statuses: Vec<u16> = journal.iter().map(|r| r.status).collect();
-    assert_eq!(statuses, vec![400, 401, 400, 400, 400, 200, 400]);
+    assert_eq!(statuses, vec![400, 401, 401, 400, 400, 400, 200, 400]);
     h.stop().await;
 }
 
