@@ -28,7 +28,7 @@ impl MemoryStore {
         self.0
             .lock()
             .map(|mut t| f(&mut t))
-            .map_err(|_| StoreError("memory store poisoned".into()))
+            .map_err(|_| StoreError::Unavailable("memory store poisoned".into()))
     }
 
     /// Adds or replaces a provider.

@@ -18,10 +18,9 @@ use crate::delivery::{Deliveries, Settlement, Stop, retry_delay};
 use crate::domain::{
     DomainEvent, DomainEventType, ProviderId, ProviderKind, TenantId, WebhookEnvelope,
 };
-use crate::ports::StoreError;
+use crate::ports::{DomainEventSink, NotificationStore};
 use crate::telemetry::{ActorRunning, DeliveriesSettled, MessageRejected};
 use actix::prelude::*;
-use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
 use futures_util::future::join_all;
 use std::collections::HashMap;
@@ -46,39 +45,6 @@ pub struct Silence {
     pub since: DateTime<Utc>,
     /// When the webhook that ended it arrived (`None` while it lasts).
     pub ended_at: Option<DateTime<Utc>>,
-}
-
-/// What the notification actor needs from the store.
-#[async_trait]
-pub trait NotificationStore: Send + Sync + 'static {
-    /// Records when webhooks last arrived, for every provider in `seen` in one write
-    /// (a provider's latest time wins; times never go backwards), and ends their
-    /// silence. Returns the silences it ended, `ended_at` set.
-    async fn record_webhooks(
-        &self,
-        seen: &[(ProviderId, DateTime<Utc>)],
-    ) -> Result<Vec<Silence>, StoreError>;
-
-    /// In one write, marks silent every enabled provider whose subscription is alive
-    /// and whose last webhook — or the subscription's creation, whichever is later
-    /// — is older than `now` minus its kind's threshold. Kinds not in `thresholds`
-    /// are never silent. Returns only the providers it marked now (not those already
-    /// silent), so each silence is reported once however many instances sweep.
-    async fn mark_silent(
-        &self,
-        now: DateTime<Utc>,
-        thresholds: &[(ProviderKind, TimeDelta)],
-    ) -> Result<Vec<Silence>, StoreError>;
-
-    /// Every provider currently silent, with when its silence began.
-    async fn silent_providers(&self) -> Result<Vec<(ProviderId, DateTime<Utc>)>, StoreError>;
-}
-
-/// Where downstream domain events go (`{prefix}.event.<type>.<tenant>`).
-#[async_trait]
-pub trait DomainEventSink: Send + Sync + 'static {
-    /// Publishes one event; an error means it was not handed to the bus.
-    async fn publish(&self, event: &DomainEvent) -> Result<(), String>;
 }
 
 /// A silence began or ended; sent to the alerting actor.
@@ -390,6 +356,8 @@ mod tests {
     use crate::clock::SystemClock;
     use crate::delivery::Delivery;
     use crate::domain::HealthState;
+    use crate::ports::{PublishError, StoreError};
+    use async_trait::async_trait;
     use std::sync::Mutex;
 
     /// One `record_webhooks` call's argument.
@@ -410,7 +378,7 @@ mod tests {
             seen: &[(ProviderId, DateTime<Utc>)],
         ) -> Result<Vec<Silence>, StoreError> {
             if *self.down.lock().unwrap() {
-                return Err(StoreError("connection refused".into()));
+                return Err(StoreError::Unavailable("connection refused".into()));
             }
             self.writes.lock().unwrap().push(seen.to_vec());
             let mut silent = self.silent.lock().unwrap();
@@ -449,7 +417,7 @@ mod tests {
 
     #[async_trait]
     impl DomainEventSink for FakeBus {
-        async fn publish(&self, event: &DomainEvent) -> Result<(), String> {
+        async fn publish(&self, event: &DomainEvent) -> Result<(), PublishError> {
             self.0.lock().unwrap().push(event.clone());
             Ok(())
         }

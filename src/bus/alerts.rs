@@ -11,7 +11,8 @@ use async_nats::jetstream::{self, message::PublishMessage};
 use async_trait::async_trait;
 use std::sync::Arc;
 use std::time::Instant;
-use subkeeper_actors::alerting::{Alert, AlertSink};
+use subkeeper_actors::alerting::Alert;
+use subkeeper_actors::ports::{AlertSink, PublishError};
 
 /// Publishes alert events to the alert stream.
 #[derive(Clone)]
@@ -31,16 +32,16 @@ impl JetStreamAlertSink {
 
 #[async_trait]
 impl AlertSink for JetStreamAlertSink {
-    async fn publish(&self, alert: &Alert) -> Result<bool, String> {
+    async fn publish(&self, alert: &Alert) -> Result<bool, PublishError> {
         let stream = self.topology.alert_stream();
         let subject = self
             .topology
             .alert_subject(&alert.tenant, alert.provider_id);
-        let failed = |error: String| {
+        let failed = |error: PublishError| {
             JetStreamPublishFailed {
                 stream: &stream,
                 subject: &subject,
-                error: &error,
+                error: &error.to_string(),
                 lost: None,
             }
             .emit();
@@ -49,9 +50,15 @@ impl AlertSink for JetStreamAlertSink {
         // While disconnected a publish would wait out the whole ack timeout; the
         // actor retries sooner than that.
         if self.jetstream.client().connection_state() == State::Disconnected {
-            return Err(failed("not connected to NATS".into()));
+            return Err(failed(PublishError::Unavailable(
+                "not connected to NATS".into(),
+            )));
         }
-        let payload = serde_json::to_vec(alert).map_err(|e| failed(e.to_string()))?;
+        let payload = serde_json::to_vec(alert).map_err(|e| {
+            failed(PublishError::Rejected(format!(
+                "cannot encode the alert: {e}"
+            )))
+        })?;
         let started = Instant::now();
         let ack = async {
             self.jetstream
@@ -62,9 +69,9 @@ impl AlertSink for JetStreamAlertSink {
                         .message_id(alert.id.clone()),
                 )
                 .await
-                .map_err(|e| e.to_string())?
+                .map_err(|e| PublishError::Unavailable(e.to_string()))?
                 .await
-                .map_err(|e| e.to_string())
+                .map_err(|e| PublishError::Timeout(e.to_string()))
         }
         .await
         .map_err(failed)?;

@@ -11,7 +11,7 @@ use super::Topology;
 use async_trait::async_trait;
 use std::sync::Arc;
 use subkeeper_actors::domain::DomainEvent;
-use subkeeper_actors::notification::DomainEventSink;
+use subkeeper_actors::ports::{DomainEventSink, PublishError};
 
 /// Publishes domain events on core NATS.
 #[derive(Clone)]
@@ -28,13 +28,14 @@ impl NatsDomainEvents {
 
 #[async_trait]
 impl DomainEventSink for NatsDomainEvents {
-    async fn publish(&self, event: &DomainEvent) -> Result<(), String> {
+    async fn publish(&self, event: &DomainEvent) -> Result<(), PublishError> {
         let subject = self.topology.event_subject(event.event_type, &event.tenant);
         // A failure to encode is counted and logged by `encode`.
-        let payload = crate::intake::encode("domain_event", event).map_err(|e| e.to_string())?;
+        let payload = crate::intake::encode("domain_event", event)
+            .map_err(|e| PublishError::Rejected(e.to_string()))?;
         self.client
             .publish(subject, payload.into())
             .await
-            .map_err(|e| e.to_string())
+            .map_err(|e| PublishError::Unavailable(e.to_string()))
     }
 }

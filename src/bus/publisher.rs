@@ -10,6 +10,7 @@ use async_nats::jetstream::message::PublishMessage;
 use async_trait::async_trait;
 use std::time::{Duration, Instant};
 use subkeeper_actors::domain::{ProviderId, ProviderKind, TenantId};
+use subkeeper_actors::ports::PublishError;
 
 #[async_trait]
 impl Publisher for Bus {
@@ -19,21 +20,23 @@ impl Publisher for Bus {
         msg_id: &str,
         payload: Vec<u8>,
         timeout: Duration,
-    ) -> Result<(), String> {
+    ) -> Result<(), PublishError> {
         let stream = self.topology.webhook_stream();
         // Disconnected: fail now so the request answers from the outbox in time.
-        let failed = |error: String| {
+        let failed = |error: PublishError| {
             JetStreamPublishFailed {
                 stream: &stream,
                 subject,
-                error: &error,
+                error: &error.to_string(),
                 lost: None,
             }
             .emit();
             error
         };
         if self.client.connection_state() == State::Disconnected {
-            return Err(failed("not connected to NATS".into()));
+            return Err(failed(PublishError::Unavailable(
+                "not connected to NATS".into(),
+            )));
         }
         let started = Instant::now();
         let publish = async {
@@ -45,9 +48,9 @@ impl Publisher for Bus {
                         .message_id(msg_id),
                 )
                 .await
-                .map_err(|e| e.to_string())?
+                .map_err(|e| PublishError::Unavailable(e.to_string()))?
                 .await
-                .map_err(|e| e.to_string())
+                .map_err(|e| PublishError::Rejected(e.to_string()))
         };
         match tokio::time::timeout(timeout, publish).await {
             Ok(Ok(ack)) => {
@@ -61,10 +64,10 @@ impl Publisher for Bus {
                 Ok(())
             }
             Ok(Err(e)) => Err(failed(e)),
-            Err(_) => Err(failed(format!(
+            Err(_) => Err(failed(PublishError::Timeout(format!(
                 "no JetStream ack within {} ms",
                 timeout.as_millis()
-            ))),
+            )))),
         }
     }
 

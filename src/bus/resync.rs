@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use std::sync::Arc;
 use subkeeper_actors::clock::SharedClock;
 use subkeeper_actors::domain::{DomainEvent, ProviderKind, RenewalAction, RenewalResult};
-use subkeeper_actors::notification::DomainEventSink;
+use subkeeper_actors::ports::DomainEventSink;
 use subkeeper_actors::ports::EventSink;
 
 /// An [`EventSink`] that forwards every renewal result and adds a

@@ -100,8 +100,21 @@ impl ResponseError for HttpError {
 
 impl From<StoreError> for HttpError {
     fn from(e: StoreError) -> Self {
-        tracing::error!(error = %e, "store failure while answering a request");
-        Self::Unavailable("the database is unavailable; retry later".into())
+        match e {
+            // The input got past validation but the database would not hold it:
+            // the caller's to fix, and retrying the same request will not help.
+            StoreError::Rejected(_) | StoreError::Conflict(_) => {
+                tracing::warn!(error = %e, "the store refused a request's write");
+                Self::Unprocessable(
+                    "the database refused the request (a value it cannot store, or a conflicting change)"
+                        .into(),
+                )
+            }
+            StoreError::Unavailable(_) | StoreError::Timeout(_) | StoreError::Corrupt(_) => {
+                tracing::error!(error = %e, "store failure while answering a request");
+                Self::Unavailable("the database is unavailable; retry later".into())
+            }
+        }
     }
 }
 
@@ -173,4 +186,27 @@ pub fn path_error(err: PathError, req: &HttpRequest) -> actix_web::Error {
 /// method: each route is registered for its one method).
 pub async fn no_route() -> Result<HttpResponse, HttpError> {
     Err(HttpError::NotFound("no such route".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_write_is_the_callers_422_and_an_outage_a_503() {
+        for (e, status) in [
+            (StoreError::Rejected("23505".into()), 422),
+            (StoreError::Conflict("40001".into()), 422),
+            (StoreError::Unavailable("connection refused".into()), 503),
+            (StoreError::Timeout("pool timed out".into()), 503),
+            (StoreError::Corrupt("bad kind".into()), 503),
+        ] {
+            let answered = HttpError::from(e.clone());
+            assert_eq!(answered.status_code().as_u16(), status, "{e}");
+            assert!(
+                !answered.to_string().contains(&e.to_string()),
+                "the store's message leaks into the answer: {answered}"
+            );
+        }
+    }
 }

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use subkeeper_actors::clock::SharedClock;
 use subkeeper_actors::fleet::{FleetHandle, LifecycleSignal};
-use subkeeper_actors::notification::DomainEventSink;
+use subkeeper_actors::ports::DomainEventSink;
 
 /// Why a request was refused as a whole.
 #[derive(Debug, thiserror::Error)]

@@ -27,7 +27,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 pub use subkeeper_actors::domain::{DomainEvent, WebhookEnvelope};
 use subkeeper_actors::domain::{ProviderId, ProviderKind, TenantId};
-use subkeeper_actors::ports::StoreError;
+use subkeeper_actors::ports::{PublishError, StoreError};
 
 /// Publishing as intake needs it; the NATS bus implements it.
 #[async_trait]
@@ -40,7 +40,7 @@ pub trait Publisher: Send + Sync + 'static {
         msg_id: &str,
         payload: Vec<u8>,
         timeout: Duration,
-    ) -> Result<(), String>;
+    ) -> Result<(), PublishError>;
 
     /// The subject of accepted notifications of one provider.
     fn webhook_subject(

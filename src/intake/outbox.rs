@@ -65,7 +65,7 @@ async fn relay_once(store: &PgStore, publisher: &dyn Publisher, timeout: Duratio
             Ok(()) => done.push(entry.id),
             Err(e) => {
                 // JetStream still down: keep order, try again next round.
-                let _ = store.outbox_failed(entry.id, &e).await;
+                let _ = store.outbox_failed(entry.id, &e.to_string()).await;
                 break;
             }
         }

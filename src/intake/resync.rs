@@ -15,7 +15,7 @@ use crate::store::PgStore;
 use std::sync::Arc;
 use std::time::Duration;
 use subkeeper_actors::clock::SharedClock;
-use subkeeper_actors::notification::DomainEventSink;
+use subkeeper_actors::ports::DomainEventSink;
 
 /// Publishes one `resync_required` event (fire and forget, like every domain
 /// event); a failure is logged, not retried.

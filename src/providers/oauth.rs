@@ -610,8 +610,9 @@ impl TokenCache {
                 *known = None;
                 return Err(TokenError::CredentialsMissing { id: Some(id) });
             }
-            Err(StoreError(reason)) => match known.clone() {
+            Err(e) => match known.clone() {
                 Some(credentials) => {
+                    let reason = e.to_string();
                     tracing::warn!(
                         reason,
                         "credential store unavailable; using the credentials last read"
@@ -619,7 +620,7 @@ impl TokenCache {
                     remembered = Some(reason);
                     credentials
                 }
-                None => return Err(TokenError::Store(reason)),
+                None => return Err(TokenError::Store(e.to_string())),
             },
         };
         let tenant = credentials.authority_tenant.clone();
@@ -739,9 +740,9 @@ impl TokenCache {
             }
             // Losing a rotated token is survivable (Microsoft keeps the previous one
             // valid until its own expiry), so a store failure is logged, not fatal.
-            if let Err(StoreError(reason)) = self.source.store_refresh_token(id, rotated).await {
+            if let Err(e) = self.source.store_refresh_token(id, rotated).await {
                 tracing::warn!(
-                    reason,
+                    reason = %e,
                     "could not store the rotated refresh token; the previous one stays in use"
                 );
             } else {

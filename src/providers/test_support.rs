@@ -39,7 +39,7 @@ impl MemoryCredentials {
 impl CredentialSource for MemoryCredentials {
     async fn credentials(&self, id: Uuid) -> Result<Option<OAuthCredentials>, StoreError> {
         if self.unavailable.load(Ordering::SeqCst) {
-            return Err(StoreError(
+            return Err(StoreError::Timeout(
                 "pool timed out while waiting for an open connection".into(),
             ));
         }

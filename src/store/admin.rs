@@ -350,7 +350,7 @@ impl PgStore {
         tx.commit().await.map_err(db)?;
         self.provider_view(tenant, id)
             .await?
-            .ok_or_else(|| StoreError("provider vanished after insert".into()))
+            .ok_or_else(|| StoreError::Conflict("provider vanished after insert".into()))
     }
 
     /// Lists a tenant's providers (not deleted), oldest first.
@@ -509,7 +509,7 @@ impl PgStore {
         };
         let kind: ProviderKind = kind
             .parse()
-            .map_err(|e| StoreError(format!("provider kind: {e}")))?;
+            .map_err(|e| StoreError::Corrupt(format!("provider kind: {e}")))?;
         let credentials_id = self
             .insert_credentials(&mut tx, tenant, credentials, kind)
             .await?;

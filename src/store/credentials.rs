@@ -30,7 +30,7 @@ impl CredentialSource for PgStore {
                 "refresh_token" => OAuthFlow::RefreshToken,
                 "client_credentials" => OAuthFlow::ClientCredentials,
                 other => {
-                    return Err(StoreError(format!(
+                    return Err(StoreError::Corrupt(format!(
                         "corrupt credentials row: unknown flow '{other}'"
                     )));
                 }

@@ -154,7 +154,7 @@ impl PgStore {
                 let route = Route {
                     provider: ProviderId(row.provider_id),
                     tenant: TenantId::parse(&row.tenant_id)
-                        .map_err(|e| StoreError(e.to_string()))?,
+                        .map_err(|e| StoreError::Corrupt(e.to_string()))?,
                     kind: parse(&row.kind)?,
                     client_state: row.client_state,
                     state: row.state,
@@ -183,7 +183,8 @@ impl PgStore {
                 let tenant: String = row.try_get("tenant_id").map_err(db)?;
                 Ok(MailboxRoute {
                     provider: ProviderId(row.try_get("id").map_err(db)?),
-                    tenant: TenantId::parse(&tenant).map_err(|e| StoreError(e.to_string()))?,
+                    tenant: TenantId::parse(&tenant)
+                        .map_err(|e| StoreError::Corrupt(e.to_string()))?,
                     subscription_id: row.try_get("external_id").map_err(db)?,
                 })
             })
@@ -207,7 +208,8 @@ impl PgStore {
                 let kind: String = row.try_get("kind").map_err(db)?;
                 Ok(ResyncTarget {
                     provider: ProviderId(row.try_get("id").map_err(db)?),
-                    tenant: TenantId::parse(&tenant).map_err(|e| StoreError(e.to_string()))?,
+                    tenant: TenantId::parse(&tenant)
+                        .map_err(|e| StoreError::Corrupt(e.to_string()))?,
                     kind: parse(&kind)?,
                 })
             })

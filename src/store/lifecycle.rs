@@ -20,7 +20,7 @@ pub(super) fn provider_from(row: &PgRow) -> Result<Provider, StoreError> {
     let kind: String = row.try_get("kind").map_err(db)?;
     Ok(Provider {
         id: ProviderId(row.try_get("id").map_err(db)?),
-        tenant: TenantId::parse(&tenant).map_err(|e| StoreError(e.to_string()))?,
+        tenant: TenantId::parse(&tenant).map_err(|e| StoreError::Corrupt(e.to_string()))?,
         kind: parse(&kind)?,
         display_name: row.try_get("display_name").map_err(db)?,
         resource: row.try_get("resource").map_err(db)?,

@@ -191,9 +191,28 @@ fn missing_database(options: &PgConnectOptions, why: String) -> OpenError {
     }
 }
 
-/// Maps a sqlx error to the port's error without leaking SQL to callers.
+/// Maps a sqlx error to the port's error class without leaking SQL to callers:
+/// Postgres' integrity and data-exception classes (SQLSTATE 23…, 22…) are a
+/// refusal, a serialization failure or deadlock (40…) a conflict, a pool that
+/// had no connection in time a timeout, an undecodable column a corrupt row, and
+/// everything else (I/O, TLS, a server shutting down) the store being unavailable.
 fn db(e: sqlx::Error) -> StoreError {
-    StoreError(e.to_string())
+    let message = e.to_string();
+    match &e {
+        sqlx::Error::Database(d) => match d.code().as_deref().map(|c| c.get(..2)) {
+            Some(Some("23" | "22")) => StoreError::Rejected(message),
+            Some(Some("40")) => StoreError::Conflict(message),
+            Some(Some("57")) if d.code().as_deref() == Some("57014") => {
+                StoreError::Timeout(message)
+            }
+            _ => StoreError::Unavailable(message),
+        },
+        sqlx::Error::PoolTimedOut => StoreError::Timeout(message),
+        sqlx::Error::ColumnDecode { .. }
+        | sqlx::Error::Decode(_)
+        | sqlx::Error::TypeNotFound { .. } => StoreError::Corrupt(message),
+        _ => StoreError::Unavailable(message),
+    }
 }
 
 /// Parses a wire enum read from the database.
@@ -202,7 +221,7 @@ where
     T::Err: std::fmt::Display,
 {
     raw.parse()
-        .map_err(|e: T::Err| StoreError(format!("corrupt row: {e}")))
+        .map_err(|e: T::Err| StoreError::Corrupt(e.to_string()))
 }
 
 /// A provider that needs a human, for `subkeeper status`.
@@ -241,5 +260,45 @@ impl PgStore {
                 })
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlx_errors_map_onto_the_ports_classes() {
+        assert!(matches!(
+            db(sqlx::Error::PoolTimedOut),
+            StoreError::Timeout(_)
+        ));
+        assert!(matches!(
+            db(sqlx::Error::PoolClosed),
+            StoreError::Unavailable(_)
+        ));
+        assert!(matches!(
+            db(sqlx::Error::ColumnNotFound("x".into())),
+            StoreError::Unavailable(_)
+        ));
+        assert!(matches!(
+            db(sqlx::Error::Decode("not a kind".into())),
+            StoreError::Corrupt(_)
+        ));
+        assert!(matches!(
+            parse::<ProviderKindProbe>("nope"),
+            Err(StoreError::Corrupt(_))
+        ));
+    }
+
+    /// A wire enum that never parses.
+    #[derive(Debug)]
+    struct ProviderKindProbe;
+
+    impl FromStr for ProviderKindProbe {
+        type Err = String;
+        fn from_str(s: &str) -> Result<Self, String> {
+            Err(format!("unknown value {s}"))
+        }
     }
 }

@@ -11,13 +11,14 @@ use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
 use sqlx::Row;
 use std::collections::HashMap;
-use subkeeper_actors::alerting::{AlertStore, Unhealthy};
+use subkeeper_actors::alerting::Unhealthy;
 use subkeeper_actors::domain::{ProviderId, ProviderKind, TenantId};
-use subkeeper_actors::notification::{NotificationStore, Silence};
+use subkeeper_actors::notification::Silence;
 use subkeeper_actors::ports::StoreError;
+use subkeeper_actors::ports::{AlertStore, NotificationStore};
 
 fn tenant(raw: &str) -> Result<TenantId, StoreError> {
-    TenantId::parse(raw).map_err(|e| StoreError(format!("corrupt row: {e}")))
+    TenantId::parse(raw).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
 #[async_trait]

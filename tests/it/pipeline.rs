@@ -9,8 +9,8 @@ use chrono::{DateTime, Utc};
 use reqwest::Method;
 use serde_json::{Value, json};
 use std::time::Duration;
-use subkeeper_actors::alerting::AlertStore;
 use subkeeper_actors::domain::{DomainEventType, HealthState, ProviderKind, TenantId};
+use subkeeper_actors::ports::AlertStore;
 use subkeeper_testkit::sim::{ChangeType, Fault, FaultOperation, FaultRule};
 
 fn acme() -> TenantId {

@@ -3,15 +3,15 @@
 //! for escalation. Also owns the ports it publishes and reads through. Must not
 //! build alert contents itself: ids and texts come from the pure modules.
 
-use super::alert::{Alert, AlertCondition, Unhealthy, alert_for, escalation, silence_alert};
+use super::alert::{Alert, AlertCondition, alert_for, escalation, silence_alert};
 use crate::clock::SharedClock;
 use crate::delivery::{Deliveries, Settlement, Stop, retry_delay};
 use crate::domain::{ProviderId, RenewalResult};
 use crate::notification::SilenceChanged;
-use crate::ports::{CallbackUrls, StoreError};
+use crate::ports::CallbackUrls;
+use crate::ports::{AlertSink, AlertStore};
 use crate::telemetry::{ActorRunning, AlertPublished, DeliveriesSettled, MessageRejected};
 use actix::prelude::*;
-use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -34,21 +34,6 @@ const RECENT_IDS: usize = 4096;
 /// alert stream's duplicate window is as long, so a resend is dropped there) or is
 /// stale news.
 pub const MISSED_ESCALATION_GRACE: TimeDelta = TimeDelta::hours(24);
-
-/// Where alerts go (a JetStream stream in production).
-#[async_trait]
-pub trait AlertSink: Send + Sync + 'static {
-    /// Publishes `alert` with its id as the de-duplication key and waits until it is
-    /// stored. `Ok(true)`: the stream already had it.
-    async fn publish(&self, alert: &Alert) -> Result<bool, String>;
-}
-
-/// What the alerting actor reads from the store.
-#[async_trait]
-pub trait AlertStore: Send + Sync + 'static {
-    /// Every unhealthy enabled provider, or just `provider` if it is one.
-    async fn unhealthy(&self, provider: Option<ProviderId>) -> Result<Vec<Unhealthy>, StoreError>;
-}
 
 /// Alerting settings.
 #[derive(Debug, Clone, PartialEq)]
@@ -207,7 +192,7 @@ impl AlertingActor {
             let alert = escalation(&u, now, &callbacks);
             match sink.publish(&alert).await {
                 Ok(duplicate) => Escalation::Published(alert, duplicate),
-                Err(e) => Escalation::RetryLater(e),
+                Err(e) => Escalation::RetryLater(e.to_string()),
             }
         };
         ctx.spawn(check.into_actor(self).map(move |outcome, act, ctx| {
@@ -316,7 +301,7 @@ impl AlertingActor {
                         AlertNotPublished {
                             what: alert.event.as_str(),
                             provider: alert.provider_id,
-                            error: &error,
+                            error: &error.to_string(),
                         }
                         .emit();
                         act.flushing = true;
@@ -422,7 +407,7 @@ impl Handler<Deliveries> for AlertingActor {
                     match sink.publish(&alert).await {
                         Ok(duplicate) => out.published.push((alert, duplicate)),
                         Err(e) => {
-                            out.failed = Some((result.provider_id, e));
+                            out.failed = Some((result.provider_id, e.to_string()));
                             out.settlements[i] = Settlement::Retry(retry_delay(delivered));
                             continue;
                         }
@@ -508,11 +493,14 @@ impl AlertNotPublished<'_> {
 mod tests {
     use super::*;
     use crate::alerting::AlertEvent;
+    use crate::alerting::Unhealthy;
     use crate::alerting::alert::tests::{callbacks, result};
     use crate::clock::{Clock, ScaledClock};
     use crate::delivery::Delivery;
     use crate::domain::{HealthState, ProviderKind, TenantId};
     use crate::notification::Silence;
+    use crate::ports::{PublishError, StoreError};
+    use async_trait::async_trait;
     use std::sync::Mutex;
 
     #[derive(Default)]
@@ -544,9 +532,9 @@ mod tests {
 
     #[async_trait]
     impl AlertSink for FakeSink {
-        async fn publish(&self, alert: &Alert) -> Result<bool, String> {
+        async fn publish(&self, alert: &Alert) -> Result<bool, PublishError> {
             if *self.down.lock().unwrap() {
-                return Err("no JetStream ack".into());
+                return Err(PublishError::Timeout("no JetStream ack".into()));
             }
             let mut seen = self.seen.lock().unwrap();
             let duplicate = seen.iter().any(|a| a.id == alert.id);

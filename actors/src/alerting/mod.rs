@@ -30,9 +30,7 @@ mod actor;
 mod alert;
 mod remediation;
 
-pub use actor::{
-    AlertSink, AlertStore, AlertingActor, AlertingConfig, AlertingPorts, MISSED_ESCALATION_GRACE,
-};
+pub use actor::{AlertingActor, AlertingConfig, AlertingPorts, MISSED_ESCALATION_GRACE};
 pub use alert::{
     Alert, AlertCondition, AlertEvent, Unhealthy, alert_for, escalation, silence_alert,
 };

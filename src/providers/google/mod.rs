@@ -558,7 +558,7 @@ impl SubscriptionApi for GmailApi {
                 .watchers
                 .watched_by_others(&provider.resource, provider.id)
                 .await
-                .map_err(|StoreError(reason)| GoogleError::Store(reason))?;
+                .map_err(|e: StoreError| GoogleError::Store(e.to_string()))?;
             if shared {
                 // Stopping it would stop it for them too; it lapses within 7
                 // days once nobody renews it.

@@ -1,18 +1,11 @@
-//! The ports: the traits through which the core reaches provider APIs, the store and
-//! the event bus. Adapters in the `subkeeper` crate implement them (reqwest, sqlx,
-//! async-nats); `memory` has in-process implementations for tests and the demo.
-//!
-//! Errors crossing a port are already classified: the core never sees an HTTP
-//! status or a SQL error, only an [`ErrorClass`] or a [`StoreError`].
+//! The provider-API port: what the core asks of Microsoft Graph and Google
+//! (create, renew, delete a subscription) and the classified error it gets back,
+//! plus where providers call us back.
 
-use crate::domain::{
-    ErrorClass, Provider, ProviderHealth, ProviderId, ProviderKind, RenewalResult, Subscription,
-    TenantId,
-};
+use crate::domain::{ErrorClass, Provider, ProviderKind, Subscription};
 use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
-use std::sync::Arc;
 
 /// A classified failure of a provider call.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -116,83 +109,6 @@ pub trait SubscriptionApi: Send + Sync + 'static {
     ) -> Result<(), ApiError>;
 }
 
-/// A store failure, as the core sees it.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("store unavailable: {0}")]
-pub struct StoreError(pub String);
-
-/// Everything one attempt changes, written in one transaction.
-#[derive(Debug, Clone, PartialEq)]
-pub struct AttemptRecord {
-    /// The result as published.
-    pub result: RenewalResult,
-    /// The live subscription after the attempt (`None`: it is gone).
-    pub subscription: Option<Subscription>,
-    /// The subscription this attempt replaced (its id stays routable).
-    pub replaced: Option<Subscription>,
-    /// The health row after the attempt.
-    pub health: ProviderHealth,
-}
-
-/// What the core remembers about a provider when its supervisor starts.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ProviderState {
-    /// The live subscription, if any.
-    pub subscription: Option<Subscription>,
-    /// The health row, if any.
-    pub health: Option<ProviderHealth>,
-    /// True if a subscription ever existed (so a missing one is recreated).
-    pub had_subscription: bool,
-}
-
-/// Persistence the lifecycle needs. Every write goes through here so that a later
-/// multi-instance version can attach a fencing token to each.
-#[async_trait]
-pub trait LifecycleStore: Send + Sync + 'static {
-    /// The enabled providers this instance owns. This is the one seam that decides
-    /// ownership (today: all of them; later: Postgres leases).
-    async fn owned_providers(&self) -> Result<Vec<Provider>, StoreError>;
-
-    /// Providers that are disabled or deleted but still have a live subscription at
-    /// the provider: the fleet deletes those (no orphans).
-    async fn retired_with_subscription(&self) -> Result<Vec<(Provider, Subscription)>, StoreError>;
-
-    /// The remembered state of one provider.
-    async fn provider_state(&self, provider: ProviderId) -> Result<ProviderState, StoreError>;
-
-    /// Records one attempt: health, subscription changes and a `renewal_attempts` row.
-    async fn record_attempt(&self, record: &AttemptRecord) -> Result<(), StoreError>;
-
-    /// Marks a subscription deleted at the provider (a retired provider's live one,
-    /// or one rotated out). Notifications for it are ignored from then on.
-    async fn subscription_deleted(
-        &self,
-        provider: ProviderId,
-        external_id: &str,
-    ) -> Result<(), StoreError>;
-}
-
-/// Where renewal results go (NATS in production).
-#[async_trait]
-pub trait EventSink: Send + Sync + 'static {
-    /// Publishes one renewal result. Failures are logged by the adapter; the core does
-    /// not retry (the result is also in `renewal_attempts`).
-    async fn renewal(&self, result: &RenewalResult);
-}
-
-/// Shared handles to the ports.
-#[derive(Clone)]
-pub struct Ports {
-    /// Provider APIs, dispatched by provider kind.
-    pub api: Arc<dyn SubscriptionApi>,
-    /// Persistence.
-    pub store: Arc<dyn LifecycleStore>,
-    /// Renewal result sink.
-    pub events: Arc<dyn EventSink>,
-    /// Time.
-    pub clock: crate::clock::SharedClock,
-}
-
 /// Where the providers call us back, derived from the public URL.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CallbackUrls {
@@ -220,14 +136,4 @@ impl CallbackUrls {
             self.notification_url(kind)
         }
     }
-}
-
-/// A tenant-scoped provider lookup key, so no outside request can name another
-/// tenant's provider.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct ProviderKey {
-    /// The tenant the caller speaks for.
-    pub tenant: TenantId,
-    /// The provider.
-    pub provider: ProviderId,
 }

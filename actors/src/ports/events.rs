@@ -1,0 +1,44 @@
+//! The event ports: where renewal results, downstream domain events and alerts go
+//! (NATS in production, in-process channels in tests), and the one error a
+//! publish answers with.
+
+use crate::alerting::Alert;
+use crate::domain::{DomainEvent, RenewalResult};
+use async_trait::async_trait;
+
+/// Why a publish did not reach the bus.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PublishError {
+    /// Not connected, or the connection failed while sending.
+    #[error("bus unavailable: {0}")]
+    Unavailable(String),
+    /// No acknowledgement in time.
+    #[error("no acknowledgement in time: {0}")]
+    Timeout(String),
+    /// The bus refused the message, or it could not be encoded.
+    #[error("refused: {0}")]
+    Rejected(String),
+}
+
+/// Where renewal results go (NATS in production).
+#[async_trait]
+pub trait EventSink: Send + Sync + 'static {
+    /// Publishes one renewal result. Failures are logged by the adapter; the core does
+    /// not retry (the result is also in `renewal_attempts`).
+    async fn renewal(&self, result: &RenewalResult);
+}
+
+/// Where downstream domain events go (`{prefix}.event.<type>.<tenant>`).
+#[async_trait]
+pub trait DomainEventSink: Send + Sync + 'static {
+    /// Publishes one event; an error means it was not handed to the bus.
+    async fn publish(&self, event: &DomainEvent) -> Result<(), PublishError>;
+}
+
+/// Where alerts go (a JetStream stream in production).
+#[async_trait]
+pub trait AlertSink: Send + Sync + 'static {
+    /// Publishes `alert` with its id as the de-duplication key and waits until it is
+    /// stored. `Ok(true)`: the stream already had it.
+    async fn publish(&self, alert: &Alert) -> Result<bool, PublishError>;
+}

@@ -1,0 +1,119 @@
+//! The store ports: what the lifecycle, the notification actor and the alerting
+//! actor read and write, and the one error a store answers with. Every state write
+//! goes through here, so the multi-instance work can attach a fencing token to
+//! each.
+
+use crate::alerting::Unhealthy;
+use crate::domain::{
+    Provider, ProviderHealth, ProviderId, ProviderKind, RenewalResult, Subscription,
+};
+use crate::notification::Silence;
+use async_trait::async_trait;
+use chrono::{DateTime, TimeDelta, Utc};
+
+/// A store failure, as the core sees it: what kind of failure, and a message for
+/// the log (never shown to an API caller as is).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// The store cannot be reached or failed; a retry later may succeed.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// The store did not answer in time (no connection free, a slow statement).
+    #[error("store timed out: {0}")]
+    Timeout(String),
+    /// The store refused what was asked (a constraint, a value it cannot hold):
+    /// retrying the same write fails the same way.
+    #[error("store refused: {0}")]
+    Rejected(String),
+    /// The row changed under the writer (or, with leases, the writer no longer
+    /// owns it): the write changed nothing.
+    #[error("store conflict: {0}")]
+    Conflict(String),
+    /// A stored row could not be read back as the type it should be.
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+}
+
+/// Everything one attempt changes, written in one transaction.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttemptRecord {
+    /// The result as published.
+    pub result: RenewalResult,
+    /// The live subscription after the attempt (`None`: it is gone).
+    pub subscription: Option<Subscription>,
+    /// The subscription this attempt replaced (its id stays routable).
+    pub replaced: Option<Subscription>,
+    /// The health row after the attempt.
+    pub health: ProviderHealth,
+}
+
+/// What the core remembers about a provider when its supervisor starts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProviderState {
+    /// The live subscription, if any.
+    pub subscription: Option<Subscription>,
+    /// The health row, if any.
+    pub health: Option<ProviderHealth>,
+    /// True if a subscription ever existed (so a missing one is recreated).
+    pub had_subscription: bool,
+}
+
+/// Persistence the lifecycle needs. Every write goes through here so that a later
+/// multi-instance version can attach a fencing token to each.
+#[async_trait]
+pub trait LifecycleStore: Send + Sync + 'static {
+    /// The enabled providers this instance owns. This is the one seam that decides
+    /// ownership (today: all of them; later: Postgres leases).
+    async fn owned_providers(&self) -> Result<Vec<Provider>, StoreError>;
+
+    /// Providers that are disabled or deleted but still have a live subscription at
+    /// the provider: the fleet deletes those (no orphans).
+    async fn retired_with_subscription(&self) -> Result<Vec<(Provider, Subscription)>, StoreError>;
+
+    /// The remembered state of one provider.
+    async fn provider_state(&self, provider: ProviderId) -> Result<ProviderState, StoreError>;
+
+    /// Records one attempt: health, subscription changes and a `renewal_attempts` row.
+    async fn record_attempt(&self, record: &AttemptRecord) -> Result<(), StoreError>;
+
+    /// Marks a subscription deleted at the provider (a retired provider's live one,
+    /// or one rotated out). Notifications for it are ignored from then on.
+    async fn subscription_deleted(
+        &self,
+        provider: ProviderId,
+        external_id: &str,
+    ) -> Result<(), StoreError>;
+}
+
+/// What the notification actor needs from the store.
+#[async_trait]
+pub trait NotificationStore: Send + Sync + 'static {
+    /// Records when webhooks last arrived, for every provider in `seen` in one write
+    /// (a provider's latest time wins; times never go backwards), and ends their
+    /// silence. Returns the silences it ended, `ended_at` set.
+    async fn record_webhooks(
+        &self,
+        seen: &[(ProviderId, DateTime<Utc>)],
+    ) -> Result<Vec<Silence>, StoreError>;
+
+    /// In one write, marks silent every enabled provider whose subscription is alive
+    /// and whose last webhook — or the subscription's creation, whichever is later
+    /// — is older than `now` minus its kind's threshold. Kinds not in `thresholds`
+    /// are never silent. Returns only the providers it marked now (not those already
+    /// silent), so each silence is reported once however many instances sweep.
+    async fn mark_silent(
+        &self,
+        now: DateTime<Utc>,
+        thresholds: &[(ProviderKind, TimeDelta)],
+    ) -> Result<Vec<Silence>, StoreError>;
+
+    /// Every provider currently silent, with when its silence began.
+    async fn silent_providers(&self) -> Result<Vec<(ProviderId, DateTime<Utc>)>, StoreError>;
+}
+
+/// What the alerting actor reads from the store.
+#[async_trait]
+pub trait AlertStore: Send + Sync + 'static {
+    /// Every unhealthy enabled provider, or just `provider` if it is one.
+    async fn unhealthy(&self, provider: Option<ProviderId>) -> Result<Vec<Unhealthy>, StoreError>;
+}
