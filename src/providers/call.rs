@@ -18,8 +18,46 @@ use std::sync::Arc;
 use std::time::Duration;
 use subkeeper_actors::clock::SharedClock;
 use subkeeper_actors::domain::Provider;
+use subkeeper_actors::ports::ApiError;
 use url::Url;
 use uuid::Uuid;
+
+/// A family's error enum, classified for the lifecycle at the port boundary.
+pub(crate) trait Classify {
+    /// The class, status and operator-facing message of this failure.
+    fn classify(&self, provider: &Provider) -> ApiError;
+}
+
+/// The span of one provider call: API, operation, tenant, provider and
+/// subscription — never a secret.
+pub(crate) fn call_span(
+    api: &Api,
+    operation: &'static str,
+    provider: &Provider,
+    subscription: Option<&str>,
+) -> tracing::Span {
+    tracing::info_span!(
+        "provider_call",
+        api = api.name,
+        op = operation,
+        tenant = %provider.tenant,
+        provider = %provider.id,
+        kind = %provider.kind,
+        subscription = subscription.unwrap_or(""),
+    )
+}
+
+/// Logs a classified failure (WARN: the lifecycle decides whether a human must
+/// act) and returns it.
+pub(crate) fn failed(api: &Api, provider: &Provider, error: &impl Classify) -> ApiError {
+    let classified = error.classify(provider);
+    tracing::warn!(
+        class = %classified.class, status = ?classified.http_status,
+        retry_after = ?classified.retry_after, message = %classified.message,
+        "{} call failed", api.name
+    );
+    classified
+}
 
 /// What sets one provider API's calls apart on the wire and in logs.
 #[derive(Debug)]

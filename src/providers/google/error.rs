@@ -307,3 +307,9 @@ pub fn required_scope(kind: ProviderKind) -> &'static str {
         _ => "https://www.googleapis.com/auth/calendar.readonly",
     }
 }
+
+impl crate::providers::call::Classify for GoogleError {
+    fn classify(&self, provider: &Provider) -> ApiError {
+        GoogleError::classify(self, provider)
+    }
+}

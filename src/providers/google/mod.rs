@@ -33,7 +33,7 @@ pub use error::{Call, GoogleError, GoogleErrorBody, required_scope};
 pub use pending::{PENDING_TTL, PendingChannel, PendingChannels};
 pub use unconfirmed::UnconfirmedChannels;
 
-use crate::providers::call::{Endpoints, TokenEndpoint, credentials_id};
+use crate::providers::call::{self, Endpoints, TokenEndpoint, credentials_id};
 use crate::providers::oauth::CredentialSource;
 use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
@@ -595,21 +595,12 @@ fn credentials_of(provider: &Provider, kind: ProviderKind) -> Result<uuid::Uuid,
     Ok(credentials_id(provider)?)
 }
 
-/// Span for one call; tenant, provider and channel, never secrets.
+/// Span for one Google call.
 fn call_span(provider: &Provider, call: Call, subscription: Option<&str>) -> tracing::Span {
-    tracing::info_span!(
-        "google",
-        op = call.as_str(),
-        tenant = %provider.tenant,
-        provider = %provider.id,
-        kind = %provider.kind,
-        subscription = subscription.unwrap_or(""),
-    )
+    call::call_span(&client::GOOGLE, call.as_str(), provider, subscription)
 }
 
-/// Logs a classified failure (WARN: the lifecycle decides whether a human must act).
+/// Logs a classified Google failure and returns it.
 fn failed(provider: &Provider, error: &GoogleError) -> ApiError {
-    let classified = error.classify(provider);
-    tracing::warn!(class = %classified.class, status = ?classified.http_status, retry_after = ?classified.retry_after, message = %classified.message, "Google call failed");
-    classified
+    call::failed(&client::GOOGLE, provider, error)
 }

@@ -302,3 +302,9 @@ fn is_lifetime_refusal(body: &GraphErrorBody) -> bool {
         .to_lowercase()
         .contains("expiration can only be")
 }
+
+impl crate::providers::call::Classify for GraphError {
+    fn classify(&self, provider: &Provider) -> ApiError {
+        GraphError::classify(self, provider)
+    }
+}

@@ -28,7 +28,7 @@ pub use client::{
 pub use error::{GraphError, GraphErrorBody, Operation, required_permission};
 pub use orphans::{Claim, OrphanCleanup, UnconfirmedCreates};
 
-use crate::providers::call::{Endpoints, TokenEndpoint, credentials_id};
+use crate::providers::call::{self, Endpoints, TokenEndpoint, credentials_id};
 use crate::providers::oauth::{CredentialSource, TokenCache};
 use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
@@ -293,27 +293,18 @@ fn credentials_of(provider: &Provider) -> Result<uuid::Uuid, GraphError> {
     Ok(credentials_id(provider)?)
 }
 
-/// Span for one call; tenant, provider and subscription, never secrets.
+/// Span for one Graph call.
 fn call_span(
     provider: &Provider,
     operation: Operation,
     subscription: Option<&str>,
 ) -> tracing::Span {
-    tracing::info_span!(
-        "graph",
-        op = operation.as_str(),
-        tenant = %provider.tenant,
-        provider = %provider.id,
-        kind = %provider.kind,
-        subscription = subscription.unwrap_or(""),
-    )
+    call::call_span(&client::GRAPH, operation.as_str(), provider, subscription)
 }
 
-/// Logs a classified failure (WARN: the lifecycle decides whether a human must act).
+/// Logs a classified Graph failure and returns it.
 fn failed(provider: &Provider, error: &GraphError) -> ApiError {
-    let classified = error.classify(provider);
-    tracing::warn!(class = %classified.class, status = ?classified.http_status, retry_after = ?classified.retry_after, message = %classified.message, "Graph call failed");
-    classified
+    call::failed(&client::GRAPH, provider, error)
 }
 
 #[async_trait]
