@@ -335,7 +335,9 @@ impl ProviderSupervisor {
                     let _ = waiter.send(result.clone());
                 }
             }
-            if act.retiring && act.lifecycle.in_flight().is_none() {
+            // Retiring: whatever the lifecycle wants next (even the recreate a 404
+            // calls for) is not done; the subscription, if any, is deleted.
+            if act.retiring {
                 act.retire(ctx);
             } else {
                 act.apply(done.next, ctx);

@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use subkeeper_actors::domain::{Provider, ProviderId, ProviderKind, Subscription};
+use subkeeper_actors::domain::{ErrorClass, Provider, ProviderId, ProviderKind, Subscription};
 use subkeeper_actors::lifecycle::Policy;
 use subkeeper_actors::memory::MemoryStore;
 use subkeeper_actors::ports::{ApiError, CreateRequest, ProviderSubscription, SubscriptionApi};
@@ -23,9 +23,12 @@ struct Call {
     op: &'static str,
 }
 
-/// Grants every request; renewals of `slow` take an hour.
+/// Grants every request; renewals of `slow` take an hour (past the attempt
+/// timeout), those of `vanished` answer 404 after 30 s (the subscription is gone
+/// at the provider).
 struct Recording {
     slow: ProviderId,
+    vanished: Option<ProviderId>,
     calls: Mutex<Vec<Call>>,
 }
 
@@ -82,6 +85,11 @@ impl SubscriptionApi for Recording {
         if provider.id == self.slow {
             tokio::time::sleep(Duration::from_secs(3600)).await;
         }
+        if Some(provider.id) == self.vanished {
+            // Within the attempt timeout (60 s), so the 404 is what comes back.
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            return Err(ApiError::new(ErrorClass::NotFound, "ResourceNotFound").with_status(404));
+        }
         Ok(ProviderSubscription {
             external_id: sub.external_id.clone(),
             resource_id: None,
@@ -105,6 +113,7 @@ fn a_provider_deleted_during_a_tenant_wide_renew_never_calls_its_provider_again(
         let gone = common::provider(ProviderKind::GraphMail, "gone", "users/gone/messages");
         let api = Arc::new(Recording {
             slow: slow.id,
+            vanished: None,
             calls: Mutex::default(),
         });
         let store = MemoryStore::default();
@@ -159,6 +168,48 @@ fn a_provider_deleted_during_a_tenant_wide_renew_never_calls_its_provider_again(
         assert!(
             live_renewals >= 2,
             "the live provider kept renewing ({live_renewals})"
+        );
+    });
+}
+
+#[test]
+fn a_provider_deleted_while_its_renew_finds_the_subscription_gone_is_not_recreated() {
+    common::paused_system().block_on(async {
+        let clock = common::origin_clock();
+        let gone = common::provider(ProviderKind::GraphMail, "gone", "users/gone/messages");
+        let api = Arc::new(Recording {
+            slow: ProviderId::new(),
+            vanished: Some(gone.id),
+            calls: Mutex::default(),
+        });
+        let store = MemoryStore::default();
+        store.put_provider(gone.clone());
+        let fleet = common::start_fleet(api.clone(), &store, clock.clone(), Policy::default());
+        while store.subscription(gone.id).is_none() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+
+        // A forced renew that will answer 404 after 30 s; the provider is
+        // deleted meanwhile. A 404 on renew normally means "recreate now".
+        let renew = actix::spawn({
+            let fleet = fleet.clone();
+            let (tenant, id) = (gone.tenant.clone(), gone.id);
+            async move { fleet.renew(tenant, id).await }
+        });
+        while !api.calls_for(gone.id).iter().any(|c| c.op == "renew") {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        store.delete_provider(gone.id);
+        fleet.reconcile();
+        let _ = renew.await;
+        tokio::time::sleep(Duration::from_secs(3 * 24 * 3600)).await;
+
+        let calls = api.calls_for(gone.id);
+        let renew_at = calls.iter().position(|c| c.op == "renew").unwrap();
+        let after: Vec<&str> = calls[renew_at + 1..].iter().map(|c| c.op).collect();
+        assert!(
+            after.is_empty(),
+            "the deleted provider called its provider after the 404: {after:?} (all: {calls:?})"
         );
     });
 }
