@@ -103,14 +103,15 @@ impl From<StoreError> for HttpError {
         match e {
             // The input got past validation but the database would not hold it:
             // the caller's to fix, and retrying the same request will not help.
-            StoreError::Rejected(_) | StoreError::Conflict(_) => {
+            StoreError::Rejected(_) => {
                 tracing::warn!(error = %e, "the store refused a request's write");
-                Self::Unprocessable(
-                    "the database refused the request (a value it cannot store, or a conflicting change)"
-                        .into(),
-                )
+                Self::Unprocessable("the database refused a value in the request".into())
             }
-            StoreError::Unavailable(_) | StoreError::Timeout(_) | StoreError::Corrupt(_) => {
+            // A conflict (the row changed under the write) may succeed on retry.
+            StoreError::Unavailable(_)
+            | StoreError::Timeout(_)
+            | StoreError::Conflict(_)
+            | StoreError::Corrupt(_) => {
                 tracing::error!(error = %e, "store failure while answering a request");
                 Self::Unavailable("the database is unavailable; retry later".into())
             }
@@ -196,7 +197,7 @@ mod tests {
     fn a_refused_write_is_the_callers_422_and_an_outage_a_503() {
         for (e, status) in [
             (StoreError::Rejected("23505".into()), 422),
-            (StoreError::Conflict("40001".into()), 422),
+            (StoreError::Conflict("row changed".into()), 503),
             (StoreError::Unavailable("connection refused".into()), 503),
             (StoreError::Timeout("pool timed out".into()), 503),
             (StoreError::Corrupt("bad kind".into()), 503),

@@ -350,7 +350,7 @@ impl PgStore {
         tx.commit().await.map_err(db)?;
         self.provider_view(tenant, id)
             .await?
-            .ok_or_else(|| StoreError::Conflict("provider vanished after insert".into()))
+            .ok_or_else(|| StoreError::Unavailable("provider vanished after insert".into()))
     }
 
     /// Lists a tenant's providers (not deleted), oldest first.

@@ -166,18 +166,30 @@ fn is_missing_database(e: &sqlx::Error) -> bool {
 /// database with the same role.
 async fn create_database(options: &PgConnectOptions) -> Result<(), sqlx::Error> {
     use sqlx::{Connection as _, Executor as _};
-    let name = options.get_database().unwrap_or("postgres");
+    // Without a database in the URL, Postgres uses the role's name.
+    let name = options
+        .get_database()
+        .unwrap_or_else(|| options.get_username());
     let mut conn = sqlx::PgConnection::connect_with(&options.clone().database("postgres")).await?;
     let quoted = format!("\"{}\"", name.replace('"', "\"\""));
-    conn.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {quoted}")))
-        .await?;
-    tracing::info!(database = name, "created the database");
+    match conn
+        .execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {quoted}")))
+        .await
+    {
+        Ok(_) => tracing::info!(database = name, "created the database"),
+        // Another process (a second instance starting) created it first.
+        Err(e) if e.as_database_error().and_then(|d| d.code()).as_deref() == Some("42P04") => {}
+        Err(e) => return Err(e),
+    }
     Ok(())
 }
 
 /// The refusal for a missing database, with the command that creates it.
 fn missing_database(options: &PgConnectOptions, why: String) -> OpenError {
-    let database = options.get_database().unwrap_or("postgres").to_owned();
+    let database = options
+        .get_database()
+        .unwrap_or_else(|| options.get_username())
+        .to_owned();
     let (host, port, user) = (
         options.get_host(),
         options.get_port(),
@@ -193,15 +205,16 @@ fn missing_database(options: &PgConnectOptions, why: String) -> OpenError {
 
 /// Maps a sqlx error to the port's error class without leaking SQL to callers:
 /// Postgres' integrity and data-exception classes (SQLSTATE 23…, 22…) are a
-/// refusal, a serialization failure or deadlock (40…) a conflict, a pool that
-/// had no connection in time a timeout, an undecodable column a corrupt row, and
-/// everything else (I/O, TLS, a server shutting down) the store being unavailable.
+/// refusal (the same write fails again), a cancelled statement a timeout, a pool
+/// that had no connection in time a timeout, an undecodable column a corrupt
+/// row, and everything else — a serialization failure or deadlock (40001,
+/// 40P01, which succeed on retry), a commit whose outcome is unknown (40003),
+/// I/O, TLS, a server shutting down — the store being unavailable.
 fn db(e: sqlx::Error) -> StoreError {
     let message = e.to_string();
     match &e {
         sqlx::Error::Database(d) => match d.code().as_deref().map(|c| c.get(..2)) {
             Some(Some("23" | "22")) => StoreError::Rejected(message),
-            Some(Some("40")) => StoreError::Conflict(message),
             Some(Some("57")) if d.code().as_deref() == Some("57014") => {
                 StoreError::Timeout(message)
             }
@@ -288,6 +301,43 @@ mod tests {
         assert!(matches!(
             parse::<ProviderKindProbe>("nope"),
             Err(StoreError::Corrupt(_))
+        ));
+    }
+
+    /// What Postgres itself answers, classified: a refused value, a constraint, a
+    /// cancelled statement.
+    #[tokio::test]
+    async fn postgres_errors_map_onto_the_ports_classes() {
+        use sqlx::{Connection as _, Executor as _};
+        let server = std::env::var("SUBKEEPER_TEST_DATABASE_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
+        let Ok(mut conn) = sqlx::PgConnection::connect(&format!("{server}/postgres")).await else {
+            panic!(
+                "PostgreSQL is not reachable at {server}: run scripts/test (or scripts/test-services)"
+            );
+        };
+        let mut class = async |sql: &str| -> StoreError {
+            match conn.execute(sqlx::AssertSqlSafe(sql.to_owned())).await {
+                Ok(_) => panic!("{sql} succeeded"),
+                Err(e) => db(e),
+            }
+        };
+        assert!(matches!(class("SELECT 1/0").await, StoreError::Rejected(_)));
+        assert!(matches!(
+            class("SELECT 'x'::int").await,
+            StoreError::Rejected(_)
+        ));
+        assert!(matches!(
+            class("CREATE TEMP TABLE t (x int PRIMARY KEY); INSERT INTO t VALUES (1), (1)").await,
+            StoreError::Rejected(_)
+        ));
+        assert!(matches!(
+            class("SET statement_timeout = 1; SELECT pg_sleep(1)").await,
+            StoreError::Timeout(_)
+        ));
+        assert!(matches!(
+            class("SELECT * FROM no_such_table").await,
+            StoreError::Unavailable(_)
         ));
     }
 
