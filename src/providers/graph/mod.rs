@@ -124,8 +124,8 @@ impl GraphApi {
         )?;
         Ok(Self {
             client,
+            unconfirmed: Arc::new(UnconfirmedCreates::on_clock(Arc::clone(&clock))),
             clock,
-            unconfirmed: Arc::default(),
         })
     }
 

@@ -22,8 +22,10 @@
 
 use chrono::{DateTime, TimeDelta, Utc};
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+use subkeeper_actors::clock::{SharedClock, SystemClock};
 use subkeeper_actors::domain::{Provider, ProviderId};
 use tokio::sync::mpsc;
 
@@ -94,8 +96,8 @@ struct Lists {
     /// Each provider's listed clientStates, oldest first (at most
     /// [`LOST_PER_PROVIDER`]).
     by_provider: HashMap<ProviderId, Vec<String>>,
-    /// When expired entries were last swept.
-    swept: Instant,
+    /// When expired entries were last swept (`None`: not yet).
+    swept: Option<Instant>,
 }
 
 impl Lists {
@@ -124,9 +126,10 @@ impl Lists {
 }
 
 /// Creates whose subscription id is unknown, by the clientState they sent.
-#[derive(Debug)]
 pub struct UnconfirmedCreates {
     inner: Mutex<Lists>,
+    /// Domain time, the clock creates are stamped with (the demo's runs fast).
+    clock: SharedClock,
     /// How long a created subscription stays routable from here.
     created_ttl: Duration,
 }
@@ -137,14 +140,31 @@ impl Default for UnconfirmedCreates {
     }
 }
 
+impl std::fmt::Debug for UnconfirmedCreates {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UnconfirmedCreates")
+            .field("listed", &self.len())
+            .finish_non_exhaustive()
+    }
+}
+
 impl UnconfirmedCreates {
+    /// A list on domain time `clock` (the same clock creates are stamped with).
+    pub fn on_clock(clock: SharedClock) -> Self {
+        Self {
+            clock,
+            ..Self::default()
+        }
+    }
+
     /// A list whose created subscriptions stay routable for `created_ttl`.
     pub fn with_created_ttl(created_ttl: Duration) -> Self {
         Self {
+            clock: Arc::new(SystemClock),
             inner: Mutex::new(Lists {
                 by_state: HashMap::new(),
                 by_provider: HashMap::new(),
-                swept: Instant::now(),
+                swept: None,
             }),
             created_ttl,
         }
@@ -169,7 +189,7 @@ impl UnconfirmedCreates {
         lifetime: TimeDelta,
     ) {
         let mut inner = self.lock();
-        if inner.swept.elapsed() >= SWEEP_EVERY {
+        if inner.swept.is_none_or(|at| at.elapsed() >= SWEEP_EVERY) {
             let expired: Vec<String> = inner
                 .by_state
                 .iter()
@@ -179,7 +199,7 @@ impl UnconfirmedCreates {
             for state in expired {
                 inner.remove(&state);
             }
-            inner.swept = Instant::now();
+            inner.swept = Some(Instant::now());
         }
         inner.insert(
             client_state.to_owned(),
@@ -316,7 +336,7 @@ impl OrphanCleanup {
         if client_state.is_empty() || self.creates.is_empty() {
             return Claim::Unknown;
         }
-        let now = Utc::now();
+        let now = self.creates.clock.now();
         let (provider, lifetime) = {
             let mut inner = self.creates.lock();
             let Some(listed) = inner.by_state.get(client_state) else {
@@ -518,11 +538,9 @@ mod tests {
         assert_eq!(cleanup.claim("old", "sub-1"), Claim::Unknown);
         assert_eq!(creates.len(), 1, "an expired entry is dropped when met");
         // Due for a sweep: listing the next create drops the rest.
-        if let Some(past) = Instant::now().checked_sub(SWEEP_EVERY) {
-            creates.lock().swept = past;
-            creates.add("new", &p, now, week);
-            assert_eq!(creates.len(), 1);
-            assert!(creates.lock().by_state.contains_key("new"));
-        }
+        creates.lock().swept = None;
+        creates.add("new", &p, now, week);
+        assert_eq!(creates.len(), 1);
+        assert!(creates.lock().by_state.contains_key("new"));
     }
 }
