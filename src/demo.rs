@@ -23,7 +23,12 @@ use subkeeper_simulator::{Fault, FaultOperation, FaultRule, Simulator, Simulator
 const DEMO_DB: &str = "subkeeper_demo";
 
 /// Runs the demo for `seconds` of real time at `speed`× simulated time.
-pub async fn run(mut config: Config, speed: u32, seconds: u64) -> anyhow::Result<()> {
+pub async fn run(
+    mut config: Config,
+    speed: u32,
+    seconds: u64,
+    log: &std::path::Path,
+) -> anyhow::Result<()> {
     crate::install_crypto();
     let database_url = fresh_database(&config.database_url).await?;
     let clock = ScaledClock::new(Utc::now(), speed.max(1));
@@ -66,8 +71,10 @@ pub async fn run(mut config: Config, speed: u32, seconds: u64) -> anyhow::Result
         sim_server.base_url, config.public_url, config.nats_subject_prefix
     );
     println!(
-        "  lookahead {} min, failure threshold {}\n",
-        config.renewal_lookahead_minutes, config.failure_threshold
+        "  lookahead {} min, failure threshold {}   full log: {}\n",
+        config.renewal_lookahead_minutes,
+        config.failure_threshold,
+        log.display()
     );
 
     let store = PgStore::connect(&database_url, 2, sim_clock.clone()).await?;

@@ -65,7 +65,8 @@ enum Command {
         accept_any_credentials: bool,
     },
     /// Start the simulator and the service in one process, seed providers across two
-    /// tenants, run the clock fast, and print the lifecycle as it happens.
+    /// tenants, run the clock fast, and print the lifecycle as it happens (one line
+    /// per event; the service's log goes to subkeeper-demo.log in the temp dir).
     Demo {
         /// Simulated seconds per real second.
         #[arg(long, default_value_t = 1200)]
@@ -100,7 +101,18 @@ enum Command {
 fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     let config = Config::load(cli.config.as_deref())?;
-    subkeeper::telemetry::init_logging(&config.log_format, &config.log_filter);
+    // The demo prints one line per event itself; its log (which would repeat
+    // each one) goes to a file it names.
+    let demo_log = std::env::temp_dir().join("subkeeper-demo.log");
+    match cli.command {
+        Command::Demo { .. } => subkeeper::telemetry::init_logging_to_file(
+            &config.log_format,
+            &config.log_filter,
+            &demo_log,
+        )
+        .with_context(|| format!("cannot write the demo's log to {}", demo_log.display()))?,
+        _ => subkeeper::telemetry::init_logging(&config.log_format, &config.log_filter),
+    }
     let system = actix_rt::System::new();
     system.block_on(async move {
         match cli.command {
@@ -139,7 +151,7 @@ fn main() -> anyhow::Result<ExitCode> {
                 subkeeper_simulator::serve_forever(addr, speed, config).await?;
                 Ok(ExitCode::SUCCESS)
             }
-            Command::Demo { speed, seconds } => subkeeper::demo::run(config, speed, seconds)
+            Command::Demo { speed, seconds } => subkeeper::demo::run(config, speed, seconds, &demo_log)
                 .await
                 .map(|()| ExitCode::SUCCESS),
             Command::Status => subkeeper::cli::status(&config)

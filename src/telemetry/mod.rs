@@ -48,6 +48,29 @@ impl EncodeFailed<'_> {
     }
 }
 
+/// Like [`init_logging`], but into the file at `path` (created or truncated), for
+/// commands whose own output is the story (the demo), so a log line does not
+/// repeat each event.
+pub fn init_logging_to_file(
+    format: &str,
+    filter: &str,
+    path: &std::path::Path,
+) -> std::io::Result<()> {
+    use tracing_subscriber::EnvFilter;
+    let file = std::fs::File::create(path)?;
+    let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(false)
+        .with_writer(std::sync::Mutex::new(file));
+    let _ = if format == "json" {
+        builder.json().flatten_event(true).try_init()
+    } else {
+        builder.try_init()
+    };
+    Ok(())
+}
+
 /// Histogram buckets, in seconds. Alert thresholds sit on a boundary so
 /// `histogram_quantile` does not interpolate across them (docs/metrics.md lists
 /// the same, a test keeps them equal).
