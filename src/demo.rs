@@ -305,7 +305,7 @@ async fn fresh_database(url: &str) -> anyhow::Result<String> {
         .await
         .with_context(|| {
             format!(
-                "cannot reach Postgres at {} (is it running?)",
+                "the demo needs PostgreSQL and NATS (JetStream): cannot reach PostgreSQL at {} — scripts/test-services installs and starts both on Debian",
                 server.host_str().unwrap_or("")
             )
         })?;
