@@ -141,8 +141,8 @@ async fn no_configured_or_generated_secret_reaches_the_logs() {
     let mut secrets = vec![
         ADMIN_TOKEN.to_owned(),
         GMAIL_PUSH_SECRET.to_owned(),
-        "not-a-real-secret".to_owned(),
-        "not-a-real-google-secret".to_owned(),
+        subkeeper_testkit::admin::GRAPH_CLIENT_SECRET.to_owned(),
+        crate::support::GOOGLE_CLIENT_SECRET.to_owned(),
         refresh_calendar,
         refresh_gmail,
     ];

@@ -138,11 +138,17 @@ async fn the_demo_with_nats_down_names_nats_and_its_url() {
     assert_ne!(nats, nats_url());
     // The demo drops and recreates its own database; leave the server as found.
     let had_demo_db = exists("subkeeper_demo").await;
+    // The demo writes its log under the temp directory: a private one, removed after.
+    let tmp =
+        std::env::temp_dir().join(format!("subkeeper-test-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir(&tmp).unwrap();
     let mut demo = subkeeper_binary(&["demo", "--seconds", "5"]);
-    demo.env("SUBKEEPER_NATS_URL", &nats).env(
-        "SUBKEEPER_DATABASE_URL",
-        format!("{}/subkeeper", server_url()),
-    );
+    demo.env("TMPDIR", &tmp)
+        .env("SUBKEEPER_NATS_URL", &nats)
+        .env(
+            "SUBKEEPER_DATABASE_URL",
+            format!("{}/subkeeper", server_url()),
+        );
     let out = output(demo).await;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{stderr}");
@@ -151,6 +157,11 @@ async fn the_demo_with_nats_down_names_nats_and_its_url() {
         "the demo does not say NATS at {nats} failed: {stderr}"
     );
     assert!(!stderr.contains("channel closed"), "{stderr}");
+    assert!(
+        tmp.join("subkeeper-demo.log").is_file(),
+        "the demo's log is not where its header says"
+    );
+    std::fs::remove_dir_all(&tmp).unwrap();
     if !had_demo_db {
         let mut conn = PgConnection::connect(&format!("{}/postgres", server_url()))
             .await
