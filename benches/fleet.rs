@@ -46,10 +46,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use subkeeper::RunOptions;
-use subkeeper::store::PgStore;
-use subkeeper_actors::clock::{ScaledClock, SharedClock, SystemClock};
+use subkeeper::store::{Db, Location, Store};
 use subkeeper_actors::domain::{AttemptKind, ProviderId, RenewalAction, RenewalResult};
 use subkeeper_actors::memory::BroadcastSink;
+use subkeeper_actors::ports::clock::{ScaledClock, SharedClock, SystemClock};
 use subkeeper_testkit::Purpose;
 use subkeeper_testkit::admin::{GRAPH_CLIENT_ID, GRAPH_CLIENT_SECRET};
 use subkeeper_testkit::bus::TestBus;
@@ -125,9 +125,11 @@ async fn bench(args: Args) -> anyhow::Result<()> {
 /// connected mailboxes over time: the fleet starts supervisors in table order, so
 /// grouping by tenant would let one cached access token serve a whole tenant.
 async fn seed(url: &str, args: &Args) -> anyhow::Result<()> {
-    let store = PgStore::connect(url, 2, Arc::new(SystemClock)).await?;
+    let store = Store::connect(&Location::Postgres(url.into()), 2, Arc::new(SystemClock)).await?;
     store.migrate().await?;
-    let pool = store.pool();
+    let Db::Postgres(pool) = store.db() else {
+        anyhow::bail!("the fleet bench seeds Postgres");
+    };
     sqlx::query(
         "INSERT INTO oauth_credentials (id, tenant_id, flow, authority_tenant, client_id, client_secret, scope) \
          SELECT gen_random_uuid(), 'bench-' || t, 'client_credentials', 'bench-aad-' || t, \

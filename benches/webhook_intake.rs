@@ -88,12 +88,13 @@ use std::hint::black_box;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use subkeeper::bus::consumer::ConsumerSpec;
+use subkeeper::bus::nats::consumer::ConsumerSpec;
 use subkeeper::bus::{StreamLimits, Topology};
-use subkeeper::store::PgStore;
+use subkeeper::store::{Db, Location, Store};
 use subkeeper::{Config, RunOptions};
-use subkeeper_actors::clock::SystemClock;
 use subkeeper_actors::domain::{ProviderId, ProviderKind, TenantId, WebhookEnvelope};
+use subkeeper_actors::ports::IntakeStore as _;
+use subkeeper_actors::ports::clock::SystemClock;
 use subkeeper_testkit::Purpose;
 use subkeeper_testkit::admin::{Admin, graph_mail_provider};
 use subkeeper_testkit::bus::{TestBus, consumer_backlog, nats_url};
@@ -430,7 +431,7 @@ async fn hold_off_consumer(
     limits: StreamLimits,
 ) -> anyhow::Result<()> {
     let stream = js
-        .create_stream(subkeeper::bus::streams::webhooks(topology, limits))
+        .create_stream(subkeeper::bus::nats::streams::webhooks(topology, limits))
         .await?;
     let spec = ConsumerSpec::notifications(topology);
     stream
@@ -1341,8 +1342,8 @@ async fn route_lookups(
         "route lookups: {concurrency} concurrent, {} s",
         duration.as_secs()
     );
-    let store = PgStore::connect(
-        &ctx.db_url,
+    let store = Store::connect(
+        &Location::Postgres(ctx.db_url.clone()),
         Config::default().database_max_connections,
         Arc::new(SystemClock),
     )
@@ -1357,7 +1358,8 @@ async fn route_lookups(
             let mut i = t;
             while Instant::now() < deadline {
                 let sent = Instant::now();
-                let route = store.route(&ids[i % ids.len()]).await.unwrap();
+                let id = ids[i % ids.len()].as_str();
+                let route = store.routes(&[id]).await.unwrap().remove(id);
                 assert!(route.is_some());
                 lat.record(u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX));
                 i += 1;
@@ -1370,7 +1372,9 @@ async fn route_lookups(
         lat.merge(&task);
     }
     let elapsed = start.elapsed().as_secs_f64();
-    store.pool().close().await;
+    if let Db::Postgres(pool) = store.db() {
+        pool.close().await;
+    }
     Ok(RouteRun {
         concurrency,
         lookups: lat.len(),

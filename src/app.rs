@@ -5,18 +5,19 @@
 //! what runs.
 
 use crate::bus::{
-    Bus, BusError, ConsumerHandle, ControlHandle, ResyncOnReplacement, StreamLimits, Topology,
+    Bus, BusError, ConsumerHandle, ControlHandle, LocalBus, NatsBus, ResyncOnReplacement,
+    StreamLimits, Topology,
 };
 use crate::config::Config;
 use crate::http::span::RedactedSpan;
 use crate::http::{AppState, routes};
 use crate::intake::{
-    GoogleIntake, GraphIntake, Publisher, spawn_google_resync, spawn_outbox_relay,
+    GoogleIntake, GraphIntake, IntakePorts, spawn_google_resync, spawn_outbox_relay,
 };
 use crate::providers::ByFamily;
 use crate::providers::google::{GoogleApis, GoogleConfig, PendingChannels};
 use crate::providers::graph::{GraphApi, GraphConfig, OrphanCleanup};
-use crate::store::{IfMissing, OpenError, PgStore};
+use crate::store::{IfMissing, Location, OpenError, SingleInstance, Store};
 use crate::telemetry::MetricsRenderer;
 use actix::{Actor as _, Addr};
 use actix_web::{App, HttpServer};
@@ -26,12 +27,12 @@ use std::sync::Arc;
 use std::time::Duration;
 use subkeeper_actors::alerting::{AlertingActor, AlertingConfig, AlertingPorts};
 use subkeeper_actors::board::HealthBoard;
-use subkeeper_actors::clock::{SharedClock, SystemClock};
 use subkeeper_actors::delivery::Stop;
 use subkeeper_actors::domain::ProviderKind;
 use subkeeper_actors::fleet::{Fleet, FleetConfig, FleetHandle};
 use subkeeper_actors::notification::{NotificationActor, NotificationConfig};
-use subkeeper_actors::ports::{CallbackUrls, DomainEventSink, EventSink, Ports, SubscriptionApi};
+use subkeeper_actors::ports::clock::{SharedClock, SystemClock};
+use subkeeper_actors::ports::{CallbackUrls, EventSink, Ports, SubscriptionApi};
 use subkeeper_actors::supervisor::SupervisorContext;
 use tokio::sync::Semaphore;
 use tracing_actix_web::TracingLogger;
@@ -39,12 +40,15 @@ use tracing_actix_web::TracingLogger;
 /// Why the service could not start or stopped abnormally.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
-    /// Postgres could not be opened or migrated.
+    /// The store could not be opened or migrated.
     #[error(transparent)]
     Store(#[from] OpenError),
     /// NATS could not be reached, or its streams or subscriptions set up.
     #[error(transparent)]
     Bus(#[from] BusError),
+    /// The admin token for an embedded store could not be read or written.
+    #[error("admin token: {0}")]
+    AdminToken(String),
     /// An adapter could not be built.
     #[error("cannot build the provider client: {0}")]
     Client(String),
@@ -81,6 +85,7 @@ pub async fn run_with(
     options: RunOptions,
 ) -> Result<(), RunError> {
     crate::install_crypto();
+    let config = with_embedded_admin_token(config)?;
     let clock: SharedClock = options.clock.unwrap_or_else(|| Arc::new(SystemClock));
     // First: whatever is recorded before the recorder exists is lost for good (the
     // actors' running gauges are set once, when they start).
@@ -93,7 +98,7 @@ pub async fn run_with(
     let intake = Intake::start(&config, &adapters, &core, clock);
     let state = AppState {
         config: config.clone(),
-        store: adapters.store.clone(),
+        admin: Arc::new(adapters.store.clone()),
         fleet: core.fleet.clone(),
         board: core.board.clone(),
         metrics,
@@ -106,9 +111,11 @@ pub async fn run_with(
     Ok(served?)
 }
 
-/// What speaks to the outside: Postgres, NATS, the providers' APIs.
+/// What speaks to the outside: the store, the bus, the providers' APIs.
 struct Adapters {
-    store: PgStore,
+    store: Store,
+    /// Held while the service runs on an embedded store: one instance per file.
+    _single_instance: Option<SingleInstance>,
     bus: Bus,
     /// Every provider family behind the one port.
     api: Arc<dyn SubscriptionApi>,
@@ -125,19 +132,41 @@ impl Adapters {
     /// Opens (and migrates) the store, connects the bus and builds the provider
     /// clients.
     async fn build(config: &Config, clock: SharedClock) -> Result<Self, RunError> {
-        let store = PgStore::open(
-            &config.database_url,
+        let location = config.store_location();
+        let single_instance = match &location {
+            Location::Sqlite(path) => Some(SingleInstance::claim(path)?),
+            Location::Postgres(_) => None,
+        };
+        let store = Store::open(
+            &location,
             config.database_max_connections,
             clock.clone(),
             IfMissing::Create,
         )
         .await?;
         store.migrate().await?;
-        // Without NATS nothing downstream hears of renewals and no one can force
+        // Without the bus nothing downstream hears of renewals and no one can force
         // one: refuse to start rather than run half-deaf.
-        let bus = Bus::connect(&config.nats_url, Topology::from_config(config)).await?;
+        let topology = Topology::from_config(config);
+        let bus = if config.uses_nats() {
+            Bus::Nats(Box::new(
+                NatsBus::connect(&config.nats_url, topology).await?,
+            ))
+        } else {
+            Bus::Local(LocalBus::new(
+                Arc::new(store.clone()),
+                topology,
+                clock.clone(),
+            ))
+        };
         bus.ensure_streams(StreamLimits::from_config(config))
             .await?;
+        tracing::info!(store = %location.describe(), bus = %bus.describe(), "store and bus ready");
+        if !store.is_shared() || !config.uses_nats() {
+            tracing::warn!(
+                "single-instance mode: run no other instance on this store; several instances need PostgreSQL (SUBKEEPER_DATABASE_URL) and NATS (SUBKEEPER_NATS_URL)"
+            );
+        }
 
         let graph = GraphApi::new(
             GraphConfig {
@@ -173,6 +202,7 @@ impl Adapters {
         Ok(Self {
             api: Arc::new(ByFamily::new(graph, Arc::new(google))),
             store,
+            _single_instance: single_instance,
             bus,
             graph_orphans,
             pending_channels,
@@ -203,11 +233,11 @@ impl Core {
         clock: SharedClock,
     ) -> Result<Self, RunError> {
         let (store, bus) = (&adapters.store, &adapters.bus);
-        let events: Arc<dyn EventSink> = events.unwrap_or_else(|| Arc::new(bus.renewal_sink()));
+        let events: Arc<dyn EventSink> = events.unwrap_or_else(|| bus.renewal_sink());
         // Google replacements also tell downstream to resync.
         let events: Arc<dyn EventSink> = Arc::new(ResyncOnReplacement::new(
             events,
-            Arc::new(bus.domain_events()),
+            bus.domain_events(),
             clock.clone(),
         ));
         let board = HealthBoard::default();
@@ -218,7 +248,7 @@ impl Core {
                 callbacks: adapters.callbacks.clone(),
             },
             AlertingPorts {
-                sink: Arc::new(bus.alert_sink()),
+                sink: bus.alert_sink(),
                 store: Arc::new(store.clone()),
                 clock: clock.clone(),
             },
@@ -230,7 +260,7 @@ impl Core {
                 sweep_every: Duration::from_secs(config.silence_check_interval_seconds),
             },
             Arc::new(store.clone()),
-            Arc::new(bus.domain_events()),
+            bus.domain_events(),
             board.clone(),
             clock.clone(),
             Some(alerting.clone().recipient()),
@@ -285,14 +315,17 @@ struct Intake {
 
 impl Intake {
     fn start(config: &Config, adapters: &Adapters, core: &Core, clock: SharedClock) -> Self {
-        let store = &adapters.store;
-        let publisher: Arc<dyn Publisher> = Arc::new(adapters.bus.clone());
-        let domain_events: Arc<dyn DomainEventSink> = Arc::new(adapters.bus.domain_events());
+        let store = Arc::new(adapters.store.clone());
+        let ports = IntakePorts {
+            routes: store.clone(),
+            publisher: adapters.bus.publisher(),
+            outbox: store.clone(),
+        };
+        let domain_events = adapters.bus.domain_events();
         let publish_timeout = Duration::from_millis(config.webhook_publish_timeout_ms);
         Self {
             graph: GraphIntake::new(
-                store.clone(),
-                publisher.clone(),
+                ports.clone(),
                 domain_events.clone(),
                 core.fleet.clone(),
                 clock.clone(),
@@ -300,22 +333,20 @@ impl Intake {
                 Some(adapters.graph_orphans.clone()),
             ),
             google: GoogleIntake::new(
-                store.clone(),
-                publisher.clone(),
+                ports.clone(),
                 clock.clone(),
                 publish_timeout,
                 config.gmail_push_secret.clone(),
                 adapters.pending_channels.clone(),
             ),
             resync: spawn_google_resync(
-                store.clone(),
+                store,
                 domain_events,
                 clock.clone(),
                 Duration::from_secs(config.google_resync_minutes.saturating_mul(60)),
             ),
             relay: spawn_outbox_relay(
-                store.clone(),
-                publisher,
+                ports,
                 clock,
                 Duration::from_millis(config.outbox_relay_interval_ms),
                 publish_timeout,
@@ -366,6 +397,26 @@ async fn shut_down(intake: Intake, core: Core, bus: &Bus) {
     core.notification.do_send(Stop);
     core.alerting.do_send(Stop);
     bus.flush(Duration::from_secs(2)).await;
+    if let Bus::Local(local) = bus {
+        local.stop();
+    }
+}
+
+/// An embedded store's service needs no setup: without `SUBKEEPER_ADMIN_TOKEN`,
+/// the admin API's token is read from `admin-token` in the data directory, which
+/// is created (random, readable by its owner only) the first time. Against
+/// Postgres nothing is generated: a shared deployment configures its token.
+fn with_embedded_admin_token(config: Arc<Config>) -> Result<Arc<Config>, RunError> {
+    if config.admin_token.is_some() || matches!(config.store_location(), Location::Postgres(_)) {
+        return Ok(config);
+    }
+    let (token, path) = crate::cli::embedded_admin_token(&config, true)
+        .map_err(|e| RunError::AdminToken(e.to_string()))?;
+    tracing::info!(file = %path.display(), "no SUBKEEPER_ADMIN_TOKEN: the admin API's token is in this file");
+    Ok(Arc::new(Config {
+        admin_token: Some(token),
+        ..(*config).clone()
+    }))
 }
 
 /// How soon the alerting actor retries an alert the stream did not acknowledge.

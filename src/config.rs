@@ -8,7 +8,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 use subkeeper_actors::domain::ProviderKind;
 use subkeeper_actors::lifecycle::Policy;
@@ -23,12 +23,21 @@ pub const GOOGLE_MAX_LIFETIME_MINUTES: i64 = 7 * 24 * 60;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
-    /// Postgres URL (`SUBKEEPER_DATABASE_URL`).
+    /// Where state is kept (`SUBKEEPER_DATABASE_URL`): a PostgreSQL URL
+    /// (`postgres://user@host:5432/subkeeper`; required for several instances),
+    /// or `sqlite:PATH` for an embedded file. Empty (the default): the embedded
+    /// file `subkeeper.db` in `data_dir`.
     pub database_url: String,
-    /// Postgres pool size (connections).
+    /// Postgres pool size (connections). The embedded store uses one.
     pub database_max_connections: u32,
-    /// NATS URL (`SUBKEEPER_NATS_URL`). The server must run JetStream (`-js`);
-    /// subkeeper refuses to start when it cannot reach it.
+    /// Directory of the embedded store and of the admin token generated for it
+    /// (`SUBKEEPER_DATA_DIR`; default `$XDG_DATA_HOME/subkeeper`, else
+    /// `~/.local/share/subkeeper`). Created when missing.
+    pub data_dir: PathBuf,
+    /// NATS URL (`SUBKEEPER_NATS_URL`), e.g. `nats://127.0.0.1:4222`; the server
+    /// must run JetStream (`-js`), and subkeeper refuses to start when it cannot
+    /// reach it. Empty (the default): the in-process bus, whose streams are kept
+    /// in the store — one instance only; several instances need NATS.
     pub nats_url: String,
     /// First token(s) of every NATS subject subkeeper publishes or serves
     /// (`SUBKEEPER_NATS_SUBJECT_PREFIX`): `{prefix}.renewal.…`, `{prefix}.control.renew`.
@@ -147,9 +156,10 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Self {
-            database_url: "postgres://postgres@127.0.0.1:5432/subkeeper".into(),
+            database_url: String::new(),
             database_max_connections: 10,
-            nats_url: "nats://127.0.0.1:4222".into(),
+            data_dir: default_data_dir(),
+            nats_url: String::new(),
             nats_subject_prefix: "subkeeper".into(),
             nats_stream_prefix: "SUBKEEPER".into(),
             nats_webhook_stream_max_bytes: 4 << 30,
@@ -287,11 +297,13 @@ impl Config {
             return bad("SUBKEEPER_RECONCILE_INTERVAL_SECONDS must be at least 1".into());
         }
         match url::Url::parse(&self.database_url) {
+            _ if self.database_url.is_empty() => {}
+            _ if self.database_url.starts_with("sqlite:") => {}
             Ok(u) if matches!(u.scheme(), "postgres" | "postgresql") => {}
             // Never echo the URL: it may carry a password.
             _ => {
                 return bad(
-                    "SUBKEEPER_DATABASE_URL is not a postgres:// URL (e.g. postgres://user@host:5432/subkeeper)"
+                    "SUBKEEPER_DATABASE_URL is neither a postgres:// URL (e.g. postgres://user@host:5432/subkeeper) nor sqlite:PATH; leave it unset for the embedded store"
                         .into(),
                 );
             }
@@ -355,6 +367,16 @@ impl Config {
         Ok(())
     }
 
+    /// Where the store is: Postgres, or the embedded file.
+    pub fn store_location(&self) -> crate::store::Location {
+        crate::store::Location::from_url(&self.database_url, &self.data_dir)
+    }
+
+    /// True when a NATS URL is configured; otherwise the bus is in process.
+    pub fn uses_nats(&self) -> bool {
+        !self.nats_url.trim().is_empty()
+    }
+
     /// The public URL without a trailing slash.
     pub fn public_base(&self) -> String {
         self.public_url.trim_end_matches('/').to_owned()
@@ -411,6 +433,20 @@ impl Config {
     pub fn provider_timeout(&self) -> Duration {
         Duration::from_secs(self.provider_timeout_seconds)
     }
+}
+
+/// `$XDG_DATA_HOME/subkeeper`, else `$HOME/.local/share/subkeeper`, else
+/// `./subkeeper-data`.
+fn default_data_dir() -> PathBuf {
+    let from = |var: &str| {
+        std::env::var_os(var)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    from("XDG_DATA_HOME")
+        .map(|d| d.join("subkeeper"))
+        .or_else(|| from("HOME").map(|h| h.join(".local/share/subkeeper")))
+        .unwrap_or_else(|| PathBuf::from("subkeeper-data"))
 }
 
 /// Longest accepted NATS subject or stream prefix, in characters. Subjects also

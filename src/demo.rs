@@ -7,7 +7,7 @@
 //! SUBKEEPER_DATABASE_URL (dropped and recreated at start).
 
 use crate::config::Config;
-use crate::store::{NewCredentials, NewProvider, PgStore};
+use crate::store::{Location, Store};
 use crate::{RunOptions, run_with};
 use anyhow::Context as _;
 use chrono::Utc;
@@ -15,9 +15,10 @@ use sqlx::{Connection, Executor, PgConnection};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
-use subkeeper_actors::clock::{Clock, ScaledClock, SharedClock};
 use subkeeper_actors::domain::{ProviderId, ProviderKind, RenewalResult, TenantId};
 use subkeeper_actors::memory::BroadcastSink;
+use subkeeper_actors::ports::clock::{Clock, ScaledClock, SharedClock};
+use subkeeper_actors::ports::{AdminStore as _, NewCredentials, NewProvider};
 use subkeeper_simulator::{Fault, FaultOperation, FaultRule, Simulator, SimulatorConfig};
 
 const DEMO_DB: &str = "subkeeper_demo";
@@ -30,7 +31,14 @@ pub async fn run(
     log: &std::path::Path,
 ) -> anyhow::Result<()> {
     crate::install_crypto();
-    let database_url = fresh_database(&config.database_url).await?;
+    let database_url = match config.store_location() {
+        Location::Postgres(url) => fresh_database(&url).await?,
+        Location::Sqlite(_) => {
+            let dir = std::env::temp_dir().join(format!("subkeeper-demo-{}", std::process::id()));
+            config.data_dir = dir.clone();
+            format!("sqlite:{}", dir.join("subkeeper.db").display())
+        }
+    };
     let clock = ScaledClock::new(Utc::now(), speed.max(1));
     let shared: SharedClock = Arc::new(clock.clone());
 
@@ -77,7 +85,13 @@ pub async fn run(
         log.display()
     );
 
-    let store = PgStore::connect(&database_url, 2, sim_clock.clone()).await?;
+    let store = Store::open(
+        &config.store_location(),
+        2,
+        sim_clock.clone(),
+        crate::store::IfMissing::Create,
+    )
+    .await?;
     store.migrate().await?;
     let seeds = [
         (

@@ -124,15 +124,16 @@ fn main() -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::SUCCESS)
             }
             Command::Migrate => {
-                let store = subkeeper::store::PgStore::open(
-                    &config.database_url,
+                let location = config.store_location();
+                let store = subkeeper::store::Store::open(
+                    &location,
                     1,
-                    Arc::new(subkeeper_actors::clock::SystemClock),
+                    Arc::new(subkeeper_actors::ports::clock::SystemClock),
                     subkeeper::store::IfMissing::Create,
                 )
                 .await?;
                 store.migrate().await?;
-                println!("migrations applied");
+                println!("migrations applied to the {}", location.describe());
                 Ok(ExitCode::SUCCESS)
             }
             Command::Simulate {

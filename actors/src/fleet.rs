@@ -10,9 +10,10 @@
 use crate::domain::Provider;
 use crate::domain::{ProviderId, ProviderKind, RenewalResult, TenantId};
 use crate::lifecycle::Policy;
+use crate::ports::{Fence, OwnedProvider};
 use crate::supervisor::{
-    ForceRenew, ProviderChanged, ProviderSupervisor, Retire, Retired, SubscriptionRemoved,
-    SupervisorContext,
+    ForceRenew, ProviderChanged, ProviderSupervisor, Retire, Retired, StandDown,
+    SubscriptionRemoved, SupervisorContext,
 };
 use actix::prelude::*;
 use futures_util::future::join_all;
@@ -54,6 +55,7 @@ pub struct FleetConfig {
 struct Supervised {
     addr: Addr<ProviderSupervisor>,
     provider: Provider,
+    fence: Fence,
 }
 
 /// Owns the supervisors.
@@ -125,8 +127,8 @@ impl Fleet {
         );
     }
 
-    fn apply_owned(&mut self, owned: Vec<Provider>, ctx: &mut Context<Self>) {
-        let wanted: HashSet<ProviderId> = owned.iter().map(|p| p.id).collect();
+    fn apply_owned(&mut self, owned: Vec<OwnedProvider>, ctx: &mut Context<Self>) {
+        let wanted: HashSet<ProviderId> = owned.iter().map(|o| o.provider.id).collect();
         let gone: Vec<ProviderId> = self
             .supervisors
             .keys()
@@ -142,7 +144,17 @@ impl Fleet {
         }
         let mut sctx = self.ctx.clone();
         sctx.retired = Some(ctx.address().recipient());
-        for provider in owned {
+        for OwnedProvider { provider, fence } in owned {
+            // A new claim means the provider was someone else's in between: the
+            // supervisor under the old claim stands down and a fresh one reloads.
+            if self
+                .supervisors
+                .get(&provider.id)
+                .is_some_and(|s| s.fence != fence)
+                && let Some(s) = self.supervisors.remove(&provider.id)
+            {
+                s.addr.do_send(StandDown);
+            }
             match self.supervisors.get_mut(&provider.id) {
                 Some(s) if s.provider != provider => {
                     s.addr.do_send(ProviderChanged(provider.clone()));
@@ -156,9 +168,15 @@ impl Fleet {
                     // Not under actix's `Supervisor`: it restarts an actor that stops
                     // while any `Addr` is alive (a tenant-wide renew holds some), and a
                     // supervisor stops only when it retires — it must stay stopped.
-                    let addr = ProviderSupervisor::new(p, policy, c).start();
-                    self.supervisors
-                        .insert(provider.id, Supervised { addr, provider });
+                    let addr = ProviderSupervisor::new(p, fence, policy, c).start();
+                    self.supervisors.insert(
+                        provider.id,
+                        Supervised {
+                            addr,
+                            provider,
+                            fence,
+                        },
+                    );
                 }
             }
         }
@@ -166,10 +184,10 @@ impl Fleet {
 
     fn clean_orphans(
         &mut self,
-        retired: Vec<(Provider, crate::domain::Subscription)>,
+        retired: Vec<(OwnedProvider, crate::domain::Subscription)>,
         ctx: &mut Context<Self>,
     ) {
-        for (provider, sub) in retired {
+        for (OwnedProvider { provider, fence }, sub) in retired {
             let id = provider.id;
             if self.supervisors.contains_key(&id)
                 || self.retiring.contains(&id)
@@ -184,7 +202,7 @@ impl Fleet {
                 async move {
                     let _permit = permits.acquire_owned().await.ok();
                     match api.delete(&provider, &sub).await {
-                        Ok(()) => match store.subscription_deleted(provider.id, &sub.external_id).await {
+                        Ok(()) => match store.subscription_deleted(fence, provider.id, &sub.external_id).await {
                             Ok(()) => tracing::info!(tenant = %provider.tenant, provider = %provider.id, "orphaned subscription deleted"),
                             Err(e) => tracing::warn!(provider = %provider.id, error = %e, "orphan deleted but not recorded"),
                         },

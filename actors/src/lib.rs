@@ -8,7 +8,6 @@
 pub mod alerting;
 pub mod attempt;
 pub mod board;
-pub mod clock;
 pub mod delivery;
 pub mod domain;
 pub mod fleet;

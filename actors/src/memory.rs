@@ -3,7 +3,9 @@
 //! as the seam for the future embedded mode. Same port contracts as the adapters.
 
 use crate::domain::{HealthState, Provider, ProviderId, RenewalResult, Subscription};
-use crate::ports::{AttemptRecord, EventSink, LifecycleStore, ProviderState, StoreError};
+use crate::ports::{
+    AttemptRecord, EventSink, Fence, LifecycleStore, OwnedProvider, ProviderState, StoreError,
+};
 use async_trait::async_trait;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -62,24 +64,38 @@ impl MemoryStore {
     }
 }
 
+/// One process owns everything in memory, under one claim.
+fn owned(provider: Provider) -> OwnedProvider {
+    OwnedProvider {
+        provider,
+        fence: Fence(1),
+    }
+}
+
 #[async_trait]
 impl LifecycleStore for MemoryStore {
-    async fn owned_providers(&self) -> Result<Vec<Provider>, StoreError> {
+    async fn owned_providers(&self) -> Result<Vec<OwnedProvider>, StoreError> {
         self.with(|t| {
             t.providers
                 .values()
                 .filter(|p| p.enabled)
-                .cloned()
+                .map(|p| owned(p.clone()))
                 .collect()
         })
     }
 
-    async fn retired_with_subscription(&self) -> Result<Vec<(Provider, Subscription)>, StoreError> {
+    async fn retired_with_subscription(
+        &self,
+    ) -> Result<Vec<(OwnedProvider, Subscription)>, StoreError> {
         self.with(|t| {
             t.providers
                 .values()
                 .filter(|p| !p.enabled)
-                .filter_map(|p| t.subscriptions.get(&p.id).map(|s| (p.clone(), s.clone())))
+                .filter_map(|p| {
+                    t.subscriptions
+                        .get(&p.id)
+                        .map(|s| (owned(p.clone()), s.clone()))
+                })
                 .collect()
         })
     }
@@ -93,7 +109,7 @@ impl LifecycleStore for MemoryStore {
         })
     }
 
-    async fn record_attempt(&self, record: &AttemptRecord) -> Result<(), StoreError> {
+    async fn record_attempt(&self, _: Fence, record: &AttemptRecord) -> Result<(), StoreError> {
         self.with(|t| {
             let id = record.result.provider_id;
             if let Some(old) = &record.replaced {
@@ -110,6 +126,7 @@ impl LifecycleStore for MemoryStore {
 
     async fn subscription_deleted(
         &self,
+        _: Fence,
         provider: ProviderId,
         external_id: &str,
     ) -> Result<(), StoreError> {

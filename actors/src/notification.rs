@@ -13,11 +13,11 @@
 //! decide alert wording or de-duplication — that is the alerting actor's.
 
 use crate::board::HealthBoard;
-use crate::clock::SharedClock;
 use crate::delivery::{Deliveries, Settlement, Stop, retry_delay};
 use crate::domain::{
     DomainEvent, DomainEventType, ProviderId, ProviderKind, TenantId, WebhookEnvelope,
 };
+use crate::ports::clock::SharedClock;
 use crate::ports::{DomainEventSink, NotificationStore};
 use crate::telemetry::{ActorRunning, DeliveriesSettled, MessageRejected};
 use actix::prelude::*;
@@ -353,9 +353,9 @@ impl SilenceEnded<'_> {
 mod tests {
     use super::*;
     use crate::board::BoardEntry;
-    use crate::clock::SystemClock;
     use crate::delivery::Delivery;
     use crate::domain::HealthState;
+    use crate::ports::clock::SystemClock;
     use crate::ports::{PublishError, StoreError};
     use async_trait::async_trait;
     use std::sync::Mutex;

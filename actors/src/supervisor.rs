@@ -11,7 +11,9 @@ use crate::attempt::{self, Call, SubscriptionChange};
 use crate::board::{BoardEntry, HealthBoard};
 use crate::domain::{AttemptKind, ErrorClass, HealthState, Provider, RenewalResult, Subscription};
 use crate::lifecycle::{Lifecycle, Next, Outcome, Policy};
-use crate::ports::{ApiError, AttemptRecord, CallbackUrls, CreateRequest, Ports, ProviderState};
+use crate::ports::{
+    ApiError, AttemptRecord, CallbackUrls, CreateRequest, Fence, Ports, ProviderState, StoreError,
+};
 use crate::telemetry::{ActorRunning, ProviderHealthChanged, RenewalAttempted};
 use actix::prelude::*;
 use chrono::{DateTime, Utc};
@@ -62,6 +64,13 @@ pub struct ProviderChanged(pub Provider);
 #[rtype(result = "()")]
 pub struct Retire;
 
+/// Stop supervising without touching the provider: this instance no longer owns
+/// it (another holds a newer claim), so its subscription and state are left to
+/// the new owner.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct StandDown;
+
 /// Sent to the fleet once a retired supervisor has cleaned up and stopped.
 #[derive(Message, Debug, Clone, Copy)]
 #[rtype(result = "()")]
@@ -86,6 +95,8 @@ struct CallResult {
 /// Supervises one provider's subscription.
 pub struct ProviderSupervisor {
     provider: Provider,
+    /// The claim this instance holds on the provider; every state write carries it.
+    fence: Fence,
     ctx: SupervisorContext,
     policy: Policy,
     lifecycle: Lifecycle,
@@ -108,8 +119,9 @@ pub struct ProviderSupervisor {
 
 impl ProviderSupervisor {
     /// A supervisor for `provider`, not yet started.
-    pub fn new(provider: Provider, policy: Policy, ctx: SupervisorContext) -> Self {
+    pub fn new(provider: Provider, fence: Fence, policy: Policy, ctx: SupervisorContext) -> Self {
         Self {
+            fence,
             lifecycle: Lifecycle::new(policy.clone()),
             provider,
             ctx,
@@ -324,6 +336,7 @@ impl ProviderSupervisor {
         };
         let persist = persist(
             self.ctx.ports.clone(),
+            self.fence,
             self.provider.clone(),
             record,
             rotated_out,
@@ -372,12 +385,13 @@ impl ProviderSupervisor {
         let store = self.ctx.ports.store.clone();
         let provider = self.provider.clone();
         let subscription = self.subscription.take();
+        let fence = self.fence;
         ctx.wait(
             async move {
                 let Some(sub) = subscription else { return };
                 match api.delete(&provider, &sub).await {
                     Ok(()) => {
-                        if let Err(e) = store.subscription_deleted(provider.id, &sub.external_id).await {
+                        if let Err(e) = store.subscription_deleted(fence, provider.id, &sub.external_id).await {
                             tracing::warn!(provider = %provider.id, error = %e, "subscription deleted at the provider but not recorded; the reconciler will retry");
                         } else {
                             tracing::info!(tenant = %provider.tenant, provider = %provider.id, "retired provider's subscription deleted");
@@ -403,6 +417,7 @@ impl ProviderSupervisor {
 /// `permit` until done. Returns the result, for the callers waiting on it.
 async fn persist(
     ports: Ports,
+    fence: Fence,
     provider: Provider,
     record: AttemptRecord,
     rotated_out: Option<Subscription>,
@@ -415,8 +430,14 @@ async fn persist(
     // repaired by the next one; a few quick retries cover a brief blip.
     let mut delay = Duration::from_millis(100);
     for attempt in 1..=3 {
-        match store.record_attempt(&record).await {
+        match store.record_attempt(fence, &record).await {
             Ok(()) => break,
+            // Another instance holds the provider now: its state is not ours to
+            // write, and retrying changes nothing.
+            Err(e @ StoreError::Conflict(_)) => {
+                tracing::warn!(provider = %provider_id, error = %e, "attempt not recorded: this instance no longer owns the provider");
+                break;
+            }
             Err(e) if attempt < 3 => {
                 tracing::warn!(provider = %provider_id, error = %e, "recording attempt failed; retrying");
                 tokio::time::sleep(delay).await;
@@ -432,7 +453,7 @@ async fn persist(
         match api.delete(&provider, &old).await {
             Ok(()) => {
                 if let Err(e) = store
-                    .subscription_deleted(provider.id, &old.external_id)
+                    .subscription_deleted(fence, provider.id, &old.external_id)
                     .await
                 {
                     tracing::warn!(provider = %provider.id, error = %e, "old subscription stopped but not recorded");
@@ -541,5 +562,18 @@ impl Handler<Retire> for ProviderSupervisor {
         if self.lifecycle.in_flight().is_none() {
             self.retire(ctx);
         }
+    }
+}
+
+impl Handler<StandDown> for ProviderSupervisor {
+    type Result = ();
+    fn handle(&mut self, _: StandDown, ctx: &mut Self::Context) {
+        tracing::info!(tenant = %self.provider.tenant, provider = %self.provider.id, "standing down: the provider is owned under a newer claim");
+        self.waiters.clear();
+        if let Some(timer) = self.timer.take() {
+            ctx.cancel_future(timer);
+        }
+        self.ctx.board.remove(self.provider.id);
+        ctx.stop();
     }
 }

@@ -7,7 +7,7 @@
 use chrono::{DateTime, TimeDelta, Utc};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
-use subkeeper_actors::clock::{Clock, SharedClock};
+use subkeeper_actors::ports::clock::{Clock, SharedClock};
 
 /// Provider time: `base.now() + offset`. Share it with the service under test when
 /// both sides must agree on "now" (the demo does).
@@ -77,7 +77,7 @@ impl std::fmt::Debug for SimClock {
 mod tests {
     use super::*;
     use std::sync::Arc;
-    use subkeeper_actors::clock::SystemClock;
+    use subkeeper_actors::ports::clock::SystemClock;
 
     #[test]
     fn advance_moves_now_and_accumulates() {

@@ -50,7 +50,7 @@ use serde::{Deserialize, Serialize};
 use std::net::{SocketAddr, TcpListener};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use subkeeper_actors::clock::{Clock, ScaledClock, SharedClock, SystemClock};
+use subkeeper_actors::ports::clock::{Clock, ScaledClock, SharedClock, SystemClock};
 
 /// How strict the simulated provider is.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,32 +1,24 @@
-//! Forced renewal over NATS request/reply on `{prefix}.control.renew`.
+//! Forced renewal, the bus's retry message, on `{prefix}.control.renew`.
 //!
 //! `{"tenant": "T", "provider_id": "P"}` renews that provider now and replies with its
 //! RenewalResult; `{"tenant": "T"}` renews every provider of the tenant and replies
 //! with the list. Anything else gets `{"error": {"code", "message"}}` and changes
-//! nothing. Instances share the subject through a queue group, so each request is
-//! answered once. At most [`MAX_IN_FLIGHT`] requests are worked on at a time; past
-//! that a request is refused at once with `unavailable` rather than queued without
-//! bound.
+//! nothing. On NATS, instances share the subject through a queue group, so each
+//! request is answered once; at most [`MAX_IN_FLIGHT`] requests are worked on at a
+//! time, and past that a request is refused at once with `unavailable` rather than
+//! queued without bound. The in-process bus answers the same requests directly.
 //!
-//! This module turns NATS messages into `FleetHandle` calls and nothing more: what a
+//! This module turns requests into `FleetHandle` calls and nothing more: what a
 //! renewal does is the supervisor's business.
 
-use super::{BusError, Topology};
-use futures_util::StreamExt as _;
 use serde::{Deserialize, Serialize};
-use std::sync::Arc;
-use std::time::Duration;
 use subkeeper_actors::domain::{ProviderId, RenewalResult, TenantId};
 use subkeeper_actors::fleet::{FleetError, FleetHandle};
-use tokio::sync::Semaphore;
 
 /// Forced renewals worked on at once by one instance. Each holds a supervisor (or a
 /// whole tenant's) for one provider call; the fleet-wide renewal concurrency still
 /// bounds the provider calls themselves.
 pub const MAX_IN_FLIGHT: usize = 16;
-
-/// Queue group shared by every instance on the control subject.
-const QUEUE_GROUP: &str = "subkeeper";
 
 /// Largest accepted request body, in bytes; a real request is under 200.
 const MAX_REQUEST_BYTES: usize = 4096;
@@ -78,7 +70,7 @@ pub struct ReplyError {
 }
 
 impl ReplyError {
-    fn new(code: &str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(code: &str, message: impl Into<String>) -> Self {
         Self {
             code: code.to_owned(),
             message: message.into(),
@@ -135,7 +127,7 @@ fn parse(body: &[u8]) -> Result<Target, ReplyError> {
 }
 
 /// Answers one request body.
-async fn answer(fleet: &FleetHandle, body: &[u8]) -> RenewReply {
+pub(crate) async fn answer(fleet: &FleetHandle, body: &[u8]) -> RenewReply {
     let target = match parse(body) {
         Ok(target) => target,
         Err(error) => {
@@ -146,7 +138,7 @@ async fn answer(fleet: &FleetHandle, body: &[u8]) -> RenewReply {
     let provider = target
         .provider
         .map_or_else(|| "all".to_owned(), |p| p.to_string());
-    tracing::info!(tenant = %target.tenant, provider = %provider, "forced renewal requested over NATS");
+    tracing::info!(tenant = %target.tenant, provider = %provider, "forced renewal requested over the bus");
     let reply = match target.provider {
         Some(provider) => fleet
             .renew(target.tenant.clone(), provider)
@@ -163,131 +155,31 @@ async fn answer(fleet: &FleetHandle, body: &[u8]) -> RenewReply {
     })
 }
 
-/// Sends `reply` to `to`; a reply that cannot be sent is logged (the requester times
-/// out and may ask again).
-async fn respond(client: &async_nats::Client, to: async_nats::Subject, reply: &RenewReply) {
-    let body = match serde_json::to_vec(reply) {
-        Ok(body) => body,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot encode a control reply");
-            return;
-        }
-    };
-    if let Err(e) = client.publish(to, body.into()).await {
-        tracing::warn!(error = %e, "cannot send a control reply");
-    }
-}
-
-/// Stops the control subscription when stopped or dropped; requests then go to the
-/// other instances of the queue group.
+/// Stops answering forced renewals when stopped or dropped; on NATS, requests
+/// then go to the other instances of the queue group.
 pub struct ControlHandle {
-    task: tokio::task::JoinHandle<()>,
+    task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl ControlHandle {
+    /// A handle over the task that answers requests (`None`: answered in
+    /// process, nothing to stop).
+    pub(crate) fn new(task: Option<tokio::task::JoinHandle<()>>) -> Self {
+        Self { task }
+    }
+
     /// Stops answering.
     pub fn stop(&self) {
-        self.task.abort();
+        if let Some(task) = &self.task {
+            task.abort();
+        }
     }
 }
 
 impl Drop for ControlHandle {
     fn drop(&mut self) {
-        self.task.abort();
+        self.stop();
     }
-}
-
-/// Subscribes to the control subject and answers requests until stopped.
-pub(super) async fn serve(
-    client: async_nats::Client,
-    topology: &Topology,
-    fleet: FleetHandle,
-) -> Result<ControlHandle, BusError> {
-    let subject = topology.control_renew_subject();
-    let failed = |e: &dyn std::fmt::Display| BusError::Subscribe {
-        subject: subject.clone(),
-        reason: e.to_string(),
-    };
-    let mut requests = client
-        .queue_subscribe(subject.clone(), QUEUE_GROUP.to_owned())
-        .await
-        .map_err(|e| failed(&e))?;
-    // The server has the subscription once it answered a PING sent after it: from
-    // here on a request finds a responder.
-    client.flush().await.map_err(|e| failed(&e))?;
-    let permits = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
-    let task = actix_rt::spawn(async move {
-        while let Some(message) = requests.next().await {
-            let Some(reply_to) = message.reply.clone() else {
-                tracing::warn!(
-                    subject = %message.subject,
-                    "control message without a reply subject ignored; send it as a request"
-                );
-                continue;
-            };
-            let Ok(permit) = permits.clone().try_acquire_owned() else {
-                tracing::warn!(
-                    limit = MAX_IN_FLIGHT,
-                    "forced renewal refused: too many in flight"
-                );
-                let error = ReplyError::new(
-                    "unavailable",
-                    format!(
-                        "{MAX_IN_FLIGHT} forced renewals are already in flight on this instance; retry shortly"
-                    ),
-                );
-                respond(&client, reply_to, &RenewReply::Error { error }).await;
-                continue;
-            };
-            let (client, fleet) = (client.clone(), fleet.clone());
-            actix_rt::spawn(async move {
-                let reply = answer(&fleet, &message.payload).await;
-                respond(&client, reply_to, &reply).await;
-                drop(permit);
-            });
-        }
-    });
-    tracing::info!(subject = %subject, queue_group = QUEUE_GROUP, "answering forced renewals");
-    Ok(ControlHandle { task })
-}
-
-/// Sends `request` on the control subject and returns the reply, parsed as JSON.
-pub(super) async fn request(
-    client: &async_nats::Client,
-    topology: &Topology,
-    request: &RenewRequest,
-    timeout: Duration,
-) -> Result<serde_json::Value, BusError> {
-    let subject = topology.control_renew_subject();
-    let body = serde_json::to_vec(request).map_err(|e| BusError::Request {
-        subject: subject.clone(),
-        reason: e.to_string(),
-    })?;
-    let reply = client
-        .send_request(
-            subject.clone(),
-            async_nats::Request::new()
-                .payload(body.into())
-                .timeout(Some(timeout)),
-        )
-        .await
-        .map_err(|e| match e.kind() {
-            async_nats::RequestErrorKind::NoResponders => BusError::NoResponders {
-                subject: subject.clone(),
-            },
-            async_nats::RequestErrorKind::TimedOut => BusError::TimedOut {
-                subject: subject.clone(),
-                seconds: timeout.as_secs(),
-            },
-            _ => BusError::Request {
-                subject: subject.clone(),
-                reason: e.to_string(),
-            },
-        })?;
-    serde_json::from_slice(&reply.payload).map_err(|e| BusError::Request {
-        subject,
-        reason: format!("the reply is not JSON: {e}"),
-    })
 }
 
 #[cfg(test)]

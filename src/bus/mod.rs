@@ -1,50 +1,35 @@
-//! The NATS bus: the only module that speaks async-nats. It connects, declares the
-//! JetStream streams, publishes every renewal result ([`NatsEventSink`]), serves
-//! forced renewals over request/reply ([`control`]), feeds the webhook and renewal
-//! streams to the notification and alerting actors through durable pull consumers
-//! ([`consumer`]), and publishes their domain events and alerts.
+//! The event bus: where accepted webhooks, renewal results, alerts and domain
+//! events travel, and where forced renewals (the retry message) are asked for.
 //!
-//! No async-nats type leaves this module: the rest of the crate sees [`Bus`],
-//! [`Topology`], the core's ports and plain JSON. It holds no lifecycle or alerting
-//! logic — a forced renewal is handed to the [`FleetHandle`] as it came, a consumed
-//! message to its actor as bytes.
+//! Two buses with the same subjects, streams, consumers and request/reply:
+//! [`NatsBus`] (NATS with JetStream; production, shared by every instance) and
+//! [`LocalBus`] (in process, its streams durable in the store; used when no NATS
+//! URL is configured, one instance only). [`Bus`] is whichever the configuration
+//! chose; the rest of the crate sees it, [`Topology`], the core's ports and plain
+//! JSON. It holds no lifecycle or alerting logic — a forced renewal is handed to
+//! the [`FleetHandle`] as it came, a consumed message to its actor as bytes.
 
-mod alerts;
-pub mod consumer;
 pub mod control;
 mod error;
-mod events;
-mod publisher;
+pub mod local;
+pub mod nats;
 mod resync;
-mod sink;
-pub mod streams;
+pub mod retention;
 
-pub use alerts::JetStreamAlertSink;
-pub use consumer::ConsumerHandle;
 pub use control::{ControlHandle, RenewReply, RenewRequest};
 pub use error::BusError;
-pub use events::NatsDomainEvents;
+pub use local::LocalBus;
+pub use nats::{NatsBus, StreamLimits, delete_streams};
 pub use resync::ResyncOnReplacement;
-pub use sink::NatsEventSink;
-pub use streams::StreamLimits;
 
-use crate::config::Config;
-use crate::telemetry::events::JetStreamStreamReady;
 use actix::Recipient;
-use async_nats::jetstream;
 use std::sync::Arc;
 use std::time::Duration;
 use subkeeper_actors::delivery::Deliveries;
 use subkeeper_actors::domain::{DomainEventType, ProviderId, ProviderKind, TenantId};
 use subkeeper_actors::fleet::FleetHandle;
-
-/// How long connecting to NATS may take at start-up before it counts as unreachable.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// How long one JetStream call (stream creation, a publish and its ack) may take. A
-/// renewal result is published before its supervisor takes the next message, so this
-/// bounds how long a NATS outage can hold a supervisor up per attempt.
-const JETSTREAM_TIMEOUT: Duration = Duration::from_secs(5);
+use subkeeper_actors::ports::{AlertSink, DomainEventSink, EventSink, WebhookPublisher};
+use tokio::sync::{mpsc, watch};
 
 /// The subjects and stream names of one deployment, all derived from two prefixes so
 /// that deployments (and tests) can share a NATS server without sharing state.
@@ -52,18 +37,6 @@ const JETSTREAM_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct Topology {
     subject_prefix: String,
     stream_prefix: String,
-}
-
-/// Deletes every stream of `topology` on the server at `url`, ignoring
-/// failures: the clean-up of tests and benchmarks that run under their own
-/// prefixes. Never called by the service.
-pub async fn delete_streams(url: &str, topology: &Topology) {
-    if let Ok(client) = async_nats::connect(url).await {
-        let js = jetstream::new(client);
-        for stream in topology.streams() {
-            let _ = js.delete_stream(&stream).await;
-        }
-    }
 }
 
 impl Topology {
@@ -76,7 +49,7 @@ impl Topology {
     }
 
     /// The topology the configuration names.
-    pub fn from_config(config: &Config) -> Self {
+    pub fn from_config(config: &crate::config::Config) -> Self {
         Self::new(&config.nats_subject_prefix, &config.nats_stream_prefix)
     }
 
@@ -142,6 +115,12 @@ impl Topology {
         format!("{}_ALERTS", self.stream_prefix)
     }
 
+    /// `{prefix}_EVENTS`: where the in-process bus keeps domain events for a while
+    /// (on NATS they go out on core NATS, unstored).
+    pub fn event_stream(&self) -> String {
+        format!("{}_EVENTS", self.stream_prefix)
+    }
+
     /// Every stream this topology uses: webhooks, renewals, alerts.
     pub fn streams(&self) -> [String; 3] {
         [
@@ -164,9 +143,11 @@ impl Topology {
     }
 }
 
-/// The state of the NATS connection, as `/readyz` reports it.
+/// The state of the bus connection, as `/readyz` reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConnectionState {
+    /// The in-process bus: nothing to connect to.
+    InProcess,
     /// Connected to a server.
     Connected,
     /// Lost; the client reconnects in the background.
@@ -179,6 +160,7 @@ impl ConnectionState {
     /// The wire name.
     pub fn as_str(self) -> &'static str {
         match self {
+            Self::InProcess => "in_process",
             Self::Connected => "connected",
             Self::Disconnected => "disconnected",
             Self::Pending => "pending",
@@ -186,147 +168,222 @@ impl ConnectionState {
     }
 }
 
-/// A connection to NATS with JetStream, and the topology it serves. Cheap to clone.
+/// The bus the configuration chose. Cheap to clone.
 #[derive(Clone)]
-pub struct Bus {
-    client: async_nats::Client,
-    jetstream: jetstream::Context,
-    topology: Arc<Topology>,
+pub enum Bus {
+    /// NATS with JetStream.
+    Nats(Box<NatsBus>),
+    /// The in-process bus over the store.
+    Local(LocalBus),
+}
+
+/// A message seen on the bus by a [`Bus::subscribe`] tap.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BusMessage {
+    /// Its subject.
+    pub subject: String,
+    /// Its body.
+    pub payload: Vec<u8>,
 }
 
 impl Bus {
-    /// Connects to `url`. Fails at once when the server cannot be reached; once
-    /// connected, the client reconnects by itself after a loss.
-    pub async fn connect(url: &str, topology: Topology) -> Result<Self, BusError> {
-        let client = async_nats::ConnectOptions::new()
-            .name("subkeeper")
-            .connection_timeout(CONNECT_TIMEOUT)
-            .event_callback(|event| async move {
-                match event {
-                    async_nats::Event::Disconnected => {
-                        tracing::warn!("NATS connection lost; reconnecting")
-                    }
-                    async_nats::Event::Connected => tracing::info!("NATS connected"),
-                    other => tracing::debug!(event = %other, "NATS client event"),
-                }
-            })
-            .connect(url)
-            .await
-            .map_err(|e| BusError::Connect {
-                url: redact(url),
-                reason: e.to_string(),
-            })?;
-        let mut jetstream = jetstream::new(client.clone());
-        jetstream.set_timeout(JETSTREAM_TIMEOUT);
-        Ok(Self {
-            client,
-            jetstream,
-            topology: Arc::new(topology),
-        })
-    }
-
     /// The subjects and streams this bus uses.
     pub fn topology(&self) -> &Topology {
-        &self.topology
-    }
-
-    /// Creates the streams, or brings their settings up to date (idempotent; every
-    /// instance does it at start-up).
-    pub async fn ensure_streams(&self, limits: StreamLimits) -> Result<(), BusError> {
-        for config in [
-            streams::webhooks(&self.topology, limits),
-            streams::renewals(&self.topology, limits),
-            streams::alerts(&self.topology, limits),
-        ] {
-            let name = config.name.clone();
-            self.jetstream
-                .create_or_update_stream(config)
-                .await
-                .map_err(|e| BusError::stream(&name, &e))?;
-            JetStreamStreamReady { stream: &name }.emit();
+        match self {
+            Self::Nats(b) => b.topology(),
+            Self::Local(b) => b.topology(),
         }
-        Ok(())
     }
 
-    /// The event sink that publishes renewal results to the renewal stream.
-    pub fn renewal_sink(&self) -> NatsEventSink {
-        NatsEventSink::new(self.jetstream.clone(), self.topology.clone())
+    /// What the bus is, for start-up lines and errors (no password).
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Nats(b) => format!("NATS {}", b.url()),
+            Self::Local(_) => "the in-process bus (streams kept in the store)".into(),
+        }
     }
 
-    /// Publishes alert events to the alert stream.
-    pub fn alert_sink(&self) -> JetStreamAlertSink {
-        JetStreamAlertSink::new(self.jetstream.clone(), self.topology.clone())
+    /// Declares the streams (JetStream) or starts trimming them (in process).
+    pub async fn ensure_streams(&self, limits: StreamLimits) -> Result<(), BusError> {
+        match self {
+            Self::Nats(b) => b.ensure_streams(limits).await,
+            Self::Local(b) => {
+                b.start_trimming();
+                Ok(())
+            }
+        }
     }
 
-    /// Publishes domain events on core NATS.
-    pub fn domain_events(&self) -> NatsDomainEvents {
-        NatsDomainEvents::new(self.client.clone(), self.topology.clone())
+    /// Where renewal results go (the renewal stream).
+    pub fn renewal_sink(&self) -> Arc<dyn EventSink> {
+        match self {
+            Self::Nats(b) => Arc::new(b.renewal_sink()),
+            Self::Local(b) => Arc::new(b.clone()),
+        }
     }
 
-    /// Feeds the webhook stream to `to` through the shared durable consumer
+    /// Where alert events go (the alert stream).
+    pub fn alert_sink(&self) -> Arc<dyn AlertSink> {
+        match self {
+            Self::Nats(b) => Arc::new(b.alert_sink()),
+            Self::Local(b) => Arc::new(b.clone()),
+        }
+    }
+
+    /// Where domain events go.
+    pub fn domain_events(&self) -> Arc<dyn DomainEventSink> {
+        match self {
+            Self::Nats(b) => Arc::new(b.domain_events()),
+            Self::Local(b) => Arc::new(b.clone()),
+        }
+    }
+
+    /// Where accepted webhook notifications go (the webhook stream).
+    pub fn publisher(&self) -> Arc<dyn WebhookPublisher> {
+        match self {
+            Self::Nats(b) => Arc::new(b.as_ref().clone()),
+            Self::Local(b) => Arc::new(b.clone()),
+        }
+    }
+
+    /// Feeds the webhook stream to `to` through the durable consumer
     /// `{prefix}_NOTIFICATIONS`, until the handle is stopped.
     pub async fn consume_webhooks(
         &self,
         to: Recipient<Deliveries>,
     ) -> Result<ConsumerHandle, BusError> {
-        consumer::start(
-            self.jetstream.clone(),
-            consumer::ConsumerSpec::notifications(&self.topology),
-            to,
-        )
-        .await
+        match self {
+            Self::Nats(b) => b.consume_webhooks(to).await,
+            Self::Local(b) => Ok(b.consume(local::Consumer::Notifications, to)),
+        }
     }
 
-    /// Feeds the renewal stream to `to` through the shared durable consumer
+    /// Feeds the renewal stream to `to` through the durable consumer
     /// `{prefix}_ALERTING`, until the handle is stopped.
     pub async fn consume_renewals(
         &self,
         to: Recipient<Deliveries>,
     ) -> Result<ConsumerHandle, BusError> {
-        consumer::start(
-            self.jetstream.clone(),
-            consumer::ConsumerSpec::alerting(&self.topology),
-            to,
-        )
-        .await
+        match self {
+            Self::Nats(b) => b.consume_renewals(to).await,
+            Self::Local(b) => Ok(b.consume(local::Consumer::Alerting, to)),
+        }
     }
 
     /// Starts answering forced-renewal requests on `{prefix}.control.renew`.
     pub async fn serve_control(&self, fleet: FleetHandle) -> Result<ControlHandle, BusError> {
-        control::serve(self.client.clone(), &self.topology, fleet).await
+        match self {
+            Self::Nats(b) => b.serve_control(fleet).await,
+            Self::Local(b) => Ok(b.serve_control(fleet)),
+        }
     }
 
-    /// Sends a forced-renewal request and waits up to `timeout` for the reply (the
-    /// `subkeeper renew` command, and any other Rust caller).
+    /// Sends a forced-renewal request and waits up to `timeout` for the reply.
     pub async fn request_renewal(
         &self,
         request: &RenewRequest,
         timeout: Duration,
     ) -> Result<serde_json::Value, BusError> {
-        control::request(&self.client, &self.topology, request, timeout).await
+        match self {
+            Self::Nats(b) => b.request_renewal(request, timeout).await,
+            Self::Local(b) => b.request_renewal(request, timeout).await,
+        }
     }
 
     /// The connection's state now.
     pub fn connection_state(&self) -> ConnectionState {
-        match self.client.connection_state() {
-            async_nats::connection::State::Connected => ConnectionState::Connected,
-            async_nats::connection::State::Disconnected => ConnectionState::Disconnected,
-            async_nats::connection::State::Pending => ConnectionState::Pending,
+        match self {
+            Self::Nats(b) => b.connection_state(),
+            Self::Local(_) => ConnectionState::InProcess,
         }
     }
 
     /// Sends whatever is buffered, waiting at most `timeout` (at shutdown).
     pub async fn flush(&self, timeout: Duration) {
-        match tokio::time::timeout(timeout, self.client.flush()).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!(error = %e, "NATS flush failed at shutdown"),
-            Err(_) => tracing::warn!("NATS flush timed out at shutdown"),
+        if let Self::Nats(b) = self {
+            b.flush(timeout).await;
+        }
+    }
+
+    /// Every message published from now on whose subject matches `pattern`
+    /// (NATS wildcards: `*` one token, `>` the rest), as it is published: the
+    /// demo's and the tests' view of the bus.
+    pub async fn subscribe(&self, pattern: &str) -> Result<mpsc::Receiver<BusMessage>, BusError> {
+        match self {
+            Self::Nats(b) => b.subscribe(pattern).await,
+            Self::Local(b) => Ok(b.subscribe(pattern)),
+        }
+    }
+}
+
+/// The message id of a renewal result: derived from the attempt (provider, start
+/// time to the nanosecond, attempt kind), so that publishing the same result
+/// twice stores it once, on either bus.
+pub fn renewal_message_id(result: &subkeeper_actors::domain::RenewalResult) -> String {
+    format!(
+        "renewal:{}:{}:{}",
+        result.provider_id,
+        result
+            .attempted_at
+            .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
+        result.attempt
+    )
+}
+
+/// True if `subject` matches the NATS subject `pattern`: tokens split on `.`,
+/// `*` matches one token, a final `>` one or more.
+pub fn subject_matches(pattern: &str, subject: &str) -> bool {
+    let mut subject = subject.split('.');
+    for token in pattern.split('.') {
+        match (token, subject.next()) {
+            (">", Some(_)) => return true,
+            ("*", Some(_)) => {}
+            (t, Some(s)) if t == s => {}
+            _ => return false,
+        }
+    }
+    subject.next().is_none()
+}
+
+/// A running consumer of a durable stream, on either bus; stop it at shutdown.
+pub struct ConsumerHandle {
+    durable: String,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// How long [`ConsumerHandle::stop`] waits for the batch in hand to be settled.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
+impl ConsumerHandle {
+    /// A handle over the consumer's task, which stops when `stop` says true.
+    pub(crate) fn new(
+        durable: String,
+        stop: watch::Sender<bool>,
+        task: tokio::task::JoinHandle<()>,
+    ) -> Self {
+        Self {
+            durable,
+            stop,
+            task,
+        }
+    }
+
+    /// Stops pulling; the batch in hand is settled first (for at most a few
+    /// seconds). Unsettled messages are redelivered later (on NATS, to another
+    /// instance after `ack_wait`; in process, at the next start).
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        let abort = self.task.abort_handle();
+        if tokio::time::timeout(STOP_GRACE, self.task).await.is_err() {
+            abort.abort();
+            tracing::warn!(consumer = %self.durable, "consumer did not stop in time; aborted");
         }
     }
 }
 
 /// The URL with any password replaced, so an error message never shows it.
-fn redact(url: &str) -> String {
+pub(crate) fn redact(url: &str) -> String {
     url.split(',')
         .map(|one| match url::Url::parse(one.trim()) {
             Ok(mut parsed) if parsed.password().is_some() => {
@@ -345,7 +402,7 @@ mod tests {
 
     #[test]
     fn the_default_topology_is_the_public_contract() {
-        let t = Topology::from_config(&Config::default());
+        let t = Topology::from_config(&crate::Config::default());
         let tenant = TenantId::parse("acme").unwrap();
         let provider = ProviderId::new();
         assert_eq!(
@@ -385,6 +442,33 @@ mod tests {
         }
         assert_eq!(t.notification_consumer(), "SUBKEEPER_NOTIFICATIONS");
         assert_eq!(t.alerting_consumer(), "SUBKEEPER_ALERTING");
+    }
+
+    #[test]
+    fn subjects_match_nats_wildcards() {
+        for (pattern, subject, matches) in [
+            ("subkeeper.>", "subkeeper.webhook.graph_mail.acme.p", true),
+            ("subkeeper.>", "subkeeper", false),
+            (
+                "subkeeper.event.*.acme",
+                "subkeeper.event.mail_received.acme",
+                true,
+            ),
+            (
+                "subkeeper.event.*.acme",
+                "subkeeper.event.mail_received.other",
+                false,
+            ),
+            ("subkeeper.event.*", "subkeeper.event.a.b", false),
+            ("a.b", "a.b", true),
+            ("a.b", "a.b.c", false),
+        ] {
+            assert_eq!(
+                subject_matches(pattern, subject),
+                matches,
+                "{pattern} {subject}"
+            );
+        }
     }
 
     #[test]

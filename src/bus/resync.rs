@@ -7,10 +7,10 @@
 
 use async_trait::async_trait;
 use std::sync::Arc;
-use subkeeper_actors::clock::SharedClock;
 use subkeeper_actors::domain::{DomainEvent, ProviderKind, RenewalAction, RenewalResult};
 use subkeeper_actors::ports::DomainEventSink;
 use subkeeper_actors::ports::EventSink;
+use subkeeper_actors::ports::clock::SharedClock;
 
 /// An [`EventSink`] that forwards every renewal result and adds a
 /// `resync_required` event when a Google provider's channel or watch was replaced.

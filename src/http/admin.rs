@@ -1,13 +1,14 @@
-//! The admin API under `/api/v1/tenants/{tenant}/providers`: create, list, read,
-//! patch, delete providers, replace their credentials, read their health and
-//! attempts, and force a renewal. Bearer-token protected (constant-time compare);
-//! every route is tenant-scoped, so another tenant's provider answers 404.
+//! The admin API under `/api/v1/tenants/{tenant}/`: create, list, read, patch,
+//! delete providers, replace their credentials, read their health and attempts,
+//! and force a renewal of one provider or of every provider of the tenant.
+//! Bearer-token protected (constant-time compare); every route is tenant-scoped,
+//! so another tenant's provider answers 404.
 
 use super::{AppState, Body, HttpError};
-use crate::store::{NewCredentials, NewProvider, ProviderPatch};
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 use subkeeper_actors::domain::{ProviderId, TenantId};
+use subkeeper_actors::ports::{NewCredentials, NewProvider, ProviderPatch};
 use subtle::ConstantTimeEq;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -31,7 +32,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route(
             "/tenants/{tenant}/providers/{id}/renew",
             web::post().to(renew),
-        );
+        )
+        .route("/tenants/{tenant}/renew", web::post().to(renew_tenant));
 }
 
 /// The token of an `Authorization: Bearer <token>` header value. The scheme is
@@ -96,7 +98,7 @@ async fn create(
     let new: NewProvider = body(&bytes)?;
     new.validate().map_err(HttpError::Unprocessable)?;
     let view = state
-        .store
+        .admin
         .create_provider(&tenant, &new, &crate::store::request_hash(&bytes))
         .await?;
     tracing::info!(tenant = %tenant, provider = %view.id, kind = %view.kind, "provider created");
@@ -112,7 +114,7 @@ async fn list(
     authorize(&req, &state)?;
     let tenant = tenant(&path)?;
     Ok(HttpResponse::Ok()
-        .json(serde_json::json!({ "providers": state.store.list_providers(&tenant).await? })))
+        .json(serde_json::json!({ "providers": state.admin.list_providers(&tenant).await? })))
 }
 
 async fn get(
@@ -123,7 +125,7 @@ async fn get(
     authorize(&req, &state)?;
     let (tenant, id) = key(&path)?;
     let view = state
-        .store
+        .admin
         .provider_view(&tenant, id)
         .await?
         .ok_or_else(|| not_found(&tenant, id))?;
@@ -138,7 +140,7 @@ async fn health(
     authorize(&req, &state)?;
     let (tenant, id) = key(&path)?;
     let view = state
-        .store
+        .admin
         .provider_view(&tenant, id)
         .await?
         .ok_or_else(|| not_found(&tenant, id))?;
@@ -162,7 +164,7 @@ async fn patch(
     let patch: ProviderPatch = body(&bytes)?;
     patch.validate().map_err(HttpError::Unprocessable)?;
     let view = state
-        .store
+        .admin
         .patch_provider(&tenant, id, &patch, &crate::store::request_hash(&bytes))
         .await?
         .ok_or_else(|| not_found(&tenant, id))?;
@@ -178,7 +180,7 @@ async fn delete(
     authorize(&req, &state)?;
     let (tenant, id) = key(&path)?;
     if !state
-        .store
+        .admin
         .delete_provider(&tenant, id, &crate::store::request_hash(b""))
         .await?
     {
@@ -199,13 +201,13 @@ async fn credentials(
     let (tenant, id) = key(&path)?;
     let new: NewCredentials = body(&bytes)?;
     // What a provider needs depends on its kind (which never changes).
-    let Some(provider) = state.store.provider_view(&tenant, id).await? else {
+    let Some(provider) = state.admin.provider_view(&tenant, id).await? else {
         return Err(not_found(&tenant, id));
     };
     new.validate_for(provider.kind)
         .map_err(HttpError::Unprocessable)?;
     if !state
-        .store
+        .admin
         .replace_credentials(&tenant, id, &new, &crate::store::request_hash(&bytes))
         .await?
     {
@@ -228,11 +230,11 @@ async fn attempts(
 ) -> Result<HttpResponse, HttpError> {
     authorize(&req, &state)?;
     let (tenant, id) = key(&path)?;
-    if state.store.provider_view(&tenant, id).await?.is_none() {
+    if state.admin.provider_view(&tenant, id).await?.is_none() {
         return Err(not_found(&tenant, id));
     }
     let rows = state
-        .store
+        .admin
         .attempts(&tenant, id, query.limit.unwrap_or(50))
         .await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({ "attempts": rows })))
@@ -247,4 +249,17 @@ async fn renew(
     let (tenant, id) = key(&path)?;
     let result = state.fleet.renew(tenant, id).await?;
     Ok(HttpResponse::Ok().json(result))
+}
+
+/// Renews every provider of the tenant now and answers with their results (what
+/// `subkeeper renew --tenant T` asks an embedded service for).
+async fn renew_tenant(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, HttpError> {
+    authorize(&req, &state)?;
+    let tenant = tenant(&path)?;
+    let results = state.fleet.renew_all(tenant, None).await?;
+    Ok(HttpResponse::Ok().json(results))
 }

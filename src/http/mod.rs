@@ -16,27 +16,27 @@ pub use error::HttpError;
 use crate::bus::Bus;
 use crate::config::Config;
 use crate::intake::{GoogleIntake, GraphIntake};
-use crate::store::PgStore;
 use crate::telemetry::MetricsRenderer;
 use actix_web::web;
 use std::sync::Arc;
 use subkeeper_actors::board::HealthBoard;
 use subkeeper_actors::fleet::FleetHandle;
+use subkeeper_actors::ports::AdminStore;
 
 /// What every handler can reach.
 #[derive(Clone)]
 pub struct AppState {
     /// The configuration.
     pub config: Arc<Config>,
-    /// The store.
-    pub store: PgStore,
+    /// The admin reads and writes (and the store's readiness).
+    pub admin: Arc<dyn AdminStore>,
     /// The fleet.
     pub fleet: FleetHandle,
     /// The health board (metrics, readiness).
     pub board: HealthBoard,
     /// Renders `/metrics`.
     pub metrics: MetricsRenderer,
-    /// The NATS connection (readiness reports its state).
+    /// The bus (readiness reports its connection state).
     pub bus: Bus,
     /// Graph webhook intake.
     pub graph_intake: GraphIntake,

@@ -21,7 +21,7 @@ async fn healthz() -> HttpResponse {
 /// itself; and taking every instance out of rotation during a NATS outage would also
 /// cut off webhook intake, which is meant to keep answering through one (outbox).
 async fn readyz(state: web::Data<AppState>) -> HttpResponse {
-    let database = state.store.ping().await;
+    let database = state.admin.ping().await;
     let fleet = state.fleet.status().await;
     let ready = database && fleet.is_some_and(|f| f.ready);
     let body = json!({

@@ -4,19 +4,19 @@
 //! time). Nothing here touches the lifecycle.
 
 use super::{
-    Dropped, EncodeError, IntakeError, Publisher, WebhookEnvelope, encode, secrets_match,
+    Dropped, EncodeError, IntakeError, IntakePorts, WebhookEnvelope, encode, secrets_match,
     store_durably,
 };
 use crate::providers::google::PendingChannels;
-use crate::store::{PgStore, Route};
 use crate::telemetry::events::{WebhookValidated, WebhooksAccepted, WebhooksDropped};
 use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Duration;
-use subkeeper_actors::clock::SharedClock;
 use subkeeper_actors::domain::ProviderKind;
+use subkeeper_actors::ports::clock::SharedClock;
+use subkeeper_actors::ports::{DurableMessage, Route};
 
 /// Longest header value taken from a Calendar notification, in bytes (channel ids
 /// are at most 64 characters, tokens 256; resource URIs are longer).
@@ -175,8 +175,7 @@ fn history_id(raw: &Value) -> Option<u64> {
 /// Google Calendar and Gmail intake.
 #[derive(Clone)]
 pub struct GoogleIntake {
-    store: PgStore,
-    publisher: Arc<dyn Publisher>,
+    ports: IntakePorts,
     clock: SharedClock,
     /// How long to wait for JetStream's ack before falling back to the outbox.
     publish_timeout: Duration,
@@ -189,16 +188,14 @@ pub struct GoogleIntake {
 impl GoogleIntake {
     /// Intake over the given adapters.
     pub fn new(
-        store: PgStore,
-        publisher: Arc<dyn Publisher>,
+        ports: IntakePorts,
         clock: SharedClock,
         publish_timeout: Duration,
         push_secret: Option<String>,
         pending: Arc<PendingChannels>,
     ) -> Self {
         Self {
-            store,
-            publisher,
+            ports,
             clock,
             publish_timeout,
             push_secret: push_secret.map(Arc::from),
@@ -210,10 +207,16 @@ impl GoogleIntake {
     /// the channel the Calendar adapter is opening (Google sends `sync` before
     /// `events.watch` answers).
     async fn channel_route(&self, channel_id: &str) -> Result<Option<Route>, IntakeError> {
-        let route = self.store.route(channel_id).await.map_err(|e| {
-            tracing::error!(error = %e, "cannot route Google notification: store unavailable");
-            IntakeError::Unavailable
-        })?;
+        let route = self
+            .ports
+            .routes
+            .routes(&[channel_id])
+            .await
+            .map(|mut found| found.remove(channel_id))
+            .map_err(|e| {
+                tracing::error!(error = %e, "cannot route Google notification: store unavailable");
+                IntakeError::Unavailable
+            })?;
         Ok(route.or_else(|| {
             self.pending.get(channel_id).map(|p| {
                 Route::in_creation(p.provider, p.tenant, ProviderKind::GoogleCalendar, p.token)
@@ -268,17 +271,17 @@ impl GoogleIntake {
             received_at: self.clock.now(),
             notification: message.to_json(),
         };
-        let subject = self
-            .publisher
-            .webhook_subject(route.kind, &route.tenant, route.provider);
+        let subject =
+            self.ports
+                .publisher
+                .webhook_subject(route.kind, &route.tenant, route.provider);
         let (published, _) = store_durably(
-            self.publisher.as_ref(),
-            &self.store,
-            vec![(
+            &self.ports,
+            vec![DurableMessage {
                 subject,
-                message.message_id(),
-                encode("webhook_envelope", &envelope)?,
-            )],
+                msg_id: message.message_id(),
+                payload: encode("webhook_envelope", &envelope)?,
+            }],
             self.publish_timeout,
         )
         .await?;
@@ -336,7 +339,8 @@ impl GoogleIntake {
             ));
         }
         let routes = self
-            .store
+            .ports
+            .routes
             .mailbox_routes(change.email_address.trim())
             .await
             .map_err(|e| {
@@ -367,9 +371,11 @@ impl GoogleIntake {
         let messages = routes
             .into_iter()
             .map(|r| {
-                let subject =
-                    self.publisher
-                        .webhook_subject(ProviderKind::Gmail, &r.tenant, r.provider);
+                let subject = self.ports.publisher.webhook_subject(
+                    ProviderKind::Gmail,
+                    &r.tenant,
+                    r.provider,
+                );
                 // Deduplication is per stream, not per subject: a mailbox two
                 // tenants watch gets one message each.
                 let msg_id = format!("{}:{}", push.message.message_id, r.provider);
@@ -381,16 +387,15 @@ impl GoogleIntake {
                     received_at,
                     notification: notification.clone(),
                 };
-                Ok((subject, msg_id, encode("webhook_envelope", &envelope)?))
+                Ok(DurableMessage {
+                    subject,
+                    msg_id,
+                    payload: encode("webhook_envelope", &envelope)?,
+                })
             })
             .collect::<Result<Vec<_>, EncodeError>>()?;
-        let (published, deferred) = store_durably(
-            self.publisher.as_ref(),
-            &self.store,
-            messages,
-            self.publish_timeout,
-        )
-        .await?;
+        let (published, deferred) =
+            store_durably(&self.ports, messages, self.publish_timeout).await?;
         WebhooksAccepted {
             kind: "gmail",
             items: 1,

@@ -4,18 +4,17 @@
 //! fleet.
 
 use super::{
-    DomainEvent, Dropped, EncodeError, Publisher, RouteCache, WebhookEnvelope, encode, message_id,
-    publish_resync, secrets_match,
+    DomainEvent, Dropped, EncodeError, IntakePorts, RouteCache, WebhookEnvelope, encode,
+    message_id, publish_resync, secrets_match,
 };
 use crate::providers::graph::{Claim, OrphanCleanup};
-use crate::store::{PgStore, Route};
 use crate::telemetry::events::{WebhooksAccepted, WebhooksDropped};
 use serde_json::Value;
 use std::sync::Arc;
 use std::time::Duration;
-use subkeeper_actors::clock::SharedClock;
 use subkeeper_actors::fleet::{FleetHandle, LifecycleSignal};
-use subkeeper_actors::ports::DomainEventSink;
+use subkeeper_actors::ports::clock::SharedClock;
+use subkeeper_actors::ports::{DomainEventSink, DurableMessage, Route};
 
 /// Why a request was refused as a whole.
 #[derive(Debug, thiserror::Error)]
@@ -60,8 +59,7 @@ const MAX_LOGGED_IDS: usize = 10;
 #[derive(Clone)]
 pub struct GraphIntake {
     routes: Arc<RouteCache>,
-    store: PgStore,
-    publisher: Arc<dyn Publisher>,
+    ports: IntakePorts,
     /// Where resync events go (the lifecycle's `missed` and `subscriptionRemoved`).
     events: Arc<dyn DomainEventSink>,
     fleet: FleetHandle,
@@ -82,8 +80,7 @@ struct Accepted {
 impl GraphIntake {
     /// Intake over the given adapters.
     pub fn new(
-        store: PgStore,
-        publisher: Arc<dyn Publisher>,
+        ports: IntakePorts,
         events: Arc<dyn DomainEventSink>,
         fleet: FleetHandle,
         clock: SharedClock,
@@ -91,9 +88,11 @@ impl GraphIntake {
         orphans: Option<OrphanCleanup>,
     ) -> Self {
         Self {
-            routes: Arc::new(RouteCache::new(store.clone(), Duration::from_secs(30))),
-            store,
-            publisher,
+            routes: Arc::new(RouteCache::new(
+                ports.routes.clone(),
+                Duration::from_secs(30),
+            )),
+            ports,
             events,
             fleet,
             clock,
@@ -226,9 +225,11 @@ impl GraphIntake {
         let messages = accepted
             .into_iter()
             .map(|a| {
-                let subject =
-                    self.publisher
-                        .webhook_subject(a.route.kind, &a.route.tenant, a.route.provider);
+                let subject = self.ports.publisher.webhook_subject(
+                    a.route.kind,
+                    &a.route.tenant,
+                    a.route.provider,
+                );
                 let msg_id = message_id(a.route.provider, &a.item)?;
                 let envelope = WebhookEnvelope {
                     tenant: a.route.tenant,
@@ -238,17 +239,16 @@ impl GraphIntake {
                     received_at,
                     notification: a.item,
                 };
-                Ok((subject, msg_id, encode("webhook_envelope", &envelope)?))
+                Ok(DurableMessage {
+                    subject,
+                    msg_id,
+                    payload: encode("webhook_envelope", &envelope)?,
+                })
             })
             .collect::<Result<Vec<_>, EncodeError>>()?;
 
-        let (published, deferred) = super::store_durably(
-            self.publisher.as_ref(),
-            &self.store,
-            messages,
-            self.publish_timeout,
-        )
-        .await?;
+        let (published, deferred) =
+            super::store_durably(&self.ports, messages, self.publish_timeout).await?;
         let outcome = IntakeOutcome {
             published,
             deferred,

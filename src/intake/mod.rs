@@ -1,9 +1,10 @@
-//! Webhook intake: turns provider notifications into durable JetStream messages.
+//! Webhook intake: turns provider notifications into durable messages on the
+//! bus's webhook stream.
 //!
 //! Owns routing (provider-side subscription id → provider, cached, store fallback),
 //! the constant-time clientState check, message ids that make redeliveries
 //! idempotent, and the rule that a notification is acknowledged to the provider
-//! only once JetStream or the Postgres outbox holds it. It does not touch the
+//! only once the webhook stream or the outbox holds it. It does not touch the
 //! lifecycle: lifecycle notifications are handed to the fleet.
 
 mod google;
@@ -16,39 +17,30 @@ pub use graph::{GraphIntake, IntakeError, IntakeOutcome, LifecycleOutcome};
 pub use outbox::spawn_outbox_relay;
 pub use resync::{publish_resync, spawn_google_resync};
 
-use crate::store::{PgStore, Route};
 use crate::telemetry::EncodeFailed;
-use async_trait::async_trait;
 use futures_util::future::join_all;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+use subkeeper_actors::domain::ProviderId;
 pub use subkeeper_actors::domain::{DomainEvent, WebhookEnvelope};
-use subkeeper_actors::domain::{ProviderId, ProviderKind, TenantId};
-use subkeeper_actors::ports::{PublishError, StoreError};
+use subkeeper_actors::ports::{
+    DurableMessage, IntakeStore, Outbox, Route, StoreError, WebhookPublisher,
+};
 
-/// Publishing as intake needs it; the NATS bus implements it.
-#[async_trait]
-pub trait Publisher: Send + Sync + 'static {
-    /// Publishes to JetStream with `msg_id` as `Nats-Msg-Id` and waits for the
-    /// stream's acknowledgement, at most `timeout`.
-    async fn publish_durable(
-        &self,
-        subject: &str,
-        msg_id: &str,
-        payload: Vec<u8>,
-        timeout: Duration,
-    ) -> Result<(), PublishError>;
-
-    /// The subject of accepted notifications of one provider.
-    fn webhook_subject(
-        &self,
-        kind: ProviderKind,
-        tenant: &TenantId,
-        provider: ProviderId,
-    ) -> String;
+/// What intake reaches the world through: routing reads, the bus's webhook stream,
+/// and the outbox for what the bus does not take in time.
+#[derive(Clone)]
+pub struct IntakePorts {
+    /// Where subscription ids and mailboxes are routed from.
+    pub routes: Arc<dyn IntakeStore>,
+    /// The webhook stream.
+    pub publisher: Arc<dyn WebhookPublisher>,
+    /// Where notifications wait while the bus does not acknowledge them.
+    pub outbox: Arc<dyn Outbox>,
 }
 
 /// Why a notification item was not published.
@@ -117,19 +109,20 @@ pub fn message_id<T: Serialize + ?Sized>(
     Ok(hash.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }
 
-/// Publishes `(subject, msg_id, payload)` messages to JetStream, parking those it
-/// does not acknowledge within `timeout` in the Postgres outbox. Returns how many
-/// were published and how many deferred; `Unavailable` when neither took them (the
-/// provider must retry).
+/// Publishes messages to the webhook stream, parking those it does not
+/// acknowledge within `timeout` in the outbox. Returns how many were published and
+/// how many deferred; `Unavailable` when neither took them (the provider must
+/// retry).
 pub(crate) async fn store_durably(
-    publisher: &dyn Publisher,
-    store: &PgStore,
-    messages: Vec<(String, String, Vec<u8>)>,
+    ports: &IntakePorts,
+    messages: Vec<DurableMessage>,
     timeout: Duration,
 ) -> Result<(usize, usize), graph::IntakeError> {
-    let acks = join_all(messages.iter().map(|(subject, msg_id, payload)| {
-        publisher.publish_durable(subject, msg_id, payload.clone(), timeout)
-    }))
+    let acks = join_all(
+        messages
+            .iter()
+            .map(|message| ports.publisher.publish_durable(message, timeout)),
+    )
     .await;
     let mut published = 0;
     let mut deferred = Vec::new();
@@ -137,15 +130,15 @@ pub(crate) async fn store_durably(
         match ack {
             Ok(()) => published += 1,
             Err(e) => {
-                tracing::warn!(subject = %message.0, error = %e, "JetStream did not acknowledge; using the outbox");
+                tracing::warn!(subject = %message.subject, error = %e, "the bus did not acknowledge; using the outbox");
                 deferred.push(message);
             }
         }
     }
     if !deferred.is_empty()
-        && let Err(e) = store.outbox_push(&deferred).await
+        && let Err(e) = ports.outbox.push(&deferred).await
     {
-        tracing::error!(error = %e, "neither JetStream nor the outbox took webhook notifications; the provider will retry");
+        tracing::error!(error = %e, "neither the bus nor the outbox took webhook notifications; the provider will retry");
         return Err(graph::IntakeError::Unavailable);
     }
     Ok((published, deferred.len()))
@@ -161,7 +154,7 @@ pub fn secrets_match(given: &str, expected: &str) -> bool {
 /// (for the ids not in memory), and a replaced subscription's route is still
 /// found in the store.
 pub struct RouteCache {
-    store: PgStore,
+    store: Arc<dyn IntakeStore>,
     entries: Mutex<HashMap<String, (Option<Route>, Instant)>>,
     ttl: Duration,
 }
@@ -171,7 +164,7 @@ impl RouteCache {
     const MAX_ENTRIES: usize = 200_000;
 
     /// A cache over `store` keeping answers for `ttl`.
-    pub fn new(store: PgStore, ttl: Duration) -> Self {
+    pub fn new(store: Arc<dyn IntakeStore>, ttl: Duration) -> Self {
         Self {
             store,
             entries: Mutex::new(HashMap::new()),

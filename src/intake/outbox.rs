@@ -1,13 +1,11 @@
-//! The outbox relay: publishes notifications that were parked in Postgres while
-//! JetStream was unreachable, with their original `Nats-Msg-Id` (so one that did
-//! reach the stream earlier is stored once), and deletes each only after the ack.
+//! The outbox relay: publishes notifications that were parked in the outbox while
+//! the bus was unreachable, with their original message id (so one that did reach
+//! the stream earlier is stored once), and deletes each only after the ack.
 
-use super::Publisher;
-use crate::store::PgStore;
+use super::IntakePorts;
 use crate::telemetry::events::OutboxMeasured;
-use std::sync::Arc;
 use std::time::Duration;
-use subkeeper_actors::clock::SharedClock;
+use subkeeper_actors::ports::clock::SharedClock;
 
 /// Entries published per round.
 const BATCH: i64 = 200;
@@ -15,16 +13,15 @@ const BATCH: i64 = 200;
 /// Runs the relay until the returned handle is aborted: a round every `every`
 /// (sooner while there is a backlog), and the outbox gauges refreshed each round.
 pub fn spawn_outbox_relay(
-    store: PgStore,
-    publisher: Arc<dyn Publisher>,
+    ports: IntakePorts,
     clock: SharedClock,
     every: Duration,
     publish_timeout: Duration,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         loop {
-            let drained = relay_once(&store, publisher.as_ref(), publish_timeout).await;
-            match store.outbox_stats().await {
+            let drained = relay_once(&ports, publish_timeout).await;
+            match ports.outbox.stats().await {
                 Ok((depth, oldest)) => OutboxMeasured {
                     depth,
                     oldest_age_seconds: oldest.map_or(0.0, |t| {
@@ -43,8 +40,8 @@ pub fn spawn_outbox_relay(
 }
 
 /// One round: returns how many entries were published.
-async fn relay_once(store: &PgStore, publisher: &dyn Publisher, timeout: Duration) -> usize {
-    let entries = match store.outbox_peek(BATCH).await {
+async fn relay_once(ports: &IntakePorts, timeout: Duration) -> usize {
+    let entries = match ports.outbox.peek(BATCH).await {
         Ok(entries) => entries,
         Err(e) => {
             tracing::warn!(error = %e, "cannot read the outbox");
@@ -53,29 +50,25 @@ async fn relay_once(store: &PgStore, publisher: &dyn Publisher, timeout: Duratio
     };
     let mut done = Vec::with_capacity(entries.len());
     for entry in &entries {
-        match publisher
-            .publish_durable(
-                &entry.subject,
-                &entry.msg_id,
-                entry.payload.clone(),
-                timeout,
-            )
+        match ports
+            .publisher
+            .publish_durable(&entry.message, timeout)
             .await
         {
             Ok(()) => done.push(entry.id),
             Err(e) => {
-                // JetStream still down: keep order, try again next round.
-                let _ = store.outbox_failed(entry.id, &e.to_string()).await;
+                // The bus is still down: keep order, try again next round.
+                let _ = ports.outbox.failed(entry.id, &e.to_string()).await;
                 break;
             }
         }
     }
     if !done.is_empty() {
-        if let Err(e) = store.outbox_remove(&done).await {
+        if let Err(e) = ports.outbox.remove(&done).await {
             // They will be published again; the stream's dedup window absorbs it.
             tracing::warn!(error = %e, "published outbox entries not removed");
         } else {
-            tracing::info!(count = done.len(), "outbox entries relayed to JetStream");
+            tracing::info!(count = done.len(), "outbox entries relayed to the bus");
         }
     }
     done.len()

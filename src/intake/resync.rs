@@ -11,11 +11,10 @@
 //! touches the lifecycle.
 
 use super::DomainEvent;
-use crate::store::PgStore;
 use std::sync::Arc;
 use std::time::Duration;
-use subkeeper_actors::clock::SharedClock;
-use subkeeper_actors::ports::DomainEventSink;
+use subkeeper_actors::ports::clock::SharedClock;
+use subkeeper_actors::ports::{DomainEventSink, IntakeStore};
 
 /// Publishes one `resync_required` event (fire and forget, like every domain
 /// event); a failure is logged, not retried.
@@ -29,7 +28,7 @@ pub async fn publish_resync(events: &dyn DomainEventSink, event: DomainEvent) {
 /// `periodic`) per enabled Google provider with a live subscription. The first
 /// round is one period after start. `None` when `period` is zero (off).
 pub fn spawn_google_resync(
-    store: PgStore,
+    store: Arc<dyn IntakeStore>,
     events: Arc<dyn DomainEventSink>,
     clock: SharedClock,
     period: Duration,

@@ -16,9 +16,9 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
-use subkeeper_actors::clock::SharedClock;
 use subkeeper_actors::domain::Provider;
 use subkeeper_actors::ports::ApiError;
+use subkeeper_actors::ports::clock::SharedClock;
 use url::Url;
 use uuid::Uuid;
 

@@ -4,7 +4,7 @@
 //! its bearer token from.
 //!
 //! Owns token acquisition (client credentials for app-only access, refresh token for
-//! delegated access), caching until shortly before expiry on the [`Clock`](subkeeper_actors::clock::Clock),
+//! delegated access), caching until shortly before expiry on the [`Clock`](subkeeper_actors::ports::clock::Clock),
 //! single-flight per credentials row, storing rotated refresh tokens, and classifying
 //! token-endpoint failures into the core's [`ErrorClass`]. It must not persist
 //! anything itself (the [`CredentialSource`] does) and must never log, format or
@@ -12,26 +12,21 @@
 //! every message, span and `Debug` output.
 
 use crate::providers::{retry_after_of, truncate};
-use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use subkeeper_actors::clock::SharedClock;
 use subkeeper_actors::domain::ErrorClass;
-use subkeeper_actors::ports::{ApiError, StoreError};
+use subkeeper_actors::ports::ApiError;
+use subkeeper_actors::ports::clock::SharedClock;
+pub use subkeeper_actors::ports::{
+    CredentialSource, GRAPH_DEFAULT_SCOPE, GRAPH_DELEGATED_SCOPE, OAuthCredentials, OAuthFlow,
+    UnknownFlow,
+};
 use url::Url;
 use uuid::Uuid;
-
-/// Scope asking for every Graph application permission the app was granted.
-pub const GRAPH_DEFAULT_SCOPE: &str = "https://graph.microsoft.com/.default";
-
-/// Scope for delegated credentials: Graph's granted permissions plus
-/// `offline_access`, without which the token endpoint stops returning refresh
-/// tokens and the connection dies when the current one expires.
-pub const GRAPH_DELEGATED_SCOPE: &str = "https://graph.microsoft.com/.default offline_access";
 
 /// How long before an access token's expiry the cache stops handing it out and
 /// fetches a new one: long enough that a token never expires mid-call or through
@@ -44,142 +39,6 @@ const MAX_TOKEN_LIFETIME: TimeDelta = TimeDelta::hours(24);
 /// Longest slice of a token endpoint `error_description` kept in messages, in
 /// characters (the AADSTS line; trace and correlation ids follow on later lines).
 const DESCRIPTION_MAX_CHARS: usize = 300;
-
-/// How an OAuth connection obtains access tokens.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum OAuthFlow {
-    /// App-only access in one Azure AD tenant: `client_id` + `client_secret`,
-    /// application permissions granted by a tenant admin.
-    ClientCredentials,
-    /// Delegated access on behalf of a signed-in user: a refresh token obtained by
-    /// an interactive sign-in elsewhere, exchanged here for access tokens.
-    RefreshToken,
-}
-
-impl OAuthFlow {
-    /// The `grant_type` form value, which is also the stored and serde name.
-    pub fn grant_type(self) -> &'static str {
-        match self {
-            Self::ClientCredentials => "client_credentials",
-            Self::RefreshToken => "refresh_token",
-        }
-    }
-}
-
-impl std::str::FromStr for OAuthFlow {
-    type Err = UnknownFlow;
-
-    /// Parses the wire name (`client_credentials`, `refresh_token`), as stored.
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "client_credentials" => Ok(Self::ClientCredentials),
-            "refresh_token" => Ok(Self::RefreshToken),
-            other => Err(UnknownFlow(other.to_owned())),
-        }
-    }
-}
-
-/// A string that names no [`OAuthFlow`].
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown OAuth flow '{0}' (expected client_credentials or refresh_token)")]
-pub struct UnknownFlow(pub String);
-
-impl fmt::Display for OAuthFlow {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.grant_type())
-    }
-}
-
-/// One OAuth connection (a row of `oauth_credentials`). `Debug` redacts the secrets.
-#[derive(Clone, PartialEq, Eq)]
-pub struct OAuthCredentials {
-    /// Stable id; providers reference it as `credentials_id`, the cache keys on it.
-    pub id: Uuid,
-    /// Which grant obtains the access tokens.
-    pub flow: OAuthFlow,
-    /// Azure AD tenant the token is requested from: a tenant id (GUID) or a
-    /// verified domain such as `contoso.onmicrosoft.com`.
-    pub authority_tenant: String,
-    /// The app registration's application (client) id.
-    pub client_id: String,
-    /// The app's client secret; required for client credentials, optional for a
-    /// public client's refresh-token flow. Secret.
-    pub client_secret: Option<String>,
-    /// The current refresh token (delegated flow only); Microsoft rotates it and
-    /// the cache stores each new one through [`CredentialSource::store_refresh_token`].
-    /// Secret.
-    pub refresh_token: Option<String>,
-    /// Space-separated scopes requested; see [`GRAPH_DEFAULT_SCOPE`] and
-    /// [`GRAPH_DELEGATED_SCOPE`].
-    pub scope: String,
-}
-
-impl OAuthCredentials {
-    /// App-only credentials for `authority_tenant` with the default Graph scope.
-    pub fn client_credentials(
-        id: Uuid,
-        authority_tenant: impl Into<String>,
-        client_id: impl Into<String>,
-        client_secret: impl Into<String>,
-    ) -> Self {
-        Self {
-            id,
-            flow: OAuthFlow::ClientCredentials,
-            authority_tenant: authority_tenant.into(),
-            client_id: client_id.into(),
-            client_secret: Some(client_secret.into()),
-            refresh_token: None,
-            scope: GRAPH_DEFAULT_SCOPE.to_owned(),
-        }
-    }
-
-    /// Delegated credentials with the default Graph scope plus `offline_access`.
-    pub fn refresh_token(
-        id: Uuid,
-        authority_tenant: impl Into<String>,
-        client_id: impl Into<String>,
-        client_secret: Option<String>,
-        refresh_token: impl Into<String>,
-    ) -> Self {
-        Self {
-            id,
-            flow: OAuthFlow::RefreshToken,
-            authority_tenant: authority_tenant.into(),
-            client_id: client_id.into(),
-            client_secret,
-            refresh_token: Some(refresh_token.into()),
-            scope: GRAPH_DELEGATED_SCOPE.to_owned(),
-        }
-    }
-}
-
-impl fmt::Debug for OAuthCredentials {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let redacted = |s: &Option<String>| s.as_ref().map(|_| "<redacted>");
-        f.debug_struct("OAuthCredentials")
-            .field("id", &self.id)
-            .field("flow", &self.flow)
-            .field("authority_tenant", &self.authority_tenant)
-            .field("client_id", &self.client_id)
-            .field("client_secret", &redacted(&self.client_secret))
-            .field("refresh_token", &redacted(&self.refresh_token))
-            .field("scope", &self.scope)
-            .finish()
-    }
-}
-
-/// Where OAuth credentials live (Postgres in production). Read on every token
-/// acquisition, so an operator's new secret or refresh token is used at once.
-#[async_trait]
-pub trait CredentialSource: Send + Sync + 'static {
-    /// The credentials with this id; `None` if there is no such row.
-    async fn credentials(&self, id: Uuid) -> Result<Option<OAuthCredentials>, StoreError>;
-
-    /// Replaces the stored refresh token: Microsoft may return a new one with each
-    /// refresh, and the newest is the one that stays valid longest.
-    async fn store_refresh_token(&self, id: Uuid, refresh_token: &str) -> Result<(), StoreError>;
-}
 
 /// A bearer token and when to stop using it. `Debug` redacts the token.
 #[derive(Clone, PartialEq, Eq)]
@@ -412,7 +271,7 @@ fn status_class(status: u16, retry_after: Option<TimeDelta>) -> Option<ErrorClas
 /// `{login_base_url}/{authority_tenant}/oauth2/v2.0/token`.
 ///
 /// A token is handed out until `expires_in − refresh margin` (domain time on the
-/// [`Clock`](subkeeper_actors::clock::Clock)) and then replaced. Concurrent callers for the same credentials wait
+/// [`Clock`](subkeeper_actors::ports::clock::Clock)) and then replaced. Concurrent callers for the same credentials wait
 /// for one token request and share its outcome (single flight); different
 /// credentials never wait for each other.
 pub struct TokenCache {

@@ -12,8 +12,8 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::OnceLock;
 use subkeeper_actors::board::HealthBoard;
-use subkeeper_actors::clock::SharedClock;
 use subkeeper_actors::domain::{HealthState, ProviderKind};
+use subkeeper_actors::ports::clock::SharedClock;
 use subkeeper_actors::telemetry::names;
 
 /// Installs the global tracing subscriber (once; later calls are ignored). Logs go to

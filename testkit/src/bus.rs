@@ -10,9 +10,9 @@ use subkeeper::Config;
 use subkeeper::bus::{StreamLimits, Topology};
 
 /// URL of the NATS server (with JetStream) runs share (`SUBKEEPER_TEST_NATS_URL`,
-/// default the service's default).
+/// default the local server on 4222).
 pub fn nats_url() -> String {
-    std::env::var("SUBKEEPER_TEST_NATS_URL").unwrap_or_else(|_| Config::default().nats_url)
+    std::env::var("SUBKEEPER_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
 }
 
 /// One run's subject and stream prefixes; its streams are deleted when dropped.

@@ -3,7 +3,7 @@
 //! types from here (`subkeeper_testkit::sim::…`).
 
 use std::time::Duration;
-use subkeeper_actors::clock::SharedClock;
+use subkeeper_actors::ports::clock::SharedClock;
 
 pub use subkeeper_simulator::*;
 

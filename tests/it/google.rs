@@ -613,13 +613,13 @@ async fn google_providers_get_periodic_resync_events_and_graph_ones_do_not() {
     .await;
     // The service's own timer runs every `google_resync_minutes`; the same task on
     // a short period, against this test's database and subjects.
-    let bus = subkeeper::bus::Bus::connect(&crate::support::nats_url(), h.topology())
+    let bus = subkeeper::bus::NatsBus::connect(&crate::support::nats_url(), h.topology())
         .await
         .unwrap();
     let task = subkeeper::intake::spawn_google_resync(
-        h.store().await,
+        std::sync::Arc::new(h.store().await),
         std::sync::Arc::new(bus.domain_events()),
-        std::sync::Arc::new(subkeeper_actors::clock::SystemClock),
+        std::sync::Arc::new(subkeeper_actors::ports::clock::SystemClock),
         Duration::from_millis(200),
     )
     .unwrap();
@@ -666,26 +666,32 @@ async fn google_providers_get_periodic_resync_events_and_graph_ones_do_not() {
 #[actix_web::test]
 async fn messages_on_a_channel_still_being_opened_are_routed_by_its_pending_open() {
     use std::sync::Arc;
-    use subkeeper::bus::Bus;
-    use subkeeper::intake::{ChannelMessage, ChannelOutcome, Dropped, GoogleIntake};
+    use subkeeper::bus::NatsBus;
+    use subkeeper::intake::{ChannelMessage, ChannelOutcome, Dropped, GoogleIntake, IntakePorts};
     use subkeeper::providers::google::{PendingChannel, PendingChannels};
-    use subkeeper::store::PgStore;
-    use subkeeper_actors::clock::{SharedClock, SystemClock};
+    use subkeeper::store::{Location, Store};
     use subkeeper_actors::domain::{ProviderId, TenantId};
+    use subkeeper_actors::ports::clock::{SharedClock, SystemClock};
 
     let db = crate::support::test_db().await;
     let bus = crate::support::test_bus();
     let clock: SharedClock = Arc::new(SystemClock);
-    let store = PgStore::connect(&db.url, 2, clock.clone()).await.unwrap();
+    let store = Store::connect(&Location::Postgres(db.url.clone()), 2, clock.clone())
+        .await
+        .unwrap();
     store.migrate().await.unwrap();
-    let publisher = Bus::connect(&crate::support::nats_url(), bus.topology())
+    let publisher = NatsBus::connect(&crate::support::nats_url(), bus.topology())
         .await
         .unwrap();
     publisher.ensure_streams(bus.limits()).await.unwrap();
     let pending = Arc::new(PendingChannels::default());
+    let store = Arc::new(store);
     let intake = GoogleIntake::new(
-        store,
-        Arc::new(publisher),
+        IntakePorts {
+            routes: store.clone(),
+            publisher: Arc::new(publisher),
+            outbox: store,
+        },
         clock,
         Duration::from_secs(2),
         None,

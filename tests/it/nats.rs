@@ -9,7 +9,7 @@ use sqlx::Row;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
-use subkeeper::bus::{Bus, NatsEventSink, Topology};
+use subkeeper::bus::{NatsBus, Topology, renewal_message_id};
 use subkeeper::{Config, RunOptions};
 use subkeeper_actors::domain::{
     AttemptKind, HealthState, ProviderId, ProviderKind, RenewalAction, RenewalResult, TenantId,
@@ -155,7 +155,7 @@ async fn a_plain_nats_request_forces_renewals_and_every_result_lands_in_the_stre
         assert_eq!(m.subject, t.renewal_subject(&r.tenant, r.provider_id));
         assert_eq!(
             m.message_id.as_deref(),
-            Some(NatsEventSink::message_id(&r).as_str())
+            Some(renewal_message_id(&r).as_str())
         );
         in_stream.insert((
             r.provider_id.to_string(),
@@ -362,7 +362,7 @@ fn a_result(tenant: &str, attempt: AttemptKind) -> RenewalResult {
 async fn the_same_result_published_twice_is_stored_once() {
     let test = test_bus();
     let t: Topology = test.topology();
-    let bus = Bus::connect(&nats_url(), t.clone()).await.unwrap();
+    let bus = NatsBus::connect(&nats_url(), t.clone()).await.unwrap();
     // Every instance sets the streams up at start-up: doing it again changes nothing.
     bus.ensure_streams(test.limits()).await.unwrap();
     bus.ensure_streams(test.limits()).await.unwrap();

@@ -104,7 +104,7 @@ async fn bad_settings_name_the_variable() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(
-        stderr.contains("SUBKEEPER_DATABASE_URL is not a postgres:// URL"),
+        stderr.contains("SUBKEEPER_DATABASE_URL is neither a postgres:// URL"),
         "{stderr}"
     );
 

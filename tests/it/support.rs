@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use subkeeper::RunOptions;
 use subkeeper::bus::Topology;
-use subkeeper_actors::clock::SystemClock;
+use subkeeper_actors::ports::clock::SystemClock;
 use subkeeper_testkit::Purpose;
 pub use subkeeper_testkit::admin::GOOGLE_CLIENT_SECRET;
 use subkeeper_testkit::admin::{Admin, graph_mail_provider};
@@ -335,10 +335,14 @@ impl Harness {
 
 impl Harness {
     /// A store on this test's database, as the service's actors use it.
-    pub async fn store(&self) -> subkeeper::store::PgStore {
-        subkeeper::store::PgStore::connect(&self._db.url, 2, Arc::new(SystemClock))
-            .await
-            .unwrap()
+    pub async fn store(&self) -> subkeeper::store::Store {
+        subkeeper::store::Store::connect(
+            &subkeeper::store::Location::Postgres(self._db.url.clone()),
+            2,
+            Arc::new(SystemClock),
+        )
+        .await
+        .unwrap()
     }
 
     /// The provider's health view (`GET …/providers/{id}/health`).

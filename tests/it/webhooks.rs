@@ -609,7 +609,7 @@ async fn a_notification_on_a_subscription_still_being_created_is_published() {
 /// replaced or gone id stays routable for late notifications.
 #[actix_web::test]
 async fn a_route_carries_the_subscription_state_and_only_deleted_ones_are_retired() {
-    use subkeeper::store::RouteState;
+    use subkeeper_actors::ports::{IntakeStore as _, RouteState};
     let h = Harness::start(|_| {}).await;
     let provider = h.create_provider("acme", "acme-aad", "carol").await;
     let sub = live_subscription(&h, "acme", &provider).await;
@@ -627,7 +627,12 @@ async fn a_route_carries_the_subscription_state_and_only_deleted_ones_are_retire
             .execute(&pool)
             .await
             .unwrap();
-        let route = store.route(&sub).await.unwrap().expect("a route");
+        let route = store
+            .routes(&[sub.as_str()])
+            .await
+            .unwrap()
+            .remove(&sub)
+            .expect("a route");
         assert_eq!(route.state, state, "{stored}");
         assert_eq!(route.is_retired(), retired, "{stored}");
     }

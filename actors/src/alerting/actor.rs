@@ -4,11 +4,11 @@
 //! build alert contents itself: ids and texts come from the pure modules.
 
 use super::alert::{Alert, AlertCondition, alert_for, escalation, silence_alert};
-use crate::clock::SharedClock;
 use crate::delivery::{Deliveries, Settlement, Stop, retry_delay};
 use crate::domain::{ProviderId, RenewalResult};
 use crate::notification::SilenceChanged;
 use crate::ports::CallbackUrls;
+use crate::ports::clock::SharedClock;
 use crate::ports::{AlertSink, AlertStore};
 use crate::telemetry::{ActorRunning, AlertPublished, DeliveriesSettled, MessageRejected};
 use actix::prelude::*;
@@ -495,10 +495,10 @@ mod tests {
     use crate::alerting::AlertEvent;
     use crate::alerting::Unhealthy;
     use crate::alerting::alert::tests::{callbacks, result};
-    use crate::clock::{Clock, ScaledClock};
     use crate::delivery::Delivery;
     use crate::domain::{HealthState, ProviderKind, TenantId};
     use crate::notification::Silence;
+    use crate::ports::clock::{Clock, ScaledClock};
     use crate::ports::{PublishError, StoreError};
     use async_trait::async_trait;
     use std::sync::Mutex;

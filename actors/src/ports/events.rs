@@ -42,3 +42,37 @@ pub trait AlertSink: Send + Sync + 'static {
     /// stored. `Ok(true)`: the stream already had it.
     async fn publish(&self, alert: &Alert) -> Result<bool, PublishError>;
 }
+
+/// A message for a durable stream: its subject, the id the stream deduplicates
+/// on, and its body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DurableMessage {
+    /// Where it is published (`{prefix}.webhook.<kind>.<tenant>.<provider>`).
+    pub subject: String,
+    /// The de-duplication key: the same id within the stream's window is stored
+    /// once.
+    pub msg_id: String,
+    /// The body, as published.
+    pub payload: Vec<u8>,
+}
+
+/// Publishing accepted webhook notifications durably (the webhook stream: a
+/// JetStream stream, or the embedded store's).
+#[async_trait]
+pub trait WebhookPublisher: Send + Sync + 'static {
+    /// Publishes `message` and waits, at most `timeout`, until the stream has
+    /// stored it; an error means it may not be stored.
+    async fn publish_durable(
+        &self,
+        message: &DurableMessage,
+        timeout: std::time::Duration,
+    ) -> Result<(), PublishError>;
+
+    /// The subject of accepted notifications of one provider.
+    fn webhook_subject(
+        &self,
+        kind: crate::domain::ProviderKind,
+        tenant: &crate::domain::TenantId,
+        provider: crate::domain::ProviderId,
+    ) -> String;
+}

@@ -1,20 +1,42 @@
-//! The ports: the traits through which the core reaches provider APIs (`api`), the
-//! store (`store`) and the event bus (`events`), one file per family. Adapters in
+//! The ports: the traits through which the core and the HTTP layer reach the
+//! world, one file per family — provider APIs (`api`), the lifecycle,
+//! notification and alert store (`store`), webhook routing and the outbox
+//! (`intake`), OAuth credentials (`credentials`), the admin reads and writes
+//! (`admin`), the event bus (`events`), the durable streams of the in-process bus
+//! (`stream`) and time (`clock`). Adapters in
 //! the `subkeeper` crate implement them (reqwest, sqlx, async-nats); `memory` has
 //! in-process implementations for tests and the demo.
 //!
 //! Errors crossing a port are already classified: the core never sees an HTTP
 //! status or a SQL error, only an [`ErrorClass`] or a [`StoreError`].
 
+mod admin;
 mod api;
+pub mod clock;
+mod credentials;
 mod events;
+mod intake;
 mod store;
+mod stream;
 
-pub use api::{ApiError, CallbackUrls, CreateRequest, ProviderSubscription, SubscriptionApi};
-pub use events::{AlertSink, DomainEventSink, EventSink, PublishError};
-pub use store::{
-    AlertStore, AttemptRecord, LifecycleStore, NotificationStore, ProviderState, StoreError,
+pub use admin::{
+    AdminStore, AttemptView, Attention, NewCredentials, NewProvider, ProviderPatch, ProviderView,
+    SubscriptionView,
 };
+pub use api::{ApiError, CallbackUrls, CreateRequest, ProviderSubscription, SubscriptionApi};
+pub use credentials::{
+    CredentialSource, GRAPH_DEFAULT_SCOPE, GRAPH_DELEGATED_SCOPE, MailboxWatchers,
+    OAuthCredentials, OAuthFlow, UnknownFlow,
+};
+pub use events::{
+    AlertSink, DomainEventSink, DurableMessage, EventSink, PublishError, WebhookPublisher,
+};
+pub use intake::{IntakeStore, MailboxRoute, Outbox, OutboxEntry, ResyncTarget, Route, RouteState};
+pub use store::{
+    AlertStore, AttemptRecord, Fence, LifecycleStore, NotificationStore, OwnedProvider,
+    ProviderState, StoreError,
+};
+pub use stream::{Append, Appended, StreamLog, StreamMessage};
 
 use crate::domain::{ProviderId, TenantId};
 use std::sync::Arc;
@@ -29,7 +51,7 @@ pub struct Ports {
     /// Renewal result sink.
     pub events: Arc<dyn EventSink>,
     /// Time.
-    pub clock: crate::clock::SharedClock,
+    pub clock: crate::ports::clock::SharedClock,
 }
 
 /// A tenant-scoped provider lookup key, so no outside request can name another

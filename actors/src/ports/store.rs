@@ -34,6 +34,23 @@ pub enum StoreError {
     Corrupt(String),
 }
 
+/// The fencing token of this instance's claim on a provider. Every state write a
+/// supervisor makes carries the token it was handed with the provider, and the
+/// store applies the write only while that claim is still the provider's current
+/// one: a write under a superseded claim (another instance took the provider over)
+/// changes nothing and answers [`StoreError::Conflict`]. Tokens only grow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Fence(pub i64);
+
+/// A provider this instance owns, and the fence its writes carry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OwnedProvider {
+    /// The provider.
+    pub provider: Provider,
+    /// The claim under which this instance writes its state.
+    pub fence: Fence,
+}
+
 /// Everything one attempt changes, written in one transaction.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AttemptRecord {
@@ -62,24 +79,30 @@ pub struct ProviderState {
 /// multi-instance version can attach a fencing token to each.
 #[async_trait]
 pub trait LifecycleStore: Send + Sync + 'static {
-    /// The enabled providers this instance owns. This is the one seam that decides
-    /// ownership (today: all of them; later: Postgres leases).
-    async fn owned_providers(&self) -> Result<Vec<Provider>, StoreError>;
+    /// The enabled providers this instance owns, each with the fence its writes
+    /// carry. This is the one seam that decides ownership.
+    async fn owned_providers(&self) -> Result<Vec<OwnedProvider>, StoreError>;
 
     /// Providers that are disabled or deleted but still have a live subscription at
     /// the provider: the fleet deletes those (no orphans).
-    async fn retired_with_subscription(&self) -> Result<Vec<(Provider, Subscription)>, StoreError>;
+    /// Each comes with the fence its clean-up writes carry.
+    async fn retired_with_subscription(
+        &self,
+    ) -> Result<Vec<(OwnedProvider, Subscription)>, StoreError>;
 
     /// The remembered state of one provider.
     async fn provider_state(&self, provider: ProviderId) -> Result<ProviderState, StoreError>;
 
-    /// Records one attempt: health, subscription changes and a `renewal_attempts` row.
-    async fn record_attempt(&self, record: &AttemptRecord) -> Result<(), StoreError>;
+    /// Records one attempt: health, subscription changes and a `renewal_attempts`
+    /// row, all or nothing, and only under `fence` (else `Conflict`).
+    async fn record_attempt(&self, fence: Fence, record: &AttemptRecord) -> Result<(), StoreError>;
 
     /// Marks a subscription deleted at the provider (a retired provider's live one,
-    /// or one rotated out). Notifications for it are ignored from then on.
+    /// or one rotated out), under `fence`. Notifications for it are ignored from
+    /// then on.
     async fn subscription_deleted(
         &self,
+        fence: Fence,
         provider: ProviderId,
         external_id: &str,
     ) -> Result<(), StoreError>;

@@ -15,9 +15,9 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
-use subkeeper_actors::clock::SharedClock;
 use subkeeper_actors::domain::{ErrorClass, Provider, ProviderKind, Subscription};
 use subkeeper_actors::lifecycle::Policy;
+use subkeeper_actors::ports::clock::SharedClock;
 use subkeeper_actors::ports::{ApiError, CreateRequest, ProviderSubscription, SubscriptionApi};
 
 /// Graph's Outlook limit as the live service enforces it.

@@ -18,10 +18,10 @@ use chrono::{DateTime, TimeDelta, Utc};
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
-use subkeeper_actors::clock::SharedClock;
 use subkeeper_actors::domain::{Provider, ProviderKind, Subscription};
 use subkeeper_actors::lifecycle::Policy;
 use subkeeper_actors::memory::MemoryStore;
+use subkeeper_actors::ports::clock::SharedClock;
 use subkeeper_actors::ports::{ApiError, CreateRequest, ProviderSubscription, SubscriptionApi};
 
 /// Lifetime Google grants a channel or a watch.

@@ -147,7 +147,7 @@ async fn control_api_mirrors_the_rust_api() {
 fn starting_outside_a_runtime_is_an_error_not_a_panic() {
     let sim = crate::Simulator::new(
         crate::SimulatorConfig::default(),
-        std::sync::Arc::new(subkeeper_actors::clock::SystemClock),
+        std::sync::Arc::new(subkeeper_actors::ports::clock::SystemClock),
     );
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     assert!(sim.start(listener).is_err());

@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use subkeeper_actors::clock::SystemClock;
+use subkeeper_actors::ports::clock::SystemClock;
 
 const CLIENT_ID: &str = "123456789012-sim.apps.googleusercontent.com";
 /// The OAuth client's secret, registered with the simulator.

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
-use subkeeper_actors::clock::SystemClock;
+use subkeeper_actors::ports::clock::SystemClock;
 
 /// A tenant id as the service would configure it.
 pub const TENANT: &str = "7f1c2a9e-3b4d-4e5f-8a6b-9c0d1e2f3a4b";

@@ -41,8 +41,9 @@ use client::{ChannelAnswer, GmailWatchAnswer, GoogleClient, parse_answer};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
-use subkeeper_actors::clock::SharedClock;
 use subkeeper_actors::domain::{Provider, ProviderId, ProviderKind, Subscription};
+pub use subkeeper_actors::ports::MailboxWatchers;
+use subkeeper_actors::ports::clock::SharedClock;
 use subkeeper_actors::ports::{
     ApiError, CreateRequest, ProviderSubscription, StoreError, SubscriptionApi,
 };
@@ -67,22 +68,6 @@ pub const GMAIL_LABEL_IDS: [&str; 1] = ["INBOX"];
 /// Prefix of a Gmail watch's `external_id` (`gmail:<mailbox>:<uuid>`): Gmail has
 /// no id for a watch, one exists per mailbox and Pub/Sub topic.
 pub const GMAIL_ID_PREFIX: &str = "gmail:";
-
-/// Who else watches a Gmail mailbox. Gmail keeps one watch per mailbox (and
-/// Google Cloud project), so `users.stop` for one provider would silence every
-/// other provider on that mailbox — for example the one an operator created to
-/// replace it — until its next daily renewal. The store implements it.
-#[async_trait]
-pub trait MailboxWatchers: Send + Sync + 'static {
-    /// True when an enabled provider other than `except` watches `mailbox`
-    /// (case-insensitive) — set up already or about to be: its first
-    /// `users.watch` may be in flight or retrying.
-    async fn watched_by_others(
-        &self,
-        mailbox: &str,
-        except: ProviderId,
-    ) -> Result<bool, StoreError>;
-}
 
 /// Where Google is and how long to wait for it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -174,8 +174,8 @@ async fn a_channel_is_pending_before_events_watch_is_called_and_forgotten_when_r
     use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
     use std::net::TcpListener;
     use std::sync::Mutex;
-    use subkeeper_actors::clock::SystemClock;
     use subkeeper_actors::ports::CreateRequest;
+    use subkeeper_actors::ports::clock::SystemClock;
     use subkeeper_simulator::{
         Fault, FaultOperation, FaultRule, IdentityProvider, Operation, RegisteredApp, Simulator,
         SimulatorConfig,

@@ -35,8 +35,8 @@ use chrono::{DateTime, TimeDelta, Utc};
 use client::GraphClient;
 use std::sync::Arc;
 use std::time::Duration;
-use subkeeper_actors::clock::SharedClock;
 use subkeeper_actors::domain::{Provider, Subscription};
+use subkeeper_actors::ports::clock::SharedClock;
 use subkeeper_actors::ports::{ApiError, CreateRequest, ProviderSubscription, SubscriptionApi};
 use tracing::Instrument;
 

@@ -25,8 +25,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
-use subkeeper_actors::clock::{SharedClock, SystemClock};
 use subkeeper_actors::domain::{Provider, ProviderId};
+use subkeeper_actors::ports::clock::{SharedClock, SystemClock};
 use tokio::sync::mpsc;
 
 /// How many found orphans may wait for their DELETE; when full, the orphan is

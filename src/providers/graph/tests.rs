@@ -9,8 +9,8 @@ use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use serde_json::Value;
 use std::net::TcpListener;
 use std::time::Instant;
-use subkeeper_actors::clock::SystemClock;
 use subkeeper_actors::domain::{ErrorClass, ProviderId, ProviderKind, TenantId};
+use subkeeper_actors::ports::clock::SystemClock;
 use subkeeper_simulator::{
     Fault, FaultOperation, FaultRule, IdentityProvider, Operation as SimOperation, RecordedRequest,
     RegisteredApp, SimServer, Simulator, SimulatorConfig,

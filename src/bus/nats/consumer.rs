@@ -12,7 +12,7 @@
 //!
 //! It decides nothing about the messages: that is the actor's business.
 
-use super::{BusError, Topology};
+use super::{BusError, ConsumerHandle, Topology};
 use actix::Recipient;
 use async_nats::jetstream::{
     self, AckKind,
@@ -26,9 +26,6 @@ use tokio::sync::watch;
 /// Longest pause between attempts to re-open a consumer after NATS or the
 /// consumer went away.
 const REOPEN_MAX: Duration = Duration::from_secs(30);
-
-/// How long [`ConsumerHandle::stop`] waits for the batch in hand to be settled.
-const STOP_GRACE: Duration = Duration::from_secs(5);
 
 /// What one durable consumer is and how it behaves.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,27 +105,6 @@ impl ConsumerSpec {
     }
 }
 
-/// A running consumer; stop it at shutdown.
-pub struct ConsumerHandle {
-    durable: String,
-    stop: watch::Sender<bool>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl ConsumerHandle {
-    /// Stops pulling; the batch in hand is settled first (for at most a few
-    /// seconds). Unsettled messages are redelivered to another instance after
-    /// `ack_wait`.
-    pub async fn stop(self) {
-        let _ = self.stop.send(true);
-        let abort = self.task.abort_handle();
-        if tokio::time::timeout(STOP_GRACE, self.task).await.is_err() {
-            abort.abort();
-            tracing::warn!(consumer = %self.durable, "consumer did not stop in time; aborted");
-        }
-    }
-}
-
 /// Creates (or brings up to date) the durable consumer, then feeds `to` until
 /// stopped. Fails if the consumer cannot be created at start-up, like the streams.
 pub(super) async fn start(
@@ -141,11 +117,7 @@ pub(super) async fn start(
     let durable = spec.durable.clone();
     let task = actix_rt::spawn(feed(jetstream, spec, consumer, to, stopped));
     tracing::info!(consumer = %durable, "consuming");
-    Ok(ConsumerHandle {
-        durable,
-        stop,
-        task,
-    })
+    Ok(ConsumerHandle::new(durable, stop, task))
 }
 
 async fn open(

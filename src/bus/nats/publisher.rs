@@ -1,26 +1,24 @@
-//! Intake's `Publisher` over the bus: notifications go to JetStream with a
-//! `Nats-Msg-Id` and are acknowledged only once the stream holds them; domain
-//! events go out on core NATS.
+//! Intake's `WebhookPublisher` over JetStream: notifications go to the webhook
+//! stream with a `Nats-Msg-Id` and count as published only once the stream holds
+//! them.
 
-use super::Bus;
-use crate::intake::Publisher;
+use super::NatsBus;
 use crate::telemetry::events::{JetStreamPublishFailed, JetStreamPublished};
 use async_nats::connection::State;
 use async_nats::jetstream::message::PublishMessage;
 use async_trait::async_trait;
 use std::time::{Duration, Instant};
 use subkeeper_actors::domain::{ProviderId, ProviderKind, TenantId};
-use subkeeper_actors::ports::PublishError;
+use subkeeper_actors::ports::{DurableMessage, PublishError, WebhookPublisher};
 
 #[async_trait]
-impl Publisher for Bus {
+impl WebhookPublisher for NatsBus {
     async fn publish_durable(
         &self,
-        subject: &str,
-        msg_id: &str,
-        payload: Vec<u8>,
+        message: &DurableMessage,
         timeout: Duration,
     ) -> Result<(), PublishError> {
+        let subject = message.subject.as_str();
         let stream = self.topology.webhook_stream();
         // Disconnected: fail now so the request answers from the outbox in time.
         let failed = |error: PublishError| {
@@ -44,8 +42,8 @@ impl Publisher for Bus {
                 .send_publish(
                     subject.to_owned(),
                     PublishMessage::build()
-                        .payload(payload.into())
-                        .message_id(msg_id),
+                        .payload(message.payload.clone().into())
+                        .message_id(&message.msg_id),
                 )
                 .await
                 .map_err(|e| PublishError::Unavailable(e.to_string()))?

@@ -6,11 +6,11 @@
 //! result is already a `renewal_attempts` row in Postgres.
 
 use super::Topology;
+use crate::bus::renewal_message_id;
 use crate::telemetry::events::{JetStreamPublishFailed, JetStreamPublished};
 use async_nats::connection::State;
 use async_nats::jetstream::{self, message::PublishMessage};
 use async_trait::async_trait;
-use chrono::SecondsFormat;
 use std::sync::Arc;
 use std::time::Instant;
 use subkeeper_actors::domain::RenewalResult;
@@ -31,22 +31,6 @@ impl NatsEventSink {
         }
     }
 
-    /// The `Nats-Msg-Id` of a result: provider, start of the attempt (nanoseconds)
-    /// and what it set out to do. A 404 answered by a recreate in the same turn gives
-    /// two results with distinct ids (renew, then recreate).
-    pub fn message_id(result: &RenewalResult) -> String {
-        format!(
-            "renewal:{}:{}:{}",
-            result.provider_id,
-            result
-                .attempted_at
-                .to_rfc3339_opts(SecondsFormat::Nanos, true),
-            result.attempt
-        )
-    }
-
-    /// Publishes and waits for JetStream's ack; `Ok(true)` when the stream already
-    /// had this result.
     async fn publish(&self, subject: String, result: &RenewalResult) -> Result<bool, String> {
         // While disconnected, a publish would wait out the whole ack timeout and
         // might still land after we counted it failed; fail now instead.
@@ -60,7 +44,7 @@ impl NatsEventSink {
                 subject,
                 PublishMessage::build()
                     .payload(payload.into())
-                    .message_id(Self::message_id(result)),
+                    .message_id(renewal_message_id(result)),
             )
             .await
             .map_err(|e| e.to_string())?
@@ -130,25 +114,19 @@ mod tests {
     fn message_ids_tell_attempts_apart_and_ignore_everything_else() {
         let renew = result(AttemptKind::Renew, 5);
         assert_eq!(
-            NatsEventSink::message_id(&renew),
+            renewal_message_id(&renew),
             "renewal:00000000-0000-0000-0000-000000000000:2023-11-14T22:13:20.000000005Z:renew"
         );
         // The same attempt, whatever else differs, is the same message.
         let mut again = renew.clone();
         again.duration_ms = 99;
-        assert_eq!(
-            NatsEventSink::message_id(&again),
-            NatsEventSink::message_id(&renew)
-        );
+        assert_eq!(renewal_message_id(&again), renewal_message_id(&renew));
         // A recreate in the same turn, or an attempt a nanosecond later, is not.
         for other in [
             result(AttemptKind::Recreate, 5),
             result(AttemptKind::Renew, 6),
         ] {
-            assert_ne!(
-                NatsEventSink::message_id(&other),
-                NatsEventSink::message_id(&renew)
-            );
+            assert_ne!(renewal_message_id(&other), renewal_message_id(&renew));
         }
     }
 }
