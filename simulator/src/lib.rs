@@ -42,7 +42,7 @@ pub use graph::wire::{ChangeType, LifecycleEvent};
 pub use journal::{Operation, RecordedRequest};
 pub use limits::{
     EarlyRetry, ForcedThrottle, LimitKind, ProviderLimits, RateLimit, RequestFilter, ThrottleScope,
-    ThrottleWindow,
+    ThrottleWindow, busiest_window, early_retries,
 };
 
 use actix_web::{App, HttpServer, web};
