@@ -125,13 +125,8 @@ impl Dialect for GraphDialect {
         }
     }
 
-    fn charge(
-        caller: &Caller,
-        operation: Operation,
-        _path: &str,
-        resource: Option<&str>,
-    ) -> Charge {
-        throttling::charge(caller, operation, resource)
+    fn charge(caller: &Caller, operation: Operation, path: &str, resource: Option<&str>) -> Charge {
+        throttling::charge(caller, operation, path, resource)
     }
 
     fn throttle_error(throttle: Throttle) -> GraphError {

@@ -34,15 +34,33 @@ const OUTLOOK_SEGMENTS: &[&str] = &[
     "outlook",
 ];
 
-/// What a Graph request is charged: subscription service rates for the token's
-/// tenant and app, and a mailbox slot when its resource is an Outlook resource.
-/// POST (create, reauthorize), PATCH and DELETE are writes.
-pub(crate) fn charge(caller: &Caller, operation: Operation, resource: Option<&str>) -> Charge {
+/// What a Graph request is charged. On `/subscriptions`: the subscription
+/// service's rates for the token's tenant and app, and a mailbox slot when the
+/// subscription's resource is an Outlook resource; POST (create, reauthorize),
+/// PATCH and DELETE are writes. On any other path (an Outlook resource served
+/// directly, such as a delta query): a mailbox slot for the mailbox the path
+/// names.
+pub(crate) fn charge(
+    caller: &Caller,
+    operation: Operation,
+    path: &str,
+    resource: Option<&str>,
+) -> Charge {
+    let under_v1 = path.strip_prefix("/v1.0/").unwrap_or(path);
+    let subscriptions = under_v1
+        .split('/')
+        .next()
+        .is_some_and(|first| first.eq_ignore_ascii_case("subscriptions"));
+    let (api, user) = if subscriptions {
+        (Api::GraphSubscriptions, resource.and_then(outlook_mailbox))
+    } else {
+        (Api::GraphOutlook, outlook_mailbox(under_v1))
+    };
     Charge {
-        api: Api::GraphSubscriptions,
+        api,
         tenant: caller.tenant.clone(),
         app: caller.application_id.clone(),
-        user: resource.and_then(outlook_mailbox),
+        user,
         write: matches!(
             operation,
             Operation::Create | Operation::Renew | Operation::Delete | Operation::Reauthorize
@@ -139,5 +157,32 @@ mod tests {
         for (resource, mailbox) in cases {
             assert_eq!(outlook_mailbox(resource).as_deref(), mailbox, "{resource}");
         }
+    }
+
+    #[test]
+    fn subscription_calls_and_outlook_calls_are_charged_apart() {
+        let caller = Caller {
+            tenant: "t".into(),
+            application_id: "app".into(),
+            creator_id: "sp".into(),
+            app_only: true,
+        };
+        let create = charge(
+            &caller,
+            Operation::Create,
+            "/v1.0/subscriptions",
+            Some("users/U1/messages"),
+        );
+        assert_eq!(create.api, Api::GraphSubscriptions);
+        assert_eq!(create.user.as_deref(), Some("u1"));
+        assert!(create.write);
+        let delta = charge(
+            &caller,
+            Operation::Other,
+            "/v1.0/users/U1/mailFolders/inbox/messages/delta",
+            None,
+        );
+        assert_eq!(delta.api, Api::GraphOutlook);
+        assert_eq!(delta.user.as_deref(), Some("u1"));
     }
 }

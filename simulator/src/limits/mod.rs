@@ -209,8 +209,11 @@ pub(crate) struct Throttle {
 /// Which provider API a request is charged to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Api {
-    /// Graph `/subscriptions`.
+    /// Graph `/subscriptions` (the subscription service).
     GraphSubscriptions,
+    /// Any other Graph path on an Outlook resource (`users/{id}/messages/delta`
+    /// and the like): Outlook's limits only.
+    GraphOutlook,
     /// Google Calendar v3.
     Calendar,
     /// Gmail v1.
@@ -303,7 +306,7 @@ impl LimitBook {
         now: DateTime<Utc>,
     ) -> Result<Option<MailboxPermit>, Throttle> {
         let requester = match (charge.api, &charge.user) {
-            (Api::GraphSubscriptions, _) => Some(Requester::Graph {
+            (Api::GraphSubscriptions | Api::GraphOutlook, _) => Some(Requester::Graph {
                 tenant: &charge.tenant,
             }),
             (Api::Calendar | Api::Gmail, Some(account)) => Some(Requester::Google { account }),
@@ -326,6 +329,7 @@ impl LimitBook {
                 self.charge_graph(limits, charge, now)?;
                 self.take_mailbox_slot(limits, charge)
             }
+            Api::GraphOutlook => self.take_mailbox_slot(limits, charge),
             Api::Calendar => {
                 let rules = [
                     (

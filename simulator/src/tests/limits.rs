@@ -40,9 +40,13 @@ struct HoldState {
 /// A subscriber that answers validation handshakes on `/hold/...` only once
 /// released, and every other handshake at once.
 struct HoldingSubscriber {
+    /// `http://127.0.0.1:PORT`.
     base_url: String,
+    /// Paths of held handshakes as they arrive.
     arrivals: mpsc::UnboundedReceiver<String>,
+    /// Send `true` to answer every held handshake.
     release: watch::Sender<bool>,
+    /// Stops the server.
     handle: actix_web::dev::ServerHandle,
 }
 
