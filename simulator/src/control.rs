@@ -6,8 +6,8 @@
 //! Control requests are not journaled (the journal is about the provider API).
 
 use crate::{
-    ChangeType, FaultRule, IdentityProvider, LifecycleEvent, RegisteredApp, SimError, Simulator,
-    SimulatorConfig,
+    ChangeType, FaultRule, IdentityProvider, LifecycleEvent, RegisteredApp, RequestFilter,
+    SimError, Simulator, SimulatorConfig,
 };
 use actix_web::{HttpResponse, web};
 use chrono::TimeDelta;
@@ -30,6 +30,7 @@ pub(crate) fn routes(config: &mut web::ServiceConfig) {
                     .route(web::get().to(list_requests))
                     .route(web::delete().to(clear_requests)),
             )
+            .configure(crate::limits::routes)
             .service(
                 web::resource("/apps")
                     .route(web::get().to(list_apps))
@@ -158,8 +159,13 @@ async fn clear_faults(sim: web::Data<Simulator>) -> HttpResponse {
     HttpResponse::NoContent().finish()
 }
 
-async fn list_requests(sim: web::Data<Simulator>) -> HttpResponse {
-    HttpResponse::Ok().json(sim.requests())
+/// `GET /_sim/requests`, narrowed by a [`RequestFilter`] in the query string
+/// (`?tenant=…&app=…&user=…&operation=renew&writes=true&status=429`).
+async fn list_requests(
+    sim: web::Data<Simulator>,
+    filter: web::Query<RequestFilter>,
+) -> HttpResponse {
+    HttpResponse::Ok().json(sim.requests_where(&filter))
 }
 
 async fn clear_requests(sim: web::Data<Simulator>) -> HttpResponse {
@@ -272,6 +278,7 @@ async fn config_view(sim: web::Data<Simulator>) -> HttpResponse {
         gmail_push_endpoint: _,
         google_sync_before_answer,
         journal_capacity,
+        limits,
     } = sim.config();
     HttpResponse::Ok().json(json!({
         "allow_http_loopback": allow_http_loopback,
@@ -284,6 +291,7 @@ async fn config_view(sim: web::Data<Simulator>) -> HttpResponse {
         "google_sync_before_answer": google_sync_before_answer,
         "journal_capacity": journal_capacity,
         "journal_dropped": sim.requests_dropped(),
+        "limits": limits,
     }))
 }
 

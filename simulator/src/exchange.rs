@@ -11,6 +11,10 @@
 //! fault is worded, extra response headers, token rules — lives in the family's
 //! [`Dialect`]. It must not touch a family's state except through that trait.
 //!
+//! Between authentication and the fault rules, the providers' request limits
+//! (`limits/`) are consulted; the family says what a request is charged
+//! ([`Dialect::charge`]) and how a refusal is worded ([`Dialect::throttle_error`]).
+//!
 //! The token endpoints (`graph/login.rs`, `google/oauth.rs`) answer without a
 //! bearer token and in OAuth's shapes; they share only the helpers at the end
 //! (status codes, the redacted form for the journal).
@@ -18,6 +22,7 @@
 use crate::Simulator;
 use crate::faults::{Fault, FaultTarget};
 use crate::journal::{Operation, RecordedRequest};
+use crate::limits::{Charge, LimitKind, MailboxPermit, Throttle};
 use actix_web::http::{StatusCode, header};
 use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder};
 use chrono::{DateTime, Utc};
@@ -66,6 +71,17 @@ pub(crate) trait Dialect: Sized {
     /// `LostAnswer`: the 504 sent once the hold is over).
     fn fault_error(fault: Fault) -> Self::Error;
 
+    /// What an authenticated request draws on under the provider's limits.
+    fn charge(
+        caller: &Self::Caller,
+        operation: Operation,
+        path: &str,
+        resource: Option<&str>,
+    ) -> Charge;
+
+    /// The error a provider limit (or a forced throttle) answers with.
+    fn throttle_error(throttle: Throttle) -> Self::Error;
+
     /// The JSON body of an error answer, rendered when it is sent.
     fn error_body(&self, sim: &Simulator, error: &Self::Error) -> Value;
 
@@ -95,6 +111,15 @@ pub(crate) struct Exchange<D> {
     pub(crate) resource: Option<String>,
     /// Subscription (or channel) id, once known.
     pub(crate) subscription_id: Option<String>,
+    /// App (OAuth client id) of the token, once authenticated.
+    app: Option<String>,
+    /// Whose per-user budget the request draws on, once charged.
+    user: Option<String>,
+    /// The limit that refused the request, if one did.
+    throttled_by: Option<LimitKind>,
+    /// The mailbox slot this request holds while it is answered; given back
+    /// when the exchange is dropped.
+    permit: Option<MailboxPermit>,
     /// Body as journaled.
     recorded_body: Option<Value>,
     /// Provider time of arrival.
@@ -124,6 +149,10 @@ impl<D: Dialect> Exchange<D> {
             tenant,
             resource: None,
             subscription_id,
+            app: None,
+            user: None,
+            throttled_by: None,
+            permit: None,
             recorded_body: body_for_journal(raw_body),
             at: sim.now(),
             dialect,
@@ -138,6 +167,29 @@ impl<D: Dialect> Exchange<D> {
         Ok(caller)
     }
 
+    /// Charges the request to the provider's limits; `Err` is the refusal,
+    /// already journaled (boxed: it is large next to `Self`). Admitted, it holds
+    /// its mailbox slot (if it takes one) until the exchange is dropped.
+    pub(crate) fn charge_limits(mut self, caller: &D::Caller) -> Result<Self, Box<HttpResponse>> {
+        let charge = D::charge(caller, self.operation, &self.path, self.resource.as_deref());
+        self.app = Some(charge.app.clone());
+        self.user.clone_from(&charge.user);
+        let shared = &self.sim.shared;
+        match shared
+            .limits
+            .admit(&shared.config.limits, &charge, self.sim.now())
+        {
+            Ok(permit) => {
+                self.permit = permit;
+                Ok(self)
+            }
+            Err(throttle) => {
+                self.throttled_by = Some(throttle.limit);
+                Err(Box::new(self.fail(D::throttle_error(throttle))))
+            }
+        }
+    }
+
     /// The fault rule hitting this request, if any (counts the rule down).
     pub(crate) fn fault(&self) -> Option<Fault> {
         self.sim.shared.faults.take(&FaultTarget {
@@ -148,17 +200,18 @@ impl<D: Dialect> Exchange<D> {
         })
     }
 
-    /// The prologue of every API handler: authenticate, then consult the fault
-    /// rules. `Err` is the answer already journaled (a held fault is waited
-    /// out first).
+    /// The prologue of every API handler: authenticate, charge the provider's
+    /// limits, then consult the fault rules. `Err` is the answer already
+    /// journaled (a held fault is waited out first).
     pub(crate) async fn admit(mut self) -> Result<(Self, D::Caller), HttpResponse> {
         let caller = match self.authenticate() {
             Ok(caller) => caller,
             Err(error) => return Err(self.fail(error)),
         };
-        match self.fault() {
-            Some(fault) => Err(self.faulted(fault).await),
-            None => Ok((self, caller)),
+        let this = self.charge_limits(&caller).map_err(|answer| *answer)?;
+        match this.fault() {
+            Some(fault) => Err(this.faulted(fault).await),
+            None => Ok((this, caller)),
         }
     }
 
@@ -172,10 +225,11 @@ impl<D: Dialect> Exchange<D> {
             Ok(caller) => caller,
             Err(error) => return Err(self.fail(error)),
         };
-        match self.fault() {
-            Some(fault @ Fault::LostAnswer { .. }) => Ok((self, caller, Some(fault))),
-            Some(fault) => Err(self.faulted(fault).await),
-            None => Ok((self, caller, None)),
+        let this = self.charge_limits(&caller).map_err(|answer| *answer)?;
+        match this.fault() {
+            Some(fault @ Fault::LostAnswer { .. }) => Ok((this, caller, Some(fault))),
+            Some(fault) => Err(this.faulted(fault).await),
+            None => Ok((this, caller, None)),
         }
     }
 
@@ -190,7 +244,7 @@ impl<D: Dialect> Exchange<D> {
         match held {
             Some(seconds) => {
                 // Journal first: a client that gives up drops this future.
-                self.record(error.status());
+                self.record(error.status(), error.retry_after_seconds());
                 tokio::time::sleep(Duration::from_secs(seconds)).await;
                 self.render_error(&error)
             }
@@ -200,13 +254,13 @@ impl<D: Dialect> Exchange<D> {
 
     /// Answers with an error.
     pub(crate) fn fail(self, error: D::Error) -> HttpResponse {
-        self.record(error.status());
+        self.record(error.status(), error.retry_after_seconds());
         self.render_error(&error)
     }
 
     /// Answers `status` with a JSON body.
     pub(crate) fn json(self, status: u16, body: &Value) -> HttpResponse {
-        self.record(status);
+        self.record(status, None);
         self.dialect
             .builder(status)
             .content_type(D::JSON_CONTENT_TYPE)
@@ -215,19 +269,23 @@ impl<D: Dialect> Exchange<D> {
 
     /// Answers `status` without a body.
     pub(crate) fn empty(self, status: u16) -> HttpResponse {
-        self.record(status);
+        self.record(status, None);
         self.dialect.builder(status).finish()
     }
 
-    fn record(&self, status: u16) {
+    fn record(&self, status: u16, retry_after_seconds: Option<u64>) {
         self.sim.shared.journal.record(RecordedRequest {
             method: self.method.clone(),
             path: self.path.clone(),
             operation: self.operation,
             tenant: self.tenant.clone(),
+            app: self.app.clone(),
+            user: self.user.clone(),
             resource: self.resource.clone(),
             subscription_id: self.subscription_id.clone(),
             status,
+            retry_after_seconds,
+            throttled_by: self.throttled_by,
             at: self.at,
             body: self.recorded_body.clone(),
         });

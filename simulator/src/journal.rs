@@ -6,6 +6,7 @@
 //! entries up to a capacity (a long `subkeeper simulate` must not grow without
 //! bound), and counts what it let go.
 
+use crate::limits::LimitKind;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
@@ -47,6 +48,15 @@ pub struct RecordedRequest {
     /// Tenant the request acted for: the path segment on the token endpoint, the
     /// access token's tenant on Graph calls; `None` when the token was unknown.
     pub tenant: Option<String>,
+    /// The app (OAuth client id) the access token was issued to; `None` on the
+    /// token endpoints and when the token was unknown.
+    #[serde(default)]
+    pub app: Option<String>,
+    /// Whose per-user budget the request drew on: Graph — the mailbox an
+    /// Outlook resource names (lowercased user id or UPN, `me` for the signed-in
+    /// user); Google — the account behind the token. `None` otherwise.
+    #[serde(default)]
+    pub user: Option<String>,
     /// The subscription's resource (from the body on create, from the stored
     /// subscription otherwise), when there is one.
     pub resource: Option<String>,
@@ -55,6 +65,14 @@ pub struct RecordedRequest {
     /// HTTP status the simulator answered (for a held `Timeout` fault: the 504 it
     /// answers if the client is still waiting).
     pub status: u16,
+    /// Seconds of the `Retry-After` header answered, if any (provider seconds).
+    #[serde(default)]
+    pub retry_after_seconds: Option<u64>,
+    /// The provider limit (or forced throttle) that refused the request, when
+    /// one did; `None` for a request served, or refused for another reason
+    /// (an injected fault included).
+    #[serde(default)]
+    pub throttled_by: Option<LimitKind>,
     /// Provider (simulated) time the request arrived.
     pub at: DateTime<Utc>,
     /// The request body: JSON as sent, form fields as a JSON object with
@@ -149,9 +167,13 @@ mod tests {
             path: path.into(),
             operation: Operation::Create,
             tenant: None,
+            app: None,
+            user: None,
             resource: None,
             subscription_id: None,
             status: 201,
+            retry_after_seconds: None,
+            throttled_by: None,
             at: Utc::now(),
             body: None,
         }

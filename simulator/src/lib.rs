@@ -18,7 +18,8 @@
 //! part (Calendar, Gmail, token endpoint) in the same server. `exchange.rs` is
 //! the request plumbing both families' API handlers share (authenticate, fault
 //! rules, journaling, held answers); `faults.rs` and `journal.rs` hold the rules
-//! and the record it consults.
+//! and the record it consults. `limits/` enforces the providers' request limits
+//! (and forced throttling) that the plumbing consults before the fault rules.
 
 pub mod apps;
 pub mod clock;
@@ -28,6 +29,7 @@ pub mod faults;
 pub mod google;
 pub mod graph;
 pub mod journal;
+pub mod limits;
 
 #[cfg(test)]
 mod tests;
@@ -38,6 +40,10 @@ pub use faults::{Fault, FaultOperation, FaultRule};
 pub use graph::delivery::DeliveryAttempt;
 pub use graph::wire::{ChangeType, LifecycleEvent};
 pub use journal::{Operation, RecordedRequest};
+pub use limits::{
+    EarlyRetry, ForcedThrottle, LimitKind, ProviderLimits, RateLimit, RequestFilter, ThrottleScope,
+    ThrottleWindow, busiest_window, early_retries,
+};
 
 use actix_web::{App, HttpServer, web};
 use apps::AppRegistry;
@@ -93,6 +99,9 @@ pub struct SimulatorConfig {
     /// Requests the journal keeps (the latest); older ones are let go and
     /// counted ([`Simulator::requests_dropped`]).
     pub journal_capacity: usize,
+    /// The providers' request limits, enforced (the published numbers by
+    /// default; see [`ProviderLimits`]).
+    pub limits: ProviderLimits,
 }
 
 impl Default for SimulatorConfig {
@@ -108,6 +117,7 @@ impl Default for SimulatorConfig {
             gmail_push_endpoint: None,
             google_sync_before_answer: false,
             journal_capacity: journal::DEFAULT_JOURNAL_CAPACITY,
+            limits: ProviderLimits::default(),
         }
     }
 }
@@ -319,6 +329,8 @@ pub(crate) struct Shared {
     pub(crate) faults: FaultBook,
     /// Every request received.
     pub(crate) journal: Journal,
+    /// Request-limit counters and forced throttles.
+    pub(crate) limits: limits::LimitBook,
     /// Client for handshakes and notifications (no pooling: the simulator runs
     /// on several runtimes, and a pooled connection dies with the runtime that
     /// opened it).
@@ -415,6 +427,7 @@ impl Simulator {
                 google: Mutex::new(GoogleState::default()),
                 faults: FaultBook::default(),
                 journal,
+                limits: limits::LimitBook::default(),
                 http,
             }),
         }

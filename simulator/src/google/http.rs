@@ -15,8 +15,9 @@ use crate::Simulator;
 use crate::exchange::{self, Dialect, ErrorAnswer};
 use crate::faults::Fault;
 use crate::google::model::{GoogleCaller, GoogleError, GoogleState};
-use crate::google::{delivery, wire};
+use crate::google::{delivery, quota, wire};
 use crate::journal::{Operation, lock};
+use crate::limits::{Charge, Throttle};
 use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -102,6 +103,19 @@ impl Dialect for GoogleDialect {
         }
     }
 
+    fn charge(
+        caller: &GoogleCaller,
+        operation: Operation,
+        path: &str,
+        _resource: Option<&str>,
+    ) -> Charge {
+        quota::charge(caller, operation, path)
+    }
+
+    fn throttle_error(throttle: Throttle) -> GoogleError {
+        quota::throttle_error(throttle)
+    }
+
     fn error_body(&self, _sim: &Simulator, error: &GoogleError) -> Value {
         wire::error_json(error)
     }
@@ -110,8 +124,8 @@ impl Dialect for GoogleDialect {
 /// What only Gmail's handlers need of an exchange.
 impl Exchange {
     /// The prologue of a Gmail call on `users/{user_id}`: authenticate, resolve
-    /// the mailbox (`me` is the token's account), then consult the fault rules,
-    /// which match on the mailbox address.
+    /// the mailbox (`me` is the token's account), charge the quotas, then
+    /// consult the fault rules, which match on the mailbox address.
     async fn admit_mailbox(
         mut self,
         user_id: &str,
@@ -123,9 +137,10 @@ impl Exchange {
         };
         let email = GoogleState::mailbox(&caller, user_id);
         self.resource = Some(email.clone());
-        match self.fault() {
-            Some(fault) => Err(self.faulted(fault).await),
-            None => Ok((self, caller, email)),
+        let this = self.charge_limits(&caller).map_err(|answer| *answer)?;
+        match this.fault() {
+            Some(fault) => Err(this.faulted(fault).await),
+            None => Ok((this, caller, email)),
         }
     }
 }

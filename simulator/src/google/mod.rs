@@ -8,6 +8,8 @@
 //! - `http`: actix-web handlers for `/calendar/v3/...` and `/gmail/v1/...`.
 //! - `oauth`: `POST /token`.
 //! - `delivery`: channel messages and Pub/Sub push POSTs.
+//! - `quota`: what a request is charged under Google's quotas, and how Google
+//!   words a refusal.
 //!
 //! Must not share state with `graph/`: the two providers only share the server,
 //! the clock, the fault book and the journal.
@@ -16,6 +18,7 @@ pub mod delivery;
 mod http;
 pub mod model;
 mod oauth;
+mod quota;
 pub mod wire;
 
 use actix_web::web;

@@ -81,9 +81,13 @@ async fn token(sim: web::Data<Simulator>, req: HttpRequest, body: web::Bytes) ->
             path: req.path().to_owned(),
             operation: Operation::Token,
             tenant: client_id.clone(),
+            app: None,
+            user: None,
             resource: None,
             subscription_id: None,
             status,
+            retry_after_seconds: None,
+            throttled_by: None,
             at,
             body: form_for_journal(&form, SECRET_FIELDS),
         });

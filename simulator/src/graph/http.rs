@@ -12,8 +12,10 @@ use crate::exchange::{self, Dialect, ErrorAnswer};
 use crate::faults::Fault;
 use crate::graph::delivery;
 use crate::graph::model::{self, Caller, CreatePolicy, GraphError};
+use crate::graph::throttling;
 use crate::graph::wire;
 use crate::journal::{Operation, lock};
+use crate::limits::{Charge, Throttle};
 use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder, web};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -121,6 +123,14 @@ impl Dialect for GraphDialect {
             // Never matched for Graph operations; answered sensibly anyway.
             Fault::InvalidGrant => GraphError::unauthenticated("Access token validation failure."),
         }
+    }
+
+    fn charge(caller: &Caller, operation: Operation, path: &str, resource: Option<&str>) -> Charge {
+        throttling::charge(caller, operation, path, resource)
+    }
+
+    fn throttle_error(throttle: Throttle) -> GraphError {
+        throttling::throttle_error(throttle)
     }
 
     fn error_body(&self, sim: &Simulator, error: &GraphError) -> Value {

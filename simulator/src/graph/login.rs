@@ -158,9 +158,13 @@ async fn token(
             path: req.path().to_owned(),
             operation: Operation::Token,
             tenant: Some(tenant.clone()),
+            app: None,
+            user: None,
             resource: None,
             subscription_id: None,
             status,
+            retry_after_seconds: None,
+            throttled_by: None,
             at,
             body: form_for_journal(&form, SECRET_FIELDS),
         });

@@ -9,12 +9,15 @@
 //! - `discovery`: the OpenID Connect metadata and signing keys of the
 //!   identity platform, for clients that discover the token endpoint.
 //! - `delivery`: validation handshakes and notification POSTs.
+//! - `throttling`: what a request is charged under Graph's limits, and how
+//!   Graph words a refusal.
 
 pub mod delivery;
 mod discovery;
 mod http;
 mod login;
 pub mod model;
+mod throttling;
 pub mod wire;
 
 use actix_web::web;

@@ -8,6 +8,7 @@ mod discovery;
 mod faults;
 mod google_api;
 mod graph_api;
+mod limits;
 mod refusals;
 mod support;
 mod tokens;
