@@ -21,6 +21,7 @@
 //! and the record it consults.
 
 pub mod apps;
+mod changes;
 pub mod clock;
 mod control;
 mod exchange;
@@ -33,6 +34,10 @@ pub mod journal;
 mod tests;
 
 pub use apps::{IdentityProvider, RegisteredApp};
+pub use changes::{
+    ChangeDelivery, ChangeError, ChangeReport, ChangeRequest, Delivery, FeedProvider, FeedRef,
+    ReleaseSelector, SimChange, TOKEN_CACHE_CAPACITY,
+};
 pub use clock::SimClock;
 pub use faults::{Fault, FaultOperation, FaultRule};
 pub use graph::delivery::DeliveryAttempt;
@@ -315,6 +320,9 @@ pub(crate) struct Shared {
     pub(crate) apps: Mutex<AppRegistry>,
     /// Where Gmail's Pub/Sub pushes go (starts as the config's).
     pub(crate) gmail_push_endpoint: Mutex<Option<String>>,
+    /// Changes made per watched resource, and the catch-up cursors over
+    /// them; never held across an await.
+    pub(crate) changes: Mutex<changes::model::ChangeLog>,
     /// Active fault rules.
     pub(crate) faults: FaultBook,
     /// Every request received.
@@ -413,6 +421,7 @@ impl Simulator {
                 apps: Mutex::new(apps),
                 graph: Mutex::new(GraphState::default()),
                 google: Mutex::new(GoogleState::default()),
+                changes: Mutex::new(changes::model::ChangeLog::default()),
                 faults: FaultBook::default(),
                 journal,
                 http,
