@@ -9,8 +9,11 @@
 //! - `discovery`: the OpenID Connect metadata and signing keys of the
 //!   identity platform, for clients that discover the token endpoint.
 //! - `delivery`: validation handshakes and notification POSTs.
+//! - `delta`: the delta queries over the change log (`messages/delta`,
+//!   `calendarView/delta`).
 
 pub mod delivery;
+mod delta;
 mod discovery;
 mod http;
 mod login;
@@ -21,6 +24,8 @@ use actix_web::web;
 
 /// Mounts Graph under `/v1.0` and the token endpoint at the root.
 pub(crate) fn routes(config: &mut web::ServiceConfig) {
+    // Before the `/v1.0` scope, which answers every path it does not know.
+    delta::routes(config);
     http::routes(config);
     login::routes(config);
     discovery::routes(config);
