@@ -8,6 +8,8 @@
 //! - `http`: actix-web handlers for `/calendar/v3/...` and `/gmail/v1/...`.
 //! - `oauth`: `POST /token`.
 //! - `delivery`: channel messages and Pub/Sub push POSTs.
+//! - `sync`: the catch-up reads over the change log (Calendar `events.list`
+//!   with `syncToken`, Gmail `users.history.list`).
 //!
 //! Must not share state with `graph/`: the two providers only share the server,
 //! the clock, the fault book and the journal.
@@ -16,6 +18,7 @@ pub mod delivery;
 mod http;
 pub mod model;
 mod oauth;
+mod sync;
 pub mod wire;
 
 use actix_web::web;
@@ -24,5 +27,6 @@ use actix_web::web;
 /// endpoint at `/token`.
 pub(crate) fn routes(config: &mut web::ServiceConfig) {
     http::routes(config);
+    sync::routes(config);
     oauth::routes(config);
 }
