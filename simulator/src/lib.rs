@@ -18,7 +18,9 @@
 //! part (Calendar, Gmail, token endpoint) in the same server. `exchange.rs` is
 //! the request plumbing both families' API handlers share (authenticate, fault
 //! rules, journaling, held answers); `faults.rs` and `journal.rs` hold the rules
-//! and the record it consults.
+//! and the record it consults. `changes/` holds the changes made per watched
+//! resource — announced, dropped or held — which Graph's delta queries,
+//! Calendar's `events.list` and Gmail's `history.list` read back.
 
 pub mod apps;
 mod changes;
