@@ -8,7 +8,9 @@
 //! folder" and "... to events in a calendar view") are written out below and
 //! our pages are held to their fields.
 
-use super::support::{CALENDAR, Harness, INBOX, TENANT, assert_same_shape, reply};
+use super::support::{
+    CALENDAR, CLIENT_ID, CLIENT_SECRET, Harness, INBOX, TENANT, assert_same_shape, reply,
+};
 use crate::{
     ChangeRequest, ChangeType, Delivery, Fault, FaultOperation, FaultRule, FeedRef, Operation,
 };
@@ -504,6 +506,40 @@ async fn delta_calls_authenticate_take_fault_rules_and_mind_whose_mailbox() {
             (Operation::Other, 400),
             (Operation::ChangeFeed, 405),
         ]
+    );
+
+    // A delegated token reads the signed-in user's own folder through `me`.
+    let delegated = h
+        .token_request(
+            TENANT,
+            &[
+                ("grant_type", "refresh_token"),
+                ("client_id", CLIENT_ID),
+                ("client_secret", CLIENT_SECRET),
+                ("refresh_token", "0.A-user-consent"),
+            ],
+        )
+        .await;
+    let delegated = delegated.body["access_token"].as_str().unwrap().to_owned();
+    let mine = change(
+        &h,
+        ChangeRequest::new(
+            FeedRef::graph("me/mailFolders/inbox/messages"),
+            ChangeType::Created,
+        ),
+    )
+    .await;
+    let (pages, delta) = round(
+        &h,
+        &delegated,
+        &h.graph("/me/mailFolders('Inbox')/messages/delta"),
+        None,
+    )
+    .await;
+    assert_eq!(values(&pages)[0]["id"], mine.item_id.as_str());
+    assert!(
+        delta.contains("/v1.0/me/mailFolders('inbox')/messages/delta?$deltatoken="),
+        "{delta}"
     );
     h.stop().await;
 }
