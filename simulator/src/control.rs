@@ -50,7 +50,8 @@ pub(crate) fn routes(config: &mut web::ServiceConfig) {
                 web::resource("/google/push-endpoint")
                     .route(web::get().to(push_endpoint))
                     .route(web::post().to(set_push_endpoint)),
-            ),
+            )
+            .configure(crate::changes::control::routes),
     );
 }
 

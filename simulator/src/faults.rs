@@ -28,6 +28,9 @@ pub enum FaultOperation {
     List,
     /// Subscription reauthorize action.
     Reauthorize,
+    /// Change feed reads: Graph delta, Calendar `events.list`, Gmail
+    /// `users.history.list`.
+    ChangeFeed,
     /// Every operation the fault kind makes sense for.
     #[default]
     Any,
@@ -44,6 +47,7 @@ impl FaultOperation {
             Self::Get => operation == Operation::Get,
             Self::List => operation == Operation::List,
             Self::Reauthorize => operation == Operation::Reauthorize,
+            Self::ChangeFeed => operation == Operation::ChangeFeed,
         }
     }
 }

@@ -31,6 +31,10 @@ pub enum Operation {
     List,
     /// `POST /v1.0/subscriptions/{id}/reauthorize`.
     Reauthorize,
+    /// A read of a change feed: Graph `GET .../messages/delta` and
+    /// `GET .../calendarView/delta`, Calendar `events.list`, Gmail
+    /// `users.history.list`.
+    ChangeFeed,
     /// Anything else under `/v1.0/` (answered the way Graph answers an unknown
     /// segment).
     Other,

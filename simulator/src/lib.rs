@@ -20,8 +20,12 @@
 //! rules, journaling, held answers); `faults.rs` and `journal.rs` hold the rules
 //! and the record it consults. `limits/` enforces the providers' request limits
 //! (and forced throttling) that the plumbing consults before the fault rules.
+//! and the record it consults. `changes/` holds the changes made per watched
+//! resource — announced, dropped or held — which Graph's delta queries,
+//! Calendar's `events.list` and Gmail's `history.list` read back.
 
 pub mod apps;
+mod changes;
 pub mod clock;
 mod control;
 mod exchange;
@@ -35,6 +39,10 @@ pub mod limits;
 mod tests;
 
 pub use apps::{IdentityProvider, RegisteredApp};
+pub use changes::{
+    ChangeDelivery, ChangeError, ChangeReport, ChangeRequest, Delivery, FeedProvider, FeedRef,
+    ReleaseSelector, SimChange, TOKEN_CACHE_CAPACITY,
+};
 pub use clock::SimClock;
 pub use faults::{Fault, FaultOperation, FaultRule};
 pub use graph::delivery::DeliveryAttempt;
@@ -325,6 +333,9 @@ pub(crate) struct Shared {
     pub(crate) apps: Mutex<AppRegistry>,
     /// Where Gmail's Pub/Sub pushes go (starts as the config's).
     pub(crate) gmail_push_endpoint: Mutex<Option<String>>,
+    /// Changes made per watched resource, and the catch-up cursors over
+    /// them; never held across an await.
+    pub(crate) changes: Mutex<changes::model::ChangeLog>,
     /// Active fault rules.
     pub(crate) faults: FaultBook,
     /// Every request received.
@@ -425,6 +436,7 @@ impl Simulator {
                 apps: Mutex::new(apps),
                 graph: Mutex::new(GraphState::default()),
                 google: Mutex::new(GoogleState::default()),
+                changes: Mutex::new(changes::model::ChangeLog::default()),
                 faults: FaultBook::default(),
                 journal,
                 limits: limits::LimitBook::default(),

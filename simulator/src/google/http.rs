@@ -38,11 +38,11 @@ pub(crate) fn routes(config: &mut web::ServiceConfig) {
 
 /// A Google API request in flight (tenant = the OAuth client id, subscription
 /// id = the channel id).
-type Exchange = exchange::Exchange<GoogleDialect>;
+pub(super) type Exchange = exchange::Exchange<GoogleDialect>;
 
 /// How Google words its answers: errors in Google's `error` object with
 /// `errors[].reason`, no per-request headers.
-struct GoogleDialect;
+pub(super) struct GoogleDialect;
 
 impl ErrorAnswer for GoogleError {
     fn status(&self) -> u16 {
@@ -126,7 +126,7 @@ impl Exchange {
     /// The prologue of a Gmail call on `users/{user_id}`: authenticate, resolve
     /// the mailbox (`me` is the token's account), charge the quotas, then
     /// consult the fault rules, which match on the mailbox address.
-    async fn admit_mailbox(
+    pub(super) async fn admit_mailbox(
         mut self,
         user_id: &str,
     ) -> Result<(Self, GoogleCaller, String), HttpResponse> {

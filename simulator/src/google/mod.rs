@@ -10,6 +10,8 @@
 //! - `delivery`: channel messages and Pub/Sub push POSTs.
 //! - `quota`: what a request is charged under Google's quotas, and how Google
 //!   words a refusal.
+//! - `sync`: the catch-up reads over the change log (Calendar `events.list`
+//!   with `syncToken`, Gmail `users.history.list`).
 //!
 //! Must not share state with `graph/`: the two providers only share the server,
 //! the clock, the fault book and the journal.
@@ -19,6 +21,7 @@ mod http;
 pub mod model;
 mod oauth;
 mod quota;
+mod sync;
 pub mod wire;
 
 use actix_web::web;
@@ -27,5 +30,6 @@ use actix_web::web;
 /// endpoint at `/token`.
 pub(crate) fn routes(config: &mut web::ServiceConfig) {
     http::routes(config);
+    sync::routes(config);
     oauth::routes(config);
 }

@@ -223,6 +223,9 @@ pub struct GoogleState {
     watches: HashMap<String, StoredWatch>,
     /// Mailbox email → current historyId.
     history_ids: HashMap<String, u64>,
+    /// Mailbox email → the first historyId it had: nothing before it was ever
+    /// retained, so `history.list` answers 404 for a start before it.
+    first_history_ids: HashMap<String, u64>,
     /// Pub/Sub message ids handed out.
     next_message_id: u64,
 }
@@ -579,10 +582,40 @@ impl GoogleState {
     }
 
     fn history_id(&mut self, email: &str) -> u64 {
-        *self
+        let current = *self
             .history_ids
             .entry(email.to_owned())
-            .or_insert_with(|| 9_000 + u64::from(rand::random::<u16>()))
+            .or_insert_with(|| 9_000 + u64::from(rand::random::<u16>()));
+        self.first_history_ids
+            .entry(email.to_owned())
+            .or_insert(current);
+        current
+    }
+
+    /// A change in `email`'s mailbox, watched or not: moves its historyId on
+    /// (by a random step, as Gmail's ids have gaps) and returns the new one.
+    pub fn advance_history_id(&mut self, email: &str) -> u64 {
+        let history = self.history_id(email) + 1 + u64::from(rand::random::<u8>() % 50);
+        self.history_ids.insert(email.to_owned(), history);
+        history
+    }
+
+    /// The mailbox's current and first historyIds, giving it one if it had
+    /// none (as any Gmail mailbox has a history).
+    pub fn history_span(&mut self, email: &str) -> (u64, u64) {
+        let current = self.history_id(email);
+        let first = self
+            .first_history_ids
+            .get(email)
+            .copied()
+            .unwrap_or(current);
+        (current, first)
+    }
+
+    /// A new Pub/Sub message id for a push.
+    pub fn next_push_message_id(&mut self) -> u64 {
+        self.next_message_id += 1;
+        2_070_443_601_311_540 + self.next_message_id
     }
 }
 

@@ -48,12 +48,12 @@ pub(crate) fn routes(config: &mut web::ServiceConfig) {
 }
 
 /// A Graph request in flight.
-type Exchange = exchange::Exchange<GraphDialect>;
+pub(super) type Exchange = exchange::Exchange<GraphDialect>;
 
 /// How Graph words its answers: every answer carries `request-id` and
 /// `client-request-id`, errors come in Graph's `error` object with
 /// `innerError`.
-struct GraphDialect {
+pub(super) struct GraphDialect {
     /// `request-id` of this answer.
     request_id: String,
     /// The caller's `client-request-id`, or the request id when absent (as Graph).

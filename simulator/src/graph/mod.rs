@@ -11,8 +11,11 @@
 //! - `delivery`: validation handshakes and notification POSTs.
 //! - `throttling`: what a request is charged under Graph's limits, and how
 //!   Graph words a refusal.
+//! - `delta`: the delta queries over the change log (`messages/delta`,
+//!   `calendarView/delta`).
 
 pub mod delivery;
+mod delta;
 mod discovery;
 mod http;
 mod login;
@@ -24,6 +27,8 @@ use actix_web::web;
 
 /// Mounts Graph under `/v1.0` and the token endpoint at the root.
 pub(crate) fn routes(config: &mut web::ServiceConfig) {
+    // Before the `/v1.0` scope, which answers every path it does not know.
+    delta::routes(config);
     http::routes(config);
     login::routes(config);
     discovery::routes(config);

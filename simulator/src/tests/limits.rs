@@ -135,21 +135,6 @@ fn retry_after(reply: &super::support::Reply) -> u64 {
 }
 
 impl Harness {
-    async fn sim_control(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> super::support::Reply {
-        let mut request = self
-            .http
-            .request(method, format!("{}/_sim{path}", self.server.base_url));
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        reply(request.send().await.unwrap()).await
-    }
-
     async fn google_post(&self, path: &str, token: &str, body: &Value) -> super::support::Reply {
         let url = format!("{}{path}", self.server.google_base_url());
         reply(

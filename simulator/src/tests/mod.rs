@@ -3,11 +3,14 @@
 //! (answers handshakes, records notifications), and every subscription body and
 //! notification body is checked against the vendor JSON Schemas.
 
+mod change_delivery;
 mod control_api;
 mod discovery;
 mod faults;
 mod google_api;
+mod google_sync;
 mod graph_api;
+mod graph_delta;
 mod limits;
 mod refusals;
 mod support;

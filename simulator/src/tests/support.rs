@@ -77,6 +77,8 @@ pub struct SeenNotification {
     pub body: Value,
     /// Request content type.
     pub content_type: String,
+    /// Request headers, names lower-cased (Calendar messages live in them).
+    pub headers: HashMap<String, String>,
 }
 
 #[derive(Debug)]
@@ -192,10 +194,21 @@ async fn receive(
             Handshake::Hang => std::future::pending().await,
         };
     }
+    let headers = req
+        .headers()
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_owned(),
+                v.to_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
     state.notifications.lock().unwrap().push(SeenNotification {
         path: req.path().to_owned(),
         body: serde_json::from_slice(&body).unwrap_or(Value::Null),
         content_type,
+        headers,
     });
     let answer = *state.answer.lock().unwrap();
     match answer {
@@ -450,4 +463,83 @@ fn schemas_reject_misspelt_and_missing_fields() {
         "subscriptionId": "s", "subscriptionExpirationDateTime": "x", "tenantId": "t",
         "lifecycleEvent": "expired"
     }]})));
+}
+
+/// Asserts `ours` has every field of the vendor's documented example
+/// `vendor`, with the same JSON type, recursively (arrays: their first
+/// elements, when both have one). Extra fields in `ours` are allowed.
+pub fn assert_same_shape(vendor: &Value, ours: &Value) {
+    fn walk(vendor: &Value, ours: &Value, at: &str, errors: &mut Vec<String>) {
+        let kind = |v: &Value| match v {
+            Value::Null => "null",
+            Value::Bool(_) => "bool",
+            Value::Number(_) => "number",
+            Value::String(_) => "string",
+            Value::Array(_) => "array",
+            Value::Object(_) => "object",
+        };
+        if kind(vendor) != kind(ours) {
+            errors.push(format!(
+                "{at}: {} where the vendor has {}",
+                kind(ours),
+                kind(vendor)
+            ));
+            return;
+        }
+        match (vendor, ours) {
+            (Value::Object(v), Value::Object(o)) => {
+                for (key, value) in v {
+                    match o.get(key) {
+                        Some(mine) => walk(value, mine, &format!("{at}/{key}"), errors),
+                        None => errors.push(format!("{at}/{key} missing")),
+                    }
+                }
+            }
+            (Value::Array(v), Value::Array(o)) => {
+                if let (Some(v), Some(o)) = (v.first(), o.first()) {
+                    walk(v, o, &format!("{at}/0"), errors);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut errors = Vec::new();
+    walk(vendor, ours, "", &mut errors);
+    assert!(errors.is_empty(), "{errors:#?}\n{ours:#}");
+}
+
+#[test]
+fn shape_check_can_fail() {
+    let vendor = json!({"id": "x", "@removed": {"reason": "deleted"}, "list": [{"a": 1}]});
+    assert_same_shape(
+        &vendor,
+        &json!({"id": "y", "@removed": {"reason": "gone"}, "list": [{"a": 2, "b": 3}], "extra": true}),
+    );
+    for wrong in [
+        json!({"id": 1, "@removed": {"reason": "deleted"}, "list": []}),
+        json!({"id": "y", "list": []}),
+        json!({"id": "y", "@removed": {}, "list": []}),
+        json!({"id": "y", "@removed": {"reason": "d"}, "list": [{"a": "1"}]}),
+    ] {
+        let result = std::panic::catch_unwind(|| assert_same_shape(&vendor, &wrong));
+        assert!(result.is_err(), "{wrong}");
+    }
+}
+
+impl Harness {
+    /// A request to the simulator's control API (`/_sim{path}`).
+    pub async fn sim_control(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Reply {
+        let mut request = self
+            .http
+            .request(method, format!("{}/_sim{path}", self.server.base_url));
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        reply(request.send().await.unwrap()).await
+    }
 }
