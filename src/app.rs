@@ -49,6 +49,9 @@ pub enum RunError {
     /// The admin token for an embedded store could not be read or written.
     #[error("admin token: {0}")]
     AdminToken(String),
+    /// No usable keys to seal secrets at rest.
+    #[error("{0}")]
+    SecretKeys(String),
     /// An adapter could not be built.
     #[error("cannot build the provider client: {0}")]
     Client(String),
@@ -137,13 +140,16 @@ impl Adapters {
             Location::Sqlite(path) => Some(SingleInstance::claim(path)?),
             Location::Postgres(_) => None,
         };
+        let keyring = crate::cli::keyring(config, true)
+            .map_err(|e| RunError::SecretKeys(format!("{e:#}")))?;
         let store = Store::open(
             &location,
             config.database_max_connections,
             clock.clone(),
             IfMissing::Create,
         )
-        .await?;
+        .await?
+        .with_keyring(Arc::new(keyring));
         store.migrate().await?;
         // Without the bus nothing downstream hears of renewals and no one can force
         // one: refuse to start rather than run half-deaf.
@@ -410,7 +416,7 @@ fn with_embedded_admin_token(config: Arc<Config>) -> Result<Arc<Config>, RunErro
     if config.admin_token.is_some() || matches!(config.store_location(), Location::Postgres(_)) {
         return Ok(config);
     }
-    let (token, path) = crate::cli::embedded_admin_token(&config, true)
+    let (token, path) = crate::embedded::admin_token(&config, true)
         .map_err(|e| RunError::AdminToken(e.to_string()))?;
     tracing::info!(file = %path.display(), "no SUBKEEPER_ADMIN_TOKEN: the admin API's token is in this file");
     Ok(Arc::new(Config {

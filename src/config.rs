@@ -124,6 +124,13 @@ pub struct Config {
     pub reconcile_interval_seconds: u64,
     /// Bearer token of the admin API; the admin API answers 401 to everything when unset.
     pub admin_token: Option<String>,
+    /// Keys that seal client secrets and refresh tokens at rest
+    /// (`SUBKEEPER_SECRET_KEYS`): `id:base64key[,id:base64key…]`, 32-byte AES-256
+    /// keys; the first seals, every listed one opens (keep an old key listed until
+    /// `subkeeper rotate-key` has re-sealed everything). Required with PostgreSQL;
+    /// on the embedded store, unset means the `secret-keys` file beside it,
+    /// generated on first run.
+    pub secret_keys: Option<String>,
     /// Largest accepted webhook body, in bytes.
     pub webhook_max_body_bytes: usize,
     /// How long a webhook request waits for JetStream's acknowledgement before the
@@ -187,6 +194,7 @@ impl Default for Config {
             attempt_timeout_seconds: 60,
             reconcile_interval_seconds: 60,
             admin_token: None,
+            secret_keys: None,
             webhook_max_body_bytes: 1024 * 1024,
             webhook_publish_timeout_ms: 1000,
             outbox_relay_interval_ms: 1000,
@@ -319,6 +327,11 @@ impl Config {
                 Ok(u) if matches!(u.scheme(), "http" | "https") => {}
                 _ => return bad(format!("{name}={value} is not an http(s) URL")),
             }
+        }
+        if let Some(keys) = &self.secret_keys
+            && let Err(e) = crate::secrets::Keyring::parse(keys)
+        {
+            return bad(e.to_string());
         }
         if self.admin_token.as_deref().is_some_and(|t| t.len() < 16) {
             return bad("SUBKEEPER_ADMIN_TOKEN must be at least 16 characters".into());

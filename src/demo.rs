@@ -39,6 +39,13 @@ pub async fn run(
             format!("sqlite:{}", dir.join("subkeeper.db").display())
         }
     };
+    // The demo's secrets are made up; a key of its own seals them all the same.
+    let keys = match &config.secret_keys {
+        Some(keys) => keys.clone(),
+        None => crate::secrets::Keyring::generate_entry(Utc::now().date_naive())?,
+    };
+    config.secret_keys = Some(keys.clone());
+    let keyring = Arc::new(crate::secrets::Keyring::parse(&keys)?);
     let clock = ScaledClock::new(Utc::now(), speed.max(1));
     let shared: SharedClock = Arc::new(clock.clone());
 
@@ -91,7 +98,8 @@ pub async fn run(
         sim_clock.clone(),
         crate::store::IfMissing::Create,
     )
-    .await?;
+    .await?
+    .with_keyring(keyring);
     store.migrate().await?;
     let seeds = [
         (

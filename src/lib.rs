@@ -13,9 +13,11 @@ pub mod bus;
 pub mod cli;
 pub mod config;
 pub mod demo;
+pub mod embedded;
 pub mod http;
 pub mod intake;
 pub mod providers;
+pub mod secrets;
 pub mod store;
 pub mod telemetry;
 

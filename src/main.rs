@@ -77,6 +77,18 @@ enum Command {
     },
     /// Print provider counts by status and every provider that needs attention.
     Status,
+    /// Re-seal every stored client secret and refresh token under the first key
+    /// of SUBKEEPER_SECRET_KEYS (on the embedded store: the secret-keys file
+    /// beside it), including values stored before sealing existed.
+    ///
+    /// To rotate: put a new key first in the list (keep the old ones), restart
+    /// the service, run this, then drop the old keys.
+    RotateKey {
+        /// Print a new key entry (`id:base64key`) to put first in the list, and
+        /// exit without touching the store.
+        #[arg(long)]
+        print_new_key: bool,
+    },
     /// Force a renewal now through the running service (NATS request on
     /// `{SUBKEEPER_NATS_SUBJECT_PREFIX}.control.renew`) and print the reply as JSON.
     ///
@@ -156,6 +168,16 @@ fn main() -> anyhow::Result<ExitCode> {
                 .await
                 .map(|()| ExitCode::SUCCESS),
             Command::Status => subkeeper::cli::status(&config)
+                .await
+                .map(|()| ExitCode::SUCCESS),
+            Command::RotateKey { print_new_key: true } => {
+                println!(
+                    "{}",
+                    subkeeper::secrets::Keyring::generate_entry(chrono::Utc::now().date_naive())?
+                );
+                Ok(ExitCode::SUCCESS)
+            }
+            Command::RotateKey { print_new_key: false } => subkeeper::cli::rotate_key(&config)
                 .await
                 .map(|()| ExitCode::SUCCESS),
             Command::Renew {

@@ -41,22 +41,30 @@ macro_rules! audit {
     };
 }
 
-/// Inserts a credentials row inside the transaction `$tx` and evaluates to its id.
+/// Inserts a credentials row — its secrets sealed — inside the transaction
+/// `$tx` and evaluates to its id.
 macro_rules! insert_credentials {
-    ($tx:expr, $now:expr, $tenant:expr, $credentials:expr, $kind:expr) => {{
+    ($store:expr, $tx:expr, $now:expr, $tenant:expr, $credentials:expr, $kind:expr) => {{
         let id = Uuid::new_v4();
         let c: &NewCredentials = $credentials;
+        let (client_secret, client_secret_key) =
+            $store.seal(c.client_secret.as_deref(), id, "client_secret")?;
+        let (refresh_token, refresh_token_key) =
+            $store.seal(c.refresh_token.as_deref(), id, "refresh_token")?;
         sqlx::query(
-            "INSERT INTO oauth_credentials (id, tenant_id, flow, authority_tenant, client_id, client_secret, refresh_token, scope, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)",
+            "INSERT INTO oauth_credentials (id, tenant_id, flow, authority_tenant, client_id, client_secret, client_secret_key, \
+               refresh_token, refresh_token_key, scope, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11)",
         )
         .bind(id)
         .bind($tenant.as_str())
         .bind(&c.flow)
         .bind(c.authority($kind))
         .bind(&c.client_id)
-        .bind(&c.client_secret)
-        .bind(&c.refresh_token)
+        .bind(client_secret)
+        .bind(client_secret_key)
+        .bind(refresh_token)
+        .bind(refresh_token_key)
         .bind(c.scope($kind))
         .bind($now)
         .execute(&mut *$tx)
@@ -206,7 +214,7 @@ impl AdminStore for Store {
         let enabled = new.enabled.unwrap_or(true);
         on_db!(&self.db, pool => {
             let mut tx = pool.begin_write().await.map_err(db)?;
-            let credentials_id = insert_credentials!(tx, now, tenant, &new.credentials, new.kind);
+            let credentials_id = insert_credentials!(self, tx, now, tenant, &new.credentials, new.kind);
             sqlx::query(
                 "INSERT INTO providers (id, tenant_id, kind, display_name, resource, credentials_id, enabled, status, created_at, updated_at) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)",
@@ -338,7 +346,7 @@ impl AdminStore for Store {
                 return Ok(false);
             };
             let kind: ProviderKind = parse(&kind)?;
-            let credentials_id = insert_credentials!(tx, now, tenant, credentials, kind);
+            let credentials_id = insert_credentials!(self, tx, now, tenant, credentials, kind);
             sqlx::query(
                 "UPDATE providers SET credentials_id = $1, credentials_version = credentials_version + 1, updated_at = $2 \
                  WHERE tenant_id = $3 AND id = $4",

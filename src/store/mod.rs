@@ -26,9 +26,11 @@ mod stream;
 pub use admin::request_hash;
 pub use open::{IfMissing, Location, OpenError, SingleInstance};
 
+use crate::secrets::Keyring;
 use sqlx::postgres::PgPool;
 use sqlx::sqlite::SqlitePool;
 use std::str::FromStr;
+use std::sync::Arc;
 use subkeeper_actors::ports::StoreError;
 use subkeeper_actors::ports::clock::SharedClock;
 
@@ -58,6 +60,9 @@ pub enum Db {
 pub struct Store {
     db: Db,
     clock: SharedClock,
+    /// Seals and opens client secrets and refresh tokens; without it, writing
+    /// one is refused (reading legacy clear values still works).
+    secrets: Option<Arc<Keyring>>,
 }
 
 /// What differs between the two databases' pools, for bodies run by [`on_db!`].
@@ -112,6 +117,55 @@ impl Dialect for SqlitePool {
 }
 
 impl Store {
+    /// The same store, sealing and opening secrets with `keyring`.
+    pub fn with_keyring(mut self, keyring: Arc<Keyring>) -> Self {
+        self.secrets = Some(keyring);
+        self
+    }
+
+    /// Seals a secret for `(row, field)`, or refuses when no key is configured.
+    fn seal(
+        &self,
+        secret: Option<&str>,
+        row: uuid::Uuid,
+        field: &str,
+    ) -> Result<(Option<String>, Option<String>), StoreError> {
+        let Some(secret) = secret else {
+            return Ok((None, None));
+        };
+        let keyring = self.secrets.as_ref().ok_or_else(|| {
+            StoreError::Rejected(
+                "no SUBKEEPER_SECRET_KEYS configured: secrets are stored sealed".into(),
+            )
+        })?;
+        let sealed = keyring
+            .seal(secret, &secret_context(row, field))
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        Ok((Some(sealed.value), Some(sealed.key_id)))
+    }
+
+    /// Opens a stored secret (`key` NULL: a value from before sealing, in clear).
+    fn open_secret(
+        &self,
+        value: Option<String>,
+        key: Option<&str>,
+        row: uuid::Uuid,
+        field: &str,
+    ) -> Result<Option<String>, StoreError> {
+        let (Some(value), Some(key)) = (value.as_ref(), key) else {
+            return Ok(value);
+        };
+        let keyring = self.secrets.as_ref().ok_or_else(|| {
+            StoreError::Corrupt(format!(
+                "a sealed secret needs SUBKEEPER_SECRET_KEYS (key '{key}')"
+            ))
+        })?;
+        keyring
+            .open(key, value, &secret_context(row, field))
+            .map(Some)
+            .map_err(|e| StoreError::Corrupt(e.to_string()))
+    }
+
     /// The pool.
     pub fn db(&self) -> &Db {
         &self.db
@@ -126,6 +180,11 @@ impl Store {
     pub async fn ping(&self) -> bool {
         on_db!(&self.db, pool => sqlx::query("SELECT 1").execute(pool).await.is_ok())
     }
+}
+
+/// What a sealed secret is bound to: its row and column.
+fn secret_context(row: uuid::Uuid, field: &str) -> String {
+    format!("oauth_credentials:{row}:{field}")
 }
 
 /// `$start, $start+1, …` for `n` values: a list for `IN (…)` that both databases

@@ -143,7 +143,11 @@ impl Store {
             }
             Location::Sqlite(path) => Db::Sqlite(open_sqlite(path, if_missing).await?),
         };
-        Ok(Self { db, clock })
+        Ok(Self {
+            db,
+            clock,
+            secrets: None,
+        })
     }
 
     /// Applies pending migrations.

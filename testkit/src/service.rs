@@ -19,6 +19,10 @@ pub fn bind_local() -> std::io::Result<(TcpListener, String)> {
     Ok((listener, base_url))
 }
 
+/// The key every test and bench deployment seals secrets at rest with (not a
+/// secret: test data only).
+pub const SECRET_KEYS: &str = "ktest:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+
 /// The production defaults, pointed at `db`, `bus` and the simulator `sim`, with
 /// the service reachable (by the simulator's validation handshakes and webhooks)
 /// at `public_url`. Callers adjust the rest.
@@ -30,6 +34,7 @@ pub fn config(db: &TestDb, bus: &TestBus, sim: &SimServer, public_url: &str) -> 
         login_base_url: sim.login_base_url(),
         google_base_url: sim.google_base_url(),
         google_token_url: format!("{}/token", sim.google_base_url()),
+        secret_keys: Some(SECRET_KEYS.into()),
         ..Config::default()
     };
     bus.configure(&mut config);

@@ -171,3 +171,133 @@ async fn no_configured_or_generated_secret_reaches_the_logs() {
     }
     h.stop().await;
 }
+
+/// Client secrets and refresh tokens are stored sealed, never in clear; the
+/// adapters open them (the providers register); `subkeeper rotate-key` re-seals
+/// every row under the new first key — values from before sealing included — so
+/// the old key can be dropped.
+#[actix_web::test]
+async fn oauth_secrets_are_stored_sealed_and_rotate_key_reseals_them_under_the_new_key() {
+    use subkeeper::store::{Location, Store};
+    use subkeeper_actors::ports::CredentialSource as _;
+    use subkeeper_testkit::service::SECRET_KEYS;
+
+    let h = Harness::start(|_| {}).await;
+    let refresh = format!("rt-sealed-{}", uuid::Uuid::new_v4().simple());
+    let graph = h.create_provider("acme", "acme-aad", "sealed").await;
+    let calendar = h
+        .create_google_provider(
+            "acme",
+            "google_calendar",
+            "sealed@example.com",
+            "client-acme",
+            &refresh,
+        )
+        .await;
+    for p in [&graph, &calendar] {
+        h.wait_provider("acme", p, "healthy", |v| {
+            v["health"]["subscription_status"] == "healthy"
+        })
+        .await;
+    }
+    let secrets = [
+        subkeeper_testkit::admin::GRAPH_CLIENT_SECRET,
+        crate::support::GOOGLE_CLIENT_SECRET,
+        refresh.as_str(),
+    ];
+    let rows = || async {
+        sqlx::query_as::<_, (String, Option<String>, Option<String>)>(
+            "SELECT t::text, client_secret_key, refresh_token_key FROM oauth_credentials t",
+        )
+        .fetch_all(&h.pool)
+        .await
+        .unwrap()
+    };
+    let stored = rows().await;
+    assert_eq!(stored.len(), 2);
+    for (row, client_key, _) in &stored {
+        assert_eq!(client_key.as_deref(), Some("ktest"), "{row}");
+        for secret in secrets {
+            assert!(!row.contains(secret), "a secret is stored in clear: {row}");
+        }
+    }
+
+    // A row from before sealing existed: its secret in clear, no key.
+    sqlx::query(
+        "UPDATE oauth_credentials SET client_secret = $1, client_secret_key = NULL \
+         WHERE id = (SELECT credentials_id FROM providers WHERE id = $2::uuid)",
+    )
+    .bind(subkeeper_testkit::admin::GRAPH_CLIENT_SECRET)
+    .bind(&graph)
+    .execute(&h.pool)
+    .await
+    .unwrap();
+
+    let new_key =
+        subkeeper::secrets::Keyring::generate_entry(chrono::Utc::now().date_naive()).unwrap();
+    let new_id = new_key.split(':').next().unwrap().to_owned();
+    let db_url = h.database_url().to_owned();
+    let mut rotate = crate::startup::subkeeper_binary(&["rotate-key"]);
+    rotate
+        .env("SUBKEEPER_DATABASE_URL", &db_url)
+        .env("SUBKEEPER_SECRET_KEYS", format!("{new_key},{SECRET_KEYS}"));
+    let out = crate::startup::output(rotate).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("2 credentials re-sealed"), "{stdout}");
+    for (row, client_key, refresh_key) in rows().await {
+        assert_eq!(client_key.as_deref(), Some(new_id.as_str()), "{row}");
+        assert!(refresh_key.is_none() || refresh_key.as_deref() == Some(new_id.as_str()));
+        for secret in secrets {
+            assert!(!row.contains(secret), "a secret is stored in clear: {row}");
+        }
+    }
+    // Only the new key is needed from now on.
+    let store = Store::connect(
+        &Location::Postgres(db_url),
+        1,
+        std::sync::Arc::new(subkeeper_actors::ports::clock::SystemClock),
+    )
+    .await
+    .unwrap()
+    .with_keyring(std::sync::Arc::new(
+        subkeeper::secrets::Keyring::parse(&new_key).unwrap(),
+    ));
+    let ids: Vec<uuid::Uuid> = sqlx::query_scalar("SELECT id FROM oauth_credentials")
+        .fetch_all(&h.pool)
+        .await
+        .unwrap();
+    let mut opened = Vec::new();
+    for id in ids {
+        let c = store.credentials(id).await.unwrap().unwrap();
+        opened.extend(c.client_secret);
+        opened.extend(c.refresh_token);
+    }
+    opened.sort();
+    let mut expected: Vec<String> = secrets.iter().map(|s| s.to_string()).collect();
+    expected.sort();
+    assert_eq!(opened, expected);
+    h.stop().await;
+}
+
+/// A PostgreSQL deployment without a key is refused at start, saying how to make
+/// one: secrets are never stored in clear by accident.
+#[actix_web::test]
+async fn a_postgres_deployment_without_secret_keys_is_refused_with_the_way_to_make_one() {
+    let db = crate::support::test_db().await;
+    let mut run = crate::startup::subkeeper_binary(&["run"]);
+    run.env("SUBKEEPER_DATABASE_URL", &db.url)
+        .env("SUBKEEPER_HTTP_ADDR", "127.0.0.1:0");
+    let out = crate::startup::output(run).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("SUBKEEPER_SECRET_KEYS is not set")
+            && stderr.contains("subkeeper rotate-key --print-new-key"),
+        "{stderr}"
+    );
+}

@@ -345,6 +345,11 @@ impl Harness {
         .unwrap()
     }
 
+    /// The URL of this test's database.
+    pub fn database_url(&self) -> &str {
+        &self._db.url
+    }
+
     /// The provider's health view (`GET …/providers/{id}/health`).
     pub async fn health(&self, tenant: &str, id: &str) -> Value {
         let (status, body) = self
