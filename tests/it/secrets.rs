@@ -1,17 +1,30 @@
 //! No secret reaches a log line: the admin token, the Gmail push secret, OAuth
 //! client secrets and refresh tokens, Graph clientStates and Calendar channel
 //! tokens — neither on the happy path nor on the refusals, whose WARN lines are
-//! where a request's URL and headers tend to leak.
+//! where a request's URL and headers tend to leak. On the embedded backend the
+//! service generates its own admin token (none is configured), which must not
+//! reach the logs either.
 
-use crate::support::{ADMIN_TOKEN, GMAIL_PUSH_SECRET, Harness, wait_until};
+use crate::support::{
+    ADMIN_TOKEN, Backend, GMAIL_PUSH_SECRET, Harness, on_both_backends, wait_until,
+};
 use reqwest::StatusCode;
 use serde_json::json;
 use std::time::Duration;
 use subkeeper_simulator::ChangeType;
 
-#[actix_web::test]
-async fn no_configured_or_generated_secret_reaches_the_logs() {
-    let h = Harness::start(|_| {}).await;
+on_both_backends!(no_configured_or_generated_secret_reaches_the_logs);
+
+async fn no_configured_or_generated_secret_reaches_the_logs(backend: Backend) {
+    let h = Harness::start(backend, |c| {
+        if backend == Backend::Embedded {
+            c.admin_token = None;
+        }
+    })
+    .await;
+    if backend == Backend::Embedded {
+        assert_ne!(h.admin_token(), ADMIN_TOKEN, "the token was not generated");
+    }
     assert!(crate::logs::capture(), "logs are not captured");
     let tenant = "acme";
     let refresh_calendar = format!("rt-cal-{}", uuid::Uuid::new_v4().simple());
@@ -98,7 +111,7 @@ async fn no_configured_or_generated_secret_reaches_the_logs() {
     let status = h
         .http
         .get(format!("{}/api/v1/tenants/{tenant}/providers", h.base_url))
-        .bearer_auth(format!("{ADMIN_TOKEN}-wrong"))
+        .bearer_auth(format!("{}-wrong", h.admin_token()))
         .send()
         .await
         .unwrap()
@@ -139,7 +152,7 @@ async fn no_configured_or_generated_secret_reaches_the_logs() {
 
     // … and none of the secrets it used.
     let mut secrets = vec![
-        ADMIN_TOKEN.to_owned(),
+        h.admin_token().to_owned(),
         GMAIL_PUSH_SECRET.to_owned(),
         subkeeper_testkit::admin::GRAPH_CLIENT_SECRET.to_owned(),
         crate::support::GOOGLE_CLIENT_SECRET.to_owned(),
