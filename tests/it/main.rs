@@ -9,6 +9,7 @@
 
 mod admin;
 mod alerting_e2e;
+mod embedded;
 mod google;
 mod lifecycle;
 mod logs;
