@@ -2,15 +2,19 @@
 //! becomes a last-webhook time and a domain event; a provider that breaks is
 //! announced once and its recovery once; a provider that goes quiet is marked
 //! silent, alerted on, and cleared by its next webhook; garbage on the webhook
-//! stream is thrown away without stopping anything. Every scenario runs on both
-//! backends.
+//! stream is thrown away without stopping anything; every renewal attempt reaches
+//! the renewal stream once. Every scenario runs on both backends.
 
-use crate::support::{Backend, Harness, on_both_backends, wait_until};
+use crate::support::{Backend, Harness, on_both_backends, on_test_db, wait_until};
 use chrono::{DateTime, Utc};
 use reqwest::Method;
 use serde_json::{Value, json};
+use std::collections::BTreeSet;
 use std::time::Duration;
-use subkeeper_actors::domain::{DomainEventType, HealthState, ProviderKind, TenantId};
+use subkeeper::bus::renewal_message_id;
+use subkeeper_actors::domain::{
+    DomainEventType, HealthState, ProviderKind, RenewalAction, RenewalResult, TenantId,
+};
 use subkeeper_actors::ports::AlertStore;
 use subkeeper_testkit::sim::{ChangeType, Fault, FaultOperation, FaultRule};
 
@@ -55,6 +59,7 @@ on_both_backends!(
     three_failures_fire_one_alert_and_recovery_resolves_it_once,
     a_provider_without_webhooks_goes_silent_and_one_webhook_clears_it,
     a_malformed_message_on_the_webhook_stream_is_dropped_and_the_rest_flows,
+    every_recorded_attempt_is_in_the_renewal_stream_once_and_settled_by_alerting,
 );
 
 async fn a_new_message_sets_the_last_webhook_time_and_emits_mail_received(backend: Backend) {
@@ -384,5 +389,88 @@ async fn a_malformed_message_on_the_webhook_stream_is_dropped_and_the_rest_flows
     );
     let health = h.health("acme", &provider).await;
     assert!(!health["health"]["last_webhook_received_at"].is_null());
+    h.stop().await;
+}
+
+/// Registrations, forced renewals and a 404 → recreate: every attempt recorded in
+/// the store is in the renewal stream exactly once, on its provider's subject with
+/// its message id, as the result the admin API answered; the alerting consumer
+/// settles them all.
+async fn every_recorded_attempt_is_in_the_renewal_stream_once_and_settled_by_alerting(
+    backend: Backend,
+) {
+    let h = Harness::start(backend, |_| {}).await;
+    let alice = h.create_provider("acme", "acme-aad", "alice").await;
+    let bob = h.create_provider("acme", "acme-aad", "bob").await;
+    let alice_sub = live_subscription(&h, "acme", &alice).await;
+    live_subscription(&h, "acme", &bob).await;
+    h.sim.inject_fault(
+        FaultRule::new(
+            FaultOperation::Renew,
+            Fault::Status {
+                status: 404,
+                code: "ResourceNotFound".into(),
+                retry_after_seconds: None,
+            },
+        )
+        .for_subscription(alice_sub)
+        .times(1),
+    );
+    let mut answered = Vec::new();
+    for p in [&alice, &bob] {
+        let (code, result) = h.force_renewal("acme", p).await;
+        assert_eq!(code, 200, "{result:#}");
+        answered.push(serde_json::from_value::<RenewalResult>(result).unwrap());
+    }
+    assert_eq!(answered[0].action, RenewalAction::Recreated);
+    assert_eq!(answered[1].action, RenewalAction::Renewed);
+
+    let recorded: BTreeSet<(uuid::Uuid, String, i64)> = on_test_db!(h, pool => {
+        sqlx::query_as::<_, (uuid::Uuid, String, DateTime<Utc>)>(
+            "SELECT provider_id, attempt, attempted_at FROM renewal_attempts",
+        )
+        .fetch_all(pool)
+        .await
+        .unwrap()
+    })
+    .into_iter()
+    .map(|(p, attempt, at)| (p, attempt, at.timestamp_micros()))
+    .collect();
+    // Two registrations; alice's renew (404) and recreate; bob's renew.
+    assert_eq!(recorded.len(), 5, "{recorded:#?}");
+    wait_until(
+        "every attempt in the renewal stream",
+        Duration::from_secs(10),
+        || async { h.renewal_stream().await.len() >= recorded.len() },
+    )
+    .await;
+    let t = h.topology();
+    let stored = h.renewal_stream().await;
+    assert_eq!(stored.len(), recorded.len(), "duplicates: {stored:#?}");
+    let mut in_stream = BTreeSet::new();
+    let mut results = Vec::new();
+    for m in stored {
+        let r: RenewalResult = serde_json::from_value(m.body).unwrap();
+        assert_eq!(m.subject, t.renewal_subject(&r.tenant, r.provider_id));
+        assert_eq!(
+            m.message_id.as_deref(),
+            Some(renewal_message_id(&r).as_str())
+        );
+        in_stream.insert((
+            r.provider_id.0,
+            r.attempt.to_string(),
+            r.attempted_at.timestamp_micros(),
+        ));
+        results.push(r);
+    }
+    assert_eq!(in_stream, recorded);
+    for r in &answered {
+        assert!(
+            results.contains(r),
+            "the answered result is not in the stream as answered: {r:#?}"
+        );
+    }
+    h.wait_consumer_idle(&t.renewal_stream(), &t.alerting_consumer())
+        .await;
     h.stop().await;
 }

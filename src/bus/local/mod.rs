@@ -505,11 +505,21 @@ mod tests {
     /// A notification redelivered after a crash publishes its event again: the
     /// event stream keeps it once (it used to keep both, and downstream heard of
     /// one new message twice), while distinct events are all kept.
+    /// A temp directory removed when dropped, also when the test fails.
+    struct TempDir(std::path::PathBuf);
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
     #[tokio::test]
     async fn an_event_published_again_after_a_redelivery_is_stored_once() {
-        let dir = std::env::temp_dir().join(format!("subkeeper-bus-{}", uuid::Uuid::new_v4()));
+        let dir =
+            TempDir(std::env::temp_dir().join(format!("subkeeper-bus-{}", uuid::Uuid::new_v4())));
         let store = Store::open(
-            &Location::Sqlite(dir.join("subkeeper.db")),
+            &Location::Sqlite(dir.0.join("subkeeper.db")),
             1,
             Arc::new(SystemClock),
             IfMissing::Create,
@@ -542,7 +552,5 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(stored.len(), 3, "{stored:#?}");
-        drop(store);
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
