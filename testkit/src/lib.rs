@@ -1,10 +1,11 @@
 //! One test kit for subkeeper's integration tests (`tests/it`) and its benches
 //! (`benches/`): a fresh store and bus per run — a Postgres database and NATS
-//! subjects and streams, or an embedded SQLite file in a data directory of its own
-//! with the in-process bus ([`backend::Backend`]) — what the service published
-//! read back the same way on either ([`streams::Streams`]), the provider simulator and the service started through
-//! `subkeeper::run_with` on 127.0.0.1:0 and stopped again, the admin API, process
-//! and machine CPU and memory counters, and percentiles.
+//! subjects and streams, or an embedded SQLite file in a data directory of its
+//! own with the in-process bus ([`backend::Backend`]) — what the service
+//! published read back the same way on either ([`streams::Streams`]), the
+//! provider simulator and the service started through `subkeeper::run_with` on
+//! 127.0.0.1:0 and stopped again, the admin API, process and machine CPU and
+//! memory counters, and percentiles.
 //!
 //! It owns the plumbing only: what a test asserts or a bench measures and reports
 //! stays with the test or the bench. Dev-only (`publish = false`). It returns
