@@ -544,6 +544,9 @@ mod tests {
     fn defaults_are_valid_and_env_overrides_file() {
         assert!(Config::default().validate().is_ok());
         figment::Jail::expect_with(|jail| {
+            // Only what the test sets: not the caller's SUBKEEPER_* (the test
+            // kit's own SUBKEEPER_TEST_DATABASE_URL would be an unknown setting).
+            jail.clear_env();
             jail.create_file(
                 "subkeeper.toml",
                 "failure_threshold = 5\nrenewal_concurrency = 4\n",
@@ -631,6 +634,9 @@ mod tests {
     #[test]
     fn refuses_a_lookahead_beyond_the_lifetime() {
         figment::Jail::expect_with(|jail| {
+            // Only what the test sets: not the caller's SUBKEEPER_* (the test
+            // kit's own SUBKEEPER_TEST_DATABASE_URL would be an unknown setting).
+            jail.clear_env();
             jail.set_env("SUBKEEPER_RENEWAL_LOOKAHEAD_MINUTES", "20000");
             let err = Config::load(None)
                 .err()
@@ -666,6 +672,9 @@ mod tests {
     #[test]
     fn a_misspelt_variable_names_itself_and_the_closest_setting() {
         figment::Jail::expect_with(|jail| {
+            // Only what the test sets: not the caller's SUBKEEPER_* (the test
+            // kit's own SUBKEEPER_TEST_DATABASE_URL would be an unknown setting).
+            jail.clear_env();
             jail.set_env("SUBKEEPER_RENEWAL_LOOKAHED_MINUTES", "60");
             let err = Config::load(None)
                 .err()
@@ -680,6 +689,9 @@ mod tests {
             Ok(())
         });
         figment::Jail::expect_with(|jail| {
+            // Only what the test sets: not the caller's SUBKEEPER_* (the test
+            // kit's own SUBKEEPER_TEST_DATABASE_URL would be an unknown setting).
+            jail.clear_env();
             jail.create_file("subkeeper.toml", "failure_treshold = 3")?;
             let err = Config::load(Some(Path::new("subkeeper.toml")))
                 .err()

@@ -16,6 +16,7 @@ struct MessageRow {
     seq: i64,
     stream: String,
     subject: String,
+    msg_id: Option<String>,
     payload: Vec<u8>,
     published_at: DateTime<Utc>,
     delivered: i32,
@@ -27,6 +28,7 @@ impl From<MessageRow> for StreamMessage {
             seq: r.seq,
             stream: r.stream,
             subject: r.subject,
+            msg_id: r.msg_id,
             payload: r.payload,
             published_at: r.published_at,
             delivered: u64::try_from(r.delivered).unwrap_or(0),
@@ -79,7 +81,7 @@ impl StreamLog for Store {
         let rows: Vec<MessageRow> = on_db!(&self.db, pool => {
             let mut tx = pool.begin_write().await.map_err(db)?;
             let rows: Vec<MessageRow> = sqlx::query_as(
-                "SELECT m.seq, m.stream, m.subject, m.payload, m.published_at, p.delivered + 1 AS delivered \
+                "SELECT m.seq, m.stream, m.subject, m.msg_id, m.payload, m.published_at, p.delivered + 1 AS delivered \
                  FROM bus_pending p JOIN bus_messages m ON m.seq = p.seq \
                  WHERE p.consumer = $1 AND p.deliver_after <= $2 ORDER BY p.seq LIMIT $3",
             )
@@ -150,7 +152,7 @@ impl StreamLog for Store {
     ) -> Result<Vec<StreamMessage>, StoreError> {
         let rows: Vec<MessageRow> = on_db!(&self.db, pool => {
             sqlx::query_as(
-                "SELECT seq, stream, subject, payload, published_at, 0 AS delivered FROM bus_messages \
+                "SELECT seq, stream, subject, msg_id, payload, published_at, 0 AS delivered FROM bus_messages \
                  WHERE seq > $1 AND ($2 IS NULL OR stream = $2) ORDER BY seq LIMIT $3",
             )
             .bind(after)

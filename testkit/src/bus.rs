@@ -1,7 +1,8 @@
-//! NATS for one test or bench run: its own subject and stream prefixes on the
-//! shared server, so runs proceed in parallel without seeing each other, its
-//! streams deleted when it ends; and the JetStream look-ups tests and benches
-//! observe the service through (consumer backlog, a replay of a stream).
+//! The bus of one test or bench run: its own subject and stream prefixes — on
+//! the shared NATS server, so runs proceed in parallel without seeing each other,
+//! its streams deleted when it ends; or for the in-process bus, whose streams live
+//! in the run's own store — and the JetStream look-ups tests and benches observe
+//! the service through (consumer backlog, a replay of a stream).
 
 use crate::Purpose;
 use async_nats::jetstream::{self, consumer};
@@ -15,6 +16,17 @@ pub fn nats_url() -> String {
     std::env::var("SUBKEEPER_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
 }
 
+/// A client of the shared NATS server, or an error of one line that names NATS,
+/// its URL and the script that starts it.
+pub async fn reachable_nats() -> anyhow::Result<async_nats::Client> {
+    async_nats::connect(nats_url()).await.map_err(|e| {
+        anyhow::anyhow!(
+            "NATS with JetStream is not reachable at {} ({e}): run scripts/test (or scripts/test-services), which installs and starts it",
+            nats_url()
+        )
+    })
+}
+
 /// One run's subject and stream prefixes; its streams are deleted when dropped.
 #[derive(Debug)]
 pub struct TestBus {
@@ -22,17 +34,36 @@ pub struct TestBus {
     pub subject_prefix: String,
     /// The same in upper case: `SKTEST_<RANDOM>` / `SKBENCH_<RANDOM>`.
     pub stream_prefix: String,
+    /// NATS (streams on the shared server, deleted on drop), or the in-process
+    /// bus (streams in the run's store, gone with it; NATS is never contacted).
+    on_nats: bool,
 }
 
 impl TestBus {
-    /// Fresh prefixes; nothing is created until the service (or a test) does.
+    /// Fresh prefixes on NATS; nothing is created until the service (or a test)
+    /// does.
     pub fn new(purpose: Purpose) -> Self {
+        Self::with(purpose, true)
+    }
+
+    /// Fresh prefixes for the in-process bus: no NATS URL is configured.
+    pub fn local(purpose: Purpose) -> Self {
+        Self::with(purpose, false)
+    }
+
+    fn with(purpose: Purpose, on_nats: bool) -> Self {
         let id = crate::fresh_id()[..12].to_owned();
         let prefix = purpose.bus_prefix();
         Self {
             subject_prefix: format!("{prefix}_{id}"),
             stream_prefix: format!("{prefix}_{id}").to_uppercase(),
+            on_nats,
         }
+    }
+
+    /// True for NATS, false for the in-process bus.
+    pub fn is_nats(&self) -> bool {
+        self.on_nats
     }
 
     /// The subject and stream names under these prefixes.
@@ -40,9 +71,14 @@ impl TestBus {
         Topology::new(&self.subject_prefix, &self.stream_prefix)
     }
 
-    /// Points `config` at this run's NATS server, subjects and streams.
+    /// Points `config` at this run's NATS server (none, for the in-process bus),
+    /// subjects and streams.
     pub fn configure(&self, config: &mut Config) {
-        config.nats_url = nats_url();
+        config.nats_url = if self.on_nats {
+            nats_url()
+        } else {
+            String::new()
+        };
         config.nats_subject_prefix = self.subject_prefix.clone();
         config.nats_stream_prefix = self.stream_prefix.clone();
         // NATS reserves each stream's size limit from its storage up front: keep
@@ -63,6 +99,9 @@ impl TestBus {
 
 impl Drop for TestBus {
     fn drop(&mut self) {
+        if !self.on_nats {
+            return;
+        }
         let topology = self.topology();
         crate::block_on_aside(async move {
             subkeeper::bus::delete_streams(&nats_url(), &topology).await;

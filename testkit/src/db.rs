@@ -19,6 +19,23 @@ async fn admin(sql: String) -> sqlx::Result<()> {
     Ok(())
 }
 
+/// The one line a run that cannot reach the server fails with: the service, its
+/// URL, why, and the script that starts it.
+fn unreachable(e: impl std::fmt::Display) -> anyhow::Error {
+    anyhow::anyhow!(
+        "PostgreSQL is not reachable at {} ({e}): run scripts/test (or scripts/test-services), which installs and starts it",
+        server_url()
+    )
+}
+
+/// A connection to the server's `postgres` database, or the one-line error that
+/// names PostgreSQL and the script that starts it.
+pub async fn connect_server() -> anyhow::Result<PgConnection> {
+    PgConnection::connect(&format!("{}/postgres", server_url()))
+        .await
+        .map_err(unreachable)
+}
+
 /// A database of its own, dropped (`WITH (FORCE)`) when this is dropped.
 #[derive(Debug)]
 pub struct TestDb {
@@ -32,14 +49,11 @@ impl TestDb {
     /// Creates a fresh, empty database.
     pub async fn create(purpose: Purpose) -> anyhow::Result<Self> {
         let name = format!("{}_{}", purpose.database_prefix(), crate::fresh_id());
+        // Reachable first: a refused CREATE then is a real error, not a missing server.
+        drop(connect_server().await?);
         admin(format!("CREATE DATABASE {name}"))
             .await
-            .map_err(|e| {
-                anyhow::anyhow!(
-                    "PostgreSQL is not reachable at {} ({e}): run scripts/test (or scripts/test-services), which installs and starts it",
-                    server_url()
-                )
-            })?;
+            .map_err(|e| anyhow::anyhow!("creating database {name}: {e}"))?;
         Ok(Self {
             url: format!("{}/{name}", server_url()),
             name,

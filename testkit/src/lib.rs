@@ -1,8 +1,11 @@
 //! One test kit for subkeeper's integration tests (`tests/it`) and its benches
-//! (`benches/`): a fresh Postgres database and fresh NATS subjects and streams per
-//! run, the provider simulator and the service started through
-//! `subkeeper::run_with` on 127.0.0.1:0 and stopped again, the admin API, process
-//! and machine CPU and memory counters, and percentiles.
+//! (`benches/`): a fresh store and bus per run — a Postgres database and NATS
+//! subjects and streams, or an embedded SQLite file in a data directory of its
+//! own with the in-process bus ([`backend::Backend`]) — what the service
+//! published read back the same way on either ([`streams::Streams`]), the
+//! provider simulator and the service started through `subkeeper::run_with` on
+//! 127.0.0.1:0 and stopped again, the admin API, process and machine CPU and
+//! memory counters, and percentiles.
 //!
 //! It owns the plumbing only: what a test asserts or a bench measures and reports
 //! stays with the test or the bench. Dev-only (`publish = false`). It returns
@@ -10,6 +13,7 @@
 //! failed test or a bench that cleans up and reports.
 
 pub mod admin;
+pub mod backend;
 pub mod bus;
 pub mod db;
 pub mod metrics;
@@ -17,6 +21,7 @@ pub mod proc;
 pub mod service;
 pub mod sim;
 pub mod stats;
+pub mod streams;
 
 /// Who a database or a set of NATS streams is for: the name says so, so anything a
 /// killed run leaves behind is easy to tell apart.

@@ -1,8 +1,9 @@
 //! The service under test or bench: its configuration pointed at one run's
-//! database, NATS prefixes and simulator, started through `subkeeper::run_with`
+//! store, bus and simulator, started through `subkeeper::run_with`
 //! on 127.0.0.1:0 on the current actix System, and stopped through its shutdown
 //! future — the same function `main` calls.
 
+use crate::backend::TestBackend;
 use crate::bus::TestBus;
 use crate::db::TestDb;
 use crate::sim::SimServer;
@@ -29,6 +30,24 @@ pub const SECRET_KEYS: &str = "ktest:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8
 pub fn config(db: &TestDb, bus: &TestBus, sim: &SimServer, public_url: &str) -> Config {
     let mut config = Config {
         database_url: db.url.clone(),
+        ..towards(sim, public_url)
+    };
+    bus.configure(&mut config);
+    config
+}
+
+/// The production defaults, pointed at `backend`'s store and bus (either kind)
+/// and the simulator `sim`, with the service reachable at `public_url`.
+pub fn config_on(backend: &TestBackend, sim: &SimServer, public_url: &str) -> Config {
+    let mut config = towards(sim, public_url);
+    backend.configure(&mut config);
+    config
+}
+
+/// The production defaults with the providers' base URLs at the simulator and
+/// the public URL at `public_url`.
+fn towards(sim: &SimServer, public_url: &str) -> Config {
+    Config {
         public_url: public_url.to_owned(),
         graph_base_url: sim.graph_base_url(),
         login_base_url: sim.login_base_url(),
@@ -36,9 +55,7 @@ pub fn config(db: &TestDb, bus: &TestBus, sim: &SimServer, public_url: &str) -> 
         google_token_url: format!("{}/token", sim.google_base_url()),
         secret_keys: Some(SECRET_KEYS.into()),
         ..Config::default()
-    };
-    bus.configure(&mut config);
-    config
+    }
 }
 
 /// A running service.

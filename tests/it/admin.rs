@@ -1,9 +1,18 @@
-//! The admin API's edges: authentication, tenant isolation, bad input.
+//! The admin API's edges: authentication, tenant isolation, bad input. Every
+//! scenario runs on both backends.
 
-use crate::support::{GOOGLE_CLIENT_SECRET, Harness};
+use crate::support::{Backend, GOOGLE_CLIENT_SECRET, Harness, on_both_backends, on_test_db};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
-use sqlx::Row;
+
+on_both_backends!(
+    another_tenants_provider_is_not_found_and_bad_input_changes_nothing,
+    graph_handshake_echoes_the_decoded_token_as_plain_text,
+    credentials_are_checked_against_the_providers_kind,
+    nul_in_any_text_field_is_refused_naming_the_field_and_nothing_is_written,
+    extractor_and_routing_errors_have_the_one_json_error_shape,
+    the_bearer_scheme_is_case_insensitive_and_the_token_is_not,
+);
 
 /// A 422 whose message names `field`.
 fn assert_unprocessable(status: StatusCode, body: &serde_json::Value, field: &str) {
@@ -12,9 +21,8 @@ fn assert_unprocessable(status: StatusCode, body: &serde_json::Value, field: &st
     assert!(message.contains(field), "{body}");
 }
 
-#[actix_web::test]
-async fn another_tenants_provider_is_not_found_and_bad_input_changes_nothing() {
-    let h = Harness::start(|_| {}).await;
+async fn another_tenants_provider_is_not_found_and_bad_input_changes_nothing(backend: Backend) {
+    let h = Harness::start(backend, |_| {}).await;
     let id = h.create_provider("acme", "acme-aad", "frank").await;
 
     for (method, path) in [
@@ -56,7 +64,7 @@ async fn another_tenants_provider_is_not_found_and_bad_input_changes_nothing() {
     let resp = h
         .http
         .post(format!("{}/api/v1/tenants/acme/providers", h.base_url))
-        .bearer_auth(crate::support::ADMIN_TOKEN)
+        .bearer_auth(h.admin_token())
         .header("content-type", "application/json")
         .body("{not json")
         .send()
@@ -83,9 +91,8 @@ async fn another_tenants_provider_is_not_found_and_bad_input_changes_nothing() {
     h.stop().await;
 }
 
-#[actix_web::test]
-async fn graph_handshake_echoes_the_decoded_token_as_plain_text() {
-    let h = Harness::start(|_| {}).await;
+async fn graph_handshake_echoes_the_decoded_token_as_plain_text(backend: Backend) {
+    let h = Harness::start(backend, |_| {}).await;
     for path in ["/webhooks/microsoft", "/webhooks/microsoft/lifecycle"] {
         let resp = h
             .http
@@ -126,9 +133,8 @@ async fn graph_handshake_echoes_the_decoded_token_as_plain_text() {
 /// Credentials are checked against the provider's kind, on create and on
 /// replacement: Microsoft needs its directory tenant, Google needs a user's
 /// refresh token and no tenant at all. A refused replacement changes nothing.
-#[actix_web::test]
-async fn credentials_are_checked_against_the_providers_kind() {
-    let h = Harness::start(|_| {}).await;
+async fn credentials_are_checked_against_the_providers_kind(backend: Backend) {
+    let h = Harness::start(backend, |_| {}).await;
     h.sim.register_google_account("rt-kind", "kind@example.com");
     h.sim.register_app(subkeeper_simulator::RegisteredApp {
         provider: subkeeper_simulator::IdentityProvider::Google,
@@ -156,14 +162,13 @@ async fn credentials_are_checked_against_the_providers_kind() {
         v["health"]["subscription_status"] == "healthy"
     })
     .await;
-    let authority: String = sqlx::query(
-        "SELECT c.authority_tenant FROM oauth_credentials c JOIN providers p ON p.credentials_id = c.id WHERE p.id = $1::uuid",
+    let authority: String = on_test_db!(h, pool => sqlx::query_scalar(
+        "SELECT c.authority_tenant FROM oauth_credentials c JOIN providers p ON p.credentials_id = c.id WHERE p.id = $1",
     )
-    .bind(&id)
-    .fetch_one(&h.pool)
+    .bind(crate::support::uuid(&id))
+    .fetch_one(pool)
     .await
-    .unwrap()
-    .get("authority_tenant");
+    .unwrap());
     assert_eq!(authority, "google");
 
     // Microsoft without one: refused, naming the field.
@@ -176,20 +181,16 @@ async fn credentials_are_checked_against_the_providers_kind() {
     assert_unprocessable(status, &body, "authority_tenant");
 
     // App-only credentials for the Google provider: refused, nothing changes.
-    let version = |pool: sqlx::PgPool, id: String| async move {
-        sqlx::query("SELECT credentials_version, credentials_id FROM providers WHERE id = $1::uuid")
-            .bind(id)
-            .fetch_one(&pool)
-            .await
-            .map(|r| {
-                (
-                    r.get::<i64, _>("credentials_version"),
-                    r.get::<uuid::Uuid, _>("credentials_id"),
-                )
-            })
-            .unwrap()
+    let version = || async {
+        on_test_db!(h, pool => sqlx::query_as::<_, (i64, uuid::Uuid)>(
+            "SELECT credentials_version, credentials_id FROM providers WHERE id = $1",
+        )
+        .bind(crate::support::uuid(&id))
+        .fetch_one(pool)
+        .await
+        .unwrap())
     };
-    let before = version(h.pool.clone(), id.clone()).await;
+    let before = version().await;
     let (status, body) = h
         .admin(
             Method::PUT,
@@ -198,7 +199,7 @@ async fn credentials_are_checked_against_the_providers_kind() {
         )
         .await;
     assert_unprocessable(status, &body, "refresh_token");
-    assert_eq!(version(h.pool.clone(), id.clone()).await, before);
+    assert_eq!(version().await, before);
     // Another tenant's provider is not found, whatever the body.
     let (status, _) = h
         .admin(
@@ -208,25 +209,19 @@ async fn credentials_are_checked_against_the_providers_kind() {
         )
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    assert_eq!(version(h.pool.clone(), id.clone()).await, before);
+    assert_eq!(version().await, before);
     h.stop().await;
 }
 
-/// How many rows `table` holds.
-async fn rows(pool: &sqlx::PgPool, table: &str) -> i64 {
-    sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}")))
-        .fetch_one(pool)
-        .await
-        .unwrap()
-}
-
-/// A NUL character cannot be stored in a Postgres text column: in any string field
+/// A NUL character cannot be stored in a Postgres text column (and is refused the
+/// same way on the embedded store): in any string field
 /// it is the caller's mistake (422 naming the field, nothing written), never a
 /// database outage. Names are limited in characters, not bytes.
-#[actix_web::test]
-async fn nul_in_any_text_field_is_refused_naming_the_field_and_nothing_is_written() {
-    let h = Harness::start(|_| {}).await;
-    // The webhook endpoints look ids and mailboxes up in Postgres: a NUL there
+async fn nul_in_any_text_field_is_refused_naming_the_field_and_nothing_is_written(
+    backend: Backend,
+) {
+    let h = Harness::start(backend, |_| {}).await;
+    // The webhook endpoints look ids and mailboxes up in the store: a NUL there
     // names nothing of ours (dropped, or a malformed push), not an outage that
     // makes the provider retry for hours.
     let item = json!({"value": [{"subscriptionId": "sub\u{0}id", "clientState": "x", "changeType": "created"}]});
@@ -293,7 +288,7 @@ async fn nul_in_any_text_field_is_refused_naming_the_field_and_nothing_is_writte
         assert_unprocessable(status, &answer, field);
     }
     for table in ["providers", "oauth_credentials", "audit_log"] {
-        assert_eq!(rows(&h.pool, table).await, 0, "{table} was written");
+        assert_eq!(h.rows(table).await, 0, "{table} was written");
     }
 
     // 101 × "é" is 101 characters (202 bytes): a fine name, on create and on patch.
@@ -324,7 +319,7 @@ async fn nul_in_any_text_field_is_refused_naming_the_field_and_nothing_is_writte
     assert_unprocessable(status, &answer, "display_name");
 
     // A NUL in a patch or a credentials replacement changes nothing either.
-    let audited = rows(&h.pool, "audit_log").await;
+    let audited = h.rows("audit_log").await;
     let (status, answer) = h
         .admin(
             Method::PATCH,
@@ -345,8 +340,8 @@ async fn nul_in_any_text_field_is_refused_naming_the_field_and_nothing_is_writte
         )
         .await;
     assert_unprocessable(status, &answer, "client_secret");
-    assert_eq!(rows(&h.pool, "oauth_credentials").await, 1);
-    assert_eq!(rows(&h.pool, "audit_log").await, audited);
+    assert_eq!(h.rows("oauth_credentials").await, 1);
+    assert_eq!(h.rows("audit_log").await, audited);
     h.stop().await;
 }
 
@@ -393,15 +388,14 @@ async fn assert_error_shape(resp: reqwest::Response, status: StatusCode, what: &
 
 /// Every error of the admin API and the webhook endpoints — also the ones actix's
 /// extractors and router produce — has the one JSON shape.
-#[actix_web::test]
-async fn extractor_and_routing_errors_have_the_one_json_error_shape() {
-    let h = Harness::start(|c| c.webhook_max_body_bytes = 4096).await;
+async fn extractor_and_routing_errors_have_the_one_json_error_shape(backend: Backend) {
+    let h = Harness::start(backend, |c| c.webhook_max_body_bytes = 4096).await;
     let id = h.create_provider("acme", "acme-aad", "frank").await;
     let url = |path: &str| format!("{}{path}", h.base_url);
     let admin = |method: Method, path: &str| {
         h.http
             .request(method, url(&format!("/api/v1{path}")))
-            .bearer_auth(crate::support::ADMIN_TOKEN)
+            .bearer_auth(h.admin_token())
     };
     let big = "x".repeat(5000);
 
@@ -509,9 +503,8 @@ async fn extractor_and_routing_errors_have_the_one_json_error_shape() {
 }
 
 /// RFC 7235: the auth scheme is case-insensitive; the token is not.
-#[actix_web::test]
-async fn the_bearer_scheme_is_case_insensitive_and_the_token_is_not() {
-    let h = Harness::start(|_| {}).await;
+async fn the_bearer_scheme_is_case_insensitive_and_the_token_is_not(backend: Backend) {
+    let h = Harness::start(backend, |_| {}).await;
     let list = |authorization: String| {
         h.http
             .get(format!("{}/api/v1/tenants/acme/providers", h.base_url))

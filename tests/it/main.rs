@@ -1,10 +1,15 @@
-//! Integration tests: the real service through `run_with`, real Postgres (a fresh
-//! database per test), real NATS (fresh subjects and streams per test), the
-//! provider simulator over real HTTP.
+//! Integration tests: the real service through `run_with` (the real binary where
+//! a process matters), the provider simulator over real HTTP, and one scenario
+//! suite — lifecycle, intake, pipeline, alerting, admin API — run on both
+//! backends: the embedded SQLite store with the in-process bus (a fresh data
+//! directory per test; no server needed) and real Postgres with real NATS (a fresh
+//! database and fresh subjects and streams per test). `cargo test --test it
+//! embedded` runs the embedded half; tests that stay on one backend say why.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod admin;
 mod alerting_e2e;
+mod embedded;
 mod google;
 mod lifecycle;
 mod logs;

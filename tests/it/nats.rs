@@ -1,8 +1,17 @@
 //! The NATS side as other services and operators see it: forced renewals over a
 //! plain NATS request and `subkeeper renew`, error replies that change nothing, and
 //! every RenewalResult in the renewal stream, once.
+//!
+//! Postgres + NATS only, but for the de-duplication of renewal results, which
+//! both buses promise: the control subject and its queue group, `subkeeper renew`
+//! over NATS, the JetStream streams' settings and an unreachable NATS server exist
+//! only there. `subkeeper renew` against an embedded service (through the admin
+//! API) is in `embedded.rs`.
 
-use crate::support::{Harness, TestBus, nats_url, read_stream, test_bus, test_db, wait_until};
+use crate::support::{
+    Backend, Harness, TestBus, nats_client, nats_url, on_both_backends, test_backend, test_bus,
+    wait_until,
+};
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use sqlx::Row;
@@ -10,11 +19,11 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 use subkeeper::bus::{NatsBus, Topology, renewal_message_id};
+use subkeeper::store::{IfMissing, Store};
 use subkeeper::{Config, RunOptions};
 use subkeeper_actors::domain::{
     AttemptKind, HealthState, ProviderId, ProviderKind, RenewalAction, RenewalResult, TenantId,
 };
-use subkeeper_actors::ports::EventSink;
 use subkeeper_testkit::sim::{Fault, FaultOperation, FaultRule, Operation, RecordedRequest};
 
 fn healthy(view: &Value) -> bool {
@@ -40,7 +49,7 @@ fn renews_of(requests: &[RecordedRequest], subscription: &str) -> usize {
 /// `(provider, attempt, attempted_at to the microsecond)` of every recorded attempt.
 async fn recorded_attempts(h: &Harness) -> BTreeSet<(String, String, i64)> {
     sqlx::query("SELECT provider_id::text AS p, attempt, attempted_at FROM renewal_attempts")
-        .fetch_all(&h.pool)
+        .fetch_all(h.postgres())
         .await
         .unwrap()
         .iter()
@@ -53,7 +62,7 @@ async fn recorded_attempts(h: &Harness) -> BTreeSet<(String, String, i64)> {
 
 #[actix_web::test]
 async fn a_plain_nats_request_forces_renewals_and_every_result_lands_in_the_stream_once() {
-    let h = Harness::start(|_| {}).await;
+    let h = Harness::start(Backend::PostgresNats, |_| {}).await;
     let ready: Value = h
         .http
         .get(format!("{}/readyz", h.base_url))
@@ -165,15 +174,15 @@ async fn a_plain_nats_request_forces_renewals_and_every_result_lands_in_the_stre
     }
     assert_eq!(stored.len(), attempts.len(), "duplicates in the stream");
     assert_eq!(in_stream, attempts);
-    let replied = read_stream(
-        &h.nats,
-        &t.renewal_stream(),
-        &t.renewal_subject(&result.tenant, result.provider_id),
-    )
-    .await
-    .into_iter()
-    .map(|m| serde_json::from_value::<RenewalResult>(m.body).unwrap())
-    .any(|r| r == result);
+    let replied = h
+        .read_stream(
+            &t.renewal_stream(),
+            &t.renewal_subject(&result.tenant, result.provider_id),
+        )
+        .await
+        .into_iter()
+        .map(|m| serde_json::from_value::<RenewalResult>(m.body).unwrap())
+        .any(|r| r == result);
     assert!(
         replied,
         "the replied result is not in the stream as replied"
@@ -194,7 +203,7 @@ async fn subkeeper_cli(bus: &TestBus, args: &[&str]) -> std::process::Output {
 
 #[actix_web::test]
 async fn subkeeper_renew_prints_the_reply_and_exits_by_its_outcome() {
-    let h = Harness::start(|_| {}).await;
+    let h = Harness::start(Backend::PostgresNats, |_| {}).await;
     let alice = h.create_provider("acme", "acme-aad", "alice").await;
     let carol = h.create_provider("contoso", "contoso-aad", "carol").await;
     let alice_sub = live_subscription(&h, "acme", &alice).await;
@@ -202,7 +211,11 @@ async fn subkeeper_renew_prints_the_reply_and_exits_by_its_outcome() {
 
     // Renewed: the RenewalResult on stdout, exit 0, and Graph saw the PATCH.
     let before = renews_of(&h.sim.requests(), &alice_sub);
-    let out = subkeeper_cli(&h.bus, &["renew", "--tenant", "acme", "--provider", &alice]).await;
+    let out = subkeeper_cli(
+        h.bus(),
+        &["renew", "--tenant", "acme", "--provider", &alice],
+    )
+    .await;
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(
         out.status.code(),
@@ -219,7 +232,11 @@ async fn subkeeper_renew_prints_the_reply_and_exits_by_its_outcome() {
 
     // Another tenant's provider: an error reply, exit 1, and Graph saw nothing.
     let calls = h.sim.requests().len();
-    let out = subkeeper_cli(&h.bus, &["renew", "--tenant", "acme", "--provider", &carol]).await;
+    let out = subkeeper_cli(
+        h.bus(),
+        &["renew", "--tenant", "acme", "--provider", &carol],
+    )
+    .await;
     assert_eq!(out.status.code(), Some(1));
     let reply: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(reply["error"]["code"], "not_found", "{reply:#}");
@@ -240,7 +257,11 @@ async fn subkeeper_renew_prints_the_reply_and_exits_by_its_outcome() {
         .for_subscription(&alice_sub)
         .times(1),
     );
-    let out = subkeeper_cli(&h.bus, &["renew", "--tenant", "acme", "--provider", &alice]).await;
+    let out = subkeeper_cli(
+        h.bus(),
+        &["renew", "--tenant", "acme", "--provider", &alice],
+    )
+    .await;
     let result: RenewalResult = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(out.status.code(), Some(3), "{result:?}");
     assert!(!result.success);
@@ -261,7 +282,7 @@ async fn subkeeper_renew_prints_the_reply_and_exits_by_its_outcome() {
 
 #[actix_web::test]
 async fn bad_requests_get_error_replies_and_change_nothing() {
-    let h = Harness::start(|_| {}).await;
+    let h = Harness::start(Backend::PostgresNats, |_| {}).await;
     let alice = h.create_provider("acme", "acme-aad", "alice").await;
     let carol = h.create_provider("contoso", "contoso-aad", "carol").await;
     live_subscription(&h, "acme", &alice).await;
@@ -271,7 +292,7 @@ async fn bad_requests_get_error_replies_and_change_nothing() {
     let published = h.renewal_stream().await.len();
 
     // A well-formed request without a reply subject is ignored, not executed.
-    h.nats
+    h.nats()
         .publish(
             h.topology().control_renew_subject(),
             json!({"tenant": "acme", "provider_id": alice})
@@ -358,15 +379,72 @@ fn a_result(tenant: &str, attempt: AttemptKind) -> RenewalResult {
     }
 }
 
+on_both_backends!(the_same_result_published_twice_is_stored_once);
+
+/// A renewal result carries a message id derived from its attempt: published
+/// twice (a retry after a lost ack), it is stored once, on either bus.
+async fn the_same_result_published_twice_is_stored_once(backend: Backend) {
+    let backend = test_backend(backend).await;
+    let store = Store::open(
+        &backend.location(),
+        2,
+        Arc::new(subkeeper_actors::ports::clock::SystemClock),
+        IfMissing::Create,
+    )
+    .await
+    .unwrap();
+    store.migrate().await.unwrap();
+    let bus = backend.bus(&store).await.unwrap();
+    // Every instance sets the streams up at start-up: doing it again changes nothing.
+    bus.ensure_streams(backend.bus.limits()).await.unwrap();
+    bus.ensure_streams(backend.bus.limits()).await.unwrap();
+    let t = backend.bus.topology();
+
+    let sink = bus.renewal_sink();
+    let renew = a_result("acme", AttemptKind::Renew);
+    sink.renewal(&renew).await;
+    sink.renewal(&renew).await;
+    // The 404 → recreate of the same turn is a different message.
+    let mut recreate = renew.clone();
+    recreate.attempt = AttemptKind::Recreate;
+    recreate.action = RenewalAction::Recreated;
+    sink.renewal(&recreate).await;
+
+    let stored = backend
+        .streams(&store)
+        .await
+        .unwrap()
+        .read(&t.renewal_stream(), &t.renewal_subjects())
+        .await
+        .unwrap();
+    let subject = t.renewal_subject(&renew.tenant, renew.provider_id);
+    assert_eq!(stored.len(), 2, "{stored:#?}");
+    for (m, r) in stored.iter().zip([&renew, &recreate]) {
+        assert_eq!(m.subject, subject);
+        assert_eq!(
+            m.message_id.as_deref(),
+            Some(renewal_message_id(r).as_str())
+        );
+        assert_eq!(
+            serde_json::from_slice::<RenewalResult>(&m.payload).unwrap(),
+            *r
+        );
+    }
+    if let subkeeper::bus::Bus::Local(local) = &bus {
+        local.stop();
+    }
+}
+
+/// The JetStream streams every instance declares at start-up: declaring them
+/// again changes nothing, and their windows, storage and limits are as documented.
 #[actix_web::test]
-async fn the_same_result_published_twice_is_stored_once() {
+async fn jetstream_streams_are_declared_idempotently_with_their_windows_and_limits() {
+    let js = async_nats::jetstream::new(nats_client().await);
     let test = test_bus();
     let t: Topology = test.topology();
     let bus = NatsBus::connect(&nats_url(), t.clone()).await.unwrap();
-    // Every instance sets the streams up at start-up: doing it again changes nothing.
     bus.ensure_streams(test.limits()).await.unwrap();
     bus.ensure_streams(test.limits()).await.unwrap();
-    let js = async_nats::jetstream::new(bus_client().await);
     let info = js
         .get_stream(t.webhook_stream())
         .await
@@ -392,39 +470,16 @@ async fn the_same_result_published_twice_is_stored_once() {
     assert_eq!(info.config.duplicate_window, Duration::from_secs(120));
     assert_eq!(info.config.max_bytes, 8 << 20);
     assert!(info.config.max_age > Duration::ZERO);
-
-    let sink = bus.renewal_sink();
-    let renew = a_result("acme", AttemptKind::Renew);
-    sink.renewal(&renew).await;
-    sink.renewal(&renew).await;
-    // The 404 → recreate of the same turn is a different message.
-    let mut recreate = renew.clone();
-    recreate.attempt = AttemptKind::Recreate;
-    recreate.action = RenewalAction::Recreated;
-    sink.renewal(&recreate).await;
-
-    let client = bus_client().await;
-    let stored = read_stream(&client, &t.renewal_stream(), &t.renewal_subjects()).await;
-    let subject = t.renewal_subject(&renew.tenant, renew.provider_id);
-    assert_eq!(stored.len(), 2, "{stored:#?}");
-    for (m, r) in stored.iter().zip([&renew, &recreate]) {
-        assert_eq!(m.subject, subject);
-        assert_eq!(
-            serde_json::from_value::<RenewalResult>(m.body.clone()).unwrap(),
-            *r
-        );
-    }
 }
 
-async fn bus_client() -> async_nats::Client {
-    async_nats::connect(nats_url()).await.unwrap()
-}
-
+/// The store is embedded (it does not matter here): the test needs no server.
 #[actix_web::test]
 async fn start_up_fails_clearly_when_nats_is_unreachable() {
-    let db = test_db().await;
+    let dir =
+        subkeeper_testkit::backend::DataDir::create(subkeeper_testkit::Purpose::Test).unwrap();
     let config = Config {
-        database_url: db.url.clone(),
+        data_dir: dir.path().to_owned(),
+        admin_token: Some(crate::support::ADMIN_TOKEN.into()),
         // Nothing listens on port 1.
         nats_url: "nats://127.0.0.1:1".into(),
         ..Config::default()

@@ -2,14 +2,19 @@
 //! becomes a last-webhook time and a domain event; a provider that breaks is
 //! announced once and its recovery once; a provider that goes quiet is marked
 //! silent, alerted on, and cleared by its next webhook; garbage on the webhook
-//! stream is thrown away without stopping anything.
+//! stream is thrown away without stopping anything; every renewal attempt reaches
+//! the renewal stream once. Every scenario runs on both backends.
 
-use crate::support::{Harness, Inbox, read_stream, wait_until};
+use crate::support::{Backend, Harness, on_both_backends, on_test_db, wait_until};
 use chrono::{DateTime, Utc};
 use reqwest::Method;
 use serde_json::{Value, json};
+use std::collections::BTreeSet;
 use std::time::Duration;
-use subkeeper_actors::domain::{DomainEventType, HealthState, ProviderKind, TenantId};
+use subkeeper::bus::renewal_message_id;
+use subkeeper_actors::domain::{
+    DomainEventType, HealthState, ProviderKind, RenewalAction, RenewalResult, TenantId,
+};
 use subkeeper_actors::ports::AlertStore;
 use subkeeper_testkit::sim::{ChangeType, Fault, FaultOperation, FaultRule};
 
@@ -49,9 +54,16 @@ async fn wait_health(h: &Harness, id: &str, what: &str, check: impl Fn(&Value) -
     }
 }
 
-#[actix_web::test]
-async fn a_new_message_sets_the_last_webhook_time_and_emits_mail_received() {
-    let h = Harness::start(|_| {}).await;
+on_both_backends!(
+    a_new_message_sets_the_last_webhook_time_and_emits_mail_received,
+    three_failures_fire_one_alert_and_recovery_resolves_it_once,
+    a_provider_without_webhooks_goes_silent_and_one_webhook_clears_it,
+    a_malformed_message_on_the_webhook_stream_is_dropped_and_the_rest_flows,
+    every_recorded_attempt_is_in_the_renewal_stream_once_and_settled_by_alerting,
+);
+
+async fn a_new_message_sets_the_last_webhook_time_and_emits_mail_received(backend: Backend) {
+    let h = Harness::start(backend, |_| {}).await;
     let provider = h.create_provider("acme", "acme-aad", "alice").await;
     let sub = live_subscription(&h, "acme", &provider).await;
     let health = h.health("acme", &provider).await;
@@ -60,16 +72,12 @@ async fn a_new_message_sets_the_last_webhook_time_and_emits_mail_received() {
         "{health:#}"
     );
     let t = h.topology();
-    let received = Inbox::subscribe(
-        &h.nats,
-        t.event_subject(DomainEventType::MailReceived, &acme()),
-    )
-    .await;
-    let changed = Inbox::subscribe(
-        &h.nats,
-        t.event_subject(DomainEventType::MailChanged, &acme()),
-    )
-    .await;
+    let received = h
+        .subscribe(t.event_subject(DomainEventType::MailReceived, &acme()))
+        .await;
+    let changed = h
+        .subscribe(t.event_subject(DomainEventType::MailChanged, &acme()))
+        .await;
 
     let before = Utc::now();
     let report = h.sim.notify(&sub, ChangeType::Created, 1).await.unwrap();
@@ -117,14 +125,13 @@ async fn a_new_message_sets_the_last_webhook_time_and_emits_mail_received() {
 }
 
 fn t_prefix(h: &Harness) -> String {
-    h.bus.subject_prefix.clone()
+    h.bus().subject_prefix.clone()
 }
 
-#[actix_web::test]
-async fn three_failures_fire_one_alert_and_recovery_resolves_it_once() {
-    let h = Harness::start(|_| {}).await;
+async fn three_failures_fire_one_alert_and_recovery_resolves_it_once(backend: Backend) {
+    let h = Harness::start(backend, |_| {}).await;
     let t = h.topology();
-    let alerts = Inbox::subscribe(&h.nats, format!("{}.alert.acme.>", t_prefix(&h))).await;
+    let alerts = h.subscribe(format!("{}.alert.acme.>", t_prefix(&h))).await;
     h.sim.inject_fault(
         FaultRule::new(
             FaultOperation::Create,
@@ -188,7 +195,7 @@ async fn three_failures_fire_one_alert_and_recovery_resolves_it_once() {
     assert!(in_error >= 3);
     // What the escalation timer will ask the store agrees with the alert: the
     // provider has been unhealthy since the attempt that fired it.
-    let unhealthy = AlertStore::unhealthy(&h.store().await, Some(p.parse().unwrap()))
+    let unhealthy = AlertStore::unhealthy(h.store(), Some(p.parse().unwrap()))
         .await
         .unwrap();
     assert_eq!(unhealthy.len(), 1, "{unhealthy:?}");
@@ -220,13 +227,8 @@ async fn three_failures_fire_one_alert_and_recovery_resolves_it_once() {
 
     // A forced renewal goes through the same pipeline; once the alerting consumer
     // has settled it and everything before it, nothing else was announced.
-    let reply = h
-        .control_request(
-            json!({"tenant": "acme", "provider_id": p})
-                .to_string()
-                .as_bytes(),
-        )
-        .await;
+    let (code, reply) = h.force_renewal("acme", &p).await;
+    assert_eq!(code, 200, "{reply:#}");
     assert_eq!(reply["success"], true, "{reply:#}");
     h.wait_consumer_idle(&t.renewal_stream(), &t.alerting_consumer())
         .await;
@@ -242,7 +244,7 @@ async fn three_failures_fire_one_alert_and_recovery_resolves_it_once() {
         alerts.all()
     );
     // The alert stream keeps them, once each, for whoever was not listening.
-    let stored = read_stream(&h.nats, &t.alert_stream(), &t.alert_subjects()).await;
+    let stored = h.alert_stream().await;
     let stored: Vec<(Value, Option<String>)> = stored
         .into_iter()
         .map(|m| (m.body["event"].clone(), m.message_id))
@@ -260,14 +262,13 @@ async fn three_failures_fire_one_alert_and_recovery_resolves_it_once() {
     h.stop().await;
 }
 
-#[actix_web::test]
-async fn a_provider_without_webhooks_goes_silent_and_one_webhook_clears_it() {
-    let h = Harness::start(|c| {
+async fn a_provider_without_webhooks_goes_silent_and_one_webhook_clears_it(backend: Backend) {
+    let h = Harness::start(backend, |c| {
         c.mail_silence_seconds = 5;
         c.silence_check_interval_seconds = 1;
     })
     .await;
-    let alerts = Inbox::subscribe(&h.nats, format!("{}.alert.acme.>", t_prefix(&h))).await;
+    let alerts = h.subscribe(format!("{}.alert.acme.>", t_prefix(&h))).await;
     let p = h.create_provider("acme", "acme-aad", "carol").await;
     let sub = live_subscription(&h, "acme", &p).await;
 
@@ -347,26 +348,19 @@ async fn a_provider_without_webhooks_goes_silent_and_one_webhook_clears_it() {
     h.stop().await;
 }
 
-#[actix_web::test]
-async fn a_malformed_message_on_the_webhook_stream_is_dropped_and_the_rest_flows() {
-    let h = Harness::start(|_| {}).await;
+async fn a_malformed_message_on_the_webhook_stream_is_dropped_and_the_rest_flows(backend: Backend) {
+    let h = Harness::start(backend, |_| {}).await;
     let t = h.topology();
     let provider = h.create_provider("acme", "acme-aad", "dave").await;
     let sub = live_subscription(&h, "acme", &provider).await;
-    let received = Inbox::subscribe(
-        &h.nats,
-        t.event_subject(DomainEventType::MailReceived, &acme()),
-    )
-    .await;
+    let received = h
+        .subscribe(t.event_subject(DomainEventType::MailReceived, &acme()))
+        .await;
 
     // Something that is not a webhook envelope lands on a webhook subject.
-    let js = async_nats::jetstream::new(h.nats.clone());
     let subject = t.webhook_subject(ProviderKind::GraphMail, &acme(), provider.parse().unwrap());
-    js.publish(subject, "this is not a webhook envelope".into())
-        .await
-        .unwrap()
-        .await
-        .unwrap();
+    h.publish_to_webhook_stream(&subject, b"this is not a webhook envelope")
+        .await;
     h.sim.notify(&sub, ChangeType::Created, 1).await.unwrap();
 
     received
@@ -376,12 +370,17 @@ async fn a_malformed_message_on_the_webhook_stream_is_dropped_and_the_rest_flows
             |e| e["provider_id"] == provider.as_str(),
         )
         .await;
-    // Both were settled for good: nothing pending, nothing redelivered.
-    let info = h
-        .wait_consumer_idle(&t.webhook_stream(), &t.notification_consumer())
+    // Both are in the stream and both were settled for good: a message left for
+    // redelivery would keep the consumer from going idle.
+    assert_eq!(h.webhook_stream().await.len(), 2);
+    h.wait_consumer_idle(&t.webhook_stream(), &t.notification_consumer())
         .await;
-    assert_eq!(info.delivered.stream_sequence, 2, "{info:#?}");
-    assert_eq!(info.num_redelivered, 0, "{info:#?}");
+    assert_eq!(
+        received.all().len(),
+        1,
+        "one event, for the real notification: {:#?}",
+        received.all()
+    );
     assert!(
         h.metrics().await.contains(
             "subkeeper_consumer_messages_total{consumer=\"notification\",outcome=\"rejected\"}"
@@ -390,5 +389,88 @@ async fn a_malformed_message_on_the_webhook_stream_is_dropped_and_the_rest_flows
     );
     let health = h.health("acme", &provider).await;
     assert!(!health["health"]["last_webhook_received_at"].is_null());
+    h.stop().await;
+}
+
+/// Registrations, forced renewals and a 404 → recreate: every attempt recorded in
+/// the store is in the renewal stream exactly once, on its provider's subject with
+/// its message id, as the result the admin API answered; the alerting consumer
+/// settles them all.
+async fn every_recorded_attempt_is_in_the_renewal_stream_once_and_settled_by_alerting(
+    backend: Backend,
+) {
+    let h = Harness::start(backend, |_| {}).await;
+    let alice = h.create_provider("acme", "acme-aad", "alice").await;
+    let bob = h.create_provider("acme", "acme-aad", "bob").await;
+    let alice_sub = live_subscription(&h, "acme", &alice).await;
+    live_subscription(&h, "acme", &bob).await;
+    h.sim.inject_fault(
+        FaultRule::new(
+            FaultOperation::Renew,
+            Fault::Status {
+                status: 404,
+                code: "ResourceNotFound".into(),
+                retry_after_seconds: None,
+            },
+        )
+        .for_subscription(alice_sub)
+        .times(1),
+    );
+    let mut answered = Vec::new();
+    for p in [&alice, &bob] {
+        let (code, result) = h.force_renewal("acme", p).await;
+        assert_eq!(code, 200, "{result:#}");
+        answered.push(serde_json::from_value::<RenewalResult>(result).unwrap());
+    }
+    assert_eq!(answered[0].action, RenewalAction::Recreated);
+    assert_eq!(answered[1].action, RenewalAction::Renewed);
+
+    let recorded: BTreeSet<(uuid::Uuid, String, i64)> = on_test_db!(h, pool => {
+        sqlx::query_as::<_, (uuid::Uuid, String, DateTime<Utc>)>(
+            "SELECT provider_id, attempt, attempted_at FROM renewal_attempts",
+        )
+        .fetch_all(pool)
+        .await
+        .unwrap()
+    })
+    .into_iter()
+    .map(|(p, attempt, at)| (p, attempt, at.timestamp_micros()))
+    .collect();
+    // Two registrations; alice's renew (404) and recreate; bob's renew.
+    assert_eq!(recorded.len(), 5, "{recorded:#?}");
+    wait_until(
+        "every attempt in the renewal stream",
+        Duration::from_secs(10),
+        || async { h.renewal_stream().await.len() >= recorded.len() },
+    )
+    .await;
+    let t = h.topology();
+    let stored = h.renewal_stream().await;
+    assert_eq!(stored.len(), recorded.len(), "duplicates: {stored:#?}");
+    let mut in_stream = BTreeSet::new();
+    let mut results = Vec::new();
+    for m in stored {
+        let r: RenewalResult = serde_json::from_value(m.body).unwrap();
+        assert_eq!(m.subject, t.renewal_subject(&r.tenant, r.provider_id));
+        assert_eq!(
+            m.message_id.as_deref(),
+            Some(renewal_message_id(&r).as_str())
+        );
+        in_stream.insert((
+            r.provider_id.0,
+            r.attempt.to_string(),
+            r.attempted_at.timestamp_micros(),
+        ));
+        results.push(r);
+    }
+    assert_eq!(in_stream, recorded);
+    for r in &answered {
+        assert!(
+            results.contains(r),
+            "the answered result is not in the stream as answered: {r:#?}"
+        );
+    }
+    h.wait_consumer_idle(&t.renewal_stream(), &t.alerting_consumer())
+        .await;
     h.stop().await;
 }

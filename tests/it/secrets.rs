@@ -1,17 +1,30 @@
 //! No secret reaches a log line: the admin token, the Gmail push secret, OAuth
 //! client secrets and refresh tokens, Graph clientStates and Calendar channel
 //! tokens — neither on the happy path nor on the refusals, whose WARN lines are
-//! where a request's URL and headers tend to leak.
+//! where a request's URL and headers tend to leak. On the embedded backend the
+//! service generates its own admin token (none is configured), which must not
+//! reach the logs either.
 
-use crate::support::{ADMIN_TOKEN, GMAIL_PUSH_SECRET, Harness, wait_until};
+use crate::support::{
+    ADMIN_TOKEN, Backend, GMAIL_PUSH_SECRET, Harness, on_both_backends, on_test_db, wait_until,
+};
 use reqwest::StatusCode;
 use serde_json::json;
 use std::time::Duration;
 use subkeeper_simulator::ChangeType;
 
-#[actix_web::test]
-async fn no_configured_or_generated_secret_reaches_the_logs() {
-    let h = Harness::start(|_| {}).await;
+on_both_backends!(no_configured_or_generated_secret_reaches_the_logs);
+
+async fn no_configured_or_generated_secret_reaches_the_logs(backend: Backend) {
+    let h = Harness::start(backend, |c| {
+        if backend == Backend::Embedded {
+            c.admin_token = None;
+        }
+    })
+    .await;
+    if backend == Backend::Embedded {
+        assert_ne!(h.admin_token(), ADMIN_TOKEN, "the token was not generated");
+    }
     assert!(crate::logs::capture(), "logs are not captured");
     let tenant = "acme";
     let refresh_calendar = format!("rt-cal-{}", uuid::Uuid::new_v4().simple());
@@ -98,7 +111,7 @@ async fn no_configured_or_generated_secret_reaches_the_logs() {
     let status = h
         .http
         .get(format!("{}/api/v1/tenants/{tenant}/providers", h.base_url))
-        .bearer_auth(format!("{ADMIN_TOKEN}-wrong"))
+        .bearer_auth(format!("{}-wrong", h.admin_token()))
         .send()
         .await
         .unwrap()
@@ -139,7 +152,7 @@ async fn no_configured_or_generated_secret_reaches_the_logs() {
 
     // … and none of the secrets it used.
     let mut secrets = vec![
-        ADMIN_TOKEN.to_owned(),
+        h.admin_token().to_owned(),
         GMAIL_PUSH_SECRET.to_owned(),
         subkeeper_testkit::admin::GRAPH_CLIENT_SECRET.to_owned(),
         crate::support::GOOGLE_CLIENT_SECRET.to_owned(),
@@ -172,17 +185,30 @@ async fn no_configured_or_generated_secret_reaches_the_logs() {
     h.stop().await;
 }
 
-/// Client secrets and refresh tokens are stored sealed, never in clear; the
-/// adapters open them (the providers register); `subkeeper rotate-key` re-seals
-/// every row under the new first key — values from before sealing included — so
-/// the old key can be dropped.
-#[actix_web::test]
-async fn oauth_secrets_are_stored_sealed_and_rotate_key_reseals_them_under_the_new_key() {
+// Client secrets and refresh tokens are stored sealed, never in clear; the
+// adapters open them (the providers register); `subkeeper rotate-key` re-seals
+// every row under the new first key — values from before sealing included — so
+// the old key can be dropped.
+on_both_backends!(oauth_secrets_are_stored_sealed_and_rotate_key_reseals_them_under_the_new_key);
+
+async fn oauth_secrets_are_stored_sealed_and_rotate_key_reseals_them_under_the_new_key(
+    backend: Backend,
+) {
     use subkeeper::store::{Location, Store};
     use subkeeper_actors::ports::CredentialSource as _;
     use subkeeper_testkit::service::SECRET_KEYS;
 
-    let h = Harness::start(|_| {}).await;
+    /// A credentials row as stored: id and every text column.
+    type Row = (
+        uuid::Uuid,
+        String,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+    );
+
+    let h = Harness::start(backend, |_| {}).await;
     let refresh = format!("rt-sealed-{}", uuid::Uuid::new_v4().simple());
     let graph = h.create_provider("acme", "acme-aad", "sealed").await;
     let calendar = h
@@ -206,41 +232,55 @@ async fn oauth_secrets_are_stored_sealed_and_rotate_key_reseals_them_under_the_n
         refresh.as_str(),
     ];
     let rows = || async {
-        sqlx::query_as::<_, (String, Option<String>, Option<String>)>(
-            "SELECT t::text, client_secret_key, refresh_token_key FROM oauth_credentials t",
+        let rows: Vec<Row> = on_test_db!(h, pool => sqlx::query_as(
+            "SELECT id, client_id, client_secret, client_secret_key, refresh_token, refresh_token_key \
+             FROM oauth_credentials",
         )
-        .fetch_all(&h.pool)
+        .fetch_all(pool)
         .await
-        .unwrap()
+        .unwrap());
+        rows
+    };
+    let in_clear = |row: &Row| {
+        let text = format!("{row:?}");
+        secrets.iter().any(|s| text.contains(s)).then_some(text)
     };
     let stored = rows().await;
     assert_eq!(stored.len(), 2);
-    for (row, client_key, _) in &stored {
-        assert_eq!(client_key.as_deref(), Some("ktest"), "{row}");
-        for secret in secrets {
-            assert!(!row.contains(secret), "a secret is stored in clear: {row}");
-        }
+    for row in &stored {
+        assert_eq!(row.3.as_deref(), Some("ktest"), "{row:?}");
+        assert_eq!(in_clear(row), None, "a secret is stored in clear");
     }
 
     // A row from before sealing existed: its secret in clear, no key.
-    sqlx::query(
-        "UPDATE oauth_credentials SET client_secret = $1, client_secret_key = NULL \
-         WHERE id = (SELECT credentials_id FROM providers WHERE id = $2::uuid)",
+    let graph_credentials = stored
+        .iter()
+        .find(|r| r.1 == subkeeper_testkit::admin::GRAPH_CLIENT_ID)
+        .unwrap()
+        .0;
+    on_test_db!(h, pool => sqlx::query(
+        "UPDATE oauth_credentials SET client_secret = $1, client_secret_key = NULL WHERE id = $2",
     )
     .bind(subkeeper_testkit::admin::GRAPH_CLIENT_SECRET)
-    .bind(&graph)
-    .execute(&h.pool)
+    .bind(graph_credentials)
+    .execute(pool)
     .await
-    .unwrap();
+    .unwrap()
+    .rows_affected());
 
     let new_key =
         subkeeper::secrets::Keyring::generate_entry(chrono::Utc::now().date_naive()).unwrap();
     let new_id = new_key.split(':').next().unwrap().to_owned();
-    let db_url = h.database_url().to_owned();
+    let location = h.backend.location();
     let mut rotate = crate::startup::subkeeper_binary(&["rotate-key"]);
-    rotate
-        .env("SUBKEEPER_DATABASE_URL", &db_url)
-        .env("SUBKEEPER_SECRET_KEYS", format!("{new_key},{SECRET_KEYS}"));
+    match &location {
+        Location::Postgres(url) => rotate.env("SUBKEEPER_DATABASE_URL", url),
+        Location::Sqlite(path) => rotate.env(
+            "SUBKEEPER_DATABASE_URL",
+            format!("sqlite:{}", path.display()),
+        ),
+    };
+    rotate.env("SUBKEEPER_SECRET_KEYS", format!("{new_key},{SECRET_KEYS}"));
     let out = crate::startup::output(rotate).await;
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -249,16 +289,14 @@ async fn oauth_secrets_are_stored_sealed_and_rotate_key_reseals_them_under_the_n
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(stdout.contains("2 credentials re-sealed"), "{stdout}");
-    for (row, client_key, refresh_key) in rows().await {
-        assert_eq!(client_key.as_deref(), Some(new_id.as_str()), "{row}");
-        assert!(refresh_key.is_none() || refresh_key.as_deref() == Some(new_id.as_str()));
-        for secret in secrets {
-            assert!(!row.contains(secret), "a secret is stored in clear: {row}");
-        }
+    for row in rows().await {
+        assert_eq!(row.3.as_deref(), Some(new_id.as_str()), "{row:?}");
+        assert!(row.5.is_none() || row.5.as_deref() == Some(new_id.as_str()));
+        assert_eq!(in_clear(&row), None, "a secret is stored in clear");
     }
     // Only the new key is needed from now on.
     let store = Store::connect(
-        &Location::Postgres(db_url),
+        &location,
         1,
         std::sync::Arc::new(subkeeper_actors::ports::clock::SystemClock),
     )
@@ -267,13 +305,9 @@ async fn oauth_secrets_are_stored_sealed_and_rotate_key_reseals_them_under_the_n
     .with_keyring(std::sync::Arc::new(
         subkeeper::secrets::Keyring::parse(&new_key).unwrap(),
     ));
-    let ids: Vec<uuid::Uuid> = sqlx::query_scalar("SELECT id FROM oauth_credentials")
-        .fetch_all(&h.pool)
-        .await
-        .unwrap();
     let mut opened = Vec::new();
-    for id in ids {
-        let c = store.credentials(id).await.unwrap().unwrap();
+    for row in rows().await {
+        let c = store.credentials(row.0).await.unwrap().unwrap();
         opened.extend(c.client_secret);
         opened.extend(c.refresh_token);
     }
@@ -288,7 +322,9 @@ async fn oauth_secrets_are_stored_sealed_and_rotate_key_reseals_them_under_the_n
 /// one: secrets are never stored in clear by accident.
 #[actix_web::test]
 async fn a_postgres_deployment_without_secret_keys_is_refused_with_the_way_to_make_one() {
-    let db = crate::support::test_db().await;
+    let db = subkeeper_testkit::db::TestDb::create(subkeeper_testkit::Purpose::Test)
+        .await
+        .unwrap();
     let mut run = crate::startup::subkeeper_binary(&["run"]);
     run.env("SUBKEEPER_DATABASE_URL", &db.url)
         .env("SUBKEEPER_HTTP_ADDR", "127.0.0.1:0");

@@ -1,10 +1,13 @@
 //! What an operator sees when a start-up dependency is missing: the binary names
 //! the variable, the service or the exact command to run — never a bare
 //! `channel closed` or `relative URL without a base`.
+//!
+//! The database tests are about PostgreSQL (a missing database, `createdb`) and
+//! run there only; their embedded twin (a missing store file) is in
+//! `embedded.rs`. The demo test runs the demo on PostgreSQL with NATS down.
 
 use crate::support::{TestDb, nats_url};
-use sqlx::{Connection, PgConnection};
-use subkeeper_testkit::db::server_url;
+use subkeeper_testkit::db::{connect_server, server_url};
 
 /// The built `subkeeper` binary with no SUBKEEPER_* variable of the test's own
 /// environment (unknown ones are refused, and the test's own, like
@@ -38,10 +41,13 @@ fn unborn_database() -> TestDb {
     }
 }
 
+/// A connection to the Postgres server, or one line naming it and the script.
+async fn server() -> sqlx::PgConnection {
+    connect_server().await.unwrap_or_else(|e| panic!("{e}"))
+}
+
 async fn exists(name: &str) -> bool {
-    let mut conn = PgConnection::connect(&format!("{}/postgres", server_url()))
-        .await
-        .unwrap();
+    let mut conn = server().await;
     sqlx::query_scalar::<_, bool>("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
         .bind(name)
         .fetch_one(&mut conn)
@@ -51,6 +57,7 @@ async fn exists(name: &str) -> bool {
 
 #[actix_web::test]
 async fn migrate_creates_a_missing_database_and_status_names_the_command() {
+    drop(server().await);
     let db = unborn_database();
 
     let mut status = subkeeper_binary(&["status"]);
@@ -163,9 +170,7 @@ async fn the_demo_with_nats_down_names_nats_and_its_url() {
     );
     std::fs::remove_dir_all(&tmp).unwrap();
     if !had_demo_db {
-        let mut conn = PgConnection::connect(&format!("{}/postgres", server_url()))
-            .await
-            .unwrap();
+        let mut conn = server().await;
         sqlx::Executor::execute(
             &mut conn,
             "DROP DATABASE IF EXISTS subkeeper_demo WITH (FORCE)",

@@ -1,12 +1,12 @@
 //! Webhook intake as Graph and downstream consumers see it: notifications reach
-//! JetStream on the right subject, once; bad input is answered and never published;
-//! a NATS outage loses nothing (the outbox); lifecycle notifications do their job.
+//! the webhook stream on the right subject, once; bad input is answered and never
+//! published; a NATS outage loses nothing (the outbox); lifecycle notifications do
+//! their job. Every scenario runs on both backends except the NATS outage, which
+//! is about NATS.
 
-use crate::support::{Harness, read_stream, wait_until};
-use futures_util::StreamExt;
+use crate::support::{Backend, Harness, on_both_backends, read_nats_stream, wait_until};
 use reqwest::StatusCode;
-use serde_json::{Value, json};
-use sqlx::Row;
+use serde_json::json;
 use std::collections::HashSet;
 use std::time::Duration;
 use subkeeper_actors::domain::{DomainEventType, ProviderKind, TenantId};
@@ -22,9 +22,19 @@ async fn live_subscription(h: &Harness, tenant: &str, provider: &str) -> String 
 }
 
 async fn webhook_messages(h: &Harness) -> Vec<crate::support::Stored> {
-    let t = h.topology();
-    read_stream(&h.nats, &t.webhook_stream(), &t.webhook_subjects()).await
+    h.webhook_stream().await
 }
+
+on_both_backends!(
+    a_new_message_reaches_the_webhook_stream_once_even_when_graph_delivers_it_three_times,
+    bad_notifications_get_their_answer_and_nothing_is_published,
+    lifecycle_notifications_renew_recreate_and_ask_for_resync,
+    a_request_mixing_real_items_with_thousands_of_forged_ids_publishes_exactly_the_real_ones,
+    a_subscription_whose_create_answer_was_lost_is_deleted_when_it_first_delivers,
+    a_notification_on_a_subscription_still_being_created_is_published,
+    a_route_carries_the_subscription_state_and_only_deleted_ones_are_retired,
+    a_notification_for_a_retired_provider_is_counted_as_retired,
+);
 
 async fn post(h: &Harness, body: impl Into<reqwest::Body>) -> StatusCode {
     h.http
@@ -37,9 +47,10 @@ async fn post(h: &Harness, body: impl Into<reqwest::Body>) -> StatusCode {
         .status()
 }
 
-#[actix_web::test]
-async fn a_new_message_reaches_jetstream_once_even_when_graph_delivers_it_three_times() {
-    let h = Harness::start(|_| {}).await;
+async fn a_new_message_reaches_the_webhook_stream_once_even_when_graph_delivers_it_three_times(
+    backend: Backend,
+) {
+    let h = Harness::start(backend, |_| {}).await;
     let provider = h.create_provider("acme", "acme-aad", "alice").await;
     let sub = live_subscription(&h, "acme", &provider).await;
 
@@ -51,7 +62,7 @@ async fn a_new_message_reaches_jetstream_once_even_when_graph_delivers_it_three_
     );
 
     wait_until(
-        "the notification in JetStream",
+        "the notification in the webhook stream",
         Duration::from_secs(1),
         || async { !webhook_messages(&h).await.is_empty() },
     )
@@ -79,9 +90,8 @@ async fn a_new_message_reaches_jetstream_once_even_when_graph_delivers_it_three_
     h.stop().await;
 }
 
-#[actix_web::test]
-async fn bad_notifications_get_their_answer_and_nothing_is_published() {
-    let h = Harness::start(|c| c.webhook_max_body_bytes = 4096).await;
+async fn bad_notifications_get_their_answer_and_nothing_is_published(backend: Backend) {
+    let h = Harness::start(backend, |c| c.webhook_max_body_bytes = 4096).await;
     let provider = h.create_provider("acme", "acme-aad", "bob").await;
     let sub = live_subscription(&h, "acme", &provider).await;
     let item = |sub: &str, state: &str| {
@@ -215,6 +225,8 @@ impl Drop for Nats {
     }
 }
 
+/// Postgres + NATS only: an outage of NATS, and the Postgres outbox that bridges
+/// it, exist only there (the in-process bus cannot be down without the process).
 #[actix_web::test]
 async fn a_thousand_notifications_through_a_nats_outage_are_all_kept_once() {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -228,7 +240,7 @@ async fn a_thousand_notifications_through_a_nats_outage_are_all_kept_once() {
     let mut nats = Nats::start(port, &dir);
     nats.wait_ready().await;
     let url = format!("nats://127.0.0.1:{port}");
-    let h = Harness::start(|c| {
+    let h = Harness::start(Backend::PostgresNats, |c| {
         c.nats_url = url.clone();
         c.outbox_relay_interval_ms = 100;
         c.webhook_publish_timeout_ms = 500;
@@ -244,11 +256,7 @@ async fn a_thousand_notifications_through_a_nats_outage_are_all_kept_once() {
             nats.kill();
         }
         if round == 7 {
-            let parked: i64 = sqlx::query("SELECT count(*) AS n FROM webhook_outbox")
-                .fetch_one(&h.pool)
-                .await
-                .unwrap()
-                .get("n");
+            let parked = h.outbox_depth().await;
             assert!(
                 parked >= 300,
                 "the outage must have parked notifications in the outbox, found {parked}"
@@ -286,11 +294,11 @@ async fn a_thousand_notifications_through_a_nats_outage_are_all_kept_once() {
     let client = async_nats::connect(&url).await.unwrap();
     let t = h.topology();
     wait_until("all 1000 in JetStream", Duration::from_secs(60), || async {
-        let stored = read_stream(&client, &t.webhook_stream(), &t.webhook_subjects()).await;
+        let stored = read_nats_stream(&client, &t.webhook_stream(), &t.webhook_subjects()).await;
         stored.len() >= 1000
     })
     .await;
-    let stored = read_stream(&client, &t.webhook_stream(), &t.webhook_subjects()).await;
+    let stored = read_nats_stream(&client, &t.webhook_stream(), &t.webhook_subjects()).await;
     assert_eq!(stored.len(), 1000, "no duplicates");
     let ids: HashSet<String> = stored
         .iter()
@@ -302,27 +310,20 @@ async fn a_thousand_notifications_through_a_nats_outage_are_all_kept_once() {
         })
         .collect();
     assert_eq!(ids, items.into_iter().collect::<HashSet<_>>());
-    let left: i64 = sqlx::query("SELECT count(*) AS n FROM webhook_outbox")
-        .fetch_one(&h.pool)
-        .await
-        .unwrap()
-        .get("n");
-    assert_eq!(left, 0, "outbox drained");
+    assert_eq!(h.outbox_depth().await, 0, "outbox drained");
     h.stop().await;
     drop(nats);
 }
 
-#[actix_web::test]
-async fn lifecycle_notifications_renew_recreate_and_ask_for_resync() {
-    let h = Harness::start(|_| {}).await;
+async fn lifecycle_notifications_renew_recreate_and_ask_for_resync(backend: Backend) {
+    let h = Harness::start(backend, |_| {}).await;
     let provider = h.create_provider("acme", "acme-aad", "dave").await;
     let sub = live_subscription(&h, "acme", &provider).await;
     let events = h.topology().event_subject(
         DomainEventType::ResyncRequired,
         &TenantId::parse("acme").unwrap(),
     );
-    let mut resyncs = h.nats.subscribe(events).await.unwrap();
-    h.nats.flush().await.unwrap();
+    let resyncs = h.subscribe(events).await;
 
     // reauthorizationRequired → the service renews now (Graph sees the PATCH).
     let report = h
@@ -342,11 +343,9 @@ async fn lifecycle_notifications_renew_recreate_and_ask_for_resync() {
 
     // missed → a resync event for the tenant.
     h.sim.lifecycle(&sub, LifecycleEvent::Missed).await.unwrap();
-    let event: Value = tokio::time::timeout(Duration::from_secs(5), resyncs.next())
-        .await
-        .expect("resync event")
-        .map(|m| serde_json::from_slice(&m.payload).unwrap())
-        .unwrap();
+    let (_, event) = resyncs
+        .wait_for("resync event", Duration::from_secs(5), |_| true)
+        .await;
     assert_eq!(event["provider_id"], provider.as_str());
     assert_eq!(event["reason"], "missed");
 
@@ -362,12 +361,13 @@ async fn lifecycle_notifications_renew_recreate_and_ask_for_resync() {
             .any(|s| s.resource == "users/dave/messages" && s.id != sub)
     })
     .await;
-    let event: Value = tokio::time::timeout(Duration::from_secs(5), resyncs.next())
-        .await
-        .expect("resync event")
-        .map(|m| serde_json::from_slice(&m.payload).unwrap())
-        .unwrap();
+    let (_, event) = resyncs
+        .wait_for("second resync event", Duration::from_secs(5), |e| {
+            e["reason"] != "missed"
+        })
+        .await;
     assert_eq!(event["reason"], "subscription_removed");
+    assert_eq!(resyncs.all().len(), 2, "{:#?}", resyncs.all());
     let view = h
         .wait_provider("acme", &provider, "recreated", |v| {
             v["subscription"]["id"].as_str().is_some_and(|id| id != sub)
@@ -380,27 +380,16 @@ async fn lifecycle_notifications_renew_recreate_and_ask_for_resync() {
 /// One request naming two providers' subscriptions among thousands of forged
 /// ids (one route lookup for the whole request): exactly the real items are
 /// published, each on its provider's subject, a repeated one once.
-#[actix_web::test]
-async fn a_request_mixing_real_items_with_thousands_of_forged_ids_publishes_exactly_the_real_ones()
-{
-    let h = Harness::start(|_| {}).await;
+async fn a_request_mixing_real_items_with_thousands_of_forged_ids_publishes_exactly_the_real_ones(
+    backend: Backend,
+) {
+    let h = Harness::start(backend, |_| {}).await;
     let alice = h.create_provider("acme", "acme-aad", "alice").await;
     let bob = h.create_provider("globex", "globex-aad", "bob").await;
     let alice_sub = live_subscription(&h, "acme", &alice).await;
     let bob_sub = live_subscription(&h, "globex", &bob).await;
-    let client_state = |sub: String| {
-        let pool = h.pool.clone();
-        async move {
-            sqlx::query("SELECT client_state FROM subscriptions WHERE external_id = $1")
-                .bind(sub)
-                .fetch_one(&pool)
-                .await
-                .unwrap()
-                .get::<String, _>("client_state")
-        }
-    };
-    let alice_state = client_state(alice_sub.clone()).await;
-    let bob_state = client_state(bob_sub.clone()).await;
+    let alice_state = h.client_state(&alice_sub).await;
+    let bob_state = h.client_state(&bob_sub).await;
     let item = |sub: &str, state: &str, message: &str| {
         json!({
             "subscriptionId": sub, "clientState": state, "changeType": "created",
@@ -462,7 +451,7 @@ async fn a_request_mixing_real_items_with_thousands_of_forged_ids_publishes_exac
 #[actix_web::test]
 #[ignore = "measurement probe: prints timings, run by hand"]
 async fn probe_forged_flood() {
-    let h = Harness::start(|_| {}).await;
+    let h = Harness::start(Backend::PostgresNats, |_| {}).await;
     let mut items = Vec::new();
     let mut size = 0;
     while size < (1 << 20) - 100 {
@@ -490,10 +479,11 @@ async fn probe_forged_flood() {
 /// out): the orphan delivers with the clientState we sent, under an id we never
 /// learned. Its first notification gives it away; it is deleted at Graph and
 /// nothing it sent is published.
-#[actix_web::test]
-async fn a_subscription_whose_create_answer_was_lost_is_deleted_when_it_first_delivers() {
+async fn a_subscription_whose_create_answer_was_lost_is_deleted_when_it_first_delivers(
+    backend: Backend,
+) {
     use subkeeper_testkit::sim::{Fault, FaultOperation, FaultRule};
-    let h = Harness::start(|c| c.provider_timeout_seconds = 1).await;
+    let h = Harness::start(backend, |c| c.provider_timeout_seconds = 1).await;
     h.sim.inject_fault(
         FaultRule::new(FaultOperation::Create, Fault::LostAnswer { seconds: 3 })
             .for_resource("orphan")
@@ -546,12 +536,11 @@ async fn a_subscription_whose_create_answer_was_lost_is_deleted_when_it_first_de
 /// notification carries the clientState of the create in flight and is routed
 /// to that provider. Here the answer then never arrives (a 504), so the same
 /// subscription becomes an orphan: its next notification gets it deleted.
-#[actix_web::test]
-async fn a_notification_on_a_subscription_still_being_created_is_published() {
+async fn a_notification_on_a_subscription_still_being_created_is_published(backend: Backend) {
     use subkeeper_testkit::sim::{Fault, FaultOperation, FaultRule};
     // The answer is held 4 s (the client waits up to 8): room for the early
     // notification even on a loaded machine.
-    let h = Harness::start(|c| c.provider_timeout_seconds = 8).await;
+    let h = Harness::start(backend, |c| c.provider_timeout_seconds = 8).await;
     h.sim.inject_fault(
         FaultRule::new(FaultOperation::Create, Fault::LostAnswer { seconds: 4 })
             .for_resource("early")
@@ -607,26 +596,21 @@ async fn a_notification_on_a_subscription_still_being_created_is_published() {
 /// Every state a subscription row can be in comes back from the store as its own
 /// route state, and only a deleted one (or a retired provider) stops intake: a
 /// replaced or gone id stays routable for late notifications.
-#[actix_web::test]
-async fn a_route_carries_the_subscription_state_and_only_deleted_ones_are_retired() {
+async fn a_route_carries_the_subscription_state_and_only_deleted_ones_are_retired(
+    backend: Backend,
+) {
     use subkeeper_actors::ports::{IntakeStore as _, RouteState};
-    let h = Harness::start(|_| {}).await;
+    let h = Harness::start(backend, |_| {}).await;
     let provider = h.create_provider("acme", "acme-aad", "carol").await;
     let sub = live_subscription(&h, "acme", &provider).await;
-    let store = h.store().await;
-    let pool = h.pool.clone();
+    let store = h.store();
     for (stored, state, retired) in [
         ("active", RouteState::Active, false),
         ("replaced", RouteState::Replaced, false),
         ("gone", RouteState::Gone, false),
         ("deleted", RouteState::Deleted, true),
     ] {
-        sqlx::query("UPDATE subscriptions SET state = $1 WHERE external_id = $2")
-            .bind(stored)
-            .bind(&sub)
-            .execute(&pool)
-            .await
-            .unwrap();
+        h.set_subscription_state(&sub, stored).await;
         let route = store
             .routes(&[sub.as_str()])
             .await
@@ -642,17 +626,11 @@ async fn a_route_carries_the_subscription_state_and_only_deleted_ones_are_retire
 /// A late notification for a deleted provider's subscription is acknowledged and
 /// dropped, and counted as `retired` — not as `rejected`, which an operator reads
 /// as malformed or forged traffic.
-#[actix_web::test]
-async fn a_notification_for_a_retired_provider_is_counted_as_retired() {
-    let h = Harness::start(|_| {}).await;
+async fn a_notification_for_a_retired_provider_is_counted_as_retired(backend: Backend) {
+    let h = Harness::start(backend, |_| {}).await;
     let provider = h.create_provider("acme", "acme-aad", "dave").await;
     let sub = live_subscription(&h, "acme", &provider).await;
-    let client_state: String =
-        sqlx::query_scalar("SELECT client_state FROM subscriptions WHERE external_id = $1")
-            .bind(&sub)
-            .fetch_one(&h.pool)
-            .await
-            .unwrap();
+    let client_state = h.client_state(&sub).await;
     let (code, _) = h
         .admin(
             reqwest::Method::DELETE,
@@ -664,16 +642,7 @@ async fn a_notification_for_a_retired_provider_is_counted_as_retired() {
     wait_until(
         "the subscription deleted",
         Duration::from_secs(10),
-        || async {
-            sqlx::query_scalar::<_, String>(
-                "SELECT state FROM subscriptions WHERE external_id = $1",
-            )
-            .bind(&sub)
-            .fetch_one(&h.pool)
-            .await
-            .unwrap()
-                == "deleted"
-        },
+        || async { h.subscription_state(&sub).await == "deleted" },
     )
     .await;
 

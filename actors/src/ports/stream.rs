@@ -18,6 +18,9 @@ pub struct StreamMessage {
     pub stream: String,
     /// The subject it was published on.
     pub subject: String,
+    /// The publisher's de-duplication key, while the stream's duplicate window
+    /// still remembers it (JetStream's `Nats-Msg-Id`).
+    pub msg_id: Option<String>,
     /// Its body.
     pub payload: Vec<u8>,
     /// When it was stored.

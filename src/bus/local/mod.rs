@@ -461,9 +461,96 @@ impl DomainEventSink for LocalBus {
             .event_subject(event.event_type, &event.tenant);
         let payload = crate::intake::encode("domain_event", event)
             .map_err(|e| PublishError::Rejected(e.to_string()))?;
-        self.append(&stream, &subject, None, &payload, None)
+        let msg_id = event_message_id(&payload);
+        self.append(&stream, &subject, Some(&msg_id), &payload, None)
             .await
             .map(|_| ())
             .map_err(unavailable)
+    }
+}
+
+/// The message id of a domain event: a hash of its wire form. A notification
+/// whose event was stored but whose settlement was lost (the process died in
+/// between) is redelivered after the restart and yields the identical event —
+/// same provider, resource, change and received-at time — which the event
+/// stream then keeps once, so downstream hears of each change once.
+fn event_message_id(payload: &[u8]) -> String {
+    use sha2::{Digest as _, Sha256};
+    let digest = Sha256::digest(payload);
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    format!("event:{hex}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{IfMissing, Location, Store};
+    use subkeeper_actors::domain::DomainEventType;
+    use subkeeper_actors::ports::clock::SystemClock;
+
+    fn event(resource: &str, at: chrono::DateTime<chrono::Utc>) -> DomainEvent {
+        DomainEvent {
+            event_type: DomainEventType::MailReceived,
+            tenant: TenantId::parse("acme").unwrap(),
+            provider_id: ProviderId(uuid::Uuid::nil()),
+            kind: ProviderKind::GraphMail,
+            reason: None,
+            at,
+            resource: Some(resource.into()),
+            change_type: Some("created".into()),
+            history_id: None,
+        }
+    }
+
+    /// A notification redelivered after a crash publishes its event again: the
+    /// event stream keeps it once (it used to keep both, and downstream heard of
+    /// one new message twice), while distinct events are all kept.
+    /// A temp directory removed when dropped, also when the test fails.
+    struct TempDir(std::path::PathBuf);
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    #[tokio::test]
+    async fn an_event_published_again_after_a_redelivery_is_stored_once() {
+        let dir =
+            TempDir(std::env::temp_dir().join(format!("subkeeper-bus-{}", uuid::Uuid::new_v4())));
+        let store = Store::open(
+            &Location::Sqlite(dir.0.join("subkeeper.db")),
+            1,
+            Arc::new(SystemClock),
+            IfMissing::Create,
+        )
+        .await
+        .unwrap();
+        store.migrate().await.unwrap();
+        let topology = Topology::new("sk", "SK");
+        let bus = LocalBus::new(
+            Arc::new(store.clone()),
+            topology.clone(),
+            Arc::new(SystemClock),
+        );
+        let at = chrono::Utc::now();
+        let first = event("Users/a/Messages/1", at);
+        DomainEventSink::publish(&bus, &first).await.unwrap();
+        DomainEventSink::publish(&bus, &first).await.unwrap();
+        // The same message changed again later, and another message: new events.
+        DomainEventSink::publish(
+            &bus,
+            &event("Users/a/Messages/1", at + TimeDelta::seconds(1)),
+        )
+        .await
+        .unwrap();
+        DomainEventSink::publish(&bus, &event("Users/a/Messages/2", at))
+            .await
+            .unwrap();
+        let stored = store
+            .read(Some(&topology.event_stream()), 0, 100)
+            .await
+            .unwrap();
+        assert_eq!(stored.len(), 3, "{stored:#?}");
     }
 }
