@@ -42,13 +42,11 @@ use std::sync::Arc;
 use std::time::Duration;
 use story::{Act, Seen, Story};
 use subkeeper_actors::alerting::Alert;
-use subkeeper_actors::domain::{
-    DomainEvent, ProviderId, RenewalResult, WebhookEnvelope,
-};
+use subkeeper_actors::domain::{DomainEvent, ProviderId, RenewalResult, WebhookEnvelope};
 use subkeeper_actors::ports::clock::{ScaledClock, SharedClock};
 use subkeeper_simulator::{
-    ChangeError, ChangeReport, ChangeRequest, ChangeType, FeedRef, Fault, FaultOperation,
-    FaultRule, Simulator, SimulatorConfig,
+    ChangeError, ChangeReport, ChangeRequest, ChangeType, Fault, FaultOperation, FaultRule,
+    FeedRef, Simulator, SimulatorConfig,
 };
 use tokio::sync::mpsc;
 
@@ -153,9 +151,13 @@ impl Demo {
         config.google_token_url = format!("{}/token", sim_server.google_base_url());
         let token = match &config.admin_token {
             Some(token) => token.clone(),
-            None => crate::cli::embedded_admin_token(&config, true)
-                .with_context(|| format!("cannot write the admin token into {}", data_dir.display()))?
-                .0,
+            None => {
+                crate::cli::embedded_admin_token(&config, true)
+                    .with_context(|| {
+                        format!("cannot write the admin token into {}", data_dir.display())
+                    })?
+                    .0
+            }
         };
         config.admin_token = Some(token.clone());
         config
@@ -213,9 +215,7 @@ impl Demo {
             Err(_) => {
                 sim_server.stop().await;
                 return Err(match (&mut service).await {
-                    Ok(Err(e)) => {
-                        anyhow::Error::new(e).context("the demo's service did not start")
-                    }
+                    Ok(Err(e)) => anyhow::Error::new(e).context("the demo's service did not start"),
                     Ok(Ok(())) => anyhow::anyhow!("the demo's service stopped before it started"),
                     Err(e) => anyhow::Error::new(e).context("the demo's service panicked"),
                 });
@@ -263,7 +263,9 @@ impl Demo {
         }
 
         let admin = AdminApi::new(&config.public_url, token)?;
-        println!("Connecting six providers through the admin API (POST /api/v1/tenants/{{tenant}}/providers):");
+        println!(
+            "Connecting six providers through the admin API (POST /api/v1/tenants/{{tenant}}/providers):"
+        );
         let mut members = HashMap::new();
         for member in &CAST {
             let id = admin
@@ -295,7 +297,11 @@ impl Demo {
         let started = tokio::time::Instant::now();
         let sim_started = clock.now();
         let end = teller
-            .tell(rx, &mut service, started + Duration::from_secs(args.seconds))
+            .tell(
+                rx,
+                &mut service,
+                started + Duration::from_secs(args.seconds),
+            )
             .await;
         let real = started.elapsed();
         let simulated = clock.now() - sim_started;
@@ -413,7 +419,12 @@ async fn choose_backends(
         (Some(url), _) => Some((url.clone(), Source::Flag("--postgres"))),
         (None, Location::Postgres(url)) => Some((
             url,
-            Source::of(false, "--postgres", "SUBKEEPER_DATABASE_URL", "database_url"),
+            Source::of(
+                false,
+                "--postgres",
+                "SUBKEEPER_DATABASE_URL",
+                "database_url",
+            ),
         )),
         // An embedded store named elsewhere is not the demo's: use its own.
         (None, Location::Sqlite(_)) => None,
@@ -659,7 +670,12 @@ impl Teller {
             }
             Input::Reauthorized { provider, outcome } => {
                 if let Err(e) = outcome {
-                    self.print(provider, "operator", "", &format!("re-authorization failed: {e:#}"));
+                    self.print(
+                        provider,
+                        "operator",
+                        "",
+                        &format!("re-authorization failed: {e:#}"),
+                    );
                 }
             }
             Input::MailAnnounced { provider, outcome } => match outcome {
@@ -682,7 +698,10 @@ impl Teller {
                             provider,
                             "simulator",
                             "",
-                            &format!("the change notification was refused: {}", answers.join(", ")),
+                            &format!(
+                                "the change notification was refused: {}",
+                                answers.join(", ")
+                            ),
                         );
                     }
                 }
@@ -755,11 +774,21 @@ impl Teller {
                 None
             }
             Ok(Ok(RenewReply::Many(_))) => {
-                self.print(forced.provider, "control", "", &format!("{via}: a list, not one result"));
+                self.print(
+                    forced.provider,
+                    "control",
+                    "",
+                    &format!("{via}: a list, not one result"),
+                );
                 None
             }
             Ok(Err(e)) => {
-                self.print(forced.provider, "control", "", &format!("{via} is not a RenewalResult: {e}"));
+                self.print(
+                    forced.provider,
+                    "control",
+                    "",
+                    &format!("{via} is not a RenewalResult: {e}"),
+                );
                 None
             }
             Err(e) => {
@@ -830,8 +859,11 @@ impl Teller {
                 actix_rt::spawn(async move {
                     let outcome = sim
                         .make_change(
-                            ChangeRequest::new(FeedRef::graph(member.resource), ChangeType::Created)
-                                .subject("Invoice 4711 — please review"),
+                            ChangeRequest::new(
+                                FeedRef::graph(member.resource),
+                                ChangeType::Created,
+                            )
+                            .subject("Invoice 4711 — please review"),
                         )
                         .await;
                     let _ = tx.send(Input::MailAnnounced { provider, outcome }).await;
