@@ -5,6 +5,7 @@
 
 mod admin;
 mod alerting_e2e;
+mod demo;
 mod google;
 mod lifecycle;
 mod logs;
