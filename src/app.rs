@@ -67,8 +67,20 @@ pub struct RunOptions {
     pub clock: Option<SharedClock>,
     /// Where renewal results go (default: the JetStream renewal stream).
     pub events: Option<Arc<dyn EventSink>>,
-    /// Receives the fleet handle once it is running.
-    pub on_started: Option<tokio::sync::oneshot::Sender<FleetHandle>>,
+    /// Receives the running service's handles once the fleet runs (before HTTP is
+    /// served: connections wait in the listener's backlog until then).
+    pub on_started: Option<tokio::sync::oneshot::Sender<Running>>,
+}
+
+/// What a caller of [`run_with`] gets once the service runs: the handles the demo
+/// and tests drive and observe it through.
+#[derive(Clone)]
+pub struct Running {
+    /// Forces renewals and reconciliations.
+    pub fleet: FleetHandle,
+    /// The bus the service publishes on: taps ([`Bus::subscribe`]) and forced
+    /// renewals as the bus's retry message ([`Bus::request_renewal`]).
+    pub bus: Bus,
 }
 
 /// Runs subkeeper until `shutdown` resolves. Must be called inside an actix System.
@@ -96,7 +108,10 @@ pub async fn run_with(
     let adapters = Adapters::build(&config, clock.clone()).await?;
     let core = Core::start(&config, &adapters, options.events, clock.clone()).await?;
     if let Some(tx) = options.on_started {
-        let _ = tx.send(core.fleet.clone());
+        let _ = tx.send(Running {
+            fleet: core.fleet.clone(),
+            bus: adapters.bus.clone(),
+        });
     }
     let intake = Intake::start(&config, &adapters, &core, clock);
     let state = AppState {

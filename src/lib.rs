@@ -21,7 +21,7 @@ pub mod secrets;
 pub mod store;
 pub mod telemetry;
 
-pub use app::{RunError, RunOptions, run, run_with};
+pub use app::{RunError, RunOptions, Running, run, run_with};
 pub use config::Config;
 
 /// Installs rustls' ring crypto provider for reqwest (once; later calls are no-ops).

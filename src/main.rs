@@ -64,16 +64,51 @@ enum Command {
         #[arg(long)]
         accept_any_credentials: bool,
     },
-    /// Start the simulator and the service in one process, seed providers across two
-    /// tenants, run the clock fast, and print the lifecycle as it happens (one line
-    /// per event; the service's log goes to subkeeper-demo.log in the temp dir).
+    /// Watch subkeeper work: the service and a simulated Microsoft Graph and Google
+    /// in one process, with nothing installed or running but this binary.
+    ///
+    /// Six providers across three tenants are connected through the admin API, and
+    /// the story is printed as it happens, one line per event read off the bus,
+    /// each starting with the simulated time: registration; renewal; a subscription
+    /// Graph lost (404) recreated; three strikes → error → an alert firing, then
+    /// resolved; invalid_grant → needs_reauth → re-authorized; a Graph change
+    /// notification accepted onto the bus and its mail_received event; a forced
+    /// renewal sent as the bus's retry message (control.renew) and its reply; a
+    /// Google Calendar channel rotated (new channel, old one stopped) and a Gmail
+    /// watch renewed. It ends by itself once all of that has been seen (exit 0) and
+    /// says where the state it left is and how to look at it.
+    ///
+    /// By default the state is an embedded SQLite store in a new directory under
+    /// the temp directory (or --data-dir) and the bus is in process. The service's
+    /// own log goes to subkeeper.log in that directory. With --postgres / --nats
+    /// (or SUBKEEPER_DATABASE_URL / SUBKEEPER_NATS_URL) the same story runs on
+    /// those servers, in the demo's own database `subkeeper_demo` and its own
+    /// subjects `{prefix}_demo.>` and streams `{PREFIX}_DEMO_*`, all recreated at
+    /// start. A server it cannot reach is named with the flag or variable that
+    /// pointed at it.
     Demo {
-        /// Simulated seconds per real second.
-        #[arg(long, default_value_t = 1200)]
+        /// Simulated seconds per real second (the story takes about 90 simulated
+        /// minutes: some 9 s at the default).
+        #[arg(long, default_value_t = 600)]
         speed: u32,
-        /// Stop after this many real seconds.
-        #[arg(long, default_value_t = 30)]
+        /// Give up after this many real seconds if the story is not told by then
+        /// (exit 1, naming what was not seen).
+        #[arg(long, default_value_t = 120)]
         seconds: u64,
+        /// Keep the demo's state in this directory (new or empty) instead of a new
+        /// one under the temp directory.
+        #[arg(long, value_name = "DIR")]
+        data_dir: Option<PathBuf>,
+        /// Run on this PostgreSQL server instead of the embedded store: the demo
+        /// drops and recreates its own database `subkeeper_demo` there (the URL's
+        /// database is not used). Default: SUBKEEPER_DATABASE_URL, when it is a
+        /// postgres:// URL.
+        #[arg(long, value_name = "URL")]
+        postgres: Option<String>,
+        /// Run on this NATS server (JetStream enabled) instead of the in-process
+        /// bus, on the demo's own subjects and streams. Default: SUBKEEPER_NATS_URL.
+        #[arg(long, value_name = "URL")]
+        nats: Option<String>,
     },
     /// Print provider counts by status and every provider that needs attention.
     Status,
@@ -113,20 +148,43 @@ enum Command {
 fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     let config = Config::load(cli.config.as_deref())?;
-    // The demo prints one line per event itself; its log (which would repeat
-    // each one) goes to a file it names.
-    let demo_log = std::env::temp_dir().join("subkeeper-demo.log");
-    match cli.command {
-        Command::Demo { .. } => subkeeper::telemetry::init_logging_to_file(
-            &config.log_format,
-            &config.log_filter,
-            &demo_log,
-        )
-        .with_context(|| format!("cannot write the demo's log to {}", demo_log.display()))?,
-        _ => subkeeper::telemetry::init_logging(&config.log_format, &config.log_filter),
-    }
+    // The demo prints one line per event itself; the service's log (which would
+    // repeat each one) goes to a file in the demo's data directory.
+    let demo = match &cli.command {
+        Command::Demo {
+            speed,
+            seconds,
+            data_dir,
+            postgres,
+            nats,
+        } => {
+            let demo = subkeeper::demo::Demo::prepare(
+                config.clone(),
+                subkeeper::demo::DemoArgs {
+                    speed: *speed,
+                    seconds: *seconds,
+                    data_dir: data_dir.clone(),
+                    postgres: postgres.clone(),
+                    nats: nats.clone(),
+                },
+            )?;
+            let log = demo.log_path();
+            subkeeper::telemetry::init_logging_to_file(
+                &config.log_format,
+                &config.log_filter,
+                &log,
+            )
+            .with_context(|| format!("cannot write the demo's log to {}", log.display()))?;
+            Some(demo)
+        }
+        _ => {
+            subkeeper::telemetry::init_logging(&config.log_format, &config.log_filter);
+            None
+        }
+    };
+    let is_demo = demo.is_some();
     let system = actix_rt::System::new();
-    system.block_on(async move {
+    let result = system.block_on(async move {
         match cli.command {
             Command::Run => {
                 let listener = std::net::TcpListener::bind(config.http_addr)
@@ -164,9 +222,10 @@ fn main() -> anyhow::Result<ExitCode> {
                 subkeeper_simulator::serve_forever(addr, speed, config).await?;
                 Ok(ExitCode::SUCCESS)
             }
-            Command::Demo { speed, seconds } => subkeeper::demo::run(config, speed, seconds, &demo_log)
-                .await
-                .map(|()| ExitCode::SUCCESS),
+            Command::Demo { .. } => match demo {
+                Some(demo) => demo.run().await,
+                None => anyhow::bail!("the demo was not prepared"),
+            },
             Command::Status => subkeeper::cli::status(&config)
                 .await
                 .map(|()| ExitCode::SUCCESS),
@@ -194,7 +253,15 @@ fn main() -> anyhow::Result<ExitCode> {
                 .await
             }
         }
-    })
+    });
+    if is_demo {
+        // The story is over and its state written. The service's supervisors
+        // outlive `run_with` (the fleet has no shutdown of its own), and dropping
+        // the runtime cancels any still recording an attempt, which sqlx answers
+        // with a panic message on the way out. Leave them to the process's exit.
+        std::mem::forget(system);
+    }
+    result
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -239,13 +239,16 @@ impl Lifecycle {
         self.had_subscription = true;
     }
 
-    /// Credentials changed: leave `needs_reauth` and try again now.
+    /// Credentials changed: leave `needs_reauth` and try again now. The attempt
+    /// starts from the health before the change (`needs_reauth`), so its result
+    /// shows the provider leaving it — and its alert resolves.
     pub fn credentials_changed(&mut self, now: DateTime<Utc>) -> Next {
+        let previous = self.status();
         self.needs_reauth = false;
         if self.in_flight.is_some() {
             return Next::Busy;
         }
-        self.begin(now)
+        self.begin_from(now, previous)
     }
 
     /// The in-flight attempt came back with `outcome`.
@@ -321,8 +324,13 @@ impl Lifecycle {
 
     /// Marks an attempt in flight and answers "call the provider now".
     fn begin(&mut self, now: DateTime<Utc>) -> Next {
-        let kind = self.next_kind(now);
         let previous = self.status();
+        self.begin_from(now, previous)
+    }
+
+    /// [`Self::begin`], for an attempt whose health before it was `previous`.
+    fn begin_from(&mut self, now: DateTime<Utc>, previous: HealthState) -> Next {
+        let kind = self.next_kind(now);
         self.in_flight = Some((kind, previous));
         self.next_at = None;
         Next::AttemptNow(kind)
@@ -493,6 +501,33 @@ mod tests {
         assert_eq!(lc.due(now), Next::Parked);
         assert_eq!(lc.start(now, 0.0), Next::Parked);
         assert_eq!(lc.force(now), Next::AttemptNow(AttemptKind::Register));
+    }
+
+    #[test]
+    fn the_attempt_after_new_credentials_starts_from_needs_reauth() {
+        let now = t0();
+        let mut lc = Lifecycle::new(Policy::default());
+        lc.start(now, 0.0);
+        lc.complete(now, &failed(ErrorClass::ReauthRequired), 0.0)
+            .unwrap();
+        assert_eq!(
+            lc.credentials_changed(now),
+            Next::AttemptNow(AttemptKind::Register)
+        );
+        let done = lc
+            .complete(
+                now,
+                &Outcome::Succeeded {
+                    expires_at: now + TimeDelta::days(3),
+                },
+                0.0,
+            )
+            .unwrap();
+        // What the alerting actor resolves the needs_reauth alert on.
+        assert_eq!(
+            (done.previous, done.status),
+            (HealthState::NeedsReauth, HealthState::Healthy)
+        );
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! run there only; their embedded twin (a missing store file) is in
 //! `embedded.rs`. The demo test runs the demo on PostgreSQL with NATS down.
 
-use crate::support::{TestDb, nats_url};
+use crate::support::TestDb;
 use subkeeper_testkit::db::{connect_server, server_url};
 
 /// The built `subkeeper` binary with no SUBKEEPER_* variable of the test's own
@@ -131,51 +131,4 @@ async fn bad_settings_name_the_variable() {
         0,
         "lists every key: {stderr}"
     );
-}
-
-#[actix_web::test]
-async fn the_demo_with_nats_down_names_nats_and_its_url() {
-    // A port nothing listens on: bound, then closed.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let nats = format!("nats://127.0.0.1:{port}");
-    assert_ne!(nats, nats_url());
-    // The demo drops and recreates its own database; leave the server as found.
-    let had_demo_db = exists("subkeeper_demo").await;
-    // The demo writes its log under the temp directory: a private one, removed after.
-    let tmp =
-        std::env::temp_dir().join(format!("subkeeper-test-{}", uuid::Uuid::new_v4().simple()));
-    std::fs::create_dir(&tmp).unwrap();
-    let mut demo = subkeeper_binary(&["demo", "--seconds", "5"]);
-    demo.env("TMPDIR", &tmp)
-        .env("SUBKEEPER_NATS_URL", &nats)
-        .env(
-            "SUBKEEPER_DATABASE_URL",
-            format!("{}/subkeeper", server_url()),
-        );
-    let out = output(demo).await;
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{stderr}");
-    assert!(
-        stderr.contains(&nats) && stderr.contains("NATS"),
-        "the demo does not say NATS at {nats} failed: {stderr}"
-    );
-    assert!(!stderr.contains("channel closed"), "{stderr}");
-    assert!(
-        tmp.join("subkeeper-demo.log").is_file(),
-        "the demo's log is not where its header says"
-    );
-    std::fs::remove_dir_all(&tmp).unwrap();
-    if !had_demo_db {
-        let mut conn = server().await;
-        sqlx::Executor::execute(
-            &mut conn,
-            "DROP DATABASE IF EXISTS subkeeper_demo WITH (FORCE)",
-        )
-        .await
-        .unwrap();
-    }
 }
