@@ -1,14 +1,18 @@
 //! One budget of the form "at most `max` units in any `span`" — Graph's 1,000
 //! subscription writes per 20 s, Calendar's 600 requests per minute — kept on
-//! domain time as two logs:
+//! domain time in two parts:
 //!
-//! - `booked`: the send times handed out to callers before they queue for a
-//!   fleet permit. Each booking gets the earliest instant at which it fits, in
-//!   arrival order, so a queue of thousands is paced by one lock acquisition
-//!   each — no herd re-checking the budget every time one unit frees.
+//! - bookings: the send times handed out to callers before they queue for a
+//!   fleet permit, evenly spaced (`span / max` per unit) in arrival order, so a
+//!   queue of thousands is paced by one lock acquisition each — no herd
+//!   re-checking the budget every time one unit frees. Even spacing rather than
+//!   a burst of `max` at once: every booked request still waits for a permit
+//!   and a token before it leaves, and a burst's sends would trail its
+//!   bookings by however long that takes, so the next burst, booked exactly one
+//!   span later, would meet the last one's sends still in the window.
 //! - `sent`: what really went out, stamped when it was sent. This is the truth
-//!   the provider counts; a request whose booking aged while it waited for a
-//!   permit (or that never booked) is checked against it before it leaves.
+//!   the provider counts; a request whose send lagged its booking (or that
+//!   never booked) is checked against it before it leaves.
 //!
 //! Owns only the arithmetic: it reads no clock (every call is given `now`), so a
 //! scaled or paused clock moves it like everything else, and the tests drive it
@@ -22,10 +26,9 @@ use std::collections::VecDeque;
 pub(crate) struct Window {
     /// Length of the window, in domain time.
     span: TimeDelta,
-    /// Booked send times and their units, non-decreasing.
-    booked: VecDeque<(DateTime<Utc>, u32)>,
-    /// Sum of the units in `booked`.
-    booked_units: u64,
+    /// When the next booking may be sent: the last one's time plus its units'
+    /// spacing.
+    next_free: Option<DateTime<Utc>>,
     /// Send times and their units, non-decreasing.
     sent: VecDeque<(DateTime<Utc>, u32)>,
     /// Sum of the units in `sent`.
@@ -37,8 +40,7 @@ impl Window {
     pub(crate) fn new(span: TimeDelta) -> Self {
         Self {
             span,
-            booked: VecDeque::new(),
-            booked_units: 0,
+            next_free: None,
             sent: VecDeque::new(),
             sent_units: 0,
         }
@@ -48,29 +50,19 @@ impl Window {
     /// span old has left it, as the providers count).
     fn prune(&mut self, now: DateTime<Utc>) {
         let horizon = now - self.span;
-        prune(&mut self.booked, &mut self.booked_units, horizon);
         prune(&mut self.sent, &mut self.sent_units, horizon);
     }
 
     /// Books `units` (at most `max`) at the earliest instant at or after `now`
-    /// and after every earlier booking at which no span holds more than `max`
-    /// booked units, and returns that instant.
+    /// and at least `span × units / max` after the previous booking, and
+    /// returns it: spaced so, no span holds more than `max` booked units.
     pub(crate) fn book(&mut self, now: DateTime<Utc>, max: u32, units: u32) -> DateTime<Utc> {
-        self.prune(now);
-        let units = units.clamp(1, max.max(1));
-        let mut at = self.booked.back().map_or(now, |&(last, _)| last.max(now));
-        // Walk back from the newest booking: the first one that would make the
-        // window ending at `at` overflow must have left it.
-        let mut counted = u64::from(units);
-        for &(booked_at, booked_units) in self.booked.iter().rev() {
-            counted += u64::from(booked_units);
-            if counted > u64::from(max) {
-                at = at.max(booked_at + self.span);
-                break;
-            }
-        }
-        self.booked.push_back((at, units));
-        self.booked_units += u64::from(units);
+        let max = max.max(1);
+        let units = units.clamp(1, max);
+        let at = self.next_free.map_or(now, |free| free.max(now));
+        let micros = self.span.num_microseconds().unwrap_or(i64::MAX);
+        let spacing = micros.saturating_mul(i64::from(units)) / i64::from(max);
+        self.next_free = Some(at + TimeDelta::microseconds(spacing));
         at
     }
 
@@ -111,7 +103,7 @@ impl Window {
     /// Nothing booked or sent is left in the window at `now`: it can be dropped.
     pub(crate) fn is_idle(&mut self, now: DateTime<Utc>) -> bool {
         self.prune(now);
-        self.booked.is_empty() && self.sent.is_empty()
+        self.next_free.is_none_or(|free| free <= now) && self.sent.is_empty()
     }
 }
 
