@@ -7,6 +7,7 @@ mod admin;
 mod alerting_e2e;
 mod google;
 mod lifecycle;
+mod limits;
 mod logs;
 mod monitoring;
 mod nats;
