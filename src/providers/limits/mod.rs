@@ -34,11 +34,15 @@
 //! Everything runs on the service's [`SharedClock`] (domain time), so a scaled
 //! or paused clock in tests and the demo paces requests as the simulator sharing
 //! it counts them. This is a small window of our own rather than a rate-limit
-//! crate such as `governor`: the providers state their limits as sliding windows
-//! ("no 20 s span holds a 1,001st"), which a token bucket with a full burst
-//! overruns by up to 2× in one span; governor's waiting runs on its own
-//! wall-clock timer, not on a scaled clock; and the budget a [`Share`] hands this
-//! instance changes at run time while a governor quota is fixed.
+//! crate such as `governor`. Bookings are evenly spaced (what governor's GCRA
+//! does with no burst), but the check before a request leaves is an exact
+//! sliding window over what was really sent, as the providers state their
+//! limits ("no 20 s span holds a 1,001st"), which a token bucket cannot
+//! express (with a full burst it lets up to 2× into one span); governor's
+//! waiting runs on its own wall-clock timer, not on a scaled clock, so its
+//! clock would have to be wrapped and its waits rewritten; and the budget a
+//! [`Share`] gives this instance changes at run time while a governor quota is
+//! fixed.
 //!
 //! Owns the budgets, blocks and probes. It must not decide what an attempt
 //! does next (the lifecycle does, from the class of the error) nor know a
