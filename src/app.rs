@@ -17,6 +17,7 @@ use crate::intake::{
 use crate::providers::ByFamily;
 use crate::providers::google::{GoogleApis, GoogleConfig, PendingChannels};
 use crate::providers::graph::{GraphApi, GraphConfig, OrphanCleanup};
+use crate::providers::limits::{Limits, Share};
 use crate::store::{IfMissing, Location, OpenError, SingleInstance, Store};
 use crate::telemetry::MetricsRenderer;
 use actix::{Actor as _, Addr};
@@ -189,7 +190,14 @@ impl Adapters {
             );
         }
 
-        let graph = GraphApi::new(
+        // One set of limits for every adapter: a tenant's or account's budget
+        // is the same whichever provider of it calls.
+        let limits = Arc::new(Limits::new(
+            config.limit_settings(),
+            Share::default(),
+            clock.clone(),
+        ));
+        let graph = GraphApi::limited(
             GraphConfig {
                 graph_base_url: config.graph_base_url.clone(),
                 login_base_url: config.login_base_url.clone(),
@@ -198,6 +206,7 @@ impl Adapters {
             },
             Arc::new(store.clone()),
             clock.clone(),
+            Arc::clone(&limits),
         )
         .map_err(|e| RunError::Client(e.to_string()))?;
         let graph = Arc::new(graph);
@@ -205,7 +214,7 @@ impl Adapters {
         let callbacks = CallbackUrls {
             public_url: config.public_base(),
         };
-        let google = GoogleApis::new(
+        let google = GoogleApis::limited(
             GoogleConfig {
                 base_url: config.google_base_url.clone(),
                 token_url: config.google_token_url.clone(),
@@ -217,6 +226,7 @@ impl Adapters {
             Arc::new(store.clone()),
             Arc::new(store.clone()),
             clock,
+            limits,
         )
         .map_err(|e| RunError::Client(e.to_string()))?;
         let pending_channels = google.calendar.pending_channels();

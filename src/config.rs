@@ -19,6 +19,12 @@ pub const GRAPH_MAX_LIFETIME_MINUTES: i64 = 10_080;
 /// Lifetime of a Google Calendar channel and of a Gmail watch, in minutes (7 days).
 pub const GOOGLE_MAX_LIFETIME_MINUTES: i64 = 7 * 24 * 60;
 
+/// Graph's own limit on `/subscriptions` writes per app per tenant per 20 s.
+pub const GRAPH_SUBSCRIPTION_WRITES_PER_20S: u32 = 1_000;
+
+/// Outlook's own limit on concurrent requests per app per mailbox.
+pub const GRAPH_MAILBOX_CONCURRENCY: u32 = 4;
+
 /// subkeeper's configuration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -158,6 +164,24 @@ pub struct Config {
     /// Log filter in tracing's EnvFilter syntax (`SUBKEEPER_LOG_FILTER`), e.g.
     /// `info,subkeeper=debug`.
     pub log_filter: String,
+    /// Graph `/subscriptions` writes (create, renew, delete) one app may send
+    /// to one tenant in any 20 s (`SUBKEEPER_GRAPH_SUBSCRIPTION_WRITES_PER_20S`;
+    /// default 800 of Graph's 1,000; at most 1,000; 0 turns the budget off).
+    /// With several instances each keeps its share.
+    pub graph_subscription_writes_per_20s: u32,
+    /// Graph requests one app may have in flight on one mailbox
+    /// (`SUBKEEPER_GRAPH_MAILBOX_CONCURRENCY`; default 2 of Outlook's 4, the
+    /// rest left to the product reading the mailbox through the same app; at
+    /// most 4; 0 turns the cap off).
+    pub graph_mailbox_concurrency: u32,
+    /// Google Calendar requests per Google account per OAuth client in any
+    /// minute (`SUBKEEPER_GOOGLE_CALENDAR_REQUESTS_PER_MINUTE`; default 480 of
+    /// Google's 600; raise it with a raised quota; 0 turns it off).
+    pub google_calendar_requests_per_minute: u32,
+    /// Gmail quota units per Google account per OAuth client in any minute
+    /// (`SUBKEEPER_GMAIL_QUOTA_UNITS_PER_MINUTE`; `users.watch` costs 100,
+    /// `users.stop` 50; default 12,000 of Gmail's 15,000; 0 turns it off).
+    pub gmail_quota_units_per_minute: u32,
 }
 
 impl Default for Config {
@@ -204,6 +228,10 @@ impl Default for Config {
             silence_check_interval_seconds: 60,
             log_format: "text".into(),
             log_filter: "info,sqlx=warn,actix_server=warn".into(),
+            graph_subscription_writes_per_20s: 800,
+            graph_mailbox_concurrency: 2,
+            google_calendar_requests_per_minute: 480,
+            gmail_quota_units_per_minute: 12_000,
         }
     }
 }
@@ -377,6 +405,18 @@ impl Config {
         if self.webhook_max_body_bytes < 1024 {
             return bad("SUBKEEPER_WEBHOOK_MAX_BODY_BYTES must be at least 1024".into());
         }
+        if self.graph_subscription_writes_per_20s > GRAPH_SUBSCRIPTION_WRITES_PER_20S {
+            return bad(format!(
+                "SUBKEEPER_GRAPH_SUBSCRIPTION_WRITES_PER_20S={} is above Graph's own limit of {GRAPH_SUBSCRIPTION_WRITES_PER_20S} per app per tenant",
+                self.graph_subscription_writes_per_20s
+            ));
+        }
+        if self.graph_mailbox_concurrency > GRAPH_MAILBOX_CONCURRENCY {
+            return bad(format!(
+                "SUBKEEPER_GRAPH_MAILBOX_CONCURRENCY={} is above Outlook's own limit of {GRAPH_MAILBOX_CONCURRENCY} requests per app per mailbox",
+                self.graph_mailbox_concurrency
+            ));
+        }
         Ok(())
     }
 
@@ -393,6 +433,19 @@ impl Config {
     /// The public URL without a trailing slash.
     pub fn public_base(&self) -> String {
         self.public_url.trim_end_matches('/').to_owned()
+    }
+
+    /// The providers' request limits this instance keeps (before its share is
+    /// taken); a probe after a rate limit is given up after one attempt's
+    /// timeout.
+    pub fn limit_settings(&self) -> crate::providers::limits::LimitSettings {
+        crate::providers::limits::LimitSettings {
+            graph_writes_per_window: self.graph_subscription_writes_per_20s,
+            graph_mailbox_concurrency: self.graph_mailbox_concurrency,
+            calendar_requests_per_minute: self.google_calendar_requests_per_minute,
+            gmail_units_per_minute: self.gmail_quota_units_per_minute,
+            probe_timeout: Duration::from_secs(self.attempt_timeout_seconds),
+        }
     }
 
     /// The lifecycle policy for each provider kind.

@@ -218,6 +218,9 @@ impl ProviderSupervisor {
         let subscription = self.subscription.clone();
         let callbacks = self.ctx.callbacks.clone();
         let fut = async move {
+            // The provider's rate limits first, holding no permit: waiting for a
+            // tenant's budget must not starve the others (not timed: see `admit`).
+            api.admit(&provider, kind).await;
             // A closed semaphore only happens at shutdown; carry on without a permit.
             let permit = permits.acquire_owned().await.ok();
             let started_at = clock.now();

@@ -60,6 +60,18 @@ pub mod names {
     /// Counter {what}: values that could not be encoded as JSON and so were not
     /// published (`webhook_envelope`, `domain_event`, `notification`). Always a bug.
     pub const ENCODE_FAILURES: &str = "subkeeper_encode_failures_total";
+    /// Counter {family}: provider answers that refused a request for a rate
+    /// limit (Graph 429, Google 429 or rate-limit 403).
+    pub const PROVIDER_RATE_LIMITED: &str = "subkeeper_provider_rate_limited_total";
+    /// Counter {family, reason}: requests that waited for the providers'
+    /// limits before they were sent (`rate`, `concurrency`, `retry_after`,
+    /// `probe`).
+    pub const PROVIDER_LIMIT_WAITS: &str = "subkeeper_provider_limit_waits_total";
+    /// Counter {family}: domain seconds requests spent in those waits.
+    pub const PROVIDER_LIMIT_WAIT_SECONDS: &str = "subkeeper_provider_limit_wait_seconds_total";
+    /// Counter {family}: requests not sent because the provider's
+    /// `Retry-After` for their scope had not elapsed.
+    pub const PROVIDER_REQUESTS_HELD: &str = "subkeeper_provider_requests_held_total";
 
     /// All names, for the test that checks dashboards and rules use only these.
     pub const ALL: &[&str] = &[
@@ -85,6 +97,10 @@ pub mod names {
         CONSUMER_MESSAGES,
         ALERTS_PUBLISHED,
         ENCODE_FAILURES,
+        PROVIDER_RATE_LIMITED,
+        PROVIDER_LIMIT_WAITS,
+        PROVIDER_LIMIT_WAIT_SECONDS,
+        PROVIDER_REQUESTS_HELD,
     ];
 }
 
@@ -146,6 +162,22 @@ pub fn describe_metrics() {
     describe_counter!(
         names::ALERTS_PUBLISHED,
         "Alert events published to the alert stream, by event."
+    );
+    describe_counter!(
+        names::PROVIDER_RATE_LIMITED,
+        "Provider answers that refused a request for a rate limit, by provider family."
+    );
+    describe_counter!(
+        names::PROVIDER_LIMIT_WAITS,
+        "Requests that waited for the providers' limits before being sent, by family and reason."
+    );
+    describe_counter!(
+        names::PROVIDER_LIMIT_WAIT_SECONDS,
+        "Seconds requests spent waiting for the providers' limits, by family."
+    );
+    describe_counter!(
+        names::PROVIDER_REQUESTS_HELD,
+        "Requests not sent because the provider's Retry-After for their scope had not elapsed, by family."
     );
     describe_counter!(
         names::ENCODE_FAILURES,

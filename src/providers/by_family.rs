@@ -7,7 +7,7 @@ use super::graph::GraphApi;
 use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
 use std::sync::Arc;
-use subkeeper_actors::domain::{Provider, ProviderKind, Subscription};
+use subkeeper_actors::domain::{AttemptKind, Provider, ProviderKind, Subscription};
 use subkeeper_actors::ports::{ApiError, CreateRequest, ProviderSubscription, SubscriptionApi};
 
 /// Dispatches the `SubscriptionApi` port to the adapter of the provider's family.
@@ -37,6 +37,10 @@ impl ByFamily {
 impl SubscriptionApi for ByFamily {
     fn max_lifetime(&self, provider: &Provider) -> TimeDelta {
         self.family(provider).max_lifetime(provider)
+    }
+
+    async fn admit(&self, provider: &Provider, attempt: AttemptKind) {
+        self.family(provider).admit(provider, attempt).await
     }
 
     async fn create(

@@ -9,6 +9,7 @@
 //! build their errors through [`CallFailure`] and what sets their wire apart
 //! through [`Api`].
 
+use crate::providers::limits::{Charge, Held, Limits, RateLimited};
 use crate::providers::oauth::{AccessToken, CredentialSource, TokenCache, TokenError};
 use crate::providers::{http_client, retry_after_of};
 use chrono::TimeDelta;
@@ -116,6 +117,15 @@ pub(crate) trait CallFailure: From<TokenError> + Send + 'static {
     -> Self;
     /// The configuration (a base URL) is unusable.
     fn config(reason: String) -> Self;
+    /// Not sent: the provider asked for no requests in this scope yet.
+    fn held(op: Self::Op, held: Held) -> Self;
+    /// Whether an answer refused the request for a rate limit, and how far that
+    /// reaches (`None`: not a rate limit).
+    fn rate_limit(
+        status: u16,
+        body: &Self::Body,
+        retry_after: Option<TimeDelta>,
+    ) -> Option<RateLimited>;
 }
 
 /// The credentials row `provider` authenticates with; none means the mailbox
@@ -148,6 +158,8 @@ pub(crate) struct BearerClient<E> {
     clock: SharedClock,
     /// The request timeout the client was built with, for messages.
     request_timeout: Duration,
+    /// The providers' limits, checked before every request leaves.
+    limits: Arc<Limits>,
     /// The error type; `fn() -> E` keeps the client `Send + Sync` whatever `E` is.
     failure: PhantomData<fn() -> E>,
 }
@@ -161,6 +173,7 @@ impl<E: CallFailure> BearerClient<E> {
         endpoints: Endpoints<'_>,
         credentials: Arc<dyn CredentialSource>,
         clock: SharedClock,
+        limits: Arc<Limits>,
     ) -> Result<Self, E> {
         let http = http_client(endpoints.request_timeout, endpoints.connect_timeout)
             .map_err(|e| E::config(format!("HTTP client: {e}")))?;
@@ -176,14 +189,20 @@ impl<E: CallFailure> BearerClient<E> {
         };
         let tokens =
             tokens.map_err(|e| E::config(format!("{} '{url}': {e}", api.token_setting)))?;
-        Self::new(
+        Ok(Self::new(
             api,
             http,
             endpoints.base_url,
             Arc::new(tokens),
             clock,
             endpoints.request_timeout,
-        )
+        )?
+        .with_limits(limits))
+    }
+
+    fn with_limits(mut self, limits: Arc<Limits>) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// A client for `api` at `base`, which must be able to take path segments.
@@ -205,6 +224,7 @@ impl<E: CallFailure> BearerClient<E> {
             http,
             base,
             tokens,
+            limits: Arc::new(Limits::unlimited(Arc::clone(&clock))),
             clock,
             request_timeout,
             failure: PhantomData,
@@ -235,28 +255,33 @@ impl<E: CallFailure> BearerClient<E> {
         Ok(url)
     }
 
-    /// Sends one request with a bearer token for `credentials`. On 401 the token is
-    /// dropped, a new one fetched and the request sent once more; a second 401 is
-    /// [`CallFailure::unauthorized`]. Statuses in `accept` besides 2xx are answers,
-    /// everything else is [`CallFailure::refused`].
+    /// Sends one request with a bearer token for `charge.credentials`, within
+    /// the providers' limits (see [`Limits::before_send`]: a request whose scope
+    /// is blocked is not sent and fails as [`CallFailure::held`]). On 401 the
+    /// token is dropped, a new one fetched and the request sent once more; a
+    /// second 401 is [`CallFailure::unauthorized`]. Statuses in `accept` besides
+    /// 2xx are answers, everything else is [`CallFailure::refused`].
     pub async fn call(
         &self,
-        credentials: Uuid,
+        charge: &Charge<'_>,
         op: E::Op,
         method: reqwest::Method,
         url: Url,
         body: Option<&serde_json::Value>,
         accept: &[u16],
     ) -> Result<Answer, E> {
+        let credentials = charge.credentials;
         let token = self.tokens.token(credentials).await?;
         let (status, headers, bytes) = self
-            .send(&token, op, method.clone(), url.clone(), body)
+            .send_limited(charge, &token, op, method.clone(), url.clone(), body)
             .await?;
         let (status, headers, bytes) = if status == 401 {
             tracing::info!(operation = %op, body = %E::parse_body(&bytes), "{} refused the access token; refreshing it once", self.api.name);
             self.tokens.reject(credentials, &token).await;
             let token = self.tokens.token(credentials).await?;
-            let retried = self.send(&token, op, method, url, body).await?;
+            let retried = self
+                .send_limited(charge, &token, op, method, url, body)
+                .await?;
             if retried.0 == 401 {
                 return Err(E::unauthorized(op, E::parse_body(&retried.2)));
             }
@@ -282,14 +307,53 @@ impl<E: CallFailure> BearerClient<E> {
     /// with.
     pub async fn post(
         &self,
-        credentials: Uuid,
+        charge: &Charge<'_>,
         op: E::Op,
         url: Url,
         body: Option<&serde_json::Value>,
         accept: &[u16],
     ) -> Result<Answer, E> {
-        self.call(credentials, op, reqwest::Method::POST, url, body, accept)
+        self.call(charge, op, reqwest::Method::POST, url, body, accept)
             .await
+    }
+
+    /// [`send`](Self::send) within the limits: checked (and counted) before it
+    /// leaves, its answer reported back. The token has been fetched, so the
+    /// credentials' app is known; were it not, the request goes unchecked.
+    async fn send_limited(
+        &self,
+        charge: &Charge<'_>,
+        token: &AccessToken,
+        op: E::Op,
+        method: reqwest::Method,
+        url: Url,
+        body: Option<&serde_json::Value>,
+    ) -> Result<(u16, reqwest::header::HeaderMap, Vec<u8>), E> {
+        let ticket = match self.tokens.known_app(charge.credentials) {
+            Some(app) => Some(
+                self.limits
+                    .before_send(charge, &app)
+                    .await
+                    .map_err(|held| E::held(op, held))?,
+            ),
+            None => None,
+        };
+        let sent = self.send(token, op, method, url, body).await;
+        // An error (no answer) drops the ticket unanswered: any probe it held
+        // is given up for another request to make.
+        if let (Some(ticket), Ok((status, headers, bytes))) = (ticket, &sent) {
+            let limited = if (200..300).contains(status) {
+                None
+            } else {
+                E::rate_limit(
+                    *status,
+                    &E::parse_body(bytes),
+                    retry_after_of(headers, self.clock.now()),
+                )
+            };
+            ticket.answered(limited);
+        }
+        sent
     }
 
     /// One HTTP exchange; the body is read in full under the request timeout.

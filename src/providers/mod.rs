@@ -1,7 +1,8 @@
 //! Provider adapters: the reqwest implementations of the core's `SubscriptionApi`
 //! port, one folder per provider family (`graph/`, `google/`), the port over both
 //! ([`ByFamily`]), plus the
-//! OAuth token handling (`oauth`) and the authenticated call (`call`) they share.
+//! OAuth token handling (`oauth`), the authenticated call (`call`) and the
+//! providers' request limits (`limits`) they share.
 //!
 //! Owns everything that speaks a provider's wire protocol and the classification of
 //! its failures into the core's `ErrorClass`. It must not touch the store, the bus
@@ -13,6 +14,7 @@ mod by_family;
 mod call;
 pub mod google;
 pub mod graph;
+pub mod limits;
 pub mod oauth;
 #[cfg(test)]
 pub(crate) mod test_support;

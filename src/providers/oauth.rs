@@ -79,6 +79,32 @@ impl fmt::Debug for AccessToken {
     }
 }
 
+/// Who a credentials row's tokens are issued to: the app and the tenant the
+/// providers count its requests against (their rate limits are per app and
+/// tenant). No secret.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct AppIdentity {
+    /// The OAuth client (application) id.
+    pub client_id: String,
+    /// The Azure AD tenant the token is requested from (`google` for Google
+    /// rows: Google's budgets are per client and account).
+    pub authority_tenant: String,
+}
+
+impl AppIdentity {
+    /// The identity of `credentials`.
+    pub fn of(credentials: &OAuthCredentials) -> Self {
+        Self {
+            client_id: credentials.client_id.clone(),
+            authority_tenant: credentials.authority_tenant.clone(),
+        }
+    }
+}
+
+/// Credentials rows whose identity `TokenCache::app` reads from the store at
+/// once; more wait their turn rather than crowd the connection pool.
+const APP_READS: usize = 4;
+
 /// Why no access token could be obtained. Messages never contain secrets.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum TokenError {
@@ -287,6 +313,10 @@ pub struct TokenCache {
     refresh_margin: TimeDelta,
     /// One slot per credentials id; the outer lock is never held across an await.
     slots: Mutex<HashMap<Uuid, Arc<Slot>>>,
+    /// Who each credentials row's tokens are issued to, as last read.
+    apps: Mutex<HashMap<Uuid, AppIdentity>>,
+    /// Bounds the store reads of [`TokenCache::app`].
+    app_reads: tokio::sync::Semaphore,
 }
 
 impl fmt::Debug for TokenCache {
@@ -354,6 +384,8 @@ impl TokenCache {
             clock,
             refresh_margin: DEFAULT_REFRESH_MARGIN,
             slots: Mutex::new(HashMap::new()),
+            apps: Mutex::new(HashMap::new()),
+            app_reads: tokio::sync::Semaphore::new(APP_READS),
         })
     }
 
@@ -373,6 +405,8 @@ impl TokenCache {
             clock,
             refresh_margin: DEFAULT_REFRESH_MARGIN,
             slots: Mutex::new(HashMap::new()),
+            apps: Mutex::new(HashMap::new()),
+            app_reads: tokio::sync::Semaphore::new(APP_READS),
         })
     }
 
@@ -422,6 +456,46 @@ impl TokenCache {
         }
     }
 
+    /// Who the tokens of credentials `id` are issued to, as last read (every
+    /// token request reads the row); `None` before the first read.
+    pub fn known_app(&self, id: Uuid) -> Option<AppIdentity> {
+        self.apps
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&id)
+            .cloned()
+    }
+
+    /// [`known_app`](Self::known_app), or else the row read from the store (no
+    /// token request; at most [`APP_READS`] reads at once). `None` when the row
+    /// is missing or the store cannot answer.
+    pub async fn app(&self, id: Uuid) -> Option<AppIdentity> {
+        if let Some(app) = self.known_app(id) {
+            return Some(app);
+        }
+        let _turn = self.app_reads.acquire().await.ok()?;
+        if let Some(app) = self.known_app(id) {
+            return Some(app);
+        }
+        match self.source.credentials(id).await {
+            Ok(Some(credentials)) => Some(self.remember_app(id, &credentials)),
+            Ok(None) => None,
+            Err(e) => {
+                tracing::debug!(error = %e, "credentials not readable for the rate limits; checked when sent");
+                None
+            }
+        }
+    }
+
+    fn remember_app(&self, id: Uuid, credentials: &OAuthCredentials) -> AppIdentity {
+        let app = AppIdentity::of(credentials);
+        self.apps
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(id, app.clone());
+        app
+    }
+
     /// Forgets the cached token for `id`, so the next call fetches a new one.
     pub async fn invalidate(&self, id: Uuid) {
         let slot = self.slot(id);
@@ -463,6 +537,7 @@ impl TokenCache {
         let credentials = match self.source.credentials(id).await {
             Ok(Some(credentials)) => {
                 *known = Some(credentials.clone());
+                self.remember_app(id, &credentials);
                 credentials
             }
             Ok(None) => {

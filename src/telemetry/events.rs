@@ -214,3 +214,64 @@ impl OutboxMeasured {
         gauge!(names::OUTBOX_OLDEST_AGE).set(self.oldest_age_seconds);
     }
 }
+
+/// A request waited for the providers' limits before it was sent.
+pub struct BudgetWaited {
+    /// The provider family (`graph`, `google_calendar`, `gmail`).
+    pub family: &'static str,
+    /// What it waited for: `rate` (its place in a budget), `concurrency` (a
+    /// mailbox slot), `retry_after` (a short block), `probe` (the first request
+    /// after a block to find out whether it is over).
+    pub reason: &'static str,
+    /// Domain seconds waited.
+    pub seconds: f64,
+}
+
+impl BudgetWaited {
+    /// Counts the wait and its seconds.
+    pub fn emit(&self) {
+        counter!(names::PROVIDER_LIMIT_WAITS, "family" => self.family, "reason" => self.reason)
+            .increment(1);
+        counter!(names::PROVIDER_LIMIT_WAIT_SECONDS, "family" => self.family)
+            .increment(self.seconds.max(0.0).round() as u64);
+        tracing::debug!(
+            family = self.family,
+            reason = self.reason,
+            seconds = self.seconds,
+            "request waited for the provider's limits"
+        );
+    }
+}
+
+/// A provider refused a request for a rate limit: its scope now waits.
+pub struct ProviderRateLimited {
+    /// The provider family.
+    pub family: &'static str,
+    /// How long the scope waits, in domain seconds.
+    pub retry_after_seconds: f64,
+}
+
+impl ProviderRateLimited {
+    /// Counts it and logs how long the scope waits.
+    pub fn emit(&self) {
+        counter!(names::PROVIDER_RATE_LIMITED, "family" => self.family).increment(1);
+        tracing::info!(
+            family = self.family,
+            retry_after_seconds = self.retry_after_seconds,
+            "provider rate-limited a request; nothing more is sent for its scope until the wait is over"
+        );
+    }
+}
+
+/// A request was not sent: its scope's wait after a rate limit had not elapsed.
+pub struct RequestHeld {
+    /// The provider family.
+    pub family: &'static str,
+}
+
+impl RequestHeld {
+    /// Counts it (the attempt's failure is logged by the adapter).
+    pub fn emit(&self) {
+        counter!(names::PROVIDER_REQUESTS_HELD, "family" => self.family).increment(1);
+    }
+}

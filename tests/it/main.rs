@@ -13,6 +13,7 @@ mod demo;
 mod embedded;
 mod google;
 mod lifecycle;
+mod limits;
 mod logs;
 mod monitoring;
 mod nats;

@@ -56,6 +56,11 @@ fn budget(family: &str) -> Option<usize> {
         names::CONSUMER_MESSAGES => 2 * 3,
         names::ALERTS_PUBLISHED => 4,
         names::ENCODE_FAILURES => 3,
+        // Three families; four wait reasons.
+        names::PROVIDER_RATE_LIMITED
+        | names::PROVIDER_LIMIT_WAIT_SECONDS
+        | names::PROVIDER_REQUESTS_HELD => 3,
+        names::PROVIDER_LIMIT_WAITS => 3 * 4,
         // Exactly the unhealthy providers (checked separately).
         names::PROVIDER_CONSECUTIVE_FAILURES => ERROR + NEEDS_REAUTH,
         names::PROVIDER_UNHEALTHY => ERROR + NEEDS_REAUTH + SILENT,

@@ -2,7 +2,7 @@
 //! (create, renew, delete a subscription) and the classified error it gets back,
 //! plus where providers call us back.
 
-use crate::domain::{ErrorClass, Provider, ProviderKind, Subscription};
+use crate::domain::{AttemptKind, ErrorClass, Provider, ProviderKind, Subscription};
 use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
@@ -81,6 +81,16 @@ pub struct ProviderSubscription {
 pub trait SubscriptionApi: Send + Sync + 'static {
     /// The longest lifetime this provider's resource allows; the core requests it.
     fn max_lifetime(&self, provider: &Provider) -> TimeDelta;
+
+    /// Resolves once `provider`'s `attempt` may be made as far as the provider's
+    /// rate limits go (its place in the tenant's or account's budget, the end of
+    /// a short `Retry-After`). The supervisor awaits it *before* it takes a
+    /// fleet-wide permit, so a tenant out of budget never holds permits other
+    /// tenants need; the time spent here is not part of the attempt's timeout.
+    /// Never fails: the adapter checks again when it sends. Default: at once.
+    async fn admit(&self, provider: &Provider, attempt: AttemptKind) {
+        let _ = (provider, attempt);
+    }
 
     /// Creates a subscription.
     async fn create(

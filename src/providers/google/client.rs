@@ -8,10 +8,18 @@
 
 use crate::providers::call::{Answer, Api, BearerClient, CallFailure};
 use crate::providers::google::error::{Call, GoogleError, GoogleErrorBody};
+use crate::providers::limits::{Held, RateLimited};
 use chrono::{DateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::time::Duration;
+
+/// Gmail quota units a `users.watch` costs (Gmail's per-method table; the
+/// simulator charges the same).
+pub const USERS_WATCH_UNITS: u32 = 100;
+
+/// Gmail quota units a `users.stop` costs.
+pub const USERS_STOP_UNITS: u32 = 50;
 
 /// The channel type Google delivers over HTTPS POSTs.
 pub const WEB_HOOK: &str = "web_hook";
@@ -137,6 +145,18 @@ impl CallFailure for GoogleError {
 
     fn config(reason: String) -> Self {
         Self::Config(reason)
+    }
+
+    fn held(call: Call, held: Held) -> Self {
+        Self::Held { call, held }
+    }
+
+    fn rate_limit(
+        status: u16,
+        body: &GoogleErrorBody,
+        retry_after: Option<TimeDelta>,
+    ) -> Option<RateLimited> {
+        body.rate_limit(status, retry_after)
     }
 }
 

@@ -5,6 +5,7 @@
 //! not retry, sleep or log: the client retries the one 401, the lifecycle decides
 //! everything else from the class.
 
+use crate::providers::limits::{Held, RateLimited};
 use crate::providers::oauth::TokenError;
 use crate::providers::truncate;
 use chrono::TimeDelta;
@@ -113,6 +114,20 @@ impl GoogleErrorBody {
     pub fn is_throttling(&self) -> bool {
         self.domain == "usageLimits" || THROTTLING_REASONS.contains(&self.reason.as_str())
     }
+
+    /// How far a rate-limit answer reaches: a 429 or `userRateLimitExceeded`
+    /// is the account's; any other throttling 403 (`rateLimitExceeded`,
+    /// `quotaExceeded`, …) the OAuth client's project, every account of it.
+    pub fn rate_limit(&self, status: u16, retry_after: Option<TimeDelta>) -> Option<RateLimited> {
+        match status {
+            429 => Some(RateLimited::Caller { retry_after }),
+            403 if self.reason == "userRateLimitExceeded" => {
+                Some(RateLimited::Caller { retry_after })
+            }
+            403 if self.is_throttling() => Some(RateLimited::Project { retry_after }),
+            _ => None,
+        }
+    }
 }
 
 impl fmt::Display for GoogleErrorBody {
@@ -197,6 +212,15 @@ pub enum GoogleError {
     /// subkeeper's own store could not answer a question the call depends on.
     #[error("could not read subkeeper's store: {0}")]
     Store(String),
+    /// Not sent: Google rate-limited the account (or the OAuth client) and the
+    /// wait has not elapsed.
+    #[error("Google {call} {held}")]
+    Held {
+        /// What was attempted.
+        call: Call,
+        /// Until when, and why.
+        held: Held,
+    },
 }
 
 impl GoogleError {
@@ -222,6 +246,7 @@ impl GoogleError {
     /// | token: `invalid_client` | `auth` |
     /// | 401 after one refresh and retry | `auth` |
     /// | 429; 403 `usageLimits` / `rateLimitExceeded` / `userRateLimitExceeded`; 503 with Retry-After | `throttled` (+ retry_after) |
+    /// | not sent: the account's (or client's) wait after a rate limit has not elapsed | `throttled` (+ the rest of it) |
     /// | 404 on a watch (calendar or mailbox missing) | `permanent` |
     /// | other 403 (scope or sharing missing), 400, other 4xx | `permanent` |
     /// | 5xx, 408, timeouts, connection errors, unreadable 2xx | `transient` |
@@ -246,6 +271,8 @@ impl GoogleError {
             Self::WrongKind(_) | Self::Config(_) => {
                 ApiError::new(ErrorClass::Permanent, self.to_string())
             }
+            Self::Held { held, .. } => ApiError::new(ErrorClass::Throttled, self.to_string())
+                .with_retry_after(Some(held.retry_after)),
             Self::Status {
                 call,
                 status,

@@ -34,14 +34,18 @@ pub use pending::{PENDING_TTL, PendingChannel, PendingChannels};
 pub use unconfirmed::UnconfirmedChannels;
 
 use crate::providers::call::{self, Endpoints, TokenEndpoint, credentials_id};
+use crate::providers::limits::{Charge, Family, Limits};
 use crate::providers::oauth::CredentialSource;
 use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
-use client::{ChannelAnswer, GmailWatchAnswer, GoogleClient, parse_answer};
+use client::{
+    ChannelAnswer, GmailWatchAnswer, GoogleClient, USERS_STOP_UNITS, USERS_WATCH_UNITS,
+    parse_answer,
+};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
-use subkeeper_actors::domain::{Provider, ProviderId, ProviderKind, Subscription};
+use subkeeper_actors::domain::{AttemptKind, Provider, ProviderId, ProviderKind, Subscription};
 pub use subkeeper_actors::ports::MailboxWatchers;
 use subkeeper_actors::ports::clock::SharedClock;
 use subkeeper_actors::ports::{
@@ -119,6 +123,19 @@ impl GoogleApis {
         watchers: Arc<dyn MailboxWatchers>,
         clock: SharedClock,
     ) -> Result<Self, GoogleError> {
+        let limits = Arc::new(Limits::unlimited(Arc::clone(&clock)));
+        Self::limited(config, credentials, watchers, clock, limits)
+    }
+
+    /// [`GoogleApis::new`] within `limits`: every request is checked against
+    /// them before it is sent, and [`SubscriptionApi::admit`] waits for them.
+    pub fn limited(
+        config: GoogleConfig,
+        credentials: Arc<dyn CredentialSource>,
+        watchers: Arc<dyn MailboxWatchers>,
+        clock: SharedClock,
+        limits: Arc<Limits>,
+    ) -> Result<Self, GoogleError> {
         let client = Arc::new(GoogleClient::connect(
             &client::GOOGLE,
             Endpoints {
@@ -129,6 +146,7 @@ impl GoogleApis {
             },
             credentials,
             Arc::clone(&clock),
+            Arc::clone(&limits),
         )?);
         Ok(Self {
             calendar: GoogleCalendarApi {
@@ -137,11 +155,13 @@ impl GoogleApis {
                 address: config.calendar_address,
                 pending: Arc::new(PendingChannels::default()),
                 unconfirmed: UnconfirmedChannels::default(),
+                limits: Arc::clone(&limits),
             },
             gmail: GmailApi {
                 client,
                 topic: config.gmail_topic,
                 watchers,
+                limits,
             },
         })
     }
@@ -160,6 +180,8 @@ pub struct GoogleCalendarApi {
     pending: Arc<PendingChannels>,
     /// Channels that may exist without our knowing (lost answers).
     unconfirmed: UnconfirmedChannels,
+    /// The providers' request limits (shared with the other adapters).
+    limits: Arc<Limits>,
 }
 
 impl std::fmt::Debug for GoogleCalendarApi {
@@ -183,7 +205,7 @@ impl GoogleCalendarApi {
         address: &str,
         expires_at: DateTime<Utc>,
     ) -> Result<ProviderSubscription, GoogleError> {
-        let credentials = credentials_of(provider, ProviderKind::GoogleCalendar)?;
+        let charge = charge_of(provider, ProviderKind::GoogleCalendar, 1)?;
         let channel_id = uuid::Uuid::new_v4().to_string();
         let ttl = (expires_at - self.clock.now())
             .num_seconds()
@@ -219,7 +241,7 @@ impl GoogleCalendarApi {
         self.unconfirmed
             .add(provider.id, &channel_id, self.clock.now());
         let opened = self
-            .call_watch(credentials, url, &body, &channel_id, expires_at)
+            .call_watch(&charge, url, &body, &channel_id, expires_at)
             .await
             .map(|mut channel| {
                 channel.client_state = Some(token.to_owned());
@@ -230,8 +252,7 @@ impl GoogleCalendarApi {
                 routed.keep();
                 self.unconfirmed.settle(provider.id, &channel_id);
                 if let Some(resource_id) = channel.resource_id.as_deref() {
-                    self.stop_unconfirmed(provider, credentials, resource_id)
-                        .await;
+                    self.stop_unconfirmed(&charge, resource_id).await;
                 }
             }
             Err(e) => {
@@ -248,22 +269,15 @@ impl GoogleCalendarApi {
     /// Stops the provider's channels whose watch answer was lost, now that a
     /// channel on the same calendar named its resourceId. A failed stop is
     /// kept for the next successful watch; it never fails this one.
-    async fn stop_unconfirmed(
-        &self,
-        provider: &Provider,
-        credentials: uuid::Uuid,
-        resource_id: &str,
-    ) {
+    async fn stop_unconfirmed(&self, charge: &Charge<'_>, resource_id: &str) {
+        let provider = charge.provider;
         let lifetime = TimeDelta::seconds(CALENDAR_MAX_TTL_SECONDS);
         let listed = self
             .unconfirmed
             .take(provider.id, self.clock.now(), lifetime);
         let mut keep = Vec::new();
         for (channel_id, asked_at) in listed {
-            match self
-                .stop_channel(credentials, &channel_id, resource_id)
-                .await
-            {
+            match self.stop_channel(charge, &channel_id, resource_id).await {
                 Ok(()) => {
                     tracing::info!(channel = %channel_id, "channel whose watch answer was lost is stopped (or never existed)")
                 }
@@ -284,7 +298,7 @@ impl GoogleCalendarApi {
     /// `events.watch` and the checks on its answer.
     async fn call_watch(
         &self,
-        credentials: uuid::Uuid,
+        charge: &Charge<'_>,
         url: reqwest::Url,
         body: &serde_json::Value,
         channel_id: &str,
@@ -292,7 +306,7 @@ impl GoogleCalendarApi {
     ) -> Result<ProviderSubscription, GoogleError> {
         let answer = self
             .client
-            .post(credentials, Call::EventsWatch, url, Some(body), &[])
+            .post(charge, Call::EventsWatch, url, Some(body), &[])
             .await?;
         let channel: ChannelAnswer = parse_answer(Call::EventsWatch, &answer)?;
         let invalid = |reason: String| GoogleError::InvalidResponse {
@@ -329,21 +343,21 @@ impl GoogleCalendarApi {
         provider: &Provider,
         subscription: &Subscription,
     ) -> Result<(), GoogleError> {
-        let credentials = credentials_of(provider, ProviderKind::GoogleCalendar)?;
+        let charge = charge_of(provider, ProviderKind::GoogleCalendar, 1)?;
         let Some(resource_id) = subscription.resource_id.as_deref() else {
             // Never stored a resourceId: the channel cannot be named to Google; it
             // lapses at its own expiry.
             tracing::warn!(channel = %subscription.external_id, "channel has no resourceId; it lapses at its expiry");
             return Ok(());
         };
-        self.stop_channel(credentials, &subscription.external_id, resource_id)
+        self.stop_channel(&charge, &subscription.external_id, resource_id)
             .await
     }
 
     /// `channels.stop`; a channel Google does not know (404/410) counts as stopped.
     async fn stop_channel(
         &self,
-        credentials: uuid::Uuid,
+        charge: &Charge<'_>,
         channel_id: &str,
         resource_id: &str,
     ) -> Result<(), GoogleError> {
@@ -354,13 +368,7 @@ impl GoogleCalendarApi {
         let url = self.client.url(&["calendar", "v3", "channels", "stop"])?;
         let answer = self
             .client
-            .post(
-                credentials,
-                Call::ChannelsStop,
-                url,
-                Some(&body),
-                &[404, 410],
-            )
+            .post(charge, Call::ChannelsStop, url, Some(&body), &[404, 410])
             .await?;
         if answer.status == 404 || answer.status == 410 {
             tracing::info!(
@@ -378,6 +386,12 @@ impl GoogleCalendarApi {
 impl SubscriptionApi for GoogleCalendarApi {
     fn max_lifetime(&self, _provider: &Provider) -> TimeDelta {
         TimeDelta::seconds(CALENDAR_MAX_TTL_SECONDS) - CLOCK_SKEW_MARGIN
+    }
+
+    /// Books the attempt's `events.watch` in the account's Calendar budget.
+    async fn admit(&self, provider: &Provider, _attempt: AttemptKind) {
+        let charge = charge_of(provider, ProviderKind::GoogleCalendar, 1);
+        admit(&self.client, &self.limits, charge).await;
     }
 
     async fn create(
@@ -440,6 +454,8 @@ pub struct GmailApi {
     topic: String,
     /// Other providers on the same mailbox (their watch is ours too).
     watchers: Arc<dyn MailboxWatchers>,
+    /// The providers' request limits (shared with the other adapters).
+    limits: Arc<Limits>,
 }
 
 impl std::fmt::Debug for GmailApi {
@@ -458,7 +474,7 @@ impl GmailApi {
         provider: &Provider,
         external_id: String,
     ) -> Result<ProviderSubscription, GoogleError> {
-        let credentials = credentials_of(provider, ProviderKind::Gmail)?;
+        let charge = charge_of(provider, ProviderKind::Gmail, USERS_WATCH_UNITS)?;
         if self.topic.trim().is_empty() {
             return Err(GoogleError::Config(
                 "no Pub/Sub topic for Gmail watches: set SUBKEEPER_GMAIL_PUBSUB_TOPIC to projects/{project}/topics/{topic}".to_owned(),
@@ -474,7 +490,7 @@ impl GmailApi {
             .url(&["gmail", "v1", "users", &provider.resource, "watch"])?;
         let answer = self
             .client
-            .post(credentials, Call::UsersWatch, url, Some(&body), &[])
+            .post(&charge, Call::UsersWatch, url, Some(&body), &[])
             .await?;
         let watch: GmailWatchAnswer = parse_answer(Call::UsersWatch, &answer)?;
         let expires_at =
@@ -498,6 +514,12 @@ impl GmailApi {
 impl SubscriptionApi for GmailApi {
     fn max_lifetime(&self, _provider: &Provider) -> TimeDelta {
         GMAIL_WATCH_LIFETIME - CLOCK_SKEW_MARGIN
+    }
+
+    /// Books the attempt's `users.watch` units in the account's Gmail quota.
+    async fn admit(&self, provider: &Provider, _attempt: AttemptKind) {
+        let charge = charge_of(provider, ProviderKind::Gmail, USERS_WATCH_UNITS);
+        admit(&self.client, &self.limits, charge).await;
     }
 
     async fn create(
@@ -538,7 +560,7 @@ impl SubscriptionApi for GmailApi {
     ) -> Result<(), ApiError> {
         let span = call_span(provider, Call::UsersStop, Some(&subscription.external_id));
         async {
-            let credentials = credentials_of(provider, ProviderKind::Gmail)?;
+            let charge = charge_of(provider, ProviderKind::Gmail, USERS_STOP_UNITS)?;
             let shared = self
                 .watchers
                 .watched_by_others(&provider.resource, provider.id)
@@ -555,7 +577,7 @@ impl SubscriptionApi for GmailApi {
                 .url(&["gmail", "v1", "users", &provider.resource, "stop"])?;
             let answer = self
                 .client
-                .post(credentials, Call::UsersStop, url, None, &[404, 410])
+                .post(&charge, Call::UsersStop, url, None, &[404, 410])
                 .await?;
             tracing::info!(status = answer.status, "Gmail watch stopped");
             Ok(())
@@ -572,12 +594,31 @@ fn new_channel_token() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The credentials row a provider of `kind` authenticates with.
-fn credentials_of(provider: &Provider, kind: ProviderKind) -> Result<uuid::Uuid, GoogleError> {
+/// What a request of a provider of `kind` is charged: `units` of its account's
+/// budget for that API, through its credentials row.
+fn charge_of(
+    provider: &Provider,
+    kind: ProviderKind,
+    units: u32,
+) -> Result<Charge<'_>, GoogleError> {
     if provider.kind != kind {
         return Err(GoogleError::WrongKind(provider.kind));
     }
-    Ok(credentials_id(provider)?)
+    Ok(Charge {
+        family: Family::of(kind),
+        provider,
+        credentials: credentials_id(provider)?,
+        units,
+    })
+}
+
+/// Books `charge` in its account's budget and waits for it (see
+/// [`Limits::admit`]); unknown credentials are checked when sent instead.
+async fn admit(client: &GoogleClient, limits: &Limits, charge: Result<Charge<'_>, GoogleError>) {
+    let Ok(charge) = charge else { return };
+    if let Some(app) = client.tokens().app(charge.credentials).await {
+        limits.admit(&charge, &app).await;
+    }
 }
 
 /// Span for one Google call.

@@ -8,6 +8,7 @@
 
 use crate::providers::call::{Answer, Api, BearerClient, CallFailure};
 use crate::providers::graph::error::{GraphError, GraphErrorBody, Operation};
+use crate::providers::limits::{Held, RateLimited};
 use chrono::{DateTime, NaiveDateTime, SecondsFormat, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -141,6 +142,22 @@ impl CallFailure for GraphError {
 
     fn config(reason: String) -> Self {
         Self::Config(reason)
+    }
+
+    fn held(operation: Operation, held: Held) -> Self {
+        Self::Held { operation, held }
+    }
+
+    /// Every 429 (`TooManyRequests`, `ApplicationThrottled`) is the tenant's:
+    /// which budget Graph counted it against is only in its message, which
+    /// clients must not parse, so the whole tenant waits (seconds, for the
+    /// budgets; what Graph says, for a throttled tenant).
+    fn rate_limit(
+        status: u16,
+        _body: &GraphErrorBody,
+        retry_after: Option<TimeDelta>,
+    ) -> Option<RateLimited> {
+        (status == 429).then_some(RateLimited::Caller { retry_after })
     }
 }
 

@@ -5,6 +5,7 @@
 //! not retry, sleep or log: the client retries the one 401, the lifecycle decides
 //! everything else from the class.
 
+use crate::providers::limits::Held;
 use crate::providers::oauth::TokenError;
 use crate::providers::truncate;
 use chrono::TimeDelta;
@@ -168,6 +169,15 @@ pub enum GraphError {
     /// The configured Graph base URL is unusable.
     #[error("invalid Graph configuration: {0}")]
     Config(String),
+    /// Not sent: Graph throttled the tenant and its `Retry-After` has not
+    /// elapsed.
+    #[error("Graph {operation} {held}")]
+    Held {
+        /// What was attempted.
+        operation: Operation,
+        /// Until when, and why.
+        held: Held,
+    },
 }
 
 impl GraphError {
@@ -198,6 +208,7 @@ impl GraphError {
     /// | 403 | `permanent` (names the missing permission) |
     /// | other 4xx | `permanent` |
     /// | 429; 503 with Retry-After | `throttled` (+ retry_after) |
+    /// | not sent: the tenant's Retry-After has not elapsed | `throttled` (+ the rest of it) |
     /// | other 5xx, 408, timeouts, connection errors, unreadable 2xx | `transient` |
     ///
     /// 404/410 on delete never gets here: it counts as deleted.
@@ -216,6 +227,8 @@ impl GraphError {
             Self::WrongKind(_) | Self::Config(_) => {
                 ApiError::new(ErrorClass::Permanent, self.to_string())
             }
+            Self::Held { held, .. } => ApiError::new(ErrorClass::Throttled, self.to_string())
+                .with_retry_after(Some(held.retry_after)),
             Self::Status {
                 operation,
                 status,

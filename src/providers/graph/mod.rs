@@ -29,13 +29,14 @@ pub use error::{GraphError, GraphErrorBody, Operation, required_permission};
 pub use orphans::{Claim, OrphanCleanup, UnconfirmedCreates};
 
 use crate::providers::call::{self, Endpoints, TokenEndpoint, credentials_id};
+use crate::providers::limits::{Charge, Family, Limits};
 use crate::providers::oauth::{CredentialSource, TokenCache};
 use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
 use client::GraphClient;
 use std::sync::Arc;
 use std::time::Duration;
-use subkeeper_actors::domain::{Provider, Subscription};
+use subkeeper_actors::domain::{AttemptKind, Provider, Subscription};
 use subkeeper_actors::ports::clock::SharedClock;
 use subkeeper_actors::ports::{ApiError, CreateRequest, ProviderSubscription, SubscriptionApi};
 use tracing::Instrument;
@@ -92,6 +93,8 @@ pub struct GraphApi {
     clock: SharedClock,
     /// Creates whose answer was lost, by clientState.
     unconfirmed: Arc<UnconfirmedCreates>,
+    /// The providers' request limits (shared with the Google adapters).
+    limits: Arc<Limits>,
 }
 
 impl std::fmt::Debug for GraphApi {
@@ -111,6 +114,18 @@ impl GraphApi {
         credentials: Arc<dyn CredentialSource>,
         clock: SharedClock,
     ) -> Result<Self, GraphError> {
+        let limits = Arc::new(Limits::unlimited(Arc::clone(&clock)));
+        Self::limited(config, credentials, clock, limits)
+    }
+
+    /// [`GraphApi::new`] within `limits`: every request is checked against
+    /// them before it is sent, and [`SubscriptionApi::admit`] waits for them.
+    pub fn limited(
+        config: GraphConfig,
+        credentials: Arc<dyn CredentialSource>,
+        clock: SharedClock,
+        limits: Arc<Limits>,
+    ) -> Result<Self, GraphError> {
         let client = GraphClient::connect(
             &client::GRAPH,
             Endpoints {
@@ -121,11 +136,13 @@ impl GraphApi {
             },
             credentials,
             Arc::clone(&clock),
+            Arc::clone(&limits),
         )?;
         Ok(Self {
             client,
             unconfirmed: Arc::new(UnconfirmedCreates::on_clock(Arc::clone(&clock))),
             clock,
+            limits,
         })
     }
 
@@ -170,7 +187,7 @@ impl GraphApi {
         provider: &Provider,
         request: &CreateRequest,
     ) -> Result<ProviderSubscription, GraphError> {
-        let credentials = credentials_of(provider)?;
+        let charge = charge_of(provider)?;
         let body = CreateBody {
             change_type: CHANGE_TYPES,
             notification_url: &request.notification_url,
@@ -192,7 +209,7 @@ impl GraphApi {
         let mut outcome = orphans::SettleOrLose::new(&self.unconfirmed, &request.client_state);
         let created = self
             .grant(
-                credentials,
+                &charge,
                 Operation::Create,
                 reqwest::Method::POST,
                 url,
@@ -215,14 +232,14 @@ impl GraphApi {
         subscription: &Subscription,
         expires_at: DateTime<Utc>,
     ) -> Result<ProviderSubscription, GraphError> {
-        let credentials = credentials_of(provider)?;
+        let charge = charge_of(provider)?;
         let body = RenewBody {
             expiration_date_time: graph_datetime(expires_at),
         };
         let url = client::subscriptions_url(&self.client, Some(&subscription.external_id))?;
         let renewed = self
             .grant(
-                credentials,
+                &charge,
                 Operation::Renew,
                 reqwest::Method::PATCH,
                 url,
@@ -237,7 +254,7 @@ impl GraphApi {
     /// the subscription Graph granted.
     async fn grant(
         &self,
-        credentials: uuid::Uuid,
+        charge: &Charge<'_>,
         operation: Operation,
         method: reqwest::Method,
         url: reqwest::Url,
@@ -246,7 +263,7 @@ impl GraphApi {
         let body = self.client.json(body)?;
         let answer = self
             .client
-            .call(credentials, operation, method, url, Some(&body), &[])
+            .call(charge, operation, method, url, Some(&body), &[])
             .await?;
         let granted = client::granted(operation, &answer)?;
         Ok(ProviderSubscription {
@@ -260,12 +277,12 @@ impl GraphApi {
     }
 
     async fn delete_id(&self, provider: &Provider, id: &str) -> Result<(), GraphError> {
-        let credentials = credentials_of(provider)?;
+        let charge = charge_of(provider)?;
         let url = client::subscriptions_url(&self.client, Some(id))?;
         let answer = self
             .client
             .call(
-                credentials,
+                &charge,
                 Operation::Delete,
                 reqwest::Method::DELETE,
                 url,
@@ -285,12 +302,18 @@ impl GraphApi {
     }
 }
 
-/// The credentials row a Graph provider authenticates with.
-fn credentials_of(provider: &Provider) -> Result<uuid::Uuid, GraphError> {
+/// What a Graph provider's `/subscriptions` request is charged: one write of
+/// its app in its tenant, on its mailbox.
+fn charge_of(provider: &Provider) -> Result<Charge<'_>, GraphError> {
     if !provider.kind.is_graph() {
         return Err(GraphError::WrongKind(provider.kind));
     }
-    Ok(credentials_id(provider)?)
+    Ok(Charge {
+        family: Family::Graph,
+        provider,
+        credentials: credentials_id(provider)?,
+        units: 1,
+    })
 }
 
 /// Span for one Graph call.
@@ -311,6 +334,17 @@ fn failed(provider: &Provider, error: &GraphError) -> ApiError {
 impl SubscriptionApi for GraphApi {
     fn max_lifetime(&self, provider: &Provider) -> TimeDelta {
         Self::lifetime_for(provider)
+    }
+
+    /// Books the attempt's one write in its app's budget in the tenant and
+    /// waits for it (see [`Limits::admit`]).
+    async fn admit(&self, provider: &Provider, _attempt: AttemptKind) {
+        let Ok(charge) = charge_of(provider) else {
+            return;
+        };
+        if let Some(app) = self.client.tokens().app(charge.credentials).await {
+            self.limits.admit(&charge, &app).await;
+        }
     }
 
     async fn create(

@@ -387,6 +387,24 @@ async fn throttling_carries_retry_after() {
     assert_eq!(err.http_status, Some(429));
     assert_eq!(err.retry_after, Some(TimeDelta::seconds(17)));
 
+    // Until then nothing more goes to the tenant: the next call is not sent and
+    // fails as throttled with what is left of the wait.
+    let requests = h.sim.requests().len();
+    let err = h
+        .api
+        .renew(&provider, &subscription, expiry)
+        .await
+        .unwrap_err();
+    assert_eq!(err.class, ErrorClass::Throttled);
+    assert_eq!(err.http_status, None);
+    assert!(err.retry_after.is_some_and(|r| r <= TimeDelta::seconds(17)));
+    assert_eq!(
+        h.sim.requests().len(),
+        requests,
+        "a held call reached Graph"
+    );
+    h.sim.advance(TimeDelta::seconds(17));
+
     // 503 with Retry-After is throttling too; without it, an outage.
     h.fault(
         FaultOperation::Renew,
