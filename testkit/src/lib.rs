@@ -51,6 +51,23 @@ impl Purpose {
     }
 }
 
+/// Polls `condition` every 50 ms until it holds or `timeout` passes (then
+/// panics naming `what`): how tests wait for what a user would observe.
+pub async fn wait_until<F, Fut>(what: &str, timeout: std::time::Duration, condition: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    while !condition().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 /// A fresh random id (32 hex digits).
 fn fresh_id() -> String {
     uuid::Uuid::new_v4().simple().to_string()

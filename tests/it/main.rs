@@ -13,7 +13,6 @@ mod demo;
 mod embedded;
 mod google;
 mod lifecycle;
-mod limits;
 mod logs;
 mod monitoring;
 mod nats;

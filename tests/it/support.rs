@@ -12,7 +12,6 @@
 use futures_util::StreamExt as _;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use subkeeper::RunOptions;
@@ -406,21 +405,7 @@ impl Harness {
     }
 }
 
-/// Polls `condition` every 50 ms until it holds or `timeout` passes (then panics).
-pub async fn wait_until<F, Fut>(what: &str, timeout: Duration, condition: F)
-where
-    F: Fn() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + timeout;
-    while !condition().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
+pub use subkeeper_testkit::wait_until;
 
 /// The bus as a test observes it, the same on both backends.
 impl Harness {

@@ -8,7 +8,7 @@
 //! and NATS, set up here from the test kit rather than the shared harness
 //! because the harness runs on the wall clock.
 
-use crate::support::{ADMIN_TOKEN, wait_until};
+use crate::ADMIN_TOKEN;
 use chrono::{DateTime, TimeDelta, Utc};
 use reqwest::{Method, StatusCode};
 use std::collections::HashSet;
@@ -26,6 +26,7 @@ use subkeeper_testkit::service::{self, Service};
 use subkeeper_testkit::sim::{
     self, ForcedThrottle, Operation, RequestFilter, SimServer, Simulator, busiest_window,
 };
+use subkeeper_testkit::wait_until;
 
 /// The service and the simulator on one clock running `speed`× real time.
 struct OnOneClock {
@@ -43,7 +44,6 @@ impl OnOneClock {
     /// Starts the simulator on a clock `speed`× real time and the service on
     /// the simulator's clock, over `db`; `tweak` adjusts the configuration.
     async fn start(db: TestDb, speed: u32, tweak: impl FnOnce(&mut subkeeper::Config)) -> Self {
-        crate::logs::capture();
         subkeeper::install_crypto();
         let bus = TestBus::new(Purpose::Test);
         let base: SharedClock = if speed == 1 {
