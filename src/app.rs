@@ -18,13 +18,14 @@ use crate::providers::ByFamily;
 use crate::providers::google::{GoogleApis, GoogleConfig, PendingChannels};
 use crate::providers::graph::{GraphApi, GraphConfig, OrphanCleanup};
 use crate::providers::limits::{Limits, Share};
-use crate::store::{IfMissing, Location, OpenError, SingleInstance, Store};
+use crate::store::{IfMissing, Leases, Location, OpenError, SingleInstance, Store};
 use crate::telemetry::MetricsRenderer;
 use actix::{Actor as _, Addr};
 use actix_web::{App, HttpServer};
 use chrono::TimeDelta;
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use subkeeper_actors::alerting::{AlertingActor, AlertingConfig, AlertingPorts};
 use subkeeper_actors::board::HealthBoard;
@@ -32,8 +33,9 @@ use subkeeper_actors::delivery::Stop;
 use subkeeper_actors::domain::ProviderKind;
 use subkeeper_actors::fleet::{Fleet, FleetConfig, FleetHandle};
 use subkeeper_actors::notification::{NotificationActor, NotificationConfig};
+use subkeeper_actors::ownership::{LeaseConfig, LeaseGuard, MembershipHook};
 use subkeeper_actors::ports::clock::{SharedClock, SystemClock};
-use subkeeper_actors::ports::{CallbackUrls, EventSink, Ports, SubscriptionApi};
+use subkeeper_actors::ports::{CallbackUrls, EventSink, Membership, Ports, SubscriptionApi};
 use subkeeper_actors::supervisor::SupervisorContext;
 use tokio::sync::Semaphore;
 use tracing_actix_web::TracingLogger;
@@ -53,6 +55,9 @@ pub enum RunError {
     /// No usable keys to seal secrets at rest.
     #[error("{0}")]
     SecretKeys(String),
+    /// This instance could not join the fleet's leases.
+    #[error("cannot join the fleet (leases): {0}")]
+    Leases(String),
     /// An adapter could not be built.
     #[error("cannot build the provider client: {0}")]
     Client(String),
@@ -115,7 +120,9 @@ pub async fn run_with(
         });
     }
     let intake = Intake::start(&config, &adapters, &core, clock);
+    let draining = Arc::new(AtomicBool::new(false));
     let state = AppState {
+        draining: draining.clone(),
         config: config.clone(),
         admin: Arc::new(adapters.store.clone()),
         fleet: core.fleet.clone(),
@@ -125,8 +132,31 @@ pub async fn run_with(
         graph_intake: intake.graph.clone(),
         google_intake: intake.google.clone(),
     };
-    let served = serve(state, listener, shutdown).await;
-    shut_down(intake, core, &adapters.bus).await;
+    let deadline = Duration::from_secs(config.shutdown_timeout_seconds);
+    let drain = Duration::from_secs(config.shutdown_drain_seconds);
+    let shutdown = async {
+        shutdown.await;
+        // Out of rotation first, while still taking webhooks for `drain`.
+        draining.store(true, Ordering::SeqCst);
+        tracing::info!(
+            drain_seconds = drain.as_secs(),
+            deadline_seconds = deadline.as_secs(),
+            "shutting down: /readyz fails from now on"
+        );
+        tokio::time::sleep(drain).await;
+    };
+    let started = tokio::time::Instant::now();
+    let served = serve(state, listener, shutdown, deadline).await;
+    let left = deadline.saturating_sub(started.elapsed().saturating_sub(drain));
+    if tokio::time::timeout(left, shut_down(intake, core, &adapters.bus))
+        .await
+        .is_err()
+    {
+        tracing::error!(
+            deadline_seconds = deadline.as_secs(),
+            "shutdown deadline passed with work in flight; exiting anyway (this instance's leases lapse and other instances adopt its providers)"
+        );
+    }
     Ok(served?)
 }
 
@@ -145,6 +175,8 @@ struct Adapters {
     pending_channels: Arc<PendingChannels>,
     /// Where providers call us back.
     callbacks: CallbackUrls,
+    /// This instance's part of the providers' budgets, set from the leases.
+    share: Share,
 }
 
 impl Adapters {
@@ -192,9 +224,10 @@ impl Adapters {
 
         // One set of limits for every adapter: a tenant's or account's budget
         // is the same whichever provider of it calls.
+        let share = Share::default();
         let limits = Arc::new(Limits::new(
             config.limit_settings(),
-            Share::default(),
+            share.clone(),
             clock.clone(),
         ));
         let graph = GraphApi::limited(
@@ -238,6 +271,7 @@ impl Adapters {
             graph_orphans,
             pending_channels,
             callbacks,
+            share,
         })
     }
 }
@@ -301,15 +335,39 @@ impl Core {
             .consume_webhooks(notification.clone().recipient())
             .await?;
         let renewal_consumer = bus.consume_renewals(alerting.clone().recipient()).await?;
+        // With PostgreSQL this instance shares the fleet with any others: it owns
+        // the providers it holds leases on.
+        let leases = Leases::join(store, Duration::from_secs(config.lease_ttl_seconds))
+            .await
+            .map_err(|e| RunError::Leases(e.to_string()))?;
+        let (fleet_store, lease, guard) = match leases {
+            Some(leases) => {
+                let share = adapters.share.clone();
+                let hook: MembershipHook =
+                    Arc::new(move |m: &Membership| share.set_instances(m.live_instances));
+                (
+                    store.clone().owned_by(leases.instance()),
+                    Some(LeaseConfig {
+                        store: Arc::new(leases),
+                        heartbeat_every: Duration::from_secs(config.lease_heartbeat_seconds),
+                        batch: config.lease_batch,
+                        on_membership: Some(hook),
+                    }),
+                    LeaseGuard::leased(),
+                )
+            }
+            None => (store.clone(), None, LeaseGuard::default()),
+        };
         let fleet = Fleet::new(
             FleetConfig {
                 policies: config.policies(),
                 reconcile_every: Duration::from_secs(config.reconcile_interval_seconds),
+                leases: lease,
             },
             SupervisorContext {
                 ports: Ports {
                     api: adapters.api.clone(),
-                    store: Arc::new(store.clone()),
+                    store: Arc::new(fleet_store),
                     events,
                     clock,
                 },
@@ -318,6 +376,7 @@ impl Core {
                 board: board.clone(),
                 attempt_timeout: Duration::from_secs(config.attempt_timeout_seconds),
                 retired: None,
+                lease: guard,
             },
         )
         .start_fleet();
@@ -391,6 +450,7 @@ async fn serve(
     state: AppState,
     listener: std::net::TcpListener,
     shutdown: impl Future<Output = ()>,
+    deadline: Duration,
 ) -> std::io::Result<()> {
     let server = HttpServer::new(move || {
         App::new()
@@ -399,13 +459,14 @@ async fn serve(
     })
     .listen(listener)?
     .disable_signals()
-    .shutdown_timeout(10)
+    .shutdown_timeout(deadline.as_secs())
     .run();
     let handle = server.handle();
     tokio::select! {
         result = server => result,
         () = shutdown => {
-            tracing::info!("shutting down");
+            // New connections are refused; webhooks in flight finish (each is
+            // answered 202 only once it is durable).
             handle.stop(true).await;
             Ok(())
         }
@@ -421,6 +482,10 @@ async fn shut_down(intake: Intake, core: Core, bus: &Bus) {
         resync.abort();
     }
     core.control.stop();
+    // Provider calls in flight finish and are recorded; nothing new starts; with
+    // leases, this instance's providers are released for the others at once.
+    let stopped = core.fleet.shutdown().await;
+    tracing::info!(supervisors = stopped, "fleet stopped");
     // Settle the batches in hand, then stop the actors they feed; anything not
     // acknowledged goes to another instance after the consumers' ack wait.
     core.webhook_consumer.stop().await;

@@ -128,6 +128,23 @@ pub struct Config {
     pub attempt_timeout_seconds: u64,
     /// How often the fleet re-reads the providers table, in seconds.
     pub reconcile_interval_seconds: u64,
+    /// With PostgreSQL, how long an instance's lease lasts without a heartbeat,
+    /// in seconds (`SUBKEEPER_LEASE_TTL_SECONDS`): a dead instance's providers are
+    /// adopted by the others within about this long.
+    pub lease_ttl_seconds: u64,
+    /// How often the lease is renewed, in seconds; at most a third of the TTL
+    /// (`SUBKEEPER_LEASE_HEARTBEAT_SECONDS`).
+    pub lease_heartbeat_seconds: u64,
+    /// Most providers claimed per statement, and handed over per heartbeat when
+    /// instances rebalance (`SUBKEEPER_LEASE_BATCH`).
+    pub lease_batch: u32,
+    /// Longest a graceful shutdown (SIGTERM) may take before the process exits
+    /// anyway, in seconds (`SUBKEEPER_SHUTDOWN_TIMEOUT_SECONDS`).
+    pub shutdown_timeout_seconds: u64,
+    /// On SIGTERM, `/readyz` fails at once but webhooks are still taken for this
+    /// many seconds, so a load balancer can notice first
+    /// (`SUBKEEPER_SHUTDOWN_DRAIN_SECONDS`; default 0).
+    pub shutdown_drain_seconds: u64,
     /// Bearer token of the admin API; the admin API answers 401 to everything when unset.
     pub admin_token: Option<String>,
     /// Keys that seal client secrets and refresh tokens at rest
@@ -217,6 +234,11 @@ impl Default for Config {
             provider_timeout_seconds: 10,
             attempt_timeout_seconds: 60,
             reconcile_interval_seconds: 60,
+            lease_ttl_seconds: 15,
+            lease_heartbeat_seconds: 5,
+            lease_batch: 1000,
+            shutdown_timeout_seconds: 30,
+            shutdown_drain_seconds: 0,
             admin_token: None,
             secret_keys: None,
             webhook_max_body_bytes: 1024 * 1024,
@@ -331,6 +353,19 @@ impl Config {
         }
         if self.reconcile_interval_seconds == 0 {
             return bad("SUBKEEPER_RECONCILE_INTERVAL_SECONDS must be at least 1".into());
+        }
+        if self.lease_heartbeat_seconds == 0
+            || self.lease_heartbeat_seconds.saturating_mul(3) > self.lease_ttl_seconds
+        {
+            return bad("SUBKEEPER_LEASE_HEARTBEAT_SECONDS must be at least 1 and at most a third of SUBKEEPER_LEASE_TTL_SECONDS".into());
+        }
+        if self.lease_batch == 0 {
+            return bad("SUBKEEPER_LEASE_BATCH must be at least 1".into());
+        }
+        if self.shutdown_timeout_seconds == 0
+            || self.shutdown_drain_seconds >= self.shutdown_timeout_seconds
+        {
+            return bad("SUBKEEPER_SHUTDOWN_TIMEOUT_SECONDS must be at least 1 and longer than SUBKEEPER_SHUTDOWN_DRAIN_SECONDS".into());
         }
         match url::Url::parse(&self.database_url) {
             _ if self.database_url.is_empty() => {}

@@ -5,16 +5,21 @@
 //!
 //! It is the only holder of supervisor addresses: others get a [`FleetHandle`].
 //! Which providers this instance owns is decided by the store port's
-//! `owned_providers` alone.
+//! `owned_providers` alone. With several instances (leases, see
+//! [`crate::ownership`]) the fleet also heartbeats its lease, claims providers up
+//! to its fair share, hands over what lies above it, and stands down — never
+//! retires — a supervisor whose provider another instance now owns.
 
 use crate::domain::Provider;
 use crate::domain::{ProviderId, ProviderKind, RenewalResult, TenantId};
 use crate::lifecycle::Policy;
+use crate::ownership::{LeaseConfig, Rebalance, rebalance};
 use crate::ports::{Fence, OwnedProvider};
 use crate::supervisor::{
-    ForceRenew, ProviderChanged, ProviderSupervisor, Retire, Retired, StandDown,
+    ForceRenew, Handover, ProviderChanged, ProviderSupervisor, Retire, Retired, StandDown,
     SubscriptionRemoved, SupervisorContext,
 };
+use crate::telemetry::names;
 use actix::prelude::*;
 use futures_util::future::join_all;
 use std::collections::{HashMap, HashSet};
@@ -50,6 +55,8 @@ pub struct FleetConfig {
     pub policies: HashMap<ProviderKind, Policy>,
     /// How often the reconciler compares the running supervisors with the store.
     pub reconcile_every: Duration,
+    /// Leases, when several instances may share the fleet (Postgres).
+    pub leases: Option<LeaseConfig>,
 }
 
 struct Supervised {
@@ -69,6 +76,14 @@ pub struct Fleet {
     cleaning: HashSet<ProviderId>,
     reconciling: bool,
     reconciled_once: bool,
+    /// Providers whose supervisors are stopping to be released to other instances.
+    handing_over: HashSet<ProviderId>,
+    /// A heartbeat is in flight.
+    heartbeating: bool,
+    /// The first heartbeat and claim have happened (always, without leases).
+    leased_once: bool,
+    /// Shutting down: nothing new is claimed or started.
+    stopping: bool,
 }
 
 impl Fleet {
@@ -82,6 +97,10 @@ impl Fleet {
             cleaning: HashSet::new(),
             reconciling: false,
             reconciled_once: false,
+            handing_over: HashSet::new(),
+            heartbeating: false,
+            leased_once: false,
+            stopping: false,
         }
     }
 
@@ -95,27 +114,49 @@ impl Fleet {
     }
 
     fn reconcile(&mut self, ctx: &mut Context<Self>) {
-        if self.reconciling {
+        // With leases, nothing is ours until the first claim.
+        let leased = self.config.leases.is_none() || self.leased_once;
+        if self.reconciling || self.stopping || !leased {
             return;
         }
         self.reconciling = true;
         let store = self.ctx.ports.store.clone();
+        let leases = self.config.leases.as_ref().map(|l| l.store.clone());
+        // Supervised now; those the store no longer lists are either retired
+        // (disabled, deleted) or, with leases, another instance's.
+        let supervised: Vec<ProviderId> = match leases {
+            Some(_) => self.supervisors.keys().copied().collect(),
+            None => Vec::new(),
+        };
         ctx.spawn(
             async move {
-                (
-                    store.owned_providers().await,
-                    store.retired_with_subscription().await,
-                )
+                let owned = store.owned_providers().await;
+                let disowned = match (&owned, leases) {
+                    (Ok(owned), Some(leases)) => {
+                        let listed: HashSet<ProviderId> =
+                            owned.iter().map(|o| o.provider.id).collect();
+                        let missing: Vec<ProviderId> = supervised
+                            .into_iter()
+                            .filter(|id| !listed.contains(id))
+                            .collect();
+                        leases.disowned(&missing).await.map(HashSet::from_iter)
+                    }
+                    _ => Ok(HashSet::new()),
+                };
+                (owned, disowned, store.retired_with_subscription().await)
             }
             .into_actor(self)
-            .map(|(owned, retired), act, ctx| {
+            .map(|(owned, disowned, retired), act, ctx| {
                 act.reconciling = false;
-                match owned {
-                    Ok(owned) => {
-                        act.apply_owned(owned, ctx);
+                match (owned, disowned) {
+                    (Ok(owned), Ok(disowned)) => {
+                        act.apply_owned(owned, &disowned, ctx);
                         act.reconciled_once = true;
                     }
-                    Err(e) => tracing::warn!(error = %e, "reconcile: cannot list providers"),
+                    (Ok(_), Err(e)) => {
+                        tracing::warn!(error = %e, "reconcile: cannot tell which providers other instances own")
+                    }
+                    (Err(e), _) => tracing::warn!(error = %e, "reconcile: cannot list providers"),
                 }
                 match retired {
                     Ok(retired) => act.clean_orphans(retired, ctx),
@@ -127,7 +168,15 @@ impl Fleet {
         );
     }
 
-    fn apply_owned(&mut self, owned: Vec<OwnedProvider>, ctx: &mut Context<Self>) {
+    fn apply_owned(
+        &mut self,
+        owned: Vec<OwnedProvider>,
+        disowned: &HashSet<ProviderId>,
+        ctx: &mut Context<Self>,
+    ) {
+        if self.stopping {
+            return;
+        }
         let wanted: HashSet<ProviderId> = owned.iter().map(|o| o.provider.id).collect();
         let gone: Vec<ProviderId> = self
             .supervisors
@@ -136,6 +185,12 @@ impl Fleet {
             .copied()
             .collect();
         for id in gone {
+            if disowned.contains(&id) {
+                if let Some(s) = self.supervisors.remove(&id) {
+                    s.addr.do_send(StandDown);
+                }
+                continue;
+            }
             if let Some(s) = self.supervisors.remove(&id) {
                 s.addr.do_send(Retire);
                 self.retiring.insert(id);
@@ -161,7 +216,8 @@ impl Fleet {
                     s.provider = provider;
                 }
                 Some(_) => {}
-                None if self.retiring.contains(&provider.id) => {}
+                None if self.retiring.contains(&provider.id)
+                    || self.handing_over.contains(&provider.id) => {}
                 None => {
                     let policy = self.policy_for(provider.kind);
                     let (p, c) = (provider.clone(), sctx.clone());
@@ -217,6 +273,123 @@ impl Fleet {
         }
     }
 
+    /// Renews the lease, then claims up to the fair share or hands over what lies
+    /// above it. The first one claims before the first reconcile.
+    fn heartbeat(&mut self, ctx: &mut Context<Self>) {
+        let Some(lease) = self.config.leases.clone() else {
+            return;
+        };
+        if self.heartbeating || self.stopping {
+            return;
+        }
+        self.heartbeating = true;
+        let guard = self.ctx.lease.clone();
+        let batch = lease.batch.max(1);
+        ctx.spawn(
+            async move {
+                let sent = std::time::Instant::now();
+                let membership = lease.store.heartbeat().await?;
+                guard.renewed(sent, lease.store.ttl());
+                if let Some(hook) = &lease.on_membership {
+                    hook(&membership);
+                }
+                let mut claimed = 0u64;
+                if let Rebalance::Claim(wanted) = rebalance(&membership, batch) {
+                    while claimed < wanted {
+                        let limit = u32::try_from((wanted - claimed).min(u64::from(batch)))
+                            .unwrap_or(batch);
+                        let got = lease.store.claim(limit).await?;
+                        claimed += u64::from(got);
+                        if got < limit {
+                            break;
+                        }
+                    }
+                }
+                Ok::<_, crate::ports::StoreError>((membership, claimed))
+            }
+            .into_actor(self)
+            .map(|result, act, ctx| {
+                act.heartbeating = false;
+                let (membership, claimed) = match result {
+                    Ok(done) => done,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "lease heartbeat failed; retrying at the next one");
+                        return;
+                    }
+                };
+                metrics::gauge!(names::FLEET_INSTANCES).set(f64::from(membership.live_instances));
+                if claimed > 0 {
+                    metrics::counter!(names::LEASE_CHANGES, "change" => "claimed").increment(claimed);
+                    tracing::info!(claimed, instances = membership.live_instances, "claimed providers");
+                }
+                if membership.lapsed && act.leased_once {
+                    metrics::counter!(names::LEASE_CHANGES, "change" => "lapsed").increment(1);
+                    tracing::warn!(
+                        "this instance's lease had run out (was it paused?): providers other instances adopted are stood down"
+                    );
+                }
+                let first = !act.leased_once;
+                act.leased_once = true;
+                if first || claimed > 0 || membership.lapsed {
+                    act.reconcile(ctx);
+                }
+                if let Rebalance::HandOver(n) = rebalance(&membership, act.config.leases.as_ref().map_or(1, |l| l.batch))
+                    && act.handing_over.is_empty()
+                {
+                    act.hand_over(usize::try_from(n).unwrap_or(usize::MAX), ctx);
+                }
+            }),
+        );
+    }
+
+    /// Stops `n` supervisors (each after its attempt in flight is recorded) and
+    /// releases their providers for other instances to claim.
+    fn hand_over(&mut self, n: usize, ctx: &mut Context<Self>) {
+        let Some(lease) = self.config.leases.clone() else {
+            return;
+        };
+        let chosen: Vec<ProviderId> = self.supervisors.keys().take(n).copied().collect();
+        let mut stopping = Vec::with_capacity(chosen.len());
+        for id in chosen {
+            if let Some(s) = self.supervisors.remove(&id) {
+                self.handing_over.insert(id);
+                stopping.push((id, s.fence, s.addr));
+            }
+        }
+        if stopping.is_empty() {
+            return;
+        }
+        ctx.spawn(
+            async move {
+                let released: Vec<(ProviderId, Fence)> =
+                    join_all(stopping.into_iter().map(|(id, fence, addr)| async move {
+                        let _ = addr.send(Handover).await;
+                        (id, fence)
+                    }))
+                    .await;
+                let result = lease.store.release(&released).await;
+                (released, result)
+            }
+            .into_actor(self)
+            .map(|(released, result), act, _| {
+                for (id, _) in &released {
+                    act.handing_over.remove(id);
+                }
+                match result {
+                    Ok(n) => {
+                        metrics::counter!(names::LEASE_CHANGES, "change" => "released")
+                            .increment(u64::from(n));
+                        tracing::info!(released = n, "handed providers over to other instances");
+                    }
+                    // Still ours in the store: the next reconcile starts them again.
+                    Err(e) => {
+                        tracing::warn!(error = %e, "handing providers over failed; keeping them")
+                    }
+                }
+            }),
+        );
+    }
+
     fn supervisor_for(
         &self,
         tenant: &TenantId,
@@ -237,7 +410,16 @@ impl Actor for Fleet {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         metrics::gauge!(crate::telemetry::names::ACTORS_RUNNING, "actor" => "fleet").set(1.0);
-        self.reconcile(ctx);
+        match self.config.leases.as_ref().map(|l| l.heartbeat_every) {
+            Some(every) => {
+                self.heartbeat(ctx);
+                ctx.run_interval(every, |act, ctx| act.heartbeat(ctx));
+            }
+            None => {
+                metrics::gauge!(names::FLEET_INSTANCES).set(1.0);
+                self.reconcile(ctx);
+            }
+        }
         ctx.run_interval(self.config.reconcile_every, |act, ctx| act.reconcile(ctx));
     }
 
@@ -264,6 +446,44 @@ impl Handler<Retired> for Fleet {
         self.retiring.remove(&id);
         // A provider re-enabled while it was retiring gets its supervisor back now.
         self.reconcile(ctx);
+    }
+}
+
+/// Stop supervising, for shutdown: every supervisor stops once its attempt in
+/// flight is recorded (none is started after), and with leases the instance
+/// then leaves the fleet, releasing its providers for the others. Answers how
+/// many supervisors were stopped.
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct Shutdown;
+
+impl Handler<Shutdown> for Fleet {
+    type Result = ResponseActFuture<Self, usize>;
+    fn handle(&mut self, _: Shutdown, _: &mut Self::Context) -> Self::Result {
+        self.stopping = true;
+        let supervisors: Vec<_> = self.supervisors.drain().map(|(_, s)| s.addr).collect();
+        let count = supervisors.len();
+        let leases = self.config.leases.clone();
+        let guard = self.ctx.lease.clone();
+        Box::pin(
+            async move {
+                join_all(supervisors.iter().map(|a| a.send(Handover))).await;
+                if let Some(lease) = leases {
+                    guard.ended();
+                    match lease.store.leave().await {
+                        Ok(n) => metrics::counter!(names::LEASE_CHANGES, "change" => "released")
+                            .increment(u64::from(n)),
+                        Err(e) => tracing::warn!(error = %e, "cannot release this instance's leases; others adopt its providers once they lapse"),
+                    }
+                }
+                count
+            }
+            .into_actor(self)
+            .map(|count, _, ctx| {
+                ctx.stop();
+                count
+            }),
+        )
     }
 }
 
@@ -404,6 +624,13 @@ impl FleetHandle {
     /// Routes a lifecycle signal; false if no supervisor runs for that provider.
     pub async fn signal(&self, signal: LifecycleSignal) -> bool {
         self.addr.send(signal).await.unwrap_or(false)
+    }
+
+    /// Stops every supervisor (after its attempt in flight is recorded) and, with
+    /// leases, releases this instance's providers; then the fleet stops. Returns
+    /// how many supervisors were stopped (0 if the fleet was not running).
+    pub async fn shutdown(&self) -> usize {
+        self.addr.send(Shutdown).await.unwrap_or(0)
     }
 
     /// The fleet's summary, or `None` if it is not running.

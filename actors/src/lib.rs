@@ -14,6 +14,7 @@ pub mod fleet;
 pub mod lifecycle;
 pub mod memory;
 pub mod notification;
+pub mod ownership;
 pub mod ports;
 pub mod supervisor;
 pub mod telemetry;

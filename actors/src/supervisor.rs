@@ -21,6 +21,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{Semaphore, oneshot};
 
+/// How soon a supervisor whose lease may have lapsed looks again.
+const LEASE_RECHECK: Duration = Duration::from_secs(1);
+
 /// What every supervisor shares with the fleet.
 #[derive(Clone)]
 pub struct SupervisorContext {
@@ -36,6 +39,9 @@ pub struct SupervisorContext {
     pub attempt_timeout: Duration,
     /// Told when a retired supervisor has finished.
     pub retired: Option<Recipient<Retired>>,
+    /// Whether this instance's lease certainly holds (always, without leases):
+    /// no provider is called while it may not.
+    pub lease: crate::ownership::LeaseGuard,
 }
 
 /// The timer fired: the renewal is due.
@@ -70,6 +76,13 @@ pub struct Retire;
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct StandDown;
+
+/// Stop supervising once the attempt in flight (if any) is recorded, without
+/// touching the provider: the fleet hands the provider to another instance.
+/// Answers once the supervisor has stopped.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Handover;
 
 /// Sent to the fleet once a retired supervisor has cleaned up and stopped.
 #[derive(Message, Debug, Clone, Copy)]
@@ -115,6 +128,9 @@ pub struct ProviderSupervisor {
     force_pending: bool,
     /// Retirement requested: clean up after the in-flight attempt.
     retiring: bool,
+    /// Handover requested: stop after the in-flight attempt is recorded, and
+    /// answer these.
+    handover: Vec<oneshot::Sender<()>>,
 }
 
 impl ProviderSupervisor {
@@ -134,6 +150,7 @@ impl ProviderSupervisor {
             loaded: false,
             force_pending: false,
             retiring: false,
+            handover: Vec::new(),
         }
     }
 
@@ -345,20 +362,37 @@ impl ProviderSupervisor {
             rotated_out,
             permit,
         );
-        ctx.wait(persist.into_actor(self).map(move |result, act, ctx| {
-            if !matches!(done.next, Next::AttemptNow(_)) {
-                for waiter in act.waiters.drain(..) {
-                    let _ = waiter.send(result.clone());
-                }
-            }
-            // Retiring: whatever the lifecycle wants next (even the recreate a 404
-            // calls for) is not done; the subscription, if any, is deleted.
-            if act.retiring {
-                act.retire(ctx);
-            } else {
-                act.apply(done.next, ctx);
-            }
-        }));
+        ctx.wait(
+            persist
+                .into_actor(self)
+                .map(move |(result, owned), act, ctx| {
+                    if !matches!(done.next, Next::AttemptNow(_)) || !owned {
+                        for waiter in act.waiters.drain(..) {
+                            let _ = waiter.send(result.clone());
+                        }
+                    }
+                    if !owned {
+                        // Another instance claimed the provider while this attempt ran:
+                        // its state is the new owner's now.
+                        act.stand_down(ctx);
+                        if let Some(fleet) = &act.ctx.retired {
+                            fleet.do_send(Retired(act.provider.id));
+                        }
+                        return;
+                    }
+                    if !act.handover.is_empty() {
+                        act.stand_down(ctx);
+                        return;
+                    }
+                    // Retiring: whatever the lifecycle wants next (even the recreate a 404
+                    // calls for) is not done; the subscription, if any, is deleted.
+                    if act.retiring {
+                        act.retire(ctx);
+                    } else {
+                        act.apply(done.next, ctx);
+                    }
+                }),
+        );
     }
 
     fn publish_board(&self) {
@@ -378,6 +412,20 @@ impl ProviderSupervisor {
                     .and_then(|e| e.silent_since),
             },
         );
+    }
+
+    /// Stops without touching the provider (its state and subscription are left
+    /// to whoever owns it next) and answers any handover waiting.
+    fn stand_down(&mut self, ctx: &mut Context<Self>) {
+        self.waiters.clear();
+        if let Some(timer) = self.timer.take() {
+            ctx.cancel_future(timer);
+        }
+        self.ctx.board.remove(self.provider.id);
+        for done in self.handover.drain(..) {
+            let _ = done.send(());
+        }
+        ctx.stop();
     }
 
     fn retire(&mut self, ctx: &mut Context<Self>) {
@@ -417,7 +465,9 @@ impl ProviderSupervisor {
 
 /// Records `record` (a few quick retries), publishes its result, and stops the
 /// subscription a rotating renew left live (`rotated_out`). Holds the fleet-wide
-/// `permit` until done. Returns the result, for the callers waiting on it.
+/// `permit` until done. Returns the result, for the callers waiting on it, and
+/// false if the write was refused because another instance owns the provider now
+/// (then nothing is published: the attempt's state is not this instance's to tell).
 async fn persist(
     ports: Ports,
     fence: Fence,
@@ -425,7 +475,7 @@ async fn persist(
     record: AttemptRecord,
     rotated_out: Option<Subscription>,
     permit: Option<tokio::sync::OwnedSemaphorePermit>,
-) -> RenewalResult {
+) -> (RenewalResult, bool) {
     let (store, events, api) = (ports.store, ports.events, ports.api);
     let provider_id = provider.id;
     let _permit = permit;
@@ -438,8 +488,8 @@ async fn persist(
             // Another instance holds the provider now: its state is not ours to
             // write, and retrying changes nothing.
             Err(e @ StoreError::Conflict(_)) => {
-                tracing::warn!(provider = %provider_id, error = %e, "attempt not recorded: this instance no longer owns the provider");
-                break;
+                tracing::warn!(provider = %provider_id, error = %e, "attempt not recorded: this instance no longer owns the provider; standing down");
+                return (record.result, false);
             }
             Err(e) if attempt < 3 => {
                 tracing::warn!(provider = %provider_id, error = %e, "recording attempt failed; retrying");
@@ -468,7 +518,7 @@ async fn persist(
             ),
         }
     }
-    record.result
+    (record.result, true)
 }
 
 /// A fresh clientState: 32 random bytes, hex-encoded (64 characters; Graph allows 128).
@@ -504,7 +554,14 @@ impl Handler<RenewDue> for ProviderSupervisor {
     type Result = ();
     fn handle(&mut self, _: RenewDue, ctx: &mut Self::Context) {
         self.timer = None;
-        if !self.loaded || self.retiring {
+        if !self.loaded || self.retiring || !self.handover.is_empty() {
+            return;
+        }
+        if !self.ctx.lease.valid() {
+            // This instance may have been paused past its lease: ask again once a
+            // heartbeat has said whether the provider is still ours (if not, the
+            // fleet stands this supervisor down first).
+            self.timer = Some(ctx.run_later(LEASE_RECHECK, |_, ctx| ctx.notify(RenewDue)));
             return;
         }
         let next = self.lifecycle.due(self.now());
@@ -517,7 +574,7 @@ impl Handler<ForceRenew> for ProviderSupervisor {
     fn handle(&mut self, _: ForceRenew, ctx: &mut Self::Context) -> Self::Result {
         let (tx, rx) = oneshot::channel();
         self.waiters.push(tx);
-        if self.retiring {
+        if self.retiring || !self.handover.is_empty() {
             self.waiters.clear();
         } else if self.loaded {
             self.scheduled_for = None;
@@ -572,11 +629,21 @@ impl Handler<StandDown> for ProviderSupervisor {
     type Result = ();
     fn handle(&mut self, _: StandDown, ctx: &mut Self::Context) {
         tracing::info!(tenant = %self.provider.tenant, provider = %self.provider.id, "standing down: the provider is owned under a newer claim");
-        self.waiters.clear();
-        if let Some(timer) = self.timer.take() {
-            ctx.cancel_future(timer);
+        self.stand_down(ctx);
+    }
+}
+
+impl Handler<Handover> for ProviderSupervisor {
+    type Result = ResponseFuture<()>;
+    fn handle(&mut self, _: Handover, ctx: &mut Self::Context) -> Self::Result {
+        let (tx, rx) = oneshot::channel();
+        self.handover.push(tx);
+        if self.lifecycle.in_flight().is_none() && !self.retiring {
+            self.stand_down(ctx);
         }
-        self.ctx.board.remove(self.provider.id);
-        ctx.stop();
+        // A retiring supervisor finishes retiring (it stops either way).
+        Box::pin(async move {
+            let _ = rx.await;
+        })
     }
 }

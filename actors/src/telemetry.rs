@@ -72,6 +72,13 @@ pub mod names {
     /// Counter {family}: requests not sent because the provider's
     /// `Retry-After` for their scope had not elapsed.
     pub const PROVIDER_REQUESTS_HELD: &str = "subkeeper_provider_requests_held_total";
+    /// Gauge: instances whose lease is current, as this instance last saw them
+    /// (1 without leases).
+    pub const FLEET_INSTANCES: &str = "subkeeper_fleet_instances";
+    /// Counter {change}: providers this instance `claimed`, `released` (handed
+    /// over, or left at shutdown), and heartbeats that found the lease had
+    /// `lapsed`.
+    pub const LEASE_CHANGES: &str = "subkeeper_lease_changes_total";
 
     /// All names, for the test that checks dashboards and rules use only these.
     pub const ALL: &[&str] = &[
@@ -101,6 +108,8 @@ pub mod names {
         PROVIDER_LIMIT_WAITS,
         PROVIDER_LIMIT_WAIT_SECONDS,
         PROVIDER_REQUESTS_HELD,
+        FLEET_INSTANCES,
+        LEASE_CHANGES,
     ];
 }
 
@@ -113,6 +122,14 @@ pub fn describe_metrics() {
     describe_counter!(
         names::RENEWAL_ATTEMPTS,
         "Subscription lifecycle calls to a provider (register, renew, recreate) by outcome."
+    );
+    describe_gauge!(
+        names::FLEET_INSTANCES,
+        "Instances sharing the fleet whose lease is current, as this instance last saw them."
+    );
+    describe_counter!(
+        names::LEASE_CHANGES,
+        "Providers claimed and released by this instance, and heartbeats that found its lease lapsed."
     );
     describe_counter!(
         names::RENEWAL_ERRORS,

@@ -26,6 +26,8 @@ use subkeeper_actors::ports::AdminStore;
 /// What every handler can reach.
 #[derive(Clone)]
 pub struct AppState {
+    /// Set once shutdown began: `/readyz` fails.
+    pub draining: Arc<std::sync::atomic::AtomicBool>,
     /// The configuration.
     pub config: Arc<Config>,
     /// The admin reads and writes (and the store's readiness).

@@ -15,7 +15,8 @@ async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({ "status": "ok" }))
 }
 
-/// Ready when Postgres answers and the fleet has listed its providers once. The NATS
+/// Ready when Postgres answers and the fleet has listed its providers once, and
+/// not shutting down (SIGTERM fails readiness first). The NATS
 /// connection state is reported but does not decide: the instance keeps renewing
 /// subscriptions (results stay in Postgres) while NATS is away and reconnects by
 /// itself; and taking every instance out of rotation during a NATS outage would also
@@ -23,9 +24,10 @@ async fn healthz() -> HttpResponse {
 async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let database = state.admin.ping().await;
     let fleet = state.fleet.status().await;
-    let ready = database && fleet.is_some_and(|f| f.ready);
+    let draining = state.draining.load(std::sync::atomic::Ordering::SeqCst);
+    let ready = !draining && database && fleet.is_some_and(|f| f.ready);
     let body = json!({
-        "status": if ready { "ready" } else { "not_ready" },
+        "status": if draining { "shutting_down" } else if ready { "ready" } else { "not_ready" },
         "database": database,
         "nats": state.bus.connection_state().as_str(),
         "fleet_ready": fleet.is_some_and(|f| f.ready),

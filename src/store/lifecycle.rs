@@ -43,13 +43,24 @@ macro_rules! check_fence {
     }};
 }
 
+impl Store {
+    /// `AND p.owner = <instance>` when this store lists one instance's leases.
+    /// (The id is this process's own, an integer, never outside input.)
+    fn owner_filter(&self) -> String {
+        self.owner
+            .map(|owner| format!(" AND p.owner = {owner}"))
+            .unwrap_or_default()
+    }
+}
+
 #[async_trait]
 impl LifecycleStore for Store {
     async fn owned_providers(&self) -> Result<Vec<OwnedProvider>, StoreError> {
-        // Ownership seam: one instance owns every enabled provider under its
-        // current claim.
+        // Ownership seam: with leases, the providers this instance claimed;
+        // else one instance owns every enabled provider.
         let sql = format!(
-            "SELECT {PROVIDER_COLUMNS} FROM providers p WHERE p.enabled AND p.deleted_at IS NULL"
+            "SELECT {PROVIDER_COLUMNS} FROM providers p WHERE p.enabled AND p.deleted_at IS NULL{}",
+            self.owner_filter()
         );
         let rows: Vec<ProviderRow> = on_db!(&self.db, pool => {
             sqlx::query_as(sqlx::AssertSqlSafe(sql)).fetch_all(pool).await.map_err(db)?
@@ -63,7 +74,8 @@ impl LifecycleStore for Store {
         let sql = format!(
             "SELECT {PROVIDER_COLUMNS}, {SUBSCRIPTION_COLUMNS} FROM providers p \
              JOIN subscriptions s ON s.provider_id = p.id AND s.state = 'active' \
-             WHERE NOT p.enabled OR p.deleted_at IS NOT NULL"
+             WHERE (NOT p.enabled OR p.deleted_at IS NOT NULL){}",
+            self.owner_filter()
         );
         let rows: Vec<RetiredRow> = on_db!(&self.db, pool => {
             sqlx::query_as(sqlx::AssertSqlSafe(sql)).fetch_all(pool).await.map_err(db)?

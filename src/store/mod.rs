@@ -17,6 +17,7 @@
 mod admin;
 mod credentials;
 mod intake;
+mod leases;
 mod lifecycle;
 mod notification;
 mod open;
@@ -24,6 +25,7 @@ mod rows;
 mod stream;
 
 pub use admin::request_hash;
+pub use leases::Leases;
 pub use open::{IfMissing, Location, OpenError, SingleInstance};
 
 use crate::secrets::Keyring;
@@ -63,6 +65,9 @@ pub struct Store {
     /// Seals and opens client secrets and refresh tokens; without it, writing
     /// one is refused (reading legacy clear values still works).
     secrets: Option<Arc<Keyring>>,
+    /// The instance whose providers `owned_providers` lists (leases, Postgres);
+    /// `None`: this store's one instance owns every provider.
+    owner: Option<i64>,
 }
 
 /// What differs between the two databases' pools, for bodies run by [`on_db!`].
@@ -120,6 +125,13 @@ impl Store {
     /// The same store, sealing and opening secrets with `keyring`.
     pub fn with_keyring(mut self, keyring: Arc<Keyring>) -> Self {
         self.secrets = Some(keyring);
+        self
+    }
+
+    /// The same store, listing as owned only the providers `instance` holds a
+    /// lease on (see [`Leases`]).
+    pub fn owned_by(mut self, instance: i64) -> Self {
+        self.owner = Some(instance);
         self
     }
 

@@ -147,6 +147,7 @@ impl Store {
             db,
             clock,
             secrets: None,
+            owner: None,
         })
     }
 

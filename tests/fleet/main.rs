@@ -6,6 +6,7 @@
 //! over HTTP.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod instances;
 mod limits;
 
 /// The admin token of these tests' services.

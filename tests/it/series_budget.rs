@@ -61,6 +61,9 @@ fn budget(family: &str) -> Option<usize> {
         | names::PROVIDER_LIMIT_WAIT_SECONDS
         | names::PROVIDER_REQUESTS_HELD => 3,
         names::PROVIDER_LIMIT_WAITS => 3 * 4,
+        names::FLEET_INSTANCES => 1,
+        // claimed, released, lapsed.
+        names::LEASE_CHANGES => 3,
         // Exactly the unhealthy providers (checked separately).
         names::PROVIDER_CONSECUTIVE_FAILURES => ERROR + NEEDS_REAUTH,
         names::PROVIDER_UNHEALTHY => ERROR + NEEDS_REAUTH + SILENT,

@@ -1,7 +1,7 @@
 //! The ports: the traits through which the core and the HTTP layer reach the
 //! world, one file per family — provider APIs (`api`), the lifecycle,
 //! notification and alert store (`store`), webhook routing and the outbox
-//! (`intake`), OAuth credentials (`credentials`), the admin reads and writes
+//! (`intake`), ownership leases across instances (`leases`), OAuth credentials (`credentials`), the admin reads and writes
 //! (`admin`), the event bus (`events`), the durable streams of the in-process bus
 //! (`stream`) and time (`clock`). Adapters in
 //! the `subkeeper` crate implement them (reqwest, sqlx, async-nats); `memory` has
@@ -16,6 +16,7 @@ pub mod clock;
 mod credentials;
 mod events;
 mod intake;
+mod leases;
 mod store;
 mod stream;
 
@@ -32,6 +33,7 @@ pub use events::{
     AlertSink, DomainEventSink, DurableMessage, EventSink, PublishError, WebhookPublisher,
 };
 pub use intake::{IntakeStore, MailboxRoute, Outbox, OutboxEntry, ResyncTarget, Route, RouteState};
+pub use leases::{LeaseStore, Membership};
 pub use store::{
     AlertStore, AttemptRecord, Fence, LifecycleStore, NotificationStore, OwnedProvider,
     ProviderState, StoreError,

@@ -106,6 +106,7 @@ pub fn start_fleet(
         board: HealthBoard::default(),
         attempt_timeout: Duration::from_secs(60),
         retired: None,
+        lease: Default::default(),
     };
     let policies = ProviderKind::ALL
         .iter()
@@ -115,6 +116,7 @@ pub fn start_fleet(
         FleetConfig {
             policies,
             reconcile_every: Duration::from_secs(3600),
+            leases: None,
         },
         ctx,
     )
