@@ -285,6 +285,8 @@ struct Core {
     webhook_consumer: ConsumerHandle,
     renewal_consumer: ConsumerHandle,
     control: ControlHandle,
+    /// Answers the other instances (several instances only).
+    peers: Option<ControlHandle>,
 }
 
 impl Core {
@@ -340,6 +342,7 @@ impl Core {
         let leases = Leases::join(store, Duration::from_secs(config.lease_ttl_seconds))
             .await
             .map_err(|e| RunError::Leases(e.to_string()))?;
+        let peer_leases = leases.clone();
         let (fleet_store, lease, guard) = match leases {
             Some(leases) => {
                 let share = adapters.share.clone();
@@ -380,6 +383,14 @@ impl Core {
             },
         )
         .start_fleet();
+        // Instances pass on to each other what concerns providers they do not own.
+        let (fleet, peers) = match (bus, peer_leases) {
+            (Bus::Nats(nats), Some(leases)) => {
+                let (peers, handle) = nats.serve_peers(&leases, fleet.clone()).await?;
+                (fleet.with_peers(Arc::new(peers)), Some(handle))
+            }
+            _ => (fleet, None),
+        };
         let control = bus.serve_control(fleet.clone()).await?;
         Ok(Self {
             fleet,
@@ -389,6 +400,7 @@ impl Core {
             webhook_consumer,
             renewal_consumer,
             control,
+            peers,
         })
     }
 }
@@ -482,6 +494,9 @@ async fn shut_down(intake: Intake, core: Core, bus: &Bus) {
         resync.abort();
     }
     core.control.stop();
+    if let Some(peers) = &core.peers {
+        peers.stop();
+    }
     // Provider calls in flight finish and are recorded; nothing new starts; with
     // leases, this instance's providers are released for the others at once.
     let stopped = core.fleet.shutdown().await;

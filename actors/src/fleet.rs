@@ -106,7 +106,10 @@ impl Fleet {
 
     /// Starts the fleet on the current arbiter and returns its handle.
     pub fn start_fleet(self) -> FleetHandle {
-        FleetHandle { addr: self.start() }
+        FleetHandle {
+            addr: self.start(),
+            peers: None,
+        }
     }
 
     fn policy_for(&self, kind: ProviderKind) -> Policy {
@@ -587,13 +590,54 @@ impl Handler<GetStatus> for Fleet {
     }
 }
 
+/// The other instances sharing the fleet, as this one reaches them (over NATS):
+/// what is asked of a provider this instance does not own goes to its owner.
+#[async_trait::async_trait]
+pub trait Peers: Send + Sync + 'static {
+    /// Renews `provider` on the instance that owns it; `None` if no other live
+    /// instance does.
+    async fn renew(
+        &self,
+        tenant: &TenantId,
+        provider: ProviderId,
+    ) -> Option<Result<RenewalResult, FleetError>>;
+
+    /// Renews every provider of `tenant` that other instances own; their results.
+    async fn renew_tenant(&self, tenant: &TenantId) -> Vec<RenewalResult>;
+
+    /// Passes a lifecycle signal to the provider's owner; false if none took it.
+    async fn signal(&self, signal: LifecycleSignal) -> bool;
+
+    /// Asks every other instance to reconcile now (after an admin change).
+    fn reconcile(&self);
+}
+
 /// The small handle the HTTP layer, the NATS control service and tests use.
+/// With [`Peers`], what concerns a provider another instance owns is passed on
+/// to that instance.
 #[derive(Clone)]
 pub struct FleetHandle {
     addr: Addr<Fleet>,
+    peers: Option<std::sync::Arc<dyn Peers>>,
 }
 
 impl FleetHandle {
+    /// The same fleet, passing on to `peers` what another instance owns.
+    pub fn with_peers(&self, peers: std::sync::Arc<dyn Peers>) -> Self {
+        Self {
+            addr: self.addr.clone(),
+            peers: Some(peers),
+        }
+    }
+
+    /// The same fleet, this instance's providers only (what a peer asks of it).
+    pub fn local(&self) -> Self {
+        Self {
+            addr: self.addr.clone(),
+            peers: None,
+        }
+    }
+
     /// Renews one provider of `tenant` now and returns its result.
     pub async fn renew(
         &self,
@@ -604,26 +648,68 @@ impl FleetHandle {
         results.pop().ok_or(FleetError::SupervisorGone)
     }
 
-    /// Renews one provider, or all of a tenant's, now.
+    /// Renews one provider, or all of a tenant's, now — wherever they are owned.
     pub async fn renew_all(
         &self,
         tenant: TenantId,
         provider: Option<ProviderId>,
     ) -> Result<Vec<RenewalResult>, FleetError> {
-        self.addr
-            .send(RenewNow { tenant, provider })
+        let local = self
+            .addr
+            .send(RenewNow {
+                tenant: tenant.clone(),
+                provider,
+            })
             .await
-            .map_err(|_| FleetError::FleetGone)?
+            .map_err(|_| FleetError::FleetGone)?;
+        let Some(peers) = &self.peers else {
+            return local;
+        };
+        match (local, provider) {
+            (Err(FleetError::UnknownProvider { .. }), Some(id)) => {
+                match peers.renew(&tenant, id).await {
+                    Some(result) => result.map(|r| vec![r]),
+                    None => Err(FleetError::UnknownProvider {
+                        tenant: tenant.to_string(),
+                        provider: id.to_string(),
+                    }),
+                }
+            }
+            (local, None) => {
+                let mut results = match local {
+                    Ok(results) => results,
+                    Err(FleetError::NoProviders(_)) => Vec::new(),
+                    Err(e) => return Err(e),
+                };
+                results.extend(peers.renew_tenant(&tenant).await);
+                if results.is_empty() {
+                    Err(FleetError::NoProviders(tenant.to_string()))
+                } else {
+                    Ok(results)
+                }
+            }
+            (local, Some(_)) => local,
+        }
     }
 
-    /// Asks for a reconcile now (after an admin change).
+    /// Asks for a reconcile now (after an admin change), on every instance.
     pub fn reconcile(&self) {
         self.addr.do_send(Reconcile);
+        if let Some(peers) = &self.peers {
+            peers.reconcile();
+        }
     }
 
-    /// Routes a lifecycle signal; false if no supervisor runs for that provider.
+    /// Routes a lifecycle signal to the provider's supervisor, wherever it runs;
+    /// false if none runs for that provider.
     pub async fn signal(&self, signal: LifecycleSignal) -> bool {
-        self.addr.send(signal).await.unwrap_or(false)
+        if self.addr.send(signal).await.unwrap_or(false) {
+            return true;
+        }
+        match &self.peers {
+            Some(peers) => peers.signal(signal).await,
+            None => false,
+        }
     }
 
     /// Stops every supervisor (after its attempt in flight is recorded) and, with

@@ -70,6 +70,29 @@ impl Leases {
     pub fn instance(&self) -> i64 {
         self.instance
     }
+
+    /// The live instance other than this one that owns `provider`, if any.
+    pub async fn owner_of(&self, provider: ProviderId) -> Result<Option<i64>, StoreError> {
+        sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT owner FROM providers WHERE id = $1 AND owner <> $2 AND owner IN ({LIVE})"
+        )))
+        .bind(provider.0)
+        .bind(self.instance)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)
+    }
+
+    /// The live instances other than this one.
+    pub async fn other_live_instances(&self) -> Result<Vec<i64>, StoreError> {
+        sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT id FROM ({LIVE}) l WHERE id <> $1"
+        )))
+        .bind(self.instance)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)
+    }
 }
 
 /// The host name, for operators reading the `instances` table.

@@ -10,12 +10,14 @@ mod alerts;
 pub mod consumer;
 mod control;
 mod events;
+mod peers;
 mod publisher;
 mod sink;
 pub mod streams;
 
 pub use alerts::JetStreamAlertSink;
 pub use events::NatsDomainEvents;
+pub use peers::NatsPeers;
 pub use sink::NatsEventSink;
 pub use streams::StreamLimits;
 
@@ -195,6 +197,33 @@ impl NatsBus {
             to,
         )
         .await
+    }
+
+    /// Starts answering what other instances pass on to this one (its own
+    /// providers), and returns how this one reaches them.
+    pub async fn serve_peers(
+        &self,
+        leases: &crate::store::Leases,
+        fleet: FleetHandle,
+    ) -> Result<(NatsPeers, ControlHandle), BusError> {
+        let handle = peers::serve(self.client.clone(), &self.topology, leases, fleet)
+            .await
+            .map_err(|e| BusError::Subscribe {
+                subject: format!(
+                    "{}.instance.{}.>",
+                    self.topology.subject_prefix,
+                    leases.instance()
+                ),
+                reason: e.to_string(),
+            })?;
+        Ok((
+            NatsPeers::new(
+                self.client.clone(),
+                (*self.topology).clone(),
+                leases.clone(),
+            ),
+            handle,
+        ))
     }
 
     /// Starts answering forced-renewal requests on `{prefix}.control.renew`.
