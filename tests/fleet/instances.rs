@@ -104,6 +104,12 @@ impl Cluster {
 
     /// Starts one more instance and waits until it is ready.
     async fn start_instance(&mut self) -> usize {
+        self.start_instance_with(|_| {}).await
+    }
+
+    /// Starts one more instance, `tweak` adjusting its configuration, and waits
+    /// until it is ready.
+    async fn start_instance_with(&mut self, tweak: impl FnOnce(&mut Config)) -> usize {
         let (listener, base_url) = service::bind_local().unwrap();
         let addr = listener.local_addr().unwrap();
         drop(listener);
@@ -121,6 +127,7 @@ impl Cluster {
         config.calendar_silence_seconds = 0;
         config.reconcile_interval_seconds = 5;
         config.log_filter = "info,sqlx=warn,actix_server=warn".into();
+        tweak(&mut config);
         config.validate().unwrap();
         let n = self.instances.len();
         let log = self.dir.join(format!("instance-{n}.log"));
@@ -221,8 +228,10 @@ impl Cluster {
 
     async fn stop(mut self) {
         for mut i in self.instances.drain(..) {
-            i.signal("TERM");
-            let _ = i.child.wait();
+            if i.child.try_wait().unwrap().is_none() {
+                i.signal("TERM");
+                let _ = i.child.wait();
+            }
         }
         if let Some(server) = self.sim_server.take() {
             sim::stop(server, Duration::from_secs(10)).await.unwrap();
@@ -621,6 +630,102 @@ async fn a_paused_former_owner_writes_nothing_and_stands_down() {
         .await
         .unwrap();
     assert!(attempts_after >= attempts_before);
+    pool.close().await;
+    cluster.stop().await;
+}
+
+#[actix_web::test]
+async fn sigterm_leaves_rotation_first_and_hands_the_providers_over_at_once() {
+    const PROVIDERS: usize = 300;
+    let mut cluster = Cluster::new(PROVIDERS).await;
+    cluster
+        .start_instance_with(|c| {
+            c.shutdown_drain_seconds = 2;
+            c.shutdown_timeout_seconds = 20;
+        })
+        .await;
+    cluster.start_instance().await;
+    let (a, b) = (cluster.instance_id(0).await, cluster.instance_id(1).await);
+    wait_until(
+        "providers registered and spread over two instances",
+        Duration::from_secs(120),
+        || async {
+            let owners = cluster.owners().await;
+            cluster.live().len() == PROVIDERS
+                && owners.get(&Some(a)) == Some(&150)
+                && owners.get(&Some(b)) == Some(&150)
+        },
+    )
+    .await;
+
+    cluster.instances[0].signal("TERM");
+    let terminated = Instant::now();
+    // Out of rotation at once, while webhooks are still taken during the drain.
+    let base = cluster.instances[0].base_url.clone();
+    let ready = cluster
+        .http
+        .get(format!("{base}/readyz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), reqwest::StatusCode::SERVICE_UNAVAILABLE);
+    let body: serde_json::Value = ready.json().await.unwrap();
+    assert_eq!(body["status"], "shutting_down");
+    let validation = cluster
+        .http
+        .post(format!(
+            "{base}/webhooks/microsoft?validationToken=still-here"
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(validation.status(), reqwest::StatusCode::OK);
+    assert_eq!(validation.text().await.unwrap(), "still-here");
+
+    // Exits by itself, cleanly, within its deadline, having released its leases:
+    // B owns everything sooner than a crash's lease TTL would allow.
+    let status = loop {
+        if let Some(status) = cluster.instances[0].child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            terminated.elapsed() < Duration::from_secs(25),
+            "still running after its 20 s deadline"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        status.success(),
+        "exit status {status}:\n{}",
+        cluster.instances[0].log_tail()
+    );
+    let pool = cluster.pool().await;
+    let leaving: bool = sqlx::query_scalar("SELECT leaving FROM instances WHERE id = $1")
+        .bind(a)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert!(leaving, "the instance marked itself as leaving");
+    wait_until("B owns every provider", Duration::from_secs(10), || async {
+        cluster.owners().await.get(&Some(b)) == Some(&(PROVIDERS as i64))
+    })
+    .await;
+    let handed_over = terminated.elapsed();
+    println!(
+        "graceful hand-over: B owns all after {:.2} s (2 s of drain included)",
+        handed_over.as_secs_f64()
+    );
+    assert!(
+        handed_over < Duration::from_secs(2) + LEASE_TTL,
+        "released providers were taken over at B's next heartbeat, not after a TTL"
+    );
+    let log = std::fs::read_to_string(&cluster.instances[0].log).unwrap();
+    assert!(
+        log.contains("left the fleet"),
+        "{}",
+        cluster.instances[0].log_tail()
+    );
+    assert!(cluster.live().values().all(|n| *n == 1));
     pool.close().await;
     cluster.stop().await;
 }
