@@ -82,15 +82,21 @@ pub struct Cluster {
 
 impl Cluster {
     pub async fn new(providers: usize) -> Self {
-        subkeeper::install_crypto();
         let db = TestDb::create(Purpose::Test).await.unwrap();
+        Self::on(db, TestBus::new(Purpose::Test), providers).await
+    }
+
+    /// A cluster on a database and bus of the caller's (such as servers of the
+    /// test's own that it restarts), `providers` seeded.
+    pub async fn on(db: TestDb, bus: TestBus, providers: usize) -> Self {
+        subkeeper::install_crypto();
         seed(&db, providers).await;
         let (sim, sim_server) = sim::start(sim::test_config(), Arc::new(SystemClock))
             .await
             .unwrap();
         Self {
             db,
-            bus: TestBus::new(Purpose::Test),
+            bus,
             sim,
             sim_server: Some(sim_server),
             instances: Vec::new(),

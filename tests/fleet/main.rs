@@ -9,6 +9,8 @@
 mod cluster;
 mod instances;
 mod limits;
+mod restarts;
+mod servers;
 
 /// The admin token of these tests' services.
 pub const ADMIN_TOKEN: &str = cluster::ADMIN_TOKEN;
