@@ -22,14 +22,15 @@
 //! asks the provider's supervisor ([`SubscriptionRemoved`]).
 
 use crate::alerting::PushBrokenFound;
+use crate::delivery::Stop;
 use crate::domain::{
     AttemptKind, CatchUpWindow, DomainEvent, DomainEventType, Provider, ProviderId, ProviderKind,
     WebhookEnvelope,
 };
 use crate::ports::clock::SharedClock;
 use crate::ports::{
-    CatchUpState, CatchUpStore, ChangesError, ChangesFrom, ChangesNext, DomainEventSink,
-    DurableMessage, ItemChange, SubscriptionApi, WebhookPublisher,
+    CatchUpState, CatchUpStore, ChangeKind, ChangesError, ChangesFrom, ChangesNext,
+    DomainEventSink, DurableMessage, ItemChange, SubscriptionApi, WebhookPublisher,
 };
 use crate::supervisor::SubscriptionRemoved;
 use crate::telemetry::{ActorRunning, names};
@@ -459,6 +460,13 @@ impl Handler<Forget> for CatchUpActor {
     }
 }
 
+impl Handler<Stop> for CatchUpActor {
+    type Result = ();
+    fn handle(&mut self, _: Stop, ctx: &mut Self::Context) {
+        ctx.stop();
+    }
+}
+
 impl Handler<SweepNow> for CatchUpActor {
     type Result = ();
     fn handle(&mut self, _: SweepNow, ctx: &mut Self::Context) {
@@ -528,7 +536,11 @@ async fn catch_up(
             Err(ChangesError::Api(e)) => return Err(e.to_string()),
         };
         for change in &page.changes {
-            publish_replay(ports, provider, change, trigger, now).await?;
+            let mut change = change.clone();
+            if change.kind == ChangeKind::Updated && change.created_at.is_some_and(|c| c >= from) {
+                change.kind = ChangeKind::Created;
+            }
+            publish_replay(ports, provider, &change, trigger, now).await?;
             changes += 1;
             let announced = match change.changed_at {
                 Some(at) => last_webhook.is_some_and(|w| at <= w),
@@ -669,10 +681,7 @@ pub fn replay_id(provider: ProviderId, change: &ItemChange) -> String {
     format!(
         "replay:{provider}:{}:{}",
         change.item_id,
-        change
-            .version
-            .as_deref()
-            .unwrap_or(change.kind.as_str())
+        change.version.as_deref().unwrap_or(change.kind.as_str())
     )
 }
 

@@ -16,8 +16,8 @@ use crate::lifecycle::Policy;
 use crate::ownership::{LeaseConfig, Rebalance, rebalance};
 use crate::ports::{Fence, OwnedProvider};
 use crate::supervisor::{
-    ForceRenew, Handover, ProviderChanged, ProviderSupervisor, Retire, Retired, StandDown,
-    NotificationsMissed, SubscriptionRemoved, SupervisorContext,
+    ForceRenew, Handover, NotificationsMissed, ProviderChanged, ProviderSupervisor, Retire,
+    Retired, StandDown, SubscriptionRemoved, SupervisorContext,
 };
 use crate::telemetry::names;
 use actix::prelude::*;

@@ -7,8 +7,8 @@ use super::remediation::remediation;
 use crate::domain::{HealthState, ProviderId, ProviderKind, RenewalResult, TenantId};
 use crate::notification::{Silence, SilenceChanged};
 use crate::ports::CallbackUrls;
-use chrono::{DateTime, SecondsFormat, Utc};
 use actix::Message;
+use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
 /// What an alert event announces.
@@ -285,7 +285,11 @@ pub fn push_broken_alert(found: &PushBrokenFound, callbacks: &CallbackUrls) -> A
         .map(|t| t.to_rfc3339_opts(SecondsFormat::Secs, true))
         .unwrap_or_else(|| "the subscription was created".to_owned());
     Alert {
-        id: format!("alert:{}:push_broken:{}", found.provider_id, stamp(found.at)),
+        id: format!(
+            "alert:{}:push_broken:{}",
+            found.provider_id,
+            stamp(found.at)
+        ),
         event: AlertEvent::PushBroken,
         condition: AlertCondition::PushBroken,
         tenant: found.tenant.clone(),

@@ -115,6 +115,10 @@ pub struct ItemChange {
     /// Calendar `updated`); `None` where the API does not say (deletions,
     /// Gmail). Tells a change no webhook announced from one that was.
     pub changed_at: Option<DateTime<Utc>>,
+    /// When the item was created, where the API says (Graph
+    /// `createdDateTime`, Calendar `created`): an item created after the
+    /// cursor is replayed as `created`.
+    pub created_at: Option<DateTime<Utc>>,
 }
 
 /// Where a read of a provider's changes starts.

@@ -38,8 +38,8 @@ pub use events::{
 pub use intake::{IntakeStore, MailboxRoute, Outbox, OutboxEntry, ResyncTarget, Route, RouteState};
 pub use leases::{LeaseStore, Membership};
 pub use store::{
-    AlertStore, AttemptRecord, CatchUpState, CatchUpStore, ProofOfLife, Fence, LifecycleStore, NotificationStore, OwnedProvider,
-    ProviderState, StoreError,
+    AlertStore, AttemptRecord, CatchUpState, CatchUpStore, Fence, LifecycleStore,
+    NotificationStore, OwnedProvider, ProofOfLife, ProviderState, StoreError,
 };
 pub use stream::{Append, Appended, StreamLog, StreamMessage};
 

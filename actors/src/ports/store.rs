@@ -210,6 +210,8 @@ pub trait CatchUpStore: Send + Sync + 'static {
 
     /// Proof of life of every enabled provider with a live subscription among
     /// `providers` (the ones supervised here).
-    async fn proofs_of_life(&self, providers: &[ProviderId])
-    -> Result<Vec<ProofOfLife>, StoreError>;
+    async fn proofs_of_life(
+        &self,
+        providers: &[ProviderId],
+    ) -> Result<Vec<ProofOfLife>, StoreError>;
 }
