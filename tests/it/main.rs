@@ -8,6 +8,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod admin;
+mod catchup;
 mod alerting_e2e;
 mod demo;
 mod embedded;
