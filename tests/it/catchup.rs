@@ -37,12 +37,11 @@ async fn start(backend: Backend) -> Harness {
 /// (kind, provider id, the simulator's feed).
 async fn four_providers(h: &Harness) -> Vec<(&'static str, String, FeedRef)> {
     let tenant = "acme";
-    let mail = h.create_provider(tenant, "contoso", "alice@example.com").await;
-    let mut calendar_body = graph_mail_provider(
-        "bob calendar",
-        "users/bob@example.com/events",
-        "contoso",
-    );
+    let mail = h
+        .create_provider(tenant, "contoso", "alice@example.com")
+        .await;
+    let mut calendar_body =
+        graph_mail_provider("bob calendar", "users/bob@example.com/events", "contoso");
     calendar_body["kind"] = json!("graph_calendar");
     let (status, body) = h
         .admin(
@@ -63,7 +62,13 @@ async fn four_providers(h: &Harness) -> Vec<(&'static str, String, FeedRef)> {
         )
         .await;
     let gmail = h
-        .create_google_provider(tenant, "gmail", "dana@example.com", "client-acme", "rt-dana")
+        .create_google_provider(
+            tenant,
+            "gmail",
+            "dana@example.com",
+            "client-acme",
+            "rt-dana",
+        )
         .await;
     let providers = vec![
         (
@@ -147,7 +152,10 @@ async fn dropped_webhooks_are_found_replayed_once_alerted_and_the_subscription_r
                 e["type"] == "push_broken" && e["provider_id"] == id.as_str()
             })
             .await;
-        assert!(broken["window"]["changes"].as_u64() >= Some(1), "{broken:#}");
+        assert!(
+            broken["window"]["changes"].as_u64() >= Some(1),
+            "{broken:#}"
+        );
         events
             .wait_for(&format!("{kind} caught_up"), WAIT, |e| {
                 e["type"] == "caught_up"
@@ -194,7 +202,10 @@ async fn dropped_webhooks_are_found_replayed_once_alerted_and_the_subscription_r
             .iter()
             .filter(|m| m.body["notification"]["itemId"] == item.as_str())
             .count();
-        assert_eq!(of_item, 1, "{kind}: the item was replayed {of_item} times: {mine:#?}");
+        assert_eq!(
+            of_item, 1,
+            "{kind}: the item was replayed {of_item} times: {mine:#?}"
+        );
     }
     // Webhooks flow again once push works: an announced change on the Graph
     // mailbox arrives as a webhook, not a replay.
@@ -212,14 +223,14 @@ async fn dropped_webhooks_are_found_replayed_once_alerted_and_the_subscription_r
     h.stop().await;
 }
 
-async fn a_quiet_provider_is_checked_stays_healthy_and_its_freshness_advances(
-    backend: Backend,
-) {
+async fn a_quiet_provider_is_checked_stays_healthy_and_its_freshness_advances(backend: Backend) {
     let h = start(backend).await;
     let events = h
         .subscribe(format!("{}.event.>", h.bus().subject_prefix))
         .await;
-    let mail = h.create_provider("acme", "contoso", "erin@example.com").await;
+    let mail = h
+        .create_provider("acme", "contoso", "erin@example.com")
+        .await;
     h.wait_provider("acme", &mail, "registered", |v| v["status"] == "connected")
         .await;
     let store = h.store().clone();
@@ -251,10 +262,7 @@ async fn a_quiet_provider_is_checked_stays_healthy_and_its_freshness_advances(
     assert!(state.checked_at > first, "the check is proof of life");
     assert_eq!(state.push_broken, 0);
     assert!(
-        events
-            .all()
-            .iter()
-            .all(|(_, e)| e["type"] != "push_broken"),
+        events.all().iter().all(|(_, e)| e["type"] != "push_broken"),
         "a quiet provider is not broken"
     );
     let view = h.provider("acme", &mail).await;
@@ -304,7 +312,9 @@ async fn an_expired_cursor_on_every_family_becomes_resync_required_with_a_fresh_
             .wait_for(&format!("{kind} resync_required"), WAIT, |e| {
                 e["type"] == "resync_required"
                     && e["provider_id"] == id.as_str()
-                    && e["reason"].as_str().is_some_and(|r| r.contains("cursor_expired"))
+                    && e["reason"]
+                        .as_str()
+                        .is_some_and(|r| r.contains("cursor_expired"))
             })
             .await;
         assert!(
@@ -339,7 +349,9 @@ async fn an_expired_cursor_on_every_family_becomes_resync_required_with_a_fresh_
             .filter(|(_, e)| {
                 e["type"] == "resync_required"
                     && e["provider_id"] == id.as_str()
-                    && e["reason"].as_str().is_some_and(|r| r.contains("cursor_expired"))
+                    && e["reason"]
+                        .as_str()
+                        .is_some_and(|r| r.contains("cursor_expired"))
             })
             .count();
         assert_eq!(resyncs, 1, "{kind}");

@@ -8,8 +8,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod admin;
-mod catchup;
 mod alerting_e2e;
+mod catchup;
 mod demo;
 mod embedded;
 mod google;
