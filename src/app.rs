@@ -16,7 +16,7 @@ use crate::intake::{
 };
 use crate::providers::ByFamily;
 use crate::providers::google::{GoogleApis, GoogleConfig, PendingChannels};
-use crate::providers::graph::{GraphApi, GraphConfig, OrphanCleanup};
+use crate::providers::graph::{CalendarWindow, GraphApi, GraphConfig, OrphanCleanup};
 use crate::providers::limits::{Limits, Share};
 use crate::store::{IfMissing, Leases, Location, OpenError, SingleInstance, Store};
 use crate::telemetry::MetricsRenderer;
@@ -29,6 +29,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use subkeeper_actors::alerting::{AlertingActor, AlertingConfig, AlertingPorts};
 use subkeeper_actors::board::HealthBoard;
+use subkeeper_actors::catchup::{CatchUpActor, CatchUpPorts};
 use subkeeper_actors::delivery::Stop;
 use subkeeper_actors::domain::ProviderKind;
 use subkeeper_actors::fleet::{Fleet, FleetConfig, FleetHandle};
@@ -247,7 +248,11 @@ impl Adapters {
             clock.clone(),
             Arc::clone(&limits),
         )
-        .map_err(|e| RunError::Client(e.to_string()))?;
+        .map_err(|e| RunError::Client(e.to_string()))?
+        .with_calendar_window(CalendarWindow {
+            past: TimeDelta::days(config.graph_calendar_window_past_days),
+            future: TimeDelta::days(config.graph_calendar_window_future_days),
+        });
         let graph = Arc::new(graph);
         let graph_orphans = graph.start_orphan_cleanup();
         let callbacks = CallbackUrls {
@@ -288,6 +293,8 @@ struct Core {
     board: HealthBoard,
     notification: Addr<NotificationActor>,
     alerting: Addr<AlertingActor>,
+    /// Catch-ups after gaps and silence checks.
+    catch_up: Addr<CatchUpActor>,
     webhook_consumer: ConsumerHandle,
     renewal_consumer: ConsumerHandle,
     control: ControlHandle,
@@ -367,6 +374,20 @@ impl Core {
             }
             None => (store.clone(), None, LeaseGuard::default()),
         };
+        let permits = Arc::new(Semaphore::new(config.renewal_concurrency as usize));
+        let catch_up = CatchUpActor::new(
+            config.catch_up(),
+            CatchUpPorts {
+                api: adapters.api.clone(),
+                store: Arc::new(store.clone()),
+                replays: bus.publisher(),
+                events: bus.domain_events(),
+                clock: clock.clone(),
+                permits: permits.clone(),
+                alerts: Some(alerting.clone().recipient()),
+            },
+        )
+        .start();
         let fleet = Fleet::new(
             FleetConfig {
                 policies: config.policies(),
@@ -381,11 +402,12 @@ impl Core {
                     clock,
                 },
                 callbacks: adapters.callbacks.clone(),
-                permits: Arc::new(Semaphore::new(config.renewal_concurrency as usize)),
+                permits,
                 board: board.clone(),
                 attempt_timeout: Duration::from_secs(config.attempt_timeout_seconds),
                 retired: None,
                 lease: guard,
+                catch_up: Some(catch_up.clone().recipient()),
             },
         )
         .start_fleet();
@@ -403,6 +425,7 @@ impl Core {
             board,
             notification,
             alerting,
+            catch_up,
             webhook_consumer,
             renewal_consumer,
             control,
@@ -507,6 +530,8 @@ async fn shut_down(intake: Intake, core: Core, bus: &Bus) {
     // leases, this instance's providers are released for the others at once.
     let stopped = core.fleet.shutdown().await;
     tracing::info!(supervisors = stopped, "fleet stopped");
+    // A catch-up cut short resumes from its stored page at the next start.
+    core.catch_up.do_send(Stop);
     // Settle the batches in hand, then stop the actors they feed; anything not
     // acknowledged goes to another instance after the consumers' ack wait.
     core.webhook_consumer.stop().await;

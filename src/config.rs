@@ -199,6 +199,43 @@ pub struct Config {
     /// (`SUBKEEPER_GMAIL_QUOTA_UNITS_PER_MINUTE`; `users.watch` costs 100,
     /// `users.stop` 50; default 12,000 of Gmail's 15,000; 0 turns it off).
     pub gmail_quota_units_per_minute: u32,
+    /// Items asked for per page when a catch-up reads a provider's changes
+    /// (`SUBKEEPER_CATCH_UP_PAGE_SIZE`; 1-1000, default 100).
+    pub catch_up_page_size: u32,
+    /// Pages one catch-up reads before it stores its place and lets others go
+    /// first (`SUBKEEPER_CATCH_UP_MAX_PAGES`; default 50).
+    pub catch_up_max_pages: u32,
+    /// At start-up, providers whose last proof of life (webhook or check) is
+    /// older than this many seconds are caught up
+    /// (`SUBKEEPER_CATCH_UP_STARTUP_GAP_SECONDS`; default 300).
+    pub catch_up_startup_gap_seconds: i64,
+    /// Catch-ups started per second at most, so a restart with many providers
+    /// spreads its reads (`SUBKEEPER_CATCH_UP_STARTS_PER_SECOND`; default 20).
+    pub catch_up_starts_per_second: u32,
+    /// Catch-ups in flight at most; each also takes a `renewal_concurrency`
+    /// permit while it reads (`SUBKEEPER_CATCH_UP_CONCURRENCY`; default 8).
+    pub catch_up_concurrency: u32,
+    /// A failed catch-up is tried again after this many seconds
+    /// (`SUBKEEPER_CATCH_UP_RETRY_SECONDS`; default 300).
+    pub catch_up_retry_seconds: u64,
+    /// How often to look for providers due a silence check and export
+    /// freshness, in seconds (`SUBKEEPER_CATCH_UP_SWEEP_SECONDS`; default 60).
+    pub catch_up_sweep_seconds: u64,
+    /// A mail provider (`graph_mail`, `gmail`) with no proof of life for this
+    /// many seconds gets a cheap check of its changes: changes no webhook
+    /// announced → push broken; none → quiet and healthy
+    /// (`SUBKEEPER_MAIL_POLL_AFTER_SILENCE_SECONDS`; default 6 h; 0 turns it off).
+    pub mail_poll_after_silence_seconds: i64,
+    /// The same for calendar providers (`graph_calendar`, `google_calendar`)
+    /// (`SUBKEEPER_CALENDAR_POLL_AFTER_SILENCE_SECONDS`; default 12 h; 0 off).
+    pub calendar_poll_after_silence_seconds: i64,
+    /// Days before the cursor is taken that a Graph calendar's
+    /// `calendarView/delta` window starts (`SUBKEEPER_GRAPH_CALENDAR_WINDOW_PAST_DAYS`;
+    /// default 30).
+    pub graph_calendar_window_past_days: i64,
+    /// Days after the cursor is taken that the window ends
+    /// (`SUBKEEPER_GRAPH_CALENDAR_WINDOW_FUTURE_DAYS`; default 365).
+    pub graph_calendar_window_future_days: i64,
 }
 
 impl Default for Config {
@@ -254,6 +291,17 @@ impl Default for Config {
             graph_mailbox_concurrency: 2,
             google_calendar_requests_per_minute: 480,
             gmail_quota_units_per_minute: 12_000,
+            catch_up_page_size: 100,
+            catch_up_max_pages: 50,
+            catch_up_startup_gap_seconds: 300,
+            catch_up_starts_per_second: 20,
+            catch_up_concurrency: 8,
+            catch_up_retry_seconds: 300,
+            catch_up_sweep_seconds: 60,
+            mail_poll_after_silence_seconds: 6 * 3600,
+            calendar_poll_after_silence_seconds: 12 * 3600,
+            graph_calendar_window_past_days: 30,
+            graph_calendar_window_future_days: 365,
         }
     }
 }
@@ -428,6 +476,26 @@ impl Config {
         if self.mail_silence_seconds < 0 || self.calendar_silence_seconds < 0 {
             return bad("SUBKEEPER_MAIL_SILENCE_SECONDS and SUBKEEPER_CALENDAR_SILENCE_SECONDS must be 0 (off) or positive".into());
         }
+        if !(1..=1000).contains(&self.catch_up_page_size) {
+            return bad("SUBKEEPER_CATCH_UP_PAGE_SIZE must be 1-1000".into());
+        }
+        if self.catch_up_max_pages == 0
+            || self.catch_up_starts_per_second == 0
+            || self.catch_up_concurrency == 0
+            || self.catch_up_retry_seconds == 0
+            || self.catch_up_sweep_seconds == 0
+        {
+            return bad("SUBKEEPER_CATCH_UP_MAX_PAGES, SUBKEEPER_CATCH_UP_STARTS_PER_SECOND, SUBKEEPER_CATCH_UP_CONCURRENCY, SUBKEEPER_CATCH_UP_RETRY_SECONDS and SUBKEEPER_CATCH_UP_SWEEP_SECONDS must be at least 1".into());
+        }
+        if self.catch_up_startup_gap_seconds < 0
+            || self.mail_poll_after_silence_seconds < 0
+            || self.calendar_poll_after_silence_seconds < 0
+        {
+            return bad("SUBKEEPER_CATCH_UP_STARTUP_GAP_SECONDS, SUBKEEPER_MAIL_POLL_AFTER_SILENCE_SECONDS and SUBKEEPER_CALENDAR_POLL_AFTER_SILENCE_SECONDS must be 0 or positive".into());
+        }
+        if self.graph_calendar_window_past_days < 0 || self.graph_calendar_window_future_days < 1 {
+            return bad("SUBKEEPER_GRAPH_CALENDAR_WINDOW_PAST_DAYS must be 0 or positive and SUBKEEPER_GRAPH_CALENDAR_WINDOW_FUTURE_DAYS at least 1".into());
+        }
         if self.silence_check_interval_seconds == 0 {
             return bad("SUBKEEPER_SILENCE_CHECK_INTERVAL_SECONDS must be at least 1".into());
         }
@@ -528,6 +596,39 @@ impl Config {
                 (seconds > 0).then(|| (kind, TimeDelta::seconds(seconds)))
             })
             .collect()
+    }
+
+    /// How long without proof of life gets a provider of each kind a silence
+    /// check; kinds whose setting is 0 are never checked.
+    pub fn poll_after_silence(&self) -> HashMap<ProviderKind, TimeDelta> {
+        ProviderKind::ALL
+            .iter()
+            .filter_map(|&kind| {
+                let seconds = match kind {
+                    ProviderKind::GraphMail | ProviderKind::Gmail => {
+                        self.mail_poll_after_silence_seconds
+                    }
+                    ProviderKind::GraphCalendar | ProviderKind::GoogleCalendar => {
+                        self.calendar_poll_after_silence_seconds
+                    }
+                };
+                (seconds > 0).then(|| (kind, TimeDelta::seconds(seconds)))
+            })
+            .collect()
+    }
+
+    /// The catch-up actor's settings.
+    pub fn catch_up(&self) -> subkeeper_actors::catchup::CatchUpConfig {
+        subkeeper_actors::catchup::CatchUpConfig {
+            page_size: self.catch_up_page_size,
+            max_pages: self.catch_up_max_pages,
+            startup_gap: TimeDelta::seconds(self.catch_up_startup_gap_seconds),
+            poll_after_silence: self.poll_after_silence(),
+            sweep_every: Duration::from_secs(self.catch_up_sweep_seconds),
+            starts_per_second: self.catch_up_starts_per_second,
+            concurrency: self.catch_up_concurrency as usize,
+            retry_after: Duration::from_secs(self.catch_up_retry_seconds),
+        }
     }
 
     /// Timeout of one provider request.

@@ -412,6 +412,12 @@ pub enum DomainEventType {
     CalendarChanged,
     /// Notifications may have been missed: the consumer should resynchronise.
     ResyncRequired,
+    /// A catch-up read the provider's changes over a window and replayed what it
+    /// found (`source: replay` notifications came before this event).
+    CaughtUp,
+    /// A silence check found changes no webhook announced: the provider's push
+    /// is broken; they were replayed and the subscription is being recreated.
+    PushBroken,
 }
 
 impl DomainEventType {
@@ -421,6 +427,8 @@ impl DomainEventType {
         Self::MailChanged,
         Self::CalendarChanged,
         Self::ResyncRequired,
+        Self::CaughtUp,
+        Self::PushBroken,
     ];
 
     /// The wire name (also the subject token).
@@ -430,6 +438,8 @@ impl DomainEventType {
             Self::MailChanged => "mail_changed",
             Self::CalendarChanged => "calendar_changed",
             Self::ResyncRequired => "resync_required",
+            Self::CaughtUp => "caught_up",
+            Self::PushBroken => "push_broken",
         }
     }
 }
@@ -470,6 +480,45 @@ pub struct DomainEvent {
     /// after it; read `history.list` from your own last-processed id up to it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub history_id: Option<String>,
+    /// Where a change event came from: `webhook` (pushed by the provider) or
+    /// `replay` (found by a catch-up); absent on other events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<NotificationSource>,
+    /// The provider's id of the changed item (replays), when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub item_id: Option<String>,
+    /// The item's version (Graph `changeKey`, Calendar `etag`) when the API
+    /// gives one (replays).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// On `caught_up` and `push_broken`: the window the catch-up covered and
+    /// how many changes it replayed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<CatchUpWindow>,
+}
+
+/// Where a change notification came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NotificationSource {
+    /// Pushed by the provider (Graph notification, Calendar message, Gmail push).
+    Webhook,
+    /// Found by a catch-up reading the provider's changes after a gap.
+    Replay,
+}
+
+/// The window a catch-up covered: changes after `from` (when the cursor was
+/// taken or last advanced) up to `to` (when the read ended).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CatchUpWindow {
+    /// Start of the window (the cursor's time).
+    pub from: DateTime<Utc>,
+    /// End of the window (the new cursor's time).
+    pub to: DateTime<Utc>,
+    /// Changes replayed.
+    pub changes: u64,
+    /// Why the catch-up ran (`startup`, `recreated`, `missed`, `silence_check`, …).
+    pub trigger: String,
 }
 
 impl DomainEvent {
@@ -493,6 +542,10 @@ impl DomainEvent {
             resource: None,
             change_type: None,
             history_id,
+            source: None,
+            item_id: None,
+            version: None,
+            window: None,
         }
     }
 }
@@ -531,6 +584,8 @@ mod tests {
             "mail_changed",
             "calendar_changed",
             "resync_required",
+            "caught_up",
+            "push_broken",
         ];
         assert_eq!(DomainEventType::ALL.len(), wire.len());
         for (t, name) in DomainEventType::ALL.iter().zip(wire) {

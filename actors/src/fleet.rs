@@ -16,8 +16,8 @@ use crate::lifecycle::Policy;
 use crate::ownership::{LeaseConfig, Rebalance, rebalance};
 use crate::ports::{Fence, OwnedProvider};
 use crate::supervisor::{
-    ForceRenew, Handover, ProviderChanged, ProviderSupervisor, Retire, Retired, StandDown,
-    SubscriptionRemoved, SupervisorContext,
+    ForceRenew, Handover, NotificationsMissed, ProviderChanged, ProviderSupervisor, Retire,
+    Retired, StandDown, SubscriptionRemoved, SupervisorContext,
 };
 use crate::telemetry::names;
 use actix::prelude::*;
@@ -541,6 +541,8 @@ pub enum LifecycleSignal {
     ReauthorizationRequired(ProviderId),
     /// `subscriptionRemoved`: recreate now.
     SubscriptionRemoved(ProviderId),
+    /// `missed`: notifications were dropped; catch up.
+    Missed(ProviderId),
 }
 
 impl Handler<LifecycleSignal> for Fleet {
@@ -558,6 +560,10 @@ impl Handler<LifecycleSignal> for Fleet {
                 .supervisors
                 .get(&id)
                 .map(|s| s.addr.do_send(SubscriptionRemoved)),
+            LifecycleSignal::Missed(id) => self
+                .supervisors
+                .get(&id)
+                .map(|s| s.addr.do_send(NotificationsMissed)),
         }
         .is_some()
     }

@@ -8,6 +8,7 @@
 pub mod alerting;
 pub mod attempt;
 pub mod board;
+pub mod catchup;
 pub mod delivery;
 pub mod domain;
 pub mod fleet;

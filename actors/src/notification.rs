@@ -15,7 +15,8 @@
 use crate::board::HealthBoard;
 use crate::delivery::{Deliveries, Settlement, Stop, retry_delay};
 use crate::domain::{
-    DomainEvent, DomainEventType, ProviderId, ProviderKind, TenantId, WebhookEnvelope,
+    DomainEvent, DomainEventType, NotificationSource, ProviderId, ProviderKind, TenantId,
+    WebhookEnvelope,
 };
 use crate::ports::clock::SharedClock;
 use crate::ports::{DomainEventSink, NotificationStore};
@@ -194,7 +195,25 @@ pub fn domain_event(envelope: &WebhookEnvelope) -> DomainEvent {
             Some(serde_json::Value::String(s)) => Some(s.clone()),
             _ => None,
         },
+        source: Some(if is_replay(envelope) {
+            NotificationSource::Replay
+        } else {
+            NotificationSource::Webhook
+        }),
+        item_id: field("itemId"),
+        version: field("version"),
+        window: None,
     }
+}
+
+/// True for a notification a catch-up published (`"source": "replay"` in the
+/// item): it is not a webhook, so it is no proof that push works.
+pub fn is_replay(envelope: &WebhookEnvelope) -> bool {
+    envelope
+        .notification
+        .get("source")
+        .and_then(serde_json::Value::as_str)
+        == Some("replay")
 }
 
 /// What processing a batch produced, carried back into the actor.
@@ -237,8 +256,10 @@ impl Handler<Deliveries> for NotificationActor {
             if parsed.is_empty() {
                 return out;
             }
+            // Replays are not webhooks: they say nothing about push working.
             let seen: Vec<(ProviderId, DateTime<Utc>)> = parsed
                 .iter()
+                .filter(|(_, e, _)| !is_replay(e))
                 .map(|(_, e, _)| (e.provider_id, e.received_at))
                 .collect();
             match store.record_webhooks(&seen).await {

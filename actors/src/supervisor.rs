@@ -9,6 +9,7 @@
 
 use crate::attempt::{self, Call, SubscriptionChange};
 use crate::board::{BoardEntry, HealthBoard};
+use crate::catchup::{CatchUpDue, Trigger};
 use crate::domain::{AttemptKind, ErrorClass, HealthState, Provider, RenewalResult, Subscription};
 use crate::lifecycle::{Lifecycle, Next, Outcome, Policy};
 use crate::ports::{
@@ -42,6 +43,10 @@ pub struct SupervisorContext {
     /// Whether this instance's lease certainly holds (always, without leases):
     /// no provider is called while it may not.
     pub lease: crate::ownership::LeaseGuard,
+    /// Told of every gap the provider's webhooks may have left (start-up,
+    /// registration, recreate, `missed`, replaced channel, lapsed watch,
+    /// recovery); `None`: no catch-up.
+    pub catch_up: Option<Recipient<CatchUpDue>>,
 }
 
 /// The timer fired: the renewal is due.
@@ -64,6 +69,11 @@ pub struct SubscriptionRemoved;
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct ProviderChanged(pub Provider);
+
+/// Graph said notifications were missed: catch up.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct NotificationsMissed;
 
 /// Stop supervising: delete the subscription at the provider, then stop.
 #[derive(Message)]
@@ -194,6 +204,7 @@ impl ProviderSupervisor {
         );
         self.subscription = state.subscription;
         self.loaded = true;
+        self.catch_up(Trigger::Startup, ctx);
         let now = self.now();
         let next = if std::mem::take(&mut self.force_pending) {
             self.lifecycle.force(now)
@@ -202,6 +213,18 @@ impl ProviderSupervisor {
         };
         self.publish_board();
         self.apply(next, ctx);
+    }
+
+    /// Tells the catch-up actor of a gap (it decides whether anything was
+    /// missed).
+    fn catch_up(&self, trigger: Trigger, ctx: &mut Context<Self>) {
+        if let Some(catch_up) = &self.ctx.catch_up {
+            catch_up.do_send(CatchUpDue {
+                provider: self.provider.clone(),
+                trigger,
+                supervisor: Some(ctx.address().recipient()),
+            });
+        }
     }
 
     fn apply(&mut self, next: Next, ctx: &mut Context<Self>) {
@@ -312,6 +335,11 @@ impl ProviderSupervisor {
             return;
         };
 
+        let lapsed = self
+            .subscription
+            .as_ref()
+            .is_some_and(|s| s.expires_at <= call.started_at);
+        let gap = gap_after(&self.provider, &call, done.attempt, done.previous, lapsed);
         let SubscriptionChange { current, replaced } = attempt::subscription_after(
             self.provider.id,
             self.subscription.take(),
@@ -389,6 +417,9 @@ impl ProviderSupervisor {
                     if act.retiring {
                         act.retire(ctx);
                     } else {
+                        if let Some(trigger) = gap {
+                            act.catch_up(trigger, ctx);
+                        }
                         act.apply(done.next, ctx);
                     }
                 }),
@@ -521,6 +552,32 @@ async fn persist(
     (record.result, true)
 }
 
+/// The gap a successful attempt closes, if any: a first subscription (take
+/// the cursor), a recreate, a replaced Calendar channel, a Gmail watch renewed
+/// after it lapsed, or a provider leaving `error` / `needs_reauth`.
+fn gap_after(
+    provider: &Provider,
+    call: &Call,
+    attempt: AttemptKind,
+    previous: HealthState,
+    lapsed: bool,
+) -> Option<Trigger> {
+    use crate::domain::ProviderKind;
+    if call.result.is_err() {
+        return None;
+    }
+    if matches!(previous, HealthState::Error | HealthState::NeedsReauth) {
+        return Some(Trigger::Recovered);
+    }
+    match (attempt, provider.kind) {
+        (AttemptKind::Register, _) => Some(Trigger::Registered),
+        (AttemptKind::Recreate, _) => Some(Trigger::Recreated),
+        (AttemptKind::Renew, ProviderKind::GoogleCalendar) => Some(Trigger::ChannelReplaced),
+        (AttemptKind::Renew, ProviderKind::Gmail) if lapsed => Some(Trigger::WatchLapsed),
+        (AttemptKind::Renew, _) => None,
+    }
+}
+
 /// A fresh clientState: 32 random bytes, hex-encoded (64 characters; Graph allows 128).
 fn new_client_state() -> String {
     let bytes: [u8; 32] = rand::random();
@@ -596,6 +653,15 @@ impl Handler<SubscriptionRemoved> for ProviderSupervisor {
         self.lifecycle.subscription_removed();
         let next = self.lifecycle.force(self.now());
         self.apply(next, ctx);
+    }
+}
+
+impl Handler<NotificationsMissed> for ProviderSupervisor {
+    type Result = ();
+    fn handle(&mut self, _: NotificationsMissed, ctx: &mut Self::Context) {
+        if self.loaded && !self.retiring {
+            self.catch_up(Trigger::Missed, ctx);
+        }
     }
 }
 

@@ -79,6 +79,20 @@ pub mod names {
     /// over, or left at shutdown), and heartbeats that found the lease had
     /// `lapsed`.
     pub const LEASE_CHANGES: &str = "subkeeper_lease_changes_total";
+    /// Counter {kind, trigger, outcome}: catch-ups and silence checks run
+    /// (`caught_up`, `quiet`, `push_broken`, `resync_required`, `cursor_taken`,
+    /// `skipped`, `failed`).
+    pub const CATCH_UPS: &str = "subkeeper_catch_ups_total";
+    /// Counter {kind}: changes replayed by catch-ups (before de-duplication).
+    pub const CATCH_UP_REPLAYED: &str = "subkeeper_catch_up_replayed_total";
+    /// Counter {kind}: provider calls made reading changes (delta, events.list,
+    /// history.list pages).
+    pub const CATCH_UP_CALLS: &str = "subkeeper_catch_up_calls_total";
+    /// Gauge: catch-ups waiting for their turn.
+    pub const CATCH_UP_QUEUED: &str = "subkeeper_catch_up_queued";
+    /// Gauge {kind}: seconds since the least recently alive provider of the kind
+    /// showed it was alive (a webhook, or a catch-up or check that succeeded).
+    pub const PROVIDER_FRESHNESS_OLDEST: &str = "subkeeper_provider_freshness_oldest_seconds";
 
     /// All names, for the test that checks dashboards and rules use only these.
     pub const ALL: &[&str] = &[
@@ -110,6 +124,11 @@ pub mod names {
         PROVIDER_REQUESTS_HELD,
         FLEET_INSTANCES,
         LEASE_CHANGES,
+        CATCH_UPS,
+        CATCH_UP_REPLAYED,
+        CATCH_UP_CALLS,
+        CATCH_UP_QUEUED,
+        PROVIDER_FRESHNESS_OLDEST,
     ];
 }
 
@@ -126,6 +145,26 @@ pub fn describe_metrics() {
     describe_gauge!(
         names::FLEET_INSTANCES,
         "Instances sharing the fleet whose lease is current, as this instance last saw them."
+    );
+    describe_counter!(
+        names::CATCH_UPS,
+        "Catch-ups and silence checks run, by kind, trigger and outcome."
+    );
+    describe_counter!(
+        names::CATCH_UP_REPLAYED,
+        "Changes replayed as source: replay notifications by catch-ups, by kind."
+    );
+    describe_counter!(
+        names::CATCH_UP_CALLS,
+        "Provider calls made reading changes (one per page), by kind."
+    );
+    describe_gauge!(
+        names::CATCH_UP_QUEUED,
+        "Catch-ups and silence checks waiting for their turn."
+    );
+    describe_gauge!(
+        names::PROVIDER_FRESHNESS_OLDEST,
+        "Seconds since the least recently alive provider of the kind last showed it was alive (a webhook, or a successful catch-up or check)."
     );
     describe_counter!(
         names::LEASE_CHANGES,

@@ -466,6 +466,10 @@ mod tests {
             resource: None,
             change_type: Some("created".into()),
             history_id: None,
+            source: None,
+            item_id: None,
+            version: None,
+            window: None,
         };
         assert_eq!(
             story.see(Seen::Event(&event)),

@@ -293,7 +293,11 @@ impl GraphIntake {
                         .await;
                     Some("subscription_removed")
                 }
-                "missed" => Some("missed"),
+                "missed" => {
+                    // The owner's supervisor has the missed changes caught up.
+                    self.fleet.signal(LifecycleSignal::Missed(provider)).await;
+                    Some("missed")
+                }
                 other => {
                     tracing::warn!(event = other, subscription = %a.subscription_id, "unknown lifecycle event ignored");
                     None

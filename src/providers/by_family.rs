@@ -8,7 +8,10 @@ use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
 use std::sync::Arc;
 use subkeeper_actors::domain::{AttemptKind, Provider, ProviderKind, Subscription};
-use subkeeper_actors::ports::{ApiError, CreateRequest, ProviderSubscription, SubscriptionApi};
+use subkeeper_actors::ports::{
+    ApiError, ChangePage, ChangesError, ChangesFrom, CreateRequest, ProviderSubscription,
+    SubscriptionApi,
+};
 
 /// Dispatches the `SubscriptionApi` port to the adapter of the provider's family.
 pub struct ByFamily {
@@ -68,5 +71,16 @@ impl SubscriptionApi for ByFamily {
         subscription: &Subscription,
     ) -> Result<(), ApiError> {
         self.family(provider).delete(provider, subscription).await
+    }
+
+    async fn changes_since(
+        &self,
+        provider: &Provider,
+        from: ChangesFrom<'_>,
+        page_size: u32,
+    ) -> Result<ChangePage, ChangesError> {
+        self.family(provider)
+            .changes_since(provider, from, page_size)
+            .await
     }
 }

@@ -243,6 +243,21 @@ impl<E: CallFailure> BearerClient<E> {
         &self.tokens
     }
 
+    /// `link` (a provider-given next/delta link) if it lies under this API's
+    /// base URL: a link elsewhere would be sent our bearer token.
+    pub fn link(&self, link: &str) -> Result<Url, E> {
+        let url = Url::parse(link).map_err(|e| E::config(format!("link '{link}': {e}")))?;
+        let base = self.base.as_str().trim_end_matches('/');
+        if url.origin() != self.base.origin()
+            || !url
+                .path()
+                .starts_with(self.base.path().trim_end_matches('/'))
+        {
+            return Err(E::config(format!("link '{link}' is not under {base}")));
+        }
+        Ok(url)
+    }
+
     /// `{base}/` plus `segments`, each escaped as one path segment (ids, calendar
     /// ids and mailbox addresses come from the database; they must not add
     /// segments).
@@ -270,17 +285,34 @@ impl<E: CallFailure> BearerClient<E> {
         body: Option<&serde_json::Value>,
         accept: &[u16],
     ) -> Result<Answer, E> {
+        self.call_with_headers(charge, op, method, url, body, accept, &[])
+            .await
+    }
+
+    /// [`call`](Self::call) with extra request headers (Graph's `Prefer:
+    /// odata.maxpagesize`).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn call_with_headers(
+        &self,
+        charge: &Charge<'_>,
+        op: E::Op,
+        method: reqwest::Method,
+        url: Url,
+        body: Option<&serde_json::Value>,
+        accept: &[u16],
+        extra: &[(&'static str, String)],
+    ) -> Result<Answer, E> {
         let credentials = charge.credentials;
         let token = self.tokens.token(credentials).await?;
         let (status, headers, bytes) = self
-            .send_limited(charge, &token, op, method.clone(), url.clone(), body)
+            .send_limited(charge, &token, op, method.clone(), url.clone(), body, extra)
             .await?;
         let (status, headers, bytes) = if status == 401 {
             tracing::info!(operation = %op, body = %E::parse_body(&bytes), "{} refused the access token; refreshing it once", self.api.name);
             self.tokens.reject(credentials, &token).await;
             let token = self.tokens.token(credentials).await?;
             let retried = self
-                .send_limited(charge, &token, op, method, url, body)
+                .send_limited(charge, &token, op, method, url, body, extra)
                 .await?;
             if retried.0 == 401 {
                 return Err(E::unauthorized(op, E::parse_body(&retried.2)));
@@ -320,6 +352,7 @@ impl<E: CallFailure> BearerClient<E> {
     /// [`send`](Self::send) within the limits: checked (and counted) before it
     /// leaves, its answer reported back. The token has been fetched, so the
     /// credentials' app is known; were it not, the request goes unchecked.
+    #[allow(clippy::too_many_arguments)]
     async fn send_limited(
         &self,
         charge: &Charge<'_>,
@@ -328,6 +361,7 @@ impl<E: CallFailure> BearerClient<E> {
         method: reqwest::Method,
         url: Url,
         body: Option<&serde_json::Value>,
+        extra: &[(&'static str, String)],
     ) -> Result<(u16, reqwest::header::HeaderMap, Vec<u8>), E> {
         let ticket = match self.tokens.known_app(charge.credentials) {
             Some(app) => Some(
@@ -338,7 +372,7 @@ impl<E: CallFailure> BearerClient<E> {
             ),
             None => None,
         };
-        let sent = self.send(token, op, method, url, body).await;
+        let sent = self.send(token, op, method, url, body, extra).await;
         // An error (no answer) drops the ticket unanswered: any probe it held
         // is given up for another request to make.
         if let (Some(ticket), Ok((status, headers, bytes))) = (ticket, &sent) {
@@ -364,6 +398,7 @@ impl<E: CallFailure> BearerClient<E> {
         method: reqwest::Method,
         url: Url,
         body: Option<&serde_json::Value>,
+        extra: &[(&'static str, String)],
     ) -> Result<(u16, reqwest::header::HeaderMap, Vec<u8>), E> {
         let bodiless_post = body.is_none() && method == reqwest::Method::POST;
         let mut request = self
@@ -377,6 +412,9 @@ impl<E: CallFailure> BearerClient<E> {
             .map(|name| (name, Uuid::new_v4().to_string()));
         if let Some((name, id)) = &request_id {
             request = request.header(*name, id);
+        }
+        for (name, value) in extra {
+            request = request.header(*name, value);
         }
         request = match body {
             Some(body) => request.json(body),

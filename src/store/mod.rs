@@ -15,6 +15,7 @@
 //! updates) the method matches on [`Db`] and shows both side by side.
 
 mod admin;
+mod catchup;
 mod credentials;
 mod intake;
 mod leases;

@@ -3,7 +3,9 @@
 //! for escalation. Also owns the ports it publishes and reads through. Must not
 //! build alert contents itself: ids and texts come from the pure modules.
 
-use super::alert::{Alert, AlertCondition, alert_for, escalation, silence_alert};
+use super::alert::{
+    Alert, AlertCondition, PushBrokenFound, alert_for, escalation, push_broken_alert, silence_alert,
+};
 use crate::delivery::{Deliveries, Settlement, Stop, retry_delay};
 use crate::domain::{ProviderId, RenewalResult};
 use crate::notification::SilenceChanged;
@@ -465,6 +467,27 @@ impl Handler<SilenceChanged> for AlertingActor {
             tracing::error!(
                 provider = %dropped.provider_id, event = dropped.event.as_str(),
                 "silence alert dropped: too many unpublished (is the alert stream reachable?)"
+            );
+        }
+        self.queue.push_back(alert);
+        self.flush(ctx);
+    }
+}
+
+impl Handler<PushBrokenFound> for AlertingActor {
+    type Result = ();
+
+    fn handle(&mut self, found: PushBrokenFound, ctx: &mut Self::Context) {
+        let alert = push_broken_alert(&found, &self.config.callbacks);
+        if self.recent.contains(&alert.id) || self.queue.iter().any(|a| a.id == alert.id) {
+            return;
+        }
+        if self.queue.len() >= MAX_QUEUED
+            && let Some(dropped) = self.queue.pop_front()
+        {
+            tracing::error!(
+                provider = %dropped.provider_id, event = dropped.event.as_str(),
+                "alert dropped: too many unpublished (is the alert stream reachable?)"
             );
         }
         self.queue.push_back(alert);

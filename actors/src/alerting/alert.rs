@@ -7,6 +7,7 @@ use super::remediation::remediation;
 use crate::domain::{HealthState, ProviderId, ProviderKind, RenewalResult, TenantId};
 use crate::notification::{Silence, SilenceChanged};
 use crate::ports::CallbackUrls;
+use actix::Message;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -22,6 +23,8 @@ pub enum AlertEvent {
     Escalated,
     /// The subscription is alive but no webhook arrives.
     Silent,
+    /// A silence check found changes no webhook announced.
+    PushBroken,
 }
 
 impl AlertEvent {
@@ -32,6 +35,7 @@ impl AlertEvent {
             Self::Resolved => "resolved",
             Self::Escalated => "escalated",
             Self::Silent => "silent",
+            Self::PushBroken => "push_broken",
         }
     }
 }
@@ -46,6 +50,8 @@ pub enum AlertCondition {
     NeedsReauth,
     /// No webhook for longer than the kind's silence threshold.
     Silent,
+    /// Changes happened that no webhook announced.
+    PushBroken,
 }
 
 impl AlertCondition {
@@ -55,6 +61,7 @@ impl AlertCondition {
             Self::Error => "error",
             Self::NeedsReauth => "needs_reauth",
             Self::Silent => "silent",
+            Self::PushBroken => "push_broken",
         }
     }
 
@@ -248,6 +255,61 @@ pub fn silence_alert(
         },
         since: Some(s.since),
         at: s.ended_at.unwrap_or(at),
+        consecutive_failures: None,
+    }
+}
+
+/// A silence check found `changes` that no webhook announced for a provider.
+#[derive(Message, Debug, Clone, PartialEq, Eq)]
+#[rtype(result = "()")]
+pub struct PushBrokenFound {
+    /// The provider.
+    pub provider_id: ProviderId,
+    /// Its tenant.
+    pub tenant: TenantId,
+    /// Its kind.
+    pub kind: ProviderKind,
+    /// Changes found that no webhook announced.
+    pub changes: u64,
+    /// The last webhook received, if any.
+    pub last_webhook: Option<DateTime<Utc>>,
+    /// When the check found it.
+    pub at: DateTime<Utc>,
+}
+
+/// The `push_broken` alert: names tenant and provider, says how many changes
+/// were missed (and replayed).
+pub fn push_broken_alert(found: &PushBrokenFound, callbacks: &CallbackUrls) -> Alert {
+    let since = found
+        .last_webhook
+        .map(|t| t.to_rfc3339_opts(SecondsFormat::Secs, true))
+        .unwrap_or_else(|| "the subscription was created".to_owned());
+    Alert {
+        id: format!(
+            "alert:{}:push_broken:{}",
+            found.provider_id,
+            stamp(found.at)
+        ),
+        event: AlertEvent::PushBroken,
+        condition: AlertCondition::PushBroken,
+        tenant: found.tenant.clone(),
+        provider_id: found.provider_id,
+        kind: found.kind,
+        state: None,
+        reason: Some(format!(
+            "push broken for tenant {} provider {}: {} change(s) no webhook announced (last webhook: {since})",
+            found.tenant, found.provider_id, found.changes
+        )),
+        remediation: remediation(
+            callbacks,
+            &found.tenant,
+            found.provider_id,
+            found.kind,
+            AlertCondition::PushBroken,
+            None,
+        ),
+        since: found.last_webhook,
+        at: found.at,
         consecutive_failures: None,
     }
 }

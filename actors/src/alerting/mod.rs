@@ -32,6 +32,7 @@ mod remediation;
 
 pub use actor::{AlertingActor, AlertingConfig, AlertingPorts, MISSED_ESCALATION_GRACE};
 pub use alert::{
-    Alert, AlertCondition, AlertEvent, Unhealthy, alert_for, escalation, silence_alert,
+    Alert, AlertCondition, AlertEvent, PushBrokenFound, Unhealthy, alert_for, escalation,
+    push_broken_alert, silence_alert,
 };
 pub use remediation::remediation;

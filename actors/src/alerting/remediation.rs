@@ -45,5 +45,10 @@ pub fn remediation(
             "if webhooks arrive but are refused, look for bad_client_state or unknown_subscription in subkeeper_webhooks_received_total".to_owned(),
             "if the mailbox or calendar is simply quiet, this is expected: raise the kind's silence threshold (mail_silence_seconds, calendar_silence_seconds)".to_owned(),
         ],
+        AlertCondition::PushBroken => vec![
+            "nothing is lost: the changes were replayed on the webhook subject as source: replay and the subscription is being recreated".to_owned(),
+            webhook,
+            "if it happens again after the recreate, the provider is not delivering to this endpoint: look for refused webhooks in subkeeper_webhooks_received_total and at the provider's subscription status".to_owned(),
+        ],
     }
 }

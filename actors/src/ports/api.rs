@@ -76,6 +76,99 @@ pub struct ProviderSubscription {
     pub history_id: Option<String>,
 }
 
+/// What kind of change a catch-up found for an item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ChangeKind {
+    /// The item appeared after the cursor was taken.
+    Created,
+    /// The item existed and changed (or Graph/Calendar cannot tell it apart
+    /// from a creation: created before the cursor).
+    Updated,
+    /// The item was deleted (Graph `@removed`, Calendar `cancelled`, Gmail
+    /// `messagesDeleted`).
+    Deleted,
+}
+
+impl ChangeKind {
+    /// The wire name (Graph's `changeType` values).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Created => "created",
+            Self::Updated => "updated",
+            Self::Deleted => "deleted",
+        }
+    }
+}
+
+/// One changed item, as a catch-up read it from the provider.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ItemChange {
+    /// Created, updated or deleted.
+    pub kind: ChangeKind,
+    /// The provider's id of the item (message or event id).
+    pub item_id: String,
+    /// Its version where the API gives one (Graph `changeKey`, Calendar
+    /// `etag`, Gmail's history record id): replays of the same version are
+    /// published once.
+    pub version: Option<String>,
+    /// When the provider says it changed (Graph `lastModifiedDateTime`,
+    /// Calendar `updated`); `None` where the API does not say (deletions,
+    /// Gmail). Tells a change no webhook announced from one that was.
+    pub changed_at: Option<DateTime<Utc>>,
+    /// When the item was created, where the API says (Graph
+    /// `createdDateTime`, Calendar `created`): an item created after the
+    /// cursor is replayed as `created`.
+    pub created_at: Option<DateTime<Utc>>,
+}
+
+/// Where a read of a provider's changes starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangesFrom<'a> {
+    /// No cursor: read the initial round only to reach its end and take the
+    /// cursor it ends with (the items are the current state, not changes).
+    Start,
+    /// The cursor a previous read ended with (Graph delta link, Calendar
+    /// `nextSyncToken`, Gmail `historyId`).
+    Cursor(&'a str),
+    /// The next page of a read in progress (as [`ChangesNext::Page`] said).
+    Page(&'a str),
+}
+
+/// What follows a page of changes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChangesNext {
+    /// More pages: read on from this position (stored, so a crash resumes here).
+    Page(String),
+    /// The read is complete: the new cursor.
+    Done(String),
+}
+
+/// One page of a provider's changes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChangePage {
+    /// The changes on this page, in the provider's order.
+    pub changes: Vec<ItemChange>,
+    /// What comes next.
+    pub next: ChangesNext,
+}
+
+/// Why a read of a provider's changes failed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ChangesError {
+    /// The cursor no longer holds (Graph 410 `SyncStateNotFound`, Calendar 410
+    /// `fullSyncRequired`, Gmail 404 on `history.list`): what changed since it
+    /// cannot be read; the consumer must resynchronise and a fresh cursor is
+    /// taken.
+    #[error("cursor expired: {reason}")]
+    CursorExpired {
+        /// Which provider answer said so (`graph_sync_state_not_found`, …).
+        reason: String,
+    },
+    /// Any other failure, classified as for subscription calls.
+    #[error(transparent)]
+    Api(#[from] ApiError),
+}
+
 /// A provider API (Microsoft Graph, Google): create, renew, delete subscriptions.
 #[async_trait]
 pub trait SubscriptionApi: Send + Sync + 'static {
@@ -117,6 +210,23 @@ pub trait SubscriptionApi: Send + Sync + 'static {
         provider: &Provider,
         subscription: &Subscription,
     ) -> Result<(), ApiError>;
+
+    /// Reads one page (at most `page_size` items) of what changed in the
+    /// provider's resource since `from`: Graph delta, Calendar `events.list`
+    /// with a `syncToken`, Gmail `history.list`. Default: the family cannot
+    /// (a permanent failure).
+    async fn changes_since(
+        &self,
+        provider: &Provider,
+        from: ChangesFrom<'_>,
+        page_size: u32,
+    ) -> Result<ChangePage, ChangesError> {
+        let _ = (from, page_size);
+        Err(ChangesError::Api(ApiError::new(
+            ErrorClass::Permanent,
+            format!("{} has no change feed", provider.kind),
+        )))
+    }
 }
 
 /// Where the providers call us back, derived from the public URL.

@@ -24,7 +24,10 @@ pub use admin::{
     AdminStore, AttemptView, Attention, NewCredentials, NewProvider, ProviderPatch, ProviderView,
     SubscriptionView,
 };
-pub use api::{ApiError, CallbackUrls, CreateRequest, ProviderSubscription, SubscriptionApi};
+pub use api::{
+    ApiError, CallbackUrls, ChangeKind, ChangePage, ChangesError, ChangesFrom, ChangesNext,
+    CreateRequest, ItemChange, ProviderSubscription, SubscriptionApi,
+};
 pub use credentials::{
     CredentialSource, GRAPH_DEFAULT_SCOPE, GRAPH_DELEGATED_SCOPE, MailboxWatchers,
     OAuthCredentials, OAuthFlow, UnknownFlow,
@@ -35,8 +38,8 @@ pub use events::{
 pub use intake::{IntakeStore, MailboxRoute, Outbox, OutboxEntry, ResyncTarget, Route, RouteState};
 pub use leases::{LeaseStore, Membership};
 pub use store::{
-    AlertStore, AttemptRecord, Fence, LifecycleStore, NotificationStore, OwnedProvider,
-    ProviderState, StoreError,
+    AlertStore, AttemptRecord, CatchUpState, CatchUpStore, Fence, LifecycleStore,
+    NotificationStore, OwnedProvider, ProofOfLife, ProviderState, StoreError,
 };
 pub use stream::{Append, Appended, StreamLog, StreamMessage};
 

@@ -140,3 +140,78 @@ pub trait AlertStore: Send + Sync + 'static {
     /// Every unhealthy enabled provider, or just `provider` if it is one.
     async fn unhealthy(&self, provider: Option<ProviderId>) -> Result<Vec<Unhealthy>, StoreError>;
 }
+
+/// A provider's catch-up state (`provider_cursors`): its change cursor, the page
+/// a read in progress reached, and its proof of life.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct CatchUpState {
+    /// The change cursor (Graph delta link, Calendar `nextSyncToken`, Gmail
+    /// `historyId`); `None` until first taken.
+    pub cursor: Option<String>,
+    /// Where a read interrupted mid-way resumes (a page token); `None` when no
+    /// read is in progress.
+    pub page: Option<String>,
+    /// When the cursor was taken or last advanced: changes after it are what a
+    /// catch-up reads.
+    pub cursor_at: Option<DateTime<Utc>>,
+    /// When a catch-up or silence check last read the changes successfully
+    /// (proof of life, like a webhook).
+    pub checked_at: Option<DateTime<Utc>>,
+    /// Changes the last silence check found that no webhook announced (0 while
+    /// push works).
+    pub push_broken: u32,
+    /// When push was last found broken.
+    pub push_broken_at: Option<DateTime<Utc>>,
+}
+
+/// When a provider last showed it was alive: its last webhook and its last
+/// successful catch-up or check.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProofOfLife {
+    /// The provider.
+    pub provider: ProviderId,
+    /// Its kind (decides `poll_after_silence`).
+    pub kind: ProviderKind,
+    /// The last webhook received.
+    pub last_webhook: Option<DateTime<Utc>>,
+    /// The last successful catch-up or check.
+    pub checked_at: Option<DateTime<Utc>>,
+    /// When its live subscription was created (nothing could arrive before).
+    pub subscribed_at: Option<DateTime<Utc>>,
+}
+
+impl ProofOfLife {
+    /// The latest of the webhook, the check and the subscription's creation.
+    pub fn latest(&self) -> Option<DateTime<Utc>> {
+        [self.last_webhook, self.checked_at, self.subscribed_at]
+            .into_iter()
+            .flatten()
+            .max()
+    }
+}
+
+/// What the catch-up runner reads and writes.
+#[async_trait]
+pub trait CatchUpStore: Send + Sync + 'static {
+    /// The provider's catch-up state (default when none is stored) and its
+    /// last webhook time.
+    async fn catch_up_state(
+        &self,
+        provider: ProviderId,
+    ) -> Result<(CatchUpState, Option<DateTime<Utc>>), StoreError>;
+
+    /// Replaces the provider's catch-up state.
+    async fn save_catch_up_state(
+        &self,
+        provider: ProviderId,
+        state: &CatchUpState,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
+
+    /// Proof of life of every enabled provider with a live subscription among
+    /// `providers` (the ones supervised here).
+    async fn proofs_of_life(
+        &self,
+        providers: &[ProviderId],
+    ) -> Result<Vec<ProofOfLife>, StoreError>;
+}

@@ -72,7 +72,44 @@ pub(crate) fn routes(config: &mut web::ServiceConfig) {
         )
         .service(
             web::resource("/gmail/v1/users/{user_id}/history").route(web::get().to(history_list)),
+        )
+        .service(
+            web::resource("/gmail/v1/users/{user_id}/profile").route(web::get().to(get_profile)),
         );
+}
+
+/// `GET /gmail/v1/users/{userId}/profile` (`users.getProfile`): the mailbox's
+/// address and current `historyId` — where a client starts reading history
+/// from ("Synchronize clients with Gmail": keep the latest historyId).
+async fn get_profile(
+    sim: web::Data<Simulator>,
+    req: HttpRequest,
+    user_id: web::Path<String>,
+) -> HttpResponse {
+    let user_id = user_id.into_inner();
+    let ex = Exchange::begin(&sim, &req, Operation::ChangeFeed, None, &[]);
+    let (ex, _caller, email) = match ex.admit_mailbox(&user_id).await {
+        Ok(admitted) => admitted,
+        Err(answer) => return answer,
+    };
+    let (current, _) = lock(&sim.shared.google).history_span(&email);
+    let key = FeedKey::GmailHistory {
+        email: email.clone(),
+    };
+    let live = lock(&sim.shared.changes)
+        .changes(&key)
+        .iter()
+        .filter(|c| c.kind == ChangeType::Created)
+        .count();
+    ex.json(
+        200,
+        &json!({
+            "emailAddress": email,
+            "messagesTotal": live,
+            "threadsTotal": live,
+            "historyId": current.to_string(),
+        }),
+    )
 }
 
 /// A query string's pairs, in order.

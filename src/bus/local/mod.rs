@@ -499,6 +499,10 @@ mod tests {
             resource: Some(resource.into()),
             change_type: Some("created".into()),
             history_id: None,
+            source: None,
+            item_id: None,
+            version: None,
+            window: None,
         }
     }
 

@@ -26,6 +26,7 @@ const SIGNAL_TIMEOUT: Duration = Duration::from_secs(5);
 enum SignalMessage {
     ReauthorizationRequired(ProviderId),
     SubscriptionRemoved(ProviderId),
+    Missed(ProviderId),
 }
 
 impl From<LifecycleSignal> for SignalMessage {
@@ -33,6 +34,7 @@ impl From<LifecycleSignal> for SignalMessage {
         match s {
             LifecycleSignal::ReauthorizationRequired(p) => Self::ReauthorizationRequired(p),
             LifecycleSignal::SubscriptionRemoved(p) => Self::SubscriptionRemoved(p),
+            LifecycleSignal::Missed(p) => Self::Missed(p),
         }
     }
 }
@@ -42,6 +44,7 @@ impl From<SignalMessage> for LifecycleSignal {
         match s {
             SignalMessage::ReauthorizationRequired(p) => Self::ReauthorizationRequired(p),
             SignalMessage::SubscriptionRemoved(p) => Self::SubscriptionRemoved(p),
+            SignalMessage::Missed(p) => Self::Missed(p),
         }
     }
 }
@@ -203,7 +206,8 @@ impl Peers for NatsPeers {
     async fn signal(&self, signal: LifecycleSignal) -> bool {
         let provider = match signal {
             LifecycleSignal::ReauthorizationRequired(p)
-            | LifecycleSignal::SubscriptionRemoved(p) => p,
+            | LifecycleSignal::SubscriptionRemoved(p)
+            | LifecycleSignal::Missed(p) => p,
         };
         let Some(owner) = self.leases.owner_of(provider).await.ok().flatten() else {
             return false;

@@ -38,6 +38,12 @@ pub enum Call {
     UsersWatch,
     /// Gmail `POST users/{userId}/stop`.
     UsersStop,
+    /// Calendar `GET calendars/{calendarId}/events` (sync).
+    EventsList,
+    /// Gmail `GET users/{userId}/history`.
+    HistoryList,
+    /// Gmail `GET users/{userId}/profile`.
+    GetProfile,
 }
 
 impl Call {
@@ -48,6 +54,9 @@ impl Call {
             Self::ChannelsStop => "channels.stop",
             Self::UsersWatch => "users.watch",
             Self::UsersStop => "users.stop",
+            Self::EventsList => "events.list",
+            Self::HistoryList => "history.list",
+            Self::GetProfile => "users.getProfile",
         }
     }
 }

@@ -24,6 +24,7 @@
 mod client;
 mod error;
 mod pending;
+mod sync;
 #[cfg(test)]
 mod tests;
 mod unconfirmed;
@@ -31,6 +32,7 @@ mod unconfirmed;
 pub use client::{GmailWatchBody, StopChannelBody, WEB_HOOK, WatchChannelBody, parse_millis};
 pub use error::{Call, GoogleError, GoogleErrorBody, required_scope};
 pub use pending::{PENDING_TTL, PendingChannel, PendingChannels};
+pub use sync::{GET_PROFILE_UNITS, HISTORY_LIST_UNITS};
 pub use unconfirmed::UnconfirmedChannels;
 
 use crate::providers::call::{self, Endpoints, TokenEndpoint, credentials_id};
@@ -49,7 +51,8 @@ use subkeeper_actors::domain::{AttemptKind, Provider, ProviderId, ProviderKind, 
 pub use subkeeper_actors::ports::MailboxWatchers;
 use subkeeper_actors::ports::clock::SharedClock;
 use subkeeper_actors::ports::{
-    ApiError, CreateRequest, ProviderSubscription, StoreError, SubscriptionApi,
+    ApiError, ChangePage, ChangesError, ChangesFrom, CreateRequest, ProviderSubscription,
+    StoreError, SubscriptionApi,
 };
 use tracing::Instrument;
 
@@ -444,6 +447,15 @@ impl SubscriptionApi for GoogleCalendarApi {
             .await
             .map_err(|e| failed(provider, &e))
     }
+
+    async fn changes_since(
+        &self,
+        provider: &Provider,
+        from: ChangesFrom<'_>,
+        page_size: u32,
+    ) -> Result<ChangePage, ChangesError> {
+        self.changes(provider, from, page_size).await
+    }
 }
 
 /// Gmail mailbox watches behind the `SubscriptionApi` port.
@@ -585,6 +597,15 @@ impl SubscriptionApi for GmailApi {
         .instrument(span)
         .await
         .map_err(|e: GoogleError| failed(provider, &e))
+    }
+
+    async fn changes_since(
+        &self,
+        provider: &Provider,
+        from: ChangesFrom<'_>,
+        page_size: u32,
+    ) -> Result<ChangePage, ChangesError> {
+        self.changes(provider, from, page_size).await
     }
 }
 

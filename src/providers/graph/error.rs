@@ -27,6 +27,8 @@ pub enum Operation {
     Renew,
     /// `DELETE /subscriptions/{id}`.
     Delete,
+    /// `GET .../messages/delta`, `GET .../calendarView/delta`.
+    Delta,
 }
 
 impl Operation {
@@ -36,6 +38,7 @@ impl Operation {
             Self::Create => "create",
             Self::Renew => "renew",
             Self::Delete => "delete",
+            Self::Delta => "delta",
         }
     }
 }

@@ -16,6 +16,7 @@
 //!   second deleted.
 
 mod client;
+mod delta;
 mod error;
 mod orphans;
 #[cfg(test)]
@@ -25,6 +26,7 @@ pub use client::{
     CHANGE_TYPES, CreateBody, LATEST_SUPPORTED_TLS_VERSION, RenewBody, graph_datetime,
     parse_graph_datetime,
 };
+pub use delta::{CalendarWindow, delta_segments};
 pub use error::{GraphError, GraphErrorBody, Operation, required_permission};
 pub use orphans::{Claim, OrphanCleanup, UnconfirmedCreates};
 
@@ -38,7 +40,10 @@ use std::sync::Arc;
 use std::time::Duration;
 use subkeeper_actors::domain::{AttemptKind, Provider, Subscription};
 use subkeeper_actors::ports::clock::SharedClock;
-use subkeeper_actors::ports::{ApiError, CreateRequest, ProviderSubscription, SubscriptionApi};
+use subkeeper_actors::ports::{
+    ApiError, ChangePage, ChangesError, ChangesFrom, CreateRequest, ProviderSubscription,
+    SubscriptionApi,
+};
 use tracing::Instrument;
 
 /// Longest lifetime Graph grants an Outlook message, event or contact
@@ -95,6 +100,8 @@ pub struct GraphApi {
     unconfirmed: Arc<UnconfirmedCreates>,
     /// The providers' request limits (shared with the Google adapters).
     limits: Arc<Limits>,
+    /// The calendar view a calendar's delta cursor covers.
+    calendar_window: CalendarWindow,
 }
 
 impl std::fmt::Debug for GraphApi {
@@ -143,7 +150,14 @@ impl GraphApi {
             unconfirmed: Arc::new(UnconfirmedCreates::on_clock(Arc::clone(&clock))),
             clock,
             limits,
+            calendar_window: CalendarWindow::default(),
         })
+    }
+
+    /// The same adapter, its calendars' delta cursors covering `window`.
+    pub fn with_calendar_window(mut self, window: CalendarWindow) -> Self {
+        self.calendar_window = window;
+        self
     }
 
     /// Starts the task that deletes the subscriptions lost creates left behind
@@ -391,5 +405,17 @@ impl SubscriptionApi for GraphApi {
         }
         .instrument(span)
         .await
+    }
+
+    async fn changes_since(
+        &self,
+        provider: &Provider,
+        from: ChangesFrom<'_>,
+        page_size: u32,
+    ) -> Result<ChangePage, ChangesError> {
+        let span = call_span(provider, Operation::Delta, None);
+        self.delta_page(provider, from, page_size)
+            .instrument(span)
+            .await
     }
 }
