@@ -606,6 +606,7 @@ mod tests {
                     subject: "subkeeper.renewal.acme.x".into(),
                     payload: serde_json::to_vec(r).unwrap(),
                     delivered: 1,
+                    msg_id: None,
                 })
                 .collect(),
         )
@@ -749,6 +750,7 @@ mod tests {
             subject: "subkeeper.renewal.acme.x".into(),
             payload: b"{\"provider_id\": 7}".to_vec(),
             delivered: 1,
+            msg_id: None,
         });
         let verdicts = actor.send(batch).await.unwrap();
         assert_eq!(
