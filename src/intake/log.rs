@@ -1,5 +1,5 @@
 //! What intake itself writes to the delivery log: refused deliveries (bad
-//! clientState, retired, duplicate, publish failed) and Graph lifecycle
+//! clientState, retired, publish failed), duplicates and Graph lifecycle
 //! notifications. Accepted change notifications are logged by the notification
 //! consumer, once per stream batch, not here.
 //!
@@ -143,7 +143,8 @@ impl DeliveryRecorder {
         self.write(kept);
     }
 
-    /// Logs deliveries that are not refusals (lifecycle notifications), unlimited.
+    /// Logs deliveries that are not refusals (lifecycle notifications, resends
+    /// the stream already held), unlimited.
     pub fn handled(&self, records: Vec<DeliveryRecord>) {
         self.write(records);
     }

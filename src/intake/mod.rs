@@ -162,8 +162,14 @@ pub(crate) async fn store_durably(
                     &message.msg_id,
                 ))
             })
-            .collect();
-        recorder.refused(records);
+            .collect::<Vec<_>>();
+        // A duplicate needs a real clientState: only refusals can be forged at
+        // will, so only they are rate-limited.
+        let (rejected, duplicates) = records
+            .into_iter()
+            .partition(|r| r.outcome == DeliveryOutcome::Rejected);
+        recorder.refused(rejected);
+        recorder.handled(duplicates);
     }
     stored
 }

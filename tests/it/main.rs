@@ -9,6 +9,7 @@
 
 mod admin;
 mod alerting_e2e;
+mod deliveries;
 mod demo;
 mod embedded;
 mod google;
