@@ -12,7 +12,8 @@ use crate::config::Config;
 use crate::http::span::RedactedSpan;
 use crate::http::{AppState, routes};
 use crate::intake::{
-    GoogleIntake, GraphIntake, IntakePorts, spawn_google_resync, spawn_outbox_relay,
+    DeliveryRecorder, GoogleIntake, GraphIntake, IntakePorts, spawn_google_resync,
+    spawn_outbox_relay,
 };
 use crate::providers::ByFamily;
 use crate::providers::google::{GoogleApis, GoogleConfig, PendingChannels};
@@ -344,7 +345,12 @@ impl Core {
             board.clone(),
             clock.clone(),
             Some(alerting.clone().recipient()),
-        )
+        );
+        let notification = if config.delivery_log {
+            notification.with_delivery_log(Arc::new(store.clone()))
+        } else {
+            notification
+        }
         .start();
         let webhook_consumer = bus
             .consume_webhooks(notification.clone().recipient())
@@ -451,6 +457,13 @@ impl Intake {
             routes: store.clone(),
             publisher: adapters.bus.publisher(),
             outbox: store.clone(),
+            deliveries: config.delivery_log.then(|| {
+                Arc::new(DeliveryRecorder::new(
+                    store.clone(),
+                    clock.clone(),
+                    config.delivery_log_rejected_per_minute,
+                ))
+            }),
         };
         let domain_events = adapters.bus.domain_events();
         let publish_timeout = Duration::from_millis(config.webhook_publish_timeout_ms);

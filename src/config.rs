@@ -162,6 +162,14 @@ pub struct Config {
     pub webhook_publish_timeout_ms: u64,
     /// How often the outbox relay looks for parked notifications, in milliseconds.
     pub outbox_relay_interval_ms: u64,
+    /// Keep the delivery log (`SUBKEEPER_DELIVERY_LOG`; default true): one row
+    /// per delivery a provider sent, hashes only. False writes none (the bench's
+    /// "off" side; nothing else changes).
+    pub delivery_log: bool,
+    /// Refused deliveries logged per provider per minute at most
+    /// (`SUBKEEPER_DELIVERY_LOG_REJECTED_PER_MINUTE`); past it they are only
+    /// counted, so a flood of forged traffic cannot flood the table.
+    pub delivery_log_rejected_per_minute: u32,
     /// `text` or `json` logs.
     pub log_format: String,
     /// A provider in `error` or `needs_reauth` for longer than this many minutes
@@ -281,6 +289,8 @@ impl Default for Config {
             webhook_max_body_bytes: 1024 * 1024,
             webhook_publish_timeout_ms: 1000,
             outbox_relay_interval_ms: 1000,
+            delivery_log: true,
+            delivery_log_rejected_per_minute: 60,
             alert_escalation_minutes: 60,
             mail_silence_seconds: 24 * 3600,
             calendar_silence_seconds: 7 * 24 * 3600,

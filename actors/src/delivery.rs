@@ -19,6 +19,8 @@ pub struct Delivery {
     pub payload: Vec<u8>,
     /// How many times it has been delivered, this time included (1 the first time).
     pub delivered: u64,
+    /// The de-duplication key it was published with (`Nats-Msg-Id`), if any.
+    pub msg_id: Option<String>,
 }
 
 /// What the adapter does with one message once the actor is done with it.

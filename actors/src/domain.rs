@@ -379,6 +379,71 @@ pub struct RenewalResult {
     pub duration_ms: u64,
 }
 
+wire_enum! {
+    /// What a provider delivered, as the delivery log names it.
+    DeliveryKind {
+        /// A Microsoft Graph change notification.
+        Change => "change",
+        /// A Microsoft Graph lifecycle notification (reauthorizationRequired,
+        /// subscriptionRemoved, missed).
+        Lifecycle => "lifecycle",
+        /// A Google Calendar channel message.
+        GoogleMessage => "google_message",
+        /// A Gmail push through Pub/Sub.
+        GmailPush => "gmail_push",
+    }
+}
+
+impl DeliveryKind {
+    /// What a notification to a provider of `kind` is (lifecycle notifications
+    /// are named by their own intake).
+    pub fn of(kind: ProviderKind) -> Self {
+        match kind {
+            ProviderKind::GraphMail | ProviderKind::GraphCalendar => Self::Change,
+            ProviderKind::GoogleCalendar => Self::GoogleMessage,
+            ProviderKind::Gmail => Self::GmailPush,
+        }
+    }
+}
+
+wire_enum! {
+    /// What subkeeper did with a delivery.
+    DeliveryOutcome {
+        /// Stored on the webhook stream (and so turned into a domain event).
+        Accepted => "accepted",
+        /// The stream already held it (the provider sent it again).
+        Duplicate => "duplicate",
+        /// Refused: the reason says why.
+        Rejected => "rejected",
+    }
+}
+
+wire_enum! {
+    /// Why a delivery had its outcome: the one taxonomy of the delivery log, its
+    /// API and its metric labels. A variant is never renamed.
+    DeliveryReason {
+        /// Accepted: nothing to explain.
+        Ok => "ok",
+        /// Already on the stream within its de-duplication window.
+        AlreadySeen => "already_seen",
+        /// The clientState (Graph) or channel token (Google) did not match.
+        BadClientState => "bad_client_state",
+        /// The subscription or channel id is not one of ours.
+        UnknownSubscription => "unknown_subscription",
+        /// The provider was disabled or deleted, or the subscription replaced and
+        /// stopped.
+        Retired => "retired",
+        /// Not a notification the provider's API sends.
+        Malformed => "malformed",
+        /// Larger than `SUBKEEPER_WEBHOOK_MAX_BODY_BYTES`.
+        Oversized => "oversized",
+        /// Neither the stream nor the outbox took it; the provider retries.
+        PublishFailed => "publish_failed",
+        /// The push's bearer token (Gmail via Pub/Sub) was refused.
+        Unauthenticated => "unauthenticated",
+    }
+}
+
 /// What is published on the webhook stream for each accepted notification
 /// (`{prefix}.webhook.<kind>.<tenant>.<provider>`), and what the notification actor
 /// reads back.

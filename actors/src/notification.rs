@@ -9,21 +9,26 @@
 //! providers silent (one store write), mirrors silence onto the [`HealthBoard`] and
 //! tells the alerting actor, which publishes the alert.
 //!
+//! With a delivery log, the same batch is also written to it (one write, hashes
+//! only) before anything is acknowledged; a failed write leaves the batch for
+//! redelivery, and a redelivered message is logged once.
+//!
 //! It owns no I/O: the store, the event bus and the clock are ports. It does not
 //! decide alert wording or de-duplication — that is the alerting actor's.
 
 use crate::board::HealthBoard;
 use crate::delivery::{Deliveries, Settlement, Stop, retry_delay};
 use crate::domain::{
-    DomainEvent, DomainEventType, NotificationSource, ProviderId, ProviderKind, TenantId,
-    WebhookEnvelope,
+    DeliveryKind, DeliveryOutcome, DeliveryReason, DomainEvent, DomainEventType,
+    NotificationSource, ProviderId, ProviderKind, TenantId, WebhookEnvelope,
 };
 use crate::ports::clock::SharedClock;
-use crate::ports::{DomainEventSink, NotificationStore};
-use crate::telemetry::{ActorRunning, DeliveriesSettled, MessageRejected};
+use crate::ports::{DeliveryLog, DeliveryRecord, DomainEventSink, NotificationStore};
+use crate::telemetry::{ActorRunning, DeliveriesLogged, DeliveriesSettled, MessageRejected};
 use actix::prelude::*;
 use chrono::{DateTime, TimeDelta, Utc};
 use futures_util::future::join_all;
+use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -79,6 +84,8 @@ pub struct NotificationActor {
     alerts: Option<Recipient<SilenceChanged>>,
     /// A sweep is in flight (never two at once).
     sweeping: bool,
+    /// Where accepted deliveries are logged (`None`: the delivery log is off).
+    log: Option<Arc<dyn DeliveryLog>>,
 }
 
 impl NotificationActor {
@@ -99,7 +106,14 @@ impl NotificationActor {
             clock,
             alerts,
             sweeping: false,
+            log: None,
         }
+    }
+
+    /// The same actor, writing every batch's accepted deliveries to `log`.
+    pub fn with_delivery_log(mut self, log: Arc<dyn DeliveryLog>) -> Self {
+        self.log = Some(log);
+        self
     }
 
     fn sweep(&mut self, ctx: &mut Context<Self>) {
@@ -216,6 +230,32 @@ pub fn is_replay(envelope: &WebhookEnvelope) -> bool {
         == Some("replay")
 }
 
+/// SHA-256 of `bytes`, lowercase hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The delivery log's record of an accepted notification read off the stream:
+/// the hash is of the provider's item as received (serde_json writes it back
+/// with sorted keys, so the same item always hashes the same).
+fn accepted_record(envelope: &WebhookEnvelope, msg_id: Option<&str>) -> DeliveryRecord {
+    // A `Value` displays as its compact JSON, infallibly.
+    let item = envelope.notification.to_string();
+    DeliveryRecord {
+        provider_id: envelope.provider_id,
+        tenant: envelope.tenant.clone(),
+        received_at: envelope.received_at,
+        kind: DeliveryKind::of(envelope.kind),
+        outcome: DeliveryOutcome::Accepted,
+        reason: DeliveryReason::Ok,
+        message_id: msg_id.map(str::to_owned),
+        payload_sha256: sha256_hex(item.as_bytes()),
+    }
+}
+
 /// What processing a batch produced, carried back into the actor.
 struct Processed {
     settlements: Vec<Settlement>,
@@ -223,6 +263,8 @@ struct Processed {
     recorded: Vec<ProviderId>,
     /// Silences the batch ended.
     ended: Vec<Silence>,
+    /// What was written to the delivery log.
+    logged: Vec<DeliveryRecord>,
 }
 
 impl Handler<Deliveries> for NotificationActor {
@@ -231,9 +273,17 @@ impl Handler<Deliveries> for NotificationActor {
     fn handle(&mut self, Deliveries(batch): Deliveries, _: &mut Self::Context) -> Self::Result {
         let mut settlements = vec![Settlement::Ack; batch.len()];
         let mut parsed: Vec<(usize, WebhookEnvelope, u64)> = Vec::with_capacity(batch.len());
+        let mut records: Vec<DeliveryRecord> = Vec::new();
         for (i, delivery) in batch.iter().enumerate() {
             match serde_json::from_slice::<WebhookEnvelope>(&delivery.payload) {
-                Ok(envelope) => parsed.push((i, envelope, delivery.delivered)),
+                Ok(envelope) => {
+                    // The delivery log is what the provider sent: a catch-up's
+                    // replay is not a delivery.
+                    if self.log.is_some() && !is_replay(&envelope) {
+                        records.push(accepted_record(&envelope, delivery.msg_id.as_deref()));
+                    }
+                    parsed.push((i, envelope, delivery.delivered));
+                }
                 Err(e) => {
                     MessageRejected {
                         consumer: CONSUMER,
@@ -247,14 +297,26 @@ impl Handler<Deliveries> for NotificationActor {
         }
         let store = self.store.clone();
         let events = self.events.clone();
+        let log = self.log.clone();
         let work = async move {
             let mut out = Processed {
                 settlements,
                 recorded: Vec::new(),
                 ended: Vec::new(),
+                logged: Vec::new(),
             };
             if parsed.is_empty() {
                 return out;
+            }
+            if let Some(log) = log.filter(|_| !records.is_empty()) {
+                if let Err(e) = log.record_deliveries(&records).await {
+                    tracing::warn!(error = %e, messages = parsed.len(), "cannot write the delivery log; the batch will be redelivered");
+                    for (i, _, delivered) in &parsed {
+                        out.settlements[*i] = Settlement::Retry(retry_delay(*delivered));
+                    }
+                    return out;
+                }
+                out.logged = records;
             }
             // Replays are not webhooks: they say nothing about push working.
             let seen: Vec<(ProviderId, DateTime<Utc>)> = parsed
@@ -292,6 +354,12 @@ impl Handler<Deliveries> for NotificationActor {
             out
         };
         Box::pin(work.into_actor(self).map(|out, act, _| {
+            if !out.logged.is_empty() {
+                DeliveriesLogged {
+                    records: &out.logged,
+                }
+                .emit();
+            }
             for provider in out.recorded {
                 act.board.update(provider, |e| e.silent_since = None);
             }
@@ -463,6 +531,7 @@ mod tests {
             subject: "subkeeper.webhook.graph_mail.acme.x".into(),
             payload,
             delivered: 1,
+            msg_id: None,
         }
     }
 

@@ -93,6 +93,13 @@ pub mod names {
     /// Gauge {kind}: seconds since the least recently alive provider of the kind
     /// showed it was alive (a webhook, or a catch-up or check that succeeded).
     pub const PROVIDER_FRESHNESS_OLDEST: &str = "subkeeper_provider_freshness_oldest_seconds";
+    /// Counter {kind, outcome, reason}: provider deliveries written to the
+    /// delivery log, by what became of them (reason from the one taxonomy).
+    pub const DELIVERIES_LOGGED: &str = "subkeeper_deliveries_logged_total";
+    /// Counter {reason, why}: refused deliveries not written to the log
+    /// because their provider was over its rate (`rate_limited`) or the write
+    /// failed (`write_failed`); still counted in the webhook metrics.
+    pub const DELIVERIES_NOT_LOGGED: &str = "subkeeper_deliveries_not_logged_total";
 
     /// All names, for the test that checks dashboards and rules use only these.
     pub const ALL: &[&str] = &[
@@ -129,6 +136,8 @@ pub mod names {
         CATCH_UP_CALLS,
         CATCH_UP_QUEUED,
         PROVIDER_FRESHNESS_OLDEST,
+        DELIVERIES_LOGGED,
+        DELIVERIES_NOT_LOGGED,
     ];
 }
 
@@ -169,6 +178,14 @@ pub fn describe_metrics() {
     describe_counter!(
         names::LEASE_CHANGES,
         "Providers claimed and released by this instance, and heartbeats that found its lease lapsed."
+    );
+    describe_counter!(
+        names::DELIVERIES_LOGGED,
+        "Provider deliveries written to the delivery log, by kind, outcome and reason."
+    );
+    describe_counter!(
+        names::DELIVERIES_NOT_LOGGED,
+        "Refused deliveries left out of the delivery log, by outcome and why (rate_limited, write_failed)."
     );
     describe_counter!(
         names::RENEWAL_ERRORS,
@@ -421,5 +438,46 @@ impl MessageRejected<'_> {
             error = self.error,
             "malformed stream message rejected; it will not be redelivered"
         );
+    }
+}
+
+/// Deliveries were written to the delivery log.
+pub struct DeliveriesLogged<'a> {
+    /// What was written.
+    pub records: &'a [crate::ports::DeliveryRecord],
+}
+
+impl DeliveriesLogged<'_> {
+    /// Counts them by kind, outcome and reason (bounded sets).
+    pub fn emit(&self) {
+        let mut counts: std::collections::HashMap<(&str, &str, &str), u64> =
+            std::collections::HashMap::new();
+        for r in self.records {
+            *counts
+                .entry((r.kind.as_str(), r.outcome.as_str(), r.reason.as_str()))
+                .or_default() += 1;
+        }
+        for ((kind, outcome, reason), n) in counts {
+            counter!(names::DELIVERIES_LOGGED, "kind" => kind, "outcome" => outcome, "reason" => reason)
+                .increment(n);
+        }
+    }
+}
+
+/// Refused deliveries were left out of the delivery log.
+pub struct DeliveriesNotLogged {
+    /// The reason code of the deliveries.
+    pub reason: crate::domain::DeliveryReason,
+    /// `rate_limited` or `write_failed`.
+    pub why: &'static str,
+    /// How many.
+    pub count: u64,
+}
+
+impl DeliveriesNotLogged {
+    /// Counts them; a failed write is also logged.
+    pub fn emit(&self) {
+        counter!(names::DELIVERIES_NOT_LOGGED, "reason" => self.reason.as_str(), "why" => self.why)
+            .increment(self.count);
     }
 }

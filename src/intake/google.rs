@@ -14,7 +14,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Duration;
-use subkeeper_actors::domain::ProviderKind;
+use subkeeper_actors::domain::{DeliveryKind, DeliveryOutcome, ProviderKind};
 use subkeeper_actors::ports::clock::SharedClock;
 use subkeeper_actors::ports::{DurableMessage, Route};
 
@@ -235,14 +235,14 @@ impl GoogleIntake {
         message: &ChannelMessage,
     ) -> Result<ChannelOutcome, IntakeError> {
         let route = self.channel_route(&message.channel_id).await?;
-        let verdict = match route {
+        let verdict = match &route {
             Some(r) if r.kind != ProviderKind::GoogleCalendar => Err(Dropped::UnknownSubscription),
             None => Err(Dropped::UnknownSubscription),
             Some(r) if !secrets_match(&message.token, &r.client_state) => {
                 Err(Dropped::BadClientState)
             }
             Some(r) if r.is_retired() => Err(Dropped::Retired),
-            Some(route) => Ok(route),
+            Some(route) => Ok(route.clone()),
         };
         let route = match verdict {
             Ok(route) => route,
@@ -254,6 +254,19 @@ impl GoogleIntake {
                     ids: std::slice::from_ref(&message.channel_id),
                 }
                 .emit();
+                // Ours but refused: the provider's log says so.
+                if let (Some(recorder), Some(route)) = (&self.ports.deliveries, &route)
+                    && why != Dropped::UnknownSubscription
+                {
+                    recorder.refused(vec![recorder.record(
+                        route,
+                        DeliveryKind::GoogleMessage,
+                        DeliveryOutcome::Rejected,
+                        super::log::reason_of(why),
+                        Some(message.message_id()),
+                        &message.to_json(),
+                    )]);
+                }
                 return Ok(ChannelOutcome::Dropped(why));
             }
         };
@@ -275,7 +288,7 @@ impl GoogleIntake {
             self.ports
                 .publisher
                 .webhook_subject(route.kind, &route.tenant, route.provider);
-        let (published, _) = store_durably(
+        let stored = store_durably(
             &self.ports,
             vec![DurableMessage {
                 subject,
@@ -290,7 +303,7 @@ impl GoogleIntake {
             items: 1,
         }
         .emit();
-        Ok(if published == 1 {
+        Ok(if stored.published == 1 {
             ChannelOutcome::Published
         } else {
             ChannelOutcome::Deferred
@@ -394,16 +407,15 @@ impl GoogleIntake {
                 })
             })
             .collect::<Result<Vec<_>, EncodeError>>()?;
-        let (published, deferred) =
-            store_durably(&self.ports, messages, self.publish_timeout).await?;
+        let stored = store_durably(&self.ports, messages, self.publish_timeout).await?;
         WebhooksAccepted {
             kind: "gmail",
             items: 1,
         }
         .emit();
         Ok(PushOutcome {
-            published,
-            deferred,
+            published: stored.published,
+            deferred: stored.deferred,
             unrouted: false,
         })
     }

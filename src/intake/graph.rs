@@ -12,6 +12,7 @@ use crate::telemetry::events::{WebhooksAccepted, WebhooksDropped};
 use serde_json::Value;
 use std::sync::Arc;
 use std::time::Duration;
+use subkeeper_actors::domain::{DeliveryKind, DeliveryOutcome, DeliveryReason};
 use subkeeper_actors::fleet::{FleetHandle, LifecycleSignal};
 use subkeeper_actors::ports::clock::SharedClock;
 use subkeeper_actors::ports::{DomainEventSink, DurableMessage, Route};
@@ -151,6 +152,12 @@ impl GraphIntake {
         })?;
         let mut accepted = Vec::new();
         let mut dropped = Vec::new();
+        let mut refused = Vec::new();
+        let delivery_kind = if kind_label == "microsoft_lifecycle" {
+            DeliveryKind::Lifecycle
+        } else {
+            DeliveryKind::Change
+        };
         // Reason → (items, example subscription ids): for unknown ids the first
         // (they may be forged by the thousand), for ours every distinct one up
         // to a few (a real subscription failing its check must show).
@@ -187,6 +194,19 @@ impl GraphIntake {
                     item,
                 }),
                 Err(why) => {
+                    if let (Some(recorder), Some(route)) =
+                        (&self.ports.deliveries, routes.get(&subscription_id))
+                        && why != Dropped::UnknownSubscription
+                    {
+                        refused.push(recorder.record(
+                            route,
+                            delivery_kind,
+                            DeliveryOutcome::Rejected,
+                            super::log::reason_of(why),
+                            message_id(route.provider, &item).ok(),
+                            &item,
+                        ));
+                    }
                     let cap = if why == Dropped::UnknownSubscription {
                         1
                     } else {
@@ -213,6 +233,9 @@ impl GraphIntake {
                 ids: &ids,
             }
             .emit();
+        }
+        if let Some(recorder) = &self.ports.deliveries {
+            recorder.refused(refused);
         }
         Ok((accepted, dropped))
     }
@@ -247,11 +270,10 @@ impl GraphIntake {
             })
             .collect::<Result<Vec<_>, EncodeError>>()?;
 
-        let (published, deferred) =
-            super::store_durably(&self.ports, messages, self.publish_timeout).await?;
+        let stored = super::store_durably(&self.ports, messages, self.publish_timeout).await?;
         let outcome = IntakeOutcome {
-            published,
-            deferred,
+            published: stored.published,
+            deferred: stored.deferred,
             dropped,
         };
         let accepted = outcome.published + outcome.deferred;
@@ -273,6 +295,23 @@ impl GraphIntake {
             dropped,
             ..LifecycleOutcome::default()
         };
+        if let Some(recorder) = &self.ports.deliveries {
+            recorder.handled(
+                accepted
+                    .iter()
+                    .map(|a| {
+                        recorder.record(
+                            &a.route,
+                            DeliveryKind::Lifecycle,
+                            DeliveryOutcome::Accepted,
+                            DeliveryReason::Ok,
+                            message_id(a.route.provider, &a.item).ok(),
+                            &a.item,
+                        )
+                    })
+                    .collect(),
+            );
+        }
         for a in accepted {
             let event = a
                 .item

@@ -9,11 +9,13 @@
 
 mod google;
 mod graph;
+mod log;
 mod outbox;
 mod resync;
 
 pub use google::{ChannelMessage, ChannelOutcome, GoogleIntake, PushAuth, PushOutcome};
 pub use graph::{GraphIntake, IntakeError, IntakeOutcome, LifecycleOutcome};
+pub use log::DeliveryRecorder;
 pub use outbox::spawn_outbox_relay;
 pub use resync::{publish_resync, spawn_google_resync};
 
@@ -26,6 +28,7 @@ use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use subkeeper_actors::domain::ProviderId;
+use subkeeper_actors::domain::{DeliveryOutcome, DeliveryReason};
 pub use subkeeper_actors::domain::{DomainEvent, WebhookEnvelope};
 use subkeeper_actors::ports::{
     DurableMessage, IntakeStore, Outbox, Route, StoreError, WebhookPublisher,
@@ -41,6 +44,20 @@ pub struct IntakePorts {
     pub publisher: Arc<dyn WebhookPublisher>,
     /// Where notifications wait while the bus does not acknowledge them.
     pub outbox: Arc<dyn Outbox>,
+    /// Where refused deliveries and lifecycle notifications are logged (`None`:
+    /// the delivery log is off).
+    pub deliveries: Option<Arc<DeliveryRecorder>>,
+}
+
+/// What [`store_durably`] did with a request's messages.
+#[derive(Debug, Default)]
+pub(crate) struct Stored {
+    /// Published to the stream (duplicates included).
+    pub published: usize,
+    /// Parked in the outbox.
+    pub deferred: usize,
+    /// Indices of the messages the stream already held.
+    pub duplicates: Vec<usize>,
 }
 
 /// Why a notification item was not published.
@@ -110,28 +127,78 @@ pub fn message_id<T: Serialize + ?Sized>(
 }
 
 /// Publishes messages to the webhook stream, parking those it does not
-/// acknowledge within `timeout` in the outbox. Returns how many were published and
-/// how many deferred; `Unavailable` when neither took them (the provider must
-/// retry).
+/// acknowledge within `timeout` in the outbox. Returns how many were published
+/// (and which of them the stream already held) and how many deferred;
+/// `Unavailable` when neither took them (the provider must retry).
 pub(crate) async fn store_durably(
     ports: &IntakePorts,
     messages: Vec<DurableMessage>,
     timeout: Duration,
-) -> Result<(usize, usize), graph::IntakeError> {
+) -> Result<Stored, graph::IntakeError> {
+    let stored = publish_or_park(ports, &messages, timeout).await;
+    if let Some(recorder) = &ports.deliveries {
+        // The rare paths: a resend the stream already held, or nothing took the
+        // request (the provider retries it). Their envelopes are read back
+        // rather than kept on the common path.
+        let refused: Vec<(usize, DeliveryOutcome, DeliveryReason)> = match &stored {
+            Ok(stored) => stored
+                .duplicates
+                .iter()
+                .map(|i| (*i, DeliveryOutcome::Duplicate, DeliveryReason::AlreadySeen))
+                .collect(),
+            Err(_) => (0..messages.len())
+                .map(|i| (i, DeliveryOutcome::Rejected, DeliveryReason::PublishFailed))
+                .collect(),
+        };
+        let records = refused
+            .into_iter()
+            .filter_map(|(i, outcome, reason)| {
+                let message = messages.get(i)?;
+                let envelope: WebhookEnvelope = serde_json::from_slice(&message.payload).ok()?;
+                Some(DeliveryRecorder::envelope_record(
+                    &envelope,
+                    outcome,
+                    reason,
+                    &message.msg_id,
+                ))
+            })
+            .collect::<Vec<_>>();
+        // A duplicate needs a real clientState: only refusals can be forged at
+        // will, so only they are rate-limited.
+        let (rejected, duplicates) = records
+            .into_iter()
+            .partition(|r| r.outcome == DeliveryOutcome::Rejected);
+        recorder.refused(rejected);
+        recorder.handled(duplicates);
+    }
+    stored
+}
+
+/// [`store_durably`] without the delivery log.
+async fn publish_or_park(
+    ports: &IntakePorts,
+    messages: &[DurableMessage],
+    timeout: Duration,
+) -> Result<Stored, graph::IntakeError> {
     let acks = join_all(
         messages
             .iter()
             .map(|message| ports.publisher.publish_durable(message, timeout)),
     )
     .await;
-    let mut published = 0;
+    let mut stored = Stored::default();
     let mut deferred = Vec::new();
-    for (message, ack) in messages.into_iter().zip(acks) {
+    for (i, (message, ack)) in messages.iter().zip(acks).enumerate() {
         match ack {
-            Ok(()) => published += 1,
+            Ok(duplicate) => {
+                stored.published += 1;
+                if duplicate {
+                    stored.duplicates.push(i);
+                }
+            }
             Err(e) => {
                 tracing::warn!(subject = %message.subject, error = %e, "the bus did not acknowledge; using the outbox");
-                deferred.push(message);
+                deferred.push(message.clone());
             }
         }
     }
@@ -141,7 +208,8 @@ pub(crate) async fn store_durably(
         tracing::error!(error = %e, "neither the bus nor the outbox took webhook notifications; the provider will retry");
         return Err(graph::IntakeError::Unavailable);
     }
-    Ok((published, deferred.len()))
+    stored.deferred = deferred.len();
+    Ok(stored)
 }
 
 /// Constant-time equality of two secrets.

@@ -55,7 +55,7 @@ async fn relay_once(ports: &IntakePorts, timeout: Duration) -> usize {
             .publish_durable(&entry.message, timeout)
             .await
         {
-            Ok(()) => done.push(entry.id),
+            Ok(_) => done.push(entry.id),
             Err(e) => {
                 // The bus is still down: keep order, try again next round.
                 let _ = ports.outbox.failed(entry.id, &e.to_string()).await;

@@ -5,6 +5,7 @@
 //! It implements the core's `LifecycleStore` (`lifecycle.rs`), `NotificationStore`
 //! and `AlertStore` (`notification.rs`), the intake ports `IntakeStore` and
 //! `Outbox` (`intake.rs`), the credentials ports (`credentials.rs`), the
+//! `DeliveryLog` (`deliveries.rs`), the
 //! `AdminStore` behind the admin API and the operator CLI (`admin.rs`) and the
 //! in-process bus's `StreamLog` (`stream.rs`). Every query that takes a tenant or
 //! provider from outside is scoped by tenant. Timestamps come from the caller's
@@ -17,6 +18,7 @@
 mod admin;
 mod catchup;
 mod credentials;
+mod deliveries;
 mod intake;
 mod leases;
 mod lifecycle;

@@ -689,6 +689,7 @@ async fn messages_on_a_channel_still_being_opened_are_routed_by_its_pending_open
             routes: routes.clone(),
             publisher: bus.publisher(),
             outbox: routes,
+            deliveries: None,
         },
         clock,
         Duration::from_secs(2),

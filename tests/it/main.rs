@@ -10,6 +10,7 @@
 mod admin;
 mod alerting_e2e;
 mod catchup;
+mod deliveries;
 mod demo;
 mod embedded;
 mod google;

@@ -629,6 +629,7 @@ mod tests {
                     subject: "subkeeper.renewal.acme.x".into(),
                     payload: serde_json::to_vec(r).unwrap(),
                     delivered: 1,
+                    msg_id: None,
                 })
                 .collect(),
         )
@@ -772,6 +773,7 @@ mod tests {
             subject: "subkeeper.renewal.acme.x".into(),
             payload: b"{\"provider_id\": 7}".to_vec(),
             delivered: 1,
+            msg_id: None,
         });
         let verdicts = actor.send(batch).await.unwrap();
         assert_eq!(

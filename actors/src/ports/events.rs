@@ -61,12 +61,13 @@ pub struct DurableMessage {
 #[async_trait]
 pub trait WebhookPublisher: Send + Sync + 'static {
     /// Publishes `message` and waits, at most `timeout`, until the stream has
-    /// stored it; an error means it may not be stored.
+    /// stored it; an error means it may not be stored. `Ok(true)`: the stream
+    /// already held a message with its id (nothing new was stored).
     async fn publish_durable(
         &self,
         message: &DurableMessage,
         timeout: std::time::Duration,
-    ) -> Result<(), PublishError>;
+    ) -> Result<bool, PublishError>;
 
     /// The subject of accepted notifications of one provider.
     fn webhook_subject(

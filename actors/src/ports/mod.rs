@@ -1,7 +1,7 @@
 //! The ports: the traits through which the core and the HTTP layer reach the
 //! world, one file per family — provider APIs (`api`), the lifecycle,
 //! notification and alert store (`store`), webhook routing and the outbox
-//! (`intake`), ownership leases across instances (`leases`), OAuth credentials (`credentials`), the admin reads and writes
+//! (`intake`), ownership leases across instances (`leases`), OAuth credentials (`credentials`), the delivery log (`deliveries`), the admin reads and writes
 //! (`admin`), the event bus (`events`), the durable streams of the in-process bus
 //! (`stream`) and time (`clock`). Adapters in
 //! the `subkeeper` crate implement them (reqwest, sqlx, async-nats); `memory` has
@@ -14,6 +14,7 @@ mod admin;
 mod api;
 pub mod clock;
 mod credentials;
+mod deliveries;
 mod events;
 mod intake;
 mod leases;
@@ -32,6 +33,7 @@ pub use credentials::{
     CredentialSource, GRAPH_DEFAULT_SCOPE, GRAPH_DELEGATED_SCOPE, MailboxWatchers,
     OAuthCredentials, OAuthFlow, UnknownFlow,
 };
+pub use deliveries::{DeliveryCursor, DeliveryLog, DeliveryRecord, DeliveryView};
 pub use events::{
     AlertSink, DomainEventSink, DurableMessage, EventSink, PublishError, WebhookPublisher,
 };

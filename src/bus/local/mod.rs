@@ -239,6 +239,7 @@ impl LocalBus {
                 subject: m.subject.clone(),
                 payload: m.payload.clone(),
                 delivered: m.delivered,
+                msg_id: m.msg_id.clone(),
             })
             .collect();
         let verdicts = match to.send(Deliveries(deliveries)).await {
@@ -378,7 +379,7 @@ impl WebhookPublisher for LocalBus {
         &self,
         message: &DurableMessage,
         timeout: Duration,
-    ) -> Result<(), PublishError> {
+    ) -> Result<bool, PublishError> {
         let stream = self.inner.topology.webhook_stream();
         let append = self.append(
             &stream,
@@ -388,7 +389,7 @@ impl WebhookPublisher for LocalBus {
             Some(Consumer::Notifications),
         );
         match tokio::time::timeout(timeout, append).await {
-            Ok(Ok(_)) => Ok(()),
+            Ok(Ok(duplicate)) => Ok(duplicate),
             Ok(Err(e)) => Err(unavailable(e)),
             Err(_) => Err(PublishError::Timeout(format!(
                 "the store did not take the notification within {} ms",

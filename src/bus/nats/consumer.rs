@@ -244,6 +244,11 @@ async fn settle(to: &Recipient<Deliveries>, batch: Vec<jetstream::Message>) {
                 .ok()
                 .and_then(|i| u64::try_from(i.delivered).ok())
                 .unwrap_or(1),
+            msg_id: m
+                .headers
+                .as_ref()
+                .and_then(|h| h.get(async_nats::header::NATS_MESSAGE_ID))
+                .map(|v| v.as_str().to_owned()),
         })
         .collect();
     let verdicts = match to.send(Deliveries(deliveries)).await {

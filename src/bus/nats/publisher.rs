@@ -17,7 +17,7 @@ impl WebhookPublisher for NatsBus {
         &self,
         message: &DurableMessage,
         timeout: Duration,
-    ) -> Result<(), PublishError> {
+    ) -> Result<bool, PublishError> {
         let subject = message.subject.as_str();
         let stream = self.topology.webhook_stream();
         // Disconnected: fail now so the request answers from the outbox in time.
@@ -59,7 +59,7 @@ impl WebhookPublisher for NatsBus {
                     duplicate: ack.duplicate,
                 }
                 .emit();
-                Ok(())
+                Ok(ack.duplicate)
             }
             Ok(Err(e)) => Err(failed(e)),
             Err(_) => Err(failed(PublishError::Timeout(format!(
