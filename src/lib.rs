@@ -20,6 +20,7 @@ pub mod providers;
 pub mod secrets;
 pub mod store;
 pub mod telemetry;
+pub mod tokens;
 
 pub use app::{RunError, RunOptions, Running, run, run_with};
 pub use config::Config;

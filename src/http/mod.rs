@@ -5,7 +5,9 @@
 //! refusals too, and bodies are read through [`error::Body`] for that reason.
 
 mod admin;
+pub mod auth;
 mod error;
+pub mod page;
 mod probes;
 pub mod span;
 mod webhooks;

@@ -21,4 +21,5 @@ mod secrets;
 mod series_budget;
 mod startup;
 mod support;
+mod tokens;
 mod webhooks;
