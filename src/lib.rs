@@ -14,6 +14,7 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod embedded;
+pub mod housekeeping;
 pub mod http;
 pub mod intake;
 pub mod providers;

@@ -79,6 +79,12 @@ pub mod names {
     /// over, or left at shutdown), and heartbeats that found the lease had
     /// `lapsed`.
     pub const LEASE_CHANGES: &str = "subkeeper_lease_changes_total";
+    /// Counter {table}: rows the retention job deleted for age
+    /// (`renewal_attempts`, `audit`).
+    pub const RETENTION_ROWS_REMOVED: &str = "subkeeper_retention_rows_removed_total";
+    /// Counter {step}: tenant offboardings `started` (asked for) and `finished`
+    /// (every row of the tenant gone).
+    pub const TENANT_OFFBOARDINGS: &str = "subkeeper_tenant_offboardings_total";
 
     /// All names, for the test that checks dashboards and rules use only these.
     pub const ALL: &[&str] = &[
@@ -110,6 +116,8 @@ pub mod names {
         PROVIDER_REQUESTS_HELD,
         FLEET_INSTANCES,
         LEASE_CHANGES,
+        RETENTION_ROWS_REMOVED,
+        TENANT_OFFBOARDINGS,
     ];
 }
 
@@ -130,6 +138,14 @@ pub fn describe_metrics() {
     describe_counter!(
         names::LEASE_CHANGES,
         "Providers claimed and released by this instance, and heartbeats that found its lease lapsed."
+    );
+    describe_counter!(
+        names::RETENTION_ROWS_REMOVED,
+        "Rows the retention job deleted because they were older than their table's configured age."
+    );
+    describe_counter!(
+        names::TENANT_OFFBOARDINGS,
+        "Tenant offboardings started (asked for) and finished (every row of the tenant removed)."
     );
     describe_counter!(
         names::RENEWAL_ERRORS,

@@ -44,6 +44,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         )
         .route("/tenants/{tenant}/renew", web::post().to(renew_tenant))
         .route("/tenants/{tenant}/audit", web::get().to(audit_log))
+        .route("/tenants/{tenant}", web::delete().to(offboard))
         .route("/tokens", web::post().to(create_token))
         .route("/tokens", web::get().to(list_tokens))
         .route("/tokens/{id}", web::delete().to(revoke_token));
@@ -398,4 +399,46 @@ async fn revoke_token(
         .ok_or_else(not_found)?;
     tracing::info!(tenant = %view.tenant, token_id = %view.id, "tenant token revoked");
     Ok(HttpResponse::Ok().json(view))
+}
+
+/// `DELETE /tenants/{tenant}` query: the tenant id again, so a slip of the
+/// keyboard cannot offboard a tenant.
+#[derive(Deserialize)]
+struct OffboardQuery {
+    confirm: Option<String>,
+}
+
+/// Offboards a tenant (admin only): revokes its tokens now, then the
+/// housekeeping job retires its providers (their subscriptions deleted at the
+/// providers, through the fleet), and removes its rows in batches, dependents
+/// first; one audit record is kept. Idempotent: asking again resumes.
+async fn offboard(
+    principal: Principal,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    query: web::Query<OffboardQuery>,
+) -> Result<HttpResponse, HttpError> {
+    let tenant = tenant(&principal, &path)?;
+    principal.require_admin()?;
+    if query.confirm.as_deref() != Some(tenant.as_str()) {
+        return Err(HttpError::BadRequest(format!(
+            "offboarding removes every provider, subscription, token and row of tenant {tenant}: repeat the tenant id as ?confirm={tenant}"
+        )));
+    }
+    let request = format!("DELETE /api/v1/tenants/{tenant}?confirm={tenant}");
+    state
+        .admin
+        .begin_offboarding(&tenant, &principal.audit(request.as_bytes()))
+        .await?;
+    crate::telemetry::events::TenantOffboarding {
+        tenant: tenant.as_str(),
+        step: "started",
+    }
+    .emit();
+    state.housekeeping.wake();
+    Ok(HttpResponse::Accepted().json(serde_json::json!({
+        "tenant": tenant,
+        "status": "offboarding",
+        "message": "tokens revoked; providers are being retired (subscriptions deleted at the providers), then every row of the tenant is removed; the audit keeps one record (action tenant.offboard, outcome ok once finished)",
+    })))
 }

@@ -46,6 +46,8 @@ pub struct AppState {
     pub graph_intake: GraphIntake,
     /// Google Calendar and Gmail intake.
     pub google_intake: GoogleIntake,
+    /// Wakes the housekeeping job (an offboarding was asked for).
+    pub housekeeping: crate::housekeeping::HousekeepingHandle,
 }
 
 /// Registers every route on an actix-web app.

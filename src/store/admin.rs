@@ -761,16 +761,18 @@ impl AdminStore for Store {
                 .execute(&mut *tx)
                 .await
                 .map_err(db)?;
-            // One record of it, however often it is asked for or resumed.
-            let recorded: Option<i64> = sqlx::query_scalar(
-                "SELECT id FROM audit_log WHERE tenant_id = $1 AND action = $2 AND outcome = 'in_progress'",
+            // One record of it, however often it is asked for or resumed: a
+            // repeat reopens the record it left.
+            let reopened = sqlx::query(
+                "UPDATE audit_log SET outcome = 'in_progress' WHERE tenant_id = $1 AND action = $2",
             )
             .bind(tenant.as_str())
             .bind(OFFBOARD_ACTION)
-            .fetch_optional(&mut *tx)
+            .execute(&mut *tx)
             .await
-            .map_err(db)?;
-            if recorded.is_none() {
+            .map_err(db)?
+            .rows_affected();
+            if reopened == 0 {
                 sqlx::query(
                     "INSERT INTO audit_log (tenant_id, at, actor, action, target, outcome, request_hash) \
                      VALUES ($1, $2, $3, $4, $1, 'in_progress', $5)",

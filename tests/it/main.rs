@@ -12,6 +12,7 @@ mod alerting_e2e;
 mod demo;
 mod embedded;
 mod google;
+mod housekeeping;
 mod lifecycle;
 mod logs;
 mod monitoring;

@@ -91,7 +91,11 @@ pub fn tenant_routes(tenant: &str, id: &str) -> Vec<(Method, String, Option<Valu
         (Method::POST, format!("{p}/renew"), None),
         (Method::POST, format!("/tenants/{tenant}/renew"), None),
         (Method::GET, format!("/tenants/{tenant}/audit"), None),
-        // (offboarding joins this list with its route)
+        (
+            Method::DELETE,
+            format!("/tenants/{tenant}?confirm={tenant}"),
+            None,
+        ),
     ]
 }
 
@@ -106,6 +110,7 @@ fn admin_routes(token_id: &str) -> Vec<(Method, String, Option<Value>)> {
         (Method::GET, "/tokens".into(), None),
         (Method::GET, "/tokens?tenant=acme".into(), None),
         (Method::DELETE, format!("/tokens/{token_id}"), None),
+        (Method::DELETE, "/tenants/acme?confirm=acme".into(), None),
     ]
 }
 
