@@ -17,6 +17,7 @@ mod lifecycle;
 mod logs;
 mod monitoring;
 mod nats;
+mod pagination;
 mod pipeline;
 mod secrets;
 mod series_budget;
