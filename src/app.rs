@@ -9,6 +9,7 @@ use crate::bus::{
     StreamLimits, Topology,
 };
 use crate::config::Config;
+use crate::housekeeping::{Housekeeping, HousekeepingHandle, HousekeepingSettings};
 use crate::http::span::RedactedSpan;
 use crate::http::{AppState, routes};
 use crate::intake::{
@@ -121,6 +122,14 @@ pub async fn run_with(
             bus: adapters.bus.clone(),
         });
     }
+    let housekeeping = HousekeepingHandle::default();
+    let housekeeping_task = Housekeeping::new(
+        Arc::new(adapters.store.clone()),
+        core.fleet.clone(),
+        clock.clone(),
+        HousekeepingSettings::from_config(&config),
+    )
+    .spawn(&housekeeping);
     let intake = Intake::start(&config, &adapters, &core, clock);
     let draining = Arc::new(AtomicBool::new(false));
     let state = AppState {
@@ -133,6 +142,7 @@ pub async fn run_with(
         bus: adapters.bus.clone(),
         graph_intake: intake.graph.clone(),
         google_intake: intake.google.clone(),
+        housekeeping,
     };
     let deadline = Duration::from_secs(config.shutdown_timeout_seconds);
     let drain = Duration::from_secs(config.shutdown_drain_seconds);
@@ -152,6 +162,8 @@ pub async fn run_with(
         tokio::time::sleep(drain).await;
     };
     let served = serve(state, listener, shutdown, deadline).await;
+    // Every step it takes is a complete statement; the next start resumes.
+    housekeeping_task.abort();
     // When the server stopped by itself (no signal), the whole deadline is left.
     let left = signalled
         .get()

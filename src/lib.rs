@@ -14,12 +14,14 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod embedded;
+pub mod housekeeping;
 pub mod http;
 pub mod intake;
 pub mod providers;
 pub mod secrets;
 pub mod store;
 pub mod telemetry;
+pub mod tokens;
 
 pub use app::{RunError, RunOptions, Running, run, run_with};
 pub use config::Config;
