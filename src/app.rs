@@ -210,9 +210,10 @@ impl Adapters {
         };
         let keyring = crate::cli::keyring(config, true)
             .map_err(|e| RunError::SecretKeys(format!("{e:#}")))?;
-        let store = Store::open(
+        let store = Store::open_with(
             &location,
             config.database_max_connections,
+            Duration::from_secs(config.database_acquire_timeout_seconds),
             clock.clone(),
             IfMissing::Create,
         )

@@ -36,6 +36,9 @@ pub struct Config {
     pub database_url: String,
     /// Postgres pool size (connections). The embedded store uses one.
     pub database_max_connections: u32,
+    /// How long a store call waits for a free Postgres connection before it
+    /// fails as a timeout, in seconds (`SUBKEEPER_DATABASE_ACQUIRE_TIMEOUT_SECONDS`).
+    pub database_acquire_timeout_seconds: u64,
     /// Directory of the embedded store and of the admin token generated for it
     /// (`SUBKEEPER_DATA_DIR`; default `$XDG_DATA_HOME/subkeeper`, else
     /// `~/.local/share/subkeeper`). Created when missing.
@@ -264,6 +267,7 @@ impl Default for Config {
         Self {
             database_url: String::new(),
             database_max_connections: 10,
+            database_acquire_timeout_seconds: 30,
             data_dir: default_data_dir(),
             nats_url: String::new(),
             nats_subject_prefix: "subkeeper".into(),
@@ -404,6 +408,9 @@ impl Config {
         }
         if self.failure_threshold == 0 {
             return bad("SUBKEEPER_FAILURE_THRESHOLD must be at least 1".into());
+        }
+        if self.database_acquire_timeout_seconds == 0 {
+            return bad("SUBKEEPER_DATABASE_ACQUIRE_TIMEOUT_SECONDS must be at least 1".into());
         }
         if self.renewal_concurrency == 0 {
             return bad("SUBKEEPER_RENEWAL_CONCURRENCY must be at least 1".into());

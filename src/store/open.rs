@@ -21,8 +21,10 @@ pub static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrat
 /// How long a statement waits for a SQLite file another connection is writing.
 const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// How long a caller waits for a free Postgres connection.
-const POSTGRES_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a caller waits for a free Postgres connection unless the caller
+/// says otherwise ([`Store::open_with`]; the service takes
+/// `database_acquire_timeout_seconds`).
+pub const DEFAULT_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Where the store lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -137,10 +139,29 @@ impl Store {
         clock: SharedClock,
         if_missing: IfMissing,
     ) -> Result<Self, OpenError> {
+        Self::open_with(
+            location,
+            max_connections,
+            DEFAULT_ACQUIRE_TIMEOUT,
+            clock,
+            if_missing,
+        )
+        .await
+    }
+
+    /// [`Store::open`] whose Postgres callers wait up to `acquire_timeout` for a
+    /// free connection.
+    pub async fn open_with(
+        location: &Location,
+        max_connections: u32,
+        acquire_timeout: Duration,
+        clock: SharedClock,
+        if_missing: IfMissing,
+    ) -> Result<Self, OpenError> {
         let db = match location {
-            Location::Postgres(url) => {
-                Db::Postgres(open_postgres(url, max_connections, if_missing).await?)
-            }
+            Location::Postgres(url) => Db::Postgres(
+                open_postgres(url, max_connections, acquire_timeout, if_missing).await?,
+            ),
             Location::Sqlite(path) => Db::Sqlite(open_sqlite(path, if_missing).await?),
         };
         Ok(Self {
@@ -161,16 +182,24 @@ impl Store {
     }
 }
 
+/// Opens the pool. Every connection plans each statement for the values it is
+/// run with (`plan_cache_mode = force_custom_plan`): a generic plan cached
+/// while a table was nearly empty would otherwise stay in use once it holds
+/// 100,000 rows (measured: a partial-index scan of 10.7 ms instead of 0.04 ms
+/// per attempt). Replanning the short statements here costs microseconds.
 async fn open_postgres(
     url: &str,
     max_connections: u32,
+    acquire_timeout: Duration,
     if_missing: IfMissing,
 ) -> Result<sqlx::PgPool, OpenError> {
-    let options = PgConnectOptions::from_str(url).map_err(OpenError::Url)?;
+    let options = PgConnectOptions::from_str(url)
+        .map_err(OpenError::Url)?
+        .options([("plan_cache_mode", "force_custom_plan")]);
     let pool_options = || {
         PgPoolOptions::new()
             .max_connections(max_connections)
-            .acquire_timeout(POSTGRES_ACQUIRE_TIMEOUT)
+            .acquire_timeout(acquire_timeout)
     };
     match pool_options().connect_with(options.clone()).await {
         Ok(pool) => Ok(pool),

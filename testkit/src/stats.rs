@@ -21,12 +21,12 @@ impl Distribution {
         Self(Histogram::new(3).unwrap_or_else(|e| panic!("histogram with 3 digits: {e}")))
     }
 
-    /// Records one value.
+    /// Records one value. The histogram grows to hold it: `saturating_record`
+    /// alone clamps to the range the histogram had (it does not auto-resize),
+    /// which turned every lag above the first few values into the same number.
     pub fn record(&mut self, value: u64) {
-        // `record` grows the range; `saturating_record` never does (it clamps to
-        // the initial range of 1..=2, which made every percentile 1 or 2), so it is
-        // only the fallback for values beyond what the histogram can ever track.
         if self.0.record(value).is_err() {
+            // Only beyond what a u64 histogram can grow to: keep it, clamped.
             self.0.saturating_record(value);
         }
     }
@@ -64,21 +64,46 @@ mod tests {
     use super::Distribution;
 
     #[test]
-    fn percentiles_follow_the_recorded_values_whatever_their_range() {
+    fn percentiles_keep_values_of_any_range() {
         let mut d = Distribution::new();
-        assert_eq!(d.percentile(50.0), None);
-        for v in 1..=1_000u64 {
-            d.record(v * 1_000_000); // up to 10⁹: beyond any fixed small range
+        for v in 1..=1000u64 {
+            d.record(v * 1_000_000);
         }
+        assert_eq!(d.len(), 1000);
         let p50 = d.percentile(50.0).unwrap();
-        let p99 = d.percentile(99.0).unwrap();
-        assert!((499_000_000..=501_000_000).contains(&p50), "p50 {p50}");
-        assert!((989_000_000..=991_000_000).contains(&p99), "p99 {p99}");
-        assert!(d.percentile(100.0).unwrap() >= 999_000_000);
-        let mut other = Distribution::new();
-        other.record(7);
-        d.merge(&other);
-        assert_eq!(d.len(), 1_001);
-        assert_eq!(d.percentile(0.0), Some(7));
+        assert!(
+            (499_000_000..=501_000_000).contains(&p50),
+            "p50 of 1e6..1e9 is {p50}"
+        );
+        let max = d.percentile(100.0).unwrap();
+        assert!((999_000_000..=1_001_000_000).contains(&max), "max is {max}");
+        assert!(
+            (d.mean() - 500_500_000.0).abs() < 1_000_000.0,
+            "mean {}",
+            d.mean()
+        );
+    }
+
+    #[test]
+    fn small_values_and_zero_are_not_lost() {
+        let mut d = Distribution::new();
+        for v in [0u64, 0, 1, 2, 3, 1000, 250_000] {
+            d.record(v);
+        }
+        assert_eq!(d.percentile(0.0), Some(0));
+        assert_eq!(d.percentile(50.0), Some(2));
+        let max = d.percentile(100.0).unwrap();
+        assert!((249_900..=250_200).contains(&max), "max is {max}");
+    }
+
+    #[test]
+    fn merging_adds_what_the_other_recorded() {
+        let (mut a, mut b) = (Distribution::new(), Distribution::new());
+        a.record(10);
+        b.record(5_000_000);
+        a.merge(&b);
+        assert_eq!(a.len(), 2);
+        assert!(a.percentile(100.0).unwrap() >= 4_990_000);
+        assert!(Distribution::new().percentile(50.0).is_none());
     }
 }
