@@ -720,6 +720,7 @@ async fn publish_replay(
         .replays
         .publish_durable(&message, PUBLISH_TIMEOUT)
         .await
+        .map(|_duplicate| ())
         .map_err(|e| format!("replay not published: {e}"))
 }
 
