@@ -118,6 +118,8 @@ fn replays<'a>(stream: &'a [Stored], provider: &str) -> Vec<&'a Stored> {
 }
 
 on_both_backends!(
+    changes_made_while_the_service_was_down_reach_the_bus_once_as_replays_then_caught_up,
+    a_change_seen_by_webhook_and_by_a_catch_up_is_told_apart_and_replays_are_stored_once,
     dropped_webhooks_are_found_replayed_once_alerted_and_the_subscription_recreated,
     a_quiet_provider_is_checked_stays_healthy_and_its_freshness_advances,
     an_expired_cursor_on_every_family_becomes_resync_required_with_a_fresh_cursor,
@@ -131,6 +133,17 @@ async fn dropped_webhooks_are_found_replayed_once_alerted_and_the_subscription_r
         .subscribe(format!("{}.event.>", h.bus().subject_prefix))
         .await;
     let providers = four_providers(&h).await;
+    // Settled: each provider's first silence check has found it quiet (the
+    // catch-ups of its registration are behind it).
+    for (kind, id, _) in &providers {
+        events
+            .wait_for(&format!("{kind} quiet"), WAIT, |e| {
+                e["type"] == "caught_up"
+                    && e["provider_id"] == id.as_str()
+                    && e["window"]["trigger"] == "silence_check"
+            })
+            .await;
+    }
     let mut subscriptions = HashMap::new();
     for (_, id, feed) in &providers {
         let view = h.provider("acme", id).await;
@@ -356,5 +369,171 @@ async fn an_expired_cursor_on_every_family_becomes_resync_required_with_a_fresh_
             .count();
         assert_eq!(resyncs, 1, "{kind}");
     }
+    h.stop().await;
+}
+
+/// Items `item` of `provider` on the webhook stream, replays only.
+fn replays_of(stream: &[Stored], provider: &str, item: &str) -> usize {
+    replays(stream, provider)
+        .iter()
+        .filter(|m| m.body["notification"]["itemId"] == item)
+        .count()
+}
+
+async fn changes_made_while_the_service_was_down_reach_the_bus_once_as_replays_then_caught_up(
+    backend: Backend,
+) {
+    let mut h = Harness::start_on_sim_clock(backend, |c| {
+        c.catch_up_sweep_seconds = 1;
+        c.catch_up_retry_seconds = 1;
+    })
+    .await;
+    let providers = four_providers(&h).await;
+    let events = h
+        .subscribe(format!("{}.event.>", h.bus().subject_prefix))
+        .await;
+    h.stop_service().await;
+    // Four hours pass at the providers while subkeeper is down; every feed
+    // changes twice an hour (nothing can deliver their webhooks).
+    let mut made: Vec<(String, String)> = Vec::new();
+    for hour in 0..4 {
+        h.sim.advance(chrono::TimeDelta::hours(1));
+        for (_, id, feed) in &providers {
+            for n in 0..2 {
+                let item = format!("gap-{hour}-{n}-{id}");
+                h.sim
+                    .make_change(
+                        ChangeRequest::new(feed.clone(), ChangeType::Created).item(item.clone()),
+                    )
+                    .await
+                    .unwrap();
+                made.push((id.clone(), item));
+            }
+        }
+    }
+    h.start_service().await;
+    for (kind, id, _) in &providers {
+        let (_, caught_up) = events
+            .wait_for(&format!("{kind} caught_up after the restart"), WAIT, |e| {
+                e["type"] == "caught_up"
+                    && e["provider_id"] == id.as_str()
+                    && e["window"]["trigger"] == "startup"
+            })
+            .await;
+        // Every change of the gap was on the stream before `caught_up`.
+        let stream = h.webhook_stream().await;
+        for (p, item) in made.iter().filter(|(p, _)| p == id) {
+            assert_eq!(
+                replays_of(&stream, p, item),
+                1,
+                "{kind}: {item} not replayed exactly once before {caught_up:#}"
+            );
+        }
+        assert_eq!(caught_up["window"]["changes"], 8, "{kind}: {caught_up:#}");
+        let from = caught_up["window"]["from"].as_str().unwrap();
+        let to = caught_up["window"]["to"].as_str().unwrap();
+        let hours = (chrono::DateTime::parse_from_rfc3339(to).unwrap()
+            - chrono::DateTime::parse_from_rfc3339(from).unwrap())
+        .num_hours();
+        assert!(
+            hours >= 4,
+            "{kind}: the window covers the gap: {caught_up:#}"
+        );
+    }
+    // Downstream gets one change event per replay, marked as such.
+    for (id, item) in &made {
+        events
+            .wait_for(&format!("the replayed {item}"), WAIT, |e| {
+                e["provider_id"] == id.as_str()
+                    && e["source"] == "replay"
+                    && e["item_id"] == item.as_str()
+            })
+            .await;
+    }
+    h.stop().await;
+}
+
+async fn a_change_seen_by_webhook_and_by_a_catch_up_is_told_apart_and_replays_are_stored_once(
+    backend: Backend,
+) {
+    let mut h = Harness::start_on_sim_clock(backend, |c| {
+        c.catch_up_sweep_seconds = 1;
+        c.catch_up_retry_seconds = 1;
+    })
+    .await;
+    let providers = four_providers(&h).await;
+    let (_, mail, feed) = providers[0].clone();
+    let provider = ProviderId(uuid(&mail));
+    let events = h
+        .subscribe(format!("{}.event.>", h.bus().subject_prefix))
+        .await;
+    // Announced: it arrives as a webhook.
+    h.sim
+        .make_change(ChangeRequest::new(feed.clone(), ChangeType::Created).item("both-ways"))
+        .await
+        .unwrap();
+    events
+        .wait_for("the webhook", WAIT, |e| {
+            e["provider_id"] == mail.as_str() && e["source"] == "webhook"
+        })
+        .await;
+    let (before, _) = h.store().catch_up_state(provider).await.unwrap();
+    // A restart an hour later catches up and finds it too.
+    h.stop_service().await;
+    h.sim.advance(chrono::TimeDelta::hours(1));
+    h.start_service().await;
+    events
+        .wait_for("the replay of the webhook's change", WAIT, |e| {
+            e["provider_id"] == mail.as_str()
+                && e["source"] == "replay"
+                && e["item_id"] == "both-ways"
+        })
+        .await;
+    // A crash between publishing and storing the new cursor: the stored
+    // cursor goes back, and the next catch-up reads the same change again.
+    h.stop_service().await;
+    h.store()
+        .save_catch_up_state(provider, &before, h.sim.now())
+        .await
+        .unwrap();
+    h.sim.advance(chrono::TimeDelta::hours(1));
+    h.start_service().await;
+    let caught_up = |n: usize| {
+        events
+            .all()
+            .iter()
+            .filter(|(_, e)| {
+                e["type"] == "caught_up"
+                    && e["provider_id"] == mail.as_str()
+                    && e["window"]["trigger"] == "startup"
+            })
+            .count()
+            >= n
+    };
+    wait_until("the second catch-up", WAIT, || async { caught_up(2) }).await;
+    let stream = h.webhook_stream().await;
+    let of_item: Vec<&Stored> = stream
+        .iter()
+        .filter(|m| m.body["provider_id"] == mail.as_str())
+        .filter(|m| {
+            m.body["notification"]["itemId"] == "both-ways"
+                || m.body["notification"]["resource"]
+                    .as_str()
+                    .is_some_and(|r| r.ends_with("both-ways"))
+        })
+        .collect();
+    let webhooks = of_item
+        .iter()
+        .filter(|m| m.body["notification"]["source"] != "replay")
+        .count();
+    let replayed = of_item
+        .iter()
+        .filter(|m| m.body["notification"]["source"] == "replay")
+        .count();
+    assert_eq!(webhooks, 1, "{of_item:#?}");
+    assert_eq!(
+        replayed, 1,
+        "the same item version is stored once: {of_item:#?}"
+    );
     h.stop().await;
 }

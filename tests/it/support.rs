@@ -149,6 +149,10 @@ pub struct Harness {
     /// The admin API with the service's token.
     api: Admin,
     service: Option<Service>,
+    /// The service's configuration, to start it again after a stop.
+    config: subkeeper::Config,
+    /// The service reads the simulator's clock (advanced with `sim.advance`).
+    on_sim_clock: bool,
 }
 
 impl Harness {
@@ -156,6 +160,60 @@ impl Harness {
     /// adjusts the config. A config without an admin token (on the embedded
     /// backend) has the service generate one, which the harness then uses.
     pub async fn start(backend: Backend, tweak: impl FnOnce(&mut subkeeper::Config)) -> Self {
+        Self::start_with(backend, false, tweak).await
+    }
+
+    /// [`Harness::start`], the service reading the simulator's clock, so that
+    /// `sim.advance` moves both (hours of provider time pass in a call).
+    pub async fn start_on_sim_clock(
+        backend: Backend,
+        tweak: impl FnOnce(&mut subkeeper::Config),
+    ) -> Self {
+        Self::start_with(backend, true, tweak).await
+    }
+
+    fn options(&self) -> RunOptions {
+        RunOptions {
+            clock: self
+                .on_sim_clock
+                .then(|| self.sim.clock() as subkeeper_actors::ports::clock::SharedClock),
+            ..RunOptions::default()
+        }
+    }
+
+    /// Stops the service (gracefully), leaving the simulator running.
+    pub async fn stop_service(&mut self) {
+        if let Some(service) = self.service.take() {
+            service.stop(Duration::from_secs(30)).await.unwrap();
+        }
+    }
+
+    /// Starts the service again on the same address, store and bus.
+    pub async fn start_service(&mut self) {
+        let addr = self
+            .base_url
+            .trim_start_matches("http://")
+            .parse::<std::net::SocketAddr>()
+            .unwrap();
+        let listener = std::net::TcpListener::bind(addr).unwrap();
+        let service = Service::spawn(
+            self.config.clone(),
+            listener,
+            self.base_url.clone(),
+            self.options(),
+        );
+        service
+            .wait_ready(&self.http, Duration::from_secs(20))
+            .await
+            .unwrap();
+        self.service = Some(service);
+    }
+
+    async fn start_with(
+        backend: Backend,
+        on_sim_clock: bool,
+        tweak: impl FnOnce(&mut subkeeper::Config),
+    ) -> Self {
         crate::logs::capture();
         subkeeper::install_crypto();
         let backend = test_backend(backend).await;
@@ -189,7 +247,11 @@ impl Harness {
         sim.set_gmail_push_endpoint(Some(format!(
             "{base_url}/webhooks/gmail?token={GMAIL_PUSH_SECRET}"
         )));
-        let service = Service::spawn(config, listener, base_url.clone(), RunOptions::default());
+        let options = RunOptions {
+            clock: on_sim_clock.then(|| sim.clock() as subkeeper_actors::ports::clock::SharedClock),
+            ..RunOptions::default()
+        };
+        let service = Service::spawn(config.clone(), listener, base_url.clone(), options);
         let nats = match backend.bus.is_nats() {
             true => Some(nats_client().await),
             false => None,
@@ -243,6 +305,8 @@ impl Harness {
             base_url,
             http,
             service: Some(service),
+            config,
+            on_sim_clock,
         }
     }
 
