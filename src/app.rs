@@ -381,6 +381,7 @@ impl Core {
                 attempt_timeout: Duration::from_secs(config.attempt_timeout_seconds),
                 retired: None,
                 lease: guard,
+                progress: Default::default(),
             },
         )
         .start_fleet();

@@ -8,6 +8,7 @@
 
 mod instances;
 mod limits;
+mod startup;
 
 /// The admin token of these tests' services.
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";

@@ -35,8 +35,8 @@ pub use events::{
 pub use intake::{IntakeStore, MailboxRoute, Outbox, OutboxEntry, ResyncTarget, Route, RouteState};
 pub use leases::{LeaseStore, Membership};
 pub use store::{
-    AlertStore, AttemptRecord, Fence, LifecycleStore, NotificationStore, OwnedProvider,
-    ProviderState, StoreError,
+    AlertStore, AttemptRecord, Fence, LifecycleStore, LoadedProvider, NotificationStore,
+    OwnedProvider, ProviderState, StoreError,
 };
 pub use stream::{Append, Appended, StreamLog, StreamMessage};
 

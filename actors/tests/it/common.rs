@@ -107,6 +107,7 @@ pub fn start_fleet(
         attempt_timeout: Duration::from_secs(60),
         retired: None,
         lease: Default::default(),
+        progress: Default::default(),
     };
     let policies = ProviderKind::ALL
         .iter()
