@@ -34,10 +34,10 @@ use subkeeper_actors::domain::ProviderKind;
 use subkeeper_actors::fleet::{Fleet, FleetConfig, FleetHandle};
 use subkeeper_actors::notification::{NotificationActor, NotificationConfig};
 use subkeeper_actors::ownership::{LeaseConfig, LeaseGuard, MembershipHook};
+use subkeeper_actors::permits::DeadlinePermits;
 use subkeeper_actors::ports::clock::{SharedClock, SystemClock};
 use subkeeper_actors::ports::{CallbackUrls, EventSink, Membership, Ports, SubscriptionApi};
 use subkeeper_actors::supervisor::SupervisorContext;
-use tokio::sync::Semaphore;
 use tracing_actix_web::TracingLogger;
 
 /// Why the service could not start or stopped abnormally.
@@ -376,7 +376,7 @@ impl Core {
                     clock,
                 },
                 callbacks: adapters.callbacks.clone(),
-                permits: Arc::new(Semaphore::new(config.renewal_concurrency as usize)),
+                permits: DeadlinePermits::new(config.renewal_concurrency as usize),
                 board: board.clone(),
                 attempt_timeout: Duration::from_secs(config.attempt_timeout_seconds),
                 retired: None,

@@ -416,7 +416,8 @@ impl Fleet {
             let permits = self.ctx.permits.clone();
             ctx.spawn(
                 async move {
-                    let _permit = permits.acquire_owned().await.ok();
+                    // Nothing lapses if it waits: behind every renewal.
+                    let _permit = permits.acquire(chrono::DateTime::<chrono::Utc>::MAX_UTC).await.ok();
                     match api.delete(&provider, &sub).await {
                         Ok(()) => match store.subscription_deleted(fence, provider.id, &sub.external_id).await {
                             Ok(()) => tracing::info!(tenant = %provider.tenant, provider = %provider.id, "orphaned subscription deleted"),
@@ -625,9 +626,12 @@ impl Handler<Shutdown> for Fleet {
         let count = supervisors.len();
         let leases = self.config.leases.clone();
         let guard = self.ctx.lease.clone();
+        let permits = self.ctx.permits.clone();
         Box::pin(
             async move {
                 join_all(supervisors.iter().map(|a| a.send(Handover))).await;
+                // Every supervisor has stopped: nothing more is called.
+                permits.close();
                 if let Some(lease) = leases {
                     guard.ended();
                     match lease.store.leave().await {

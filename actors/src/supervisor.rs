@@ -11,6 +11,7 @@ use crate::attempt::{self, Call, SubscriptionChange};
 use crate::board::{BoardEntry, HealthBoard};
 use crate::domain::{AttemptKind, ErrorClass, HealthState, Provider, RenewalResult, Subscription};
 use crate::lifecycle::{Lifecycle, Next, Outcome, Policy};
+use crate::permits::{DeadlinePermit, DeadlinePermits};
 use crate::ports::{
     ApiError, AttemptRecord, CallbackUrls, CreateRequest, Fence, Ports, ProviderState, StoreError,
 };
@@ -20,7 +21,7 @@ use chrono::{DateTime, Utc};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
-use tokio::sync::{Semaphore, oneshot};
+use tokio::sync::oneshot;
 
 /// How soon a supervisor whose lease may have lapsed looks again.
 const LEASE_RECHECK: Duration = Duration::from_secs(1);
@@ -83,8 +84,9 @@ pub struct SupervisorContext {
     pub ports: Ports,
     /// Where providers call us back.
     pub callbacks: CallbackUrls,
-    /// Caps concurrent provider calls across the whole fleet.
-    pub permits: Arc<Semaphore>,
+    /// Caps concurrent provider calls across the whole fleet, soonest
+    /// subscription expiry first.
+    pub permits: DeadlinePermits,
     /// The health board the exporter reads.
     pub board: HealthBoard,
     /// Longest a single provider call may take before it counts as transient.
@@ -156,7 +158,7 @@ struct CallResult {
     lag_seconds: Option<f64>,
     /// The fleet-wide permit, held until the attempt is recorded, so that
     /// `renewal_concurrency` also caps the writes queueing for a store connection.
-    permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    permit: Option<DeadlinePermit>,
 }
 
 /// Supervises one provider's subscription.
@@ -323,12 +325,21 @@ impl ProviderSupervisor {
         let provider = self.provider.clone();
         let subscription = self.subscription.clone();
         let callbacks = self.ctx.callbacks.clone();
+        // Deadline first: a renewal queues by its subscription's expiry; a
+        // registration (nothing expires) by a whole lifetime from now, behind
+        // every renewal that is due.
+        let deadline = self
+            .subscription
+            .as_ref()
+            .map(|s| s.expires_at)
+            .or(self.lifecycle.expires_at())
+            .unwrap_or_else(|| self.now() + api.max_lifetime(&provider));
         let fut = async move {
             // The provider's rate limits first, holding no permit: waiting for a
             // tenant's budget must not starve the others (not timed: see `admit`).
             api.admit(&provider, kind).await;
-            // A closed semaphore only happens at shutdown; carry on without a permit.
-            let permit = permits.acquire_owned().await.ok();
+            // Closed permits only happen at shutdown; carry on without one.
+            let permit = permits.acquire(deadline).await.ok();
             let started_at = clock.now();
             let lag_seconds =
                 scheduled.map(|s| (started_at - s).num_milliseconds() as f64 / 1000.0);
@@ -563,7 +574,7 @@ async fn persist(
     provider: Provider,
     record: AttemptRecord,
     rotated_out: Option<Subscription>,
-    permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    permit: Option<DeadlinePermit>,
 ) -> (RenewalResult, bool) {
     let (store, events, api) = (ports.store, ports.events, ports.api);
     let provider_id = provider.id;
