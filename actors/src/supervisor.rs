@@ -198,6 +198,7 @@ pub struct ProviderSupervisor {
 impl ProviderSupervisor {
     /// A supervisor for `provider`, not yet started.
     pub fn new(provider: Provider, fence: Fence, policy: Policy, ctx: SupervisorContext) -> Self {
+        let policy = policy.for_provider(provider.id.0);
         Self {
             fence,
             lifecycle: Lifecycle::new(policy.clone()),
