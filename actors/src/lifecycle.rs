@@ -475,7 +475,10 @@ mod tests {
             let from = earliest + policy.spread * tenth / 10;
             let to = earliest + policy.spread * (tenth + 1) / 10;
             let n = dues.iter().filter(|d| **d >= from && **d < to).count();
-            assert!((120..=280).contains(&n), "{n} of 2000 renew in tenth {tenth}");
+            assert!(
+                (120..=280).contains(&n),
+                "{n} of 2000 renew in tenth {tenth}"
+            );
         }
     }
 
