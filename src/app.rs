@@ -37,10 +37,10 @@ use subkeeper_actors::domain::ProviderKind;
 use subkeeper_actors::fleet::{Fleet, FleetConfig, FleetHandle};
 use subkeeper_actors::notification::{NotificationActor, NotificationConfig};
 use subkeeper_actors::ownership::{LeaseConfig, LeaseGuard, MembershipHook};
+use subkeeper_actors::permits::DeadlinePermits;
 use subkeeper_actors::ports::clock::{SharedClock, SystemClock};
 use subkeeper_actors::ports::{CallbackUrls, EventSink, Membership, Ports, SubscriptionApi};
 use subkeeper_actors::supervisor::SupervisorContext;
-use tokio::sync::Semaphore;
 use tracing_actix_web::TracingLogger;
 
 /// Why the service could not start or stopped abnormally.
@@ -393,7 +393,7 @@ impl Core {
             }
             None => (store.clone(), None, LeaseGuard::default()),
         };
-        let permits = Arc::new(Semaphore::new(config.renewal_concurrency as usize));
+        let permits = DeadlinePermits::new(config.renewal_concurrency as usize);
         let catch_up = CatchUpActor::new(
             config.catch_up(),
             CatchUpPorts {
@@ -427,6 +427,7 @@ impl Core {
                 retired: None,
                 lease: guard,
                 catch_up: Some(catch_up.clone().recipient()),
+                progress: Default::default(),
             },
         )
         .start_fleet();

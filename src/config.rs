@@ -114,6 +114,11 @@ pub struct Config {
     /// Up to this many seconds of random extra lead per renewal, so providers
     /// created together do not all renew in the same second.
     pub renewal_jitter_seconds: i64,
+    /// Extra lead per provider, a fixed share of this percentage of its
+    /// renewal period (lifetime − lookahead), derived from its id
+    /// (`SUBKEEPER_RENEWAL_SPREAD_PERCENT`; default 10; 0–50): a fleet
+    /// registered in one minute does not renew in one minute forever.
+    pub renewal_spread_percent: u32,
     /// Consecutive failures before a provider enters `error`
     /// (`SUBKEEPER_FAILURE_THRESHOLD`).
     pub failure_threshold: u32,
@@ -288,6 +293,7 @@ impl Default for Config {
             renewal_lookahead_minutes: 24 * 60,
             google_renewal_lookahead_minutes: 12 * 60,
             renewal_jitter_seconds: 300,
+            renewal_spread_percent: 10,
             failure_threshold: 3,
             renewal_concurrency: 32,
             retry_base_seconds: 30,
@@ -405,6 +411,9 @@ impl Config {
             .is_some_and(|t| t.len() < 16)
         {
             return bad("SUBKEEPER_GMAIL_PUSH_SECRET must be at least 16 characters".into());
+        }
+        if self.renewal_spread_percent > 50 {
+            return bad("SUBKEEPER_RENEWAL_SPREAD_PERCENT must be between 0 and 50".into());
         }
         if self.failure_threshold == 0 {
             return bad("SUBKEEPER_FAILURE_THRESHOLD must be at least 1".into());
@@ -607,7 +616,18 @@ impl Config {
                         GOOGLE_MAX_LIFETIME_MINUTES - self.gmail_renew_every_hours * 60
                     }
                 };
+                let lifetime = match kind {
+                    ProviderKind::GraphMail | ProviderKind::GraphCalendar => {
+                        GRAPH_MAX_LIFETIME_MINUTES
+                    }
+                    ProviderKind::GoogleCalendar | ProviderKind::Gmail => {
+                        GOOGLE_MAX_LIFETIME_MINUTES
+                    }
+                };
+                let period = TimeDelta::minutes((lifetime - lookahead).max(0));
                 let policy = Policy {
+                    spread: period * i32::try_from(self.renewal_spread_percent).unwrap_or(0) / 100,
+                    spread_share: 0.0,
                     lookahead: TimeDelta::minutes(lookahead),
                     jitter_max: TimeDelta::seconds(self.renewal_jitter_seconds),
                     failure_threshold: self.failure_threshold,

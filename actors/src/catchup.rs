@@ -27,6 +27,7 @@ use crate::domain::{
     AttemptKind, CatchUpWindow, DomainEvent, DomainEventType, Provider, ProviderId, ProviderKind,
     WebhookEnvelope,
 };
+use crate::permits::DeadlinePermits;
 use crate::ports::clock::SharedClock;
 use crate::ports::{
     CatchUpState, CatchUpStore, ChangeKind, ChangesError, ChangesFrom, ChangesNext,
@@ -39,7 +40,6 @@ use chrono::{DateTime, TimeDelta, Utc};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::Semaphore;
 
 /// How long a replay may wait for the stream to store it.
 const PUBLISH_TIMEOUT: Duration = Duration::from_secs(10);
@@ -86,8 +86,11 @@ pub struct CatchUpPorts {
     pub events: Arc<dyn DomainEventSink>,
     /// Time.
     pub clock: SharedClock,
-    /// The fleet-wide cap on concurrent provider calls (shared with renewals).
-    pub permits: Arc<Semaphore>,
+    /// The fleet-wide cap on concurrent provider calls, shared with renewals
+    /// and ordered by deadline: a catch-up asks for its permit with
+    /// [`CATCH_UP_DEADLINE`], so a renewal whose subscription would lapse
+    /// sooner still goes first.
+    pub permits: DeadlinePermits,
     /// Told when a silence check finds push broken.
     pub alerts: Option<Recipient<PushBrokenFound>>,
 }
@@ -474,6 +477,11 @@ impl Handler<SweepNow> for CatchUpActor {
     }
 }
 
+/// How soon a catch-up wants its fleet permit: changes a gap held back are late
+/// for consumers already, but a renewal whose subscription would lapse within
+/// this goes first.
+pub const CATCH_UP_DEADLINE: TimeDelta = TimeDelta::hours(1);
+
 /// One catch-up of `provider`: admitted by its budget, under a fleet permit.
 pub async fn run(
     ports: CatchUpPorts,
@@ -482,8 +490,13 @@ pub async fn run(
     trigger: Trigger,
 ) -> CatchUpOutcome {
     ports.api.admit(&provider, AttemptKind::Renew).await;
-    // A closed semaphore only happens at shutdown; carry on without a permit.
-    let _permit = ports.permits.clone().acquire_owned().await.ok();
+    // Closed permits only happen at shutdown: nothing new starts then.
+    let deadline = ports.clock.now() + CATCH_UP_DEADLINE;
+    let Ok(_permit) = ports.permits.acquire(deadline).await else {
+        return CatchUpOutcome::Failed {
+            error: "shutting down".to_owned(),
+        };
+    };
     match catch_up(&ports, &config, &provider, trigger).await {
         Ok(outcome) => outcome,
         Err(error) => CatchUpOutcome::Failed { error },

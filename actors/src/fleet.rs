@@ -14,16 +14,26 @@ use crate::domain::Provider;
 use crate::domain::{ProviderId, ProviderKind, RenewalResult, TenantId};
 use crate::lifecycle::Policy;
 use crate::ownership::{LeaseConfig, Rebalance, rebalance};
-use crate::ports::{Fence, OwnedProvider};
+use crate::ports::{Fence, LoadedProvider, OwnedProvider, ProviderState};
 use crate::supervisor::{
     ForceRenew, Handover, NotificationsMissed, ProviderChanged, ProviderSupervisor, Retire,
-    Retired, StandDown, SubscriptionRemoved, SupervisorContext,
+    Retired, StandDown, SubscriptionRemoved, SupervisorContext, retry_delay,
 };
 use crate::telemetry::names;
 use actix::prelude::*;
 use futures_util::future::join_all;
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
+
+/// Providers read per page when the fleet loads its state in bulk (start-up,
+/// or a large claim): each page is a handful of queries, and its supervisors
+/// start and arm their timers before the next page is read.
+pub const LOAD_PAGE: u32 = 1000;
+
+/// More new providers than this in one reconcile (a claim of a dead
+/// instance's share, a bulk import) are started through the paged load rather
+/// than each supervisor loading its own state.
+const BULK_START: usize = 256;
 
 /// Why a renew request was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -84,6 +94,8 @@ pub struct Fleet {
     leased_once: bool,
     /// Shutting down: nothing new is claimed or started.
     stopping: bool,
+    /// When the paged load under way began, and the providers it has read.
+    loading: Option<(std::time::Instant, usize)>,
 }
 
 impl Fleet {
@@ -101,6 +113,7 @@ impl Fleet {
             heartbeating: false,
             leased_once: false,
             stopping: false,
+            loading: None,
         }
     }
 
@@ -120,6 +133,13 @@ impl Fleet {
         // With leases, nothing is ours until the first claim.
         let leased = self.config.leases.is_none() || self.leased_once;
         if self.reconciling || self.stopping || !leased {
+            return;
+        }
+        if !self.reconciled_once {
+            // The first time, every owned provider's state is read in pages and
+            // handed to its supervisor: no per-provider queries at start-up.
+            self.reconciling = true;
+            self.load_page(None, 0, ctx);
             return;
         }
         self.reconciling = true;
@@ -200,44 +220,181 @@ impl Fleet {
                 tracing::info!(tenant = %s.provider.tenant, provider = %id, "retiring provider");
             }
         }
+        let sctx = self.supervisor_context(ctx);
+        let new = owned.iter().filter(|o| self.is_new(&o.provider.id)).count();
+        let bulk = new > BULK_START;
+        for owned in owned {
+            if bulk && self.is_new(&owned.provider.id) {
+                continue;
+            }
+            self.adopt(owned, None, &sctx);
+        }
+        if bulk {
+            // Many at once (a dead instance's share, a bulk import): read their
+            // state in pages rather than one query set per supervisor.
+            tracing::info!(
+                new,
+                "starting many new providers: loading their state in pages"
+            );
+            self.reconciling = true;
+            self.load_page(None, 0, ctx);
+        }
+        self.report_progress();
+    }
+
+    /// The context new supervisors get: the fleet's, told to report retirement here.
+    fn supervisor_context(&self, ctx: &mut Context<Self>) -> SupervisorContext {
         let mut sctx = self.ctx.clone();
         sctx.retired = Some(ctx.address().recipient());
-        for OwnedProvider { provider, fence } in owned {
-            // A new claim means the provider was someone else's in between: the
-            // supervisor under the old claim stands down and a fresh one reloads.
-            if self
-                .supervisors
-                .get(&provider.id)
-                .is_some_and(|s| s.fence != fence)
-                && let Some(s) = self.supervisors.remove(&provider.id)
-            {
-                s.addr.do_send(StandDown);
+        sctx
+    }
+
+    /// No supervisor runs (or is stopping) for this provider.
+    fn is_new(&self, id: &ProviderId) -> bool {
+        !self.supervisors.contains_key(id)
+            && !self.retiring.contains(id)
+            && !self.handing_over.contains(id)
+    }
+
+    /// Supervises `owned` under its claim: a running supervisor under the same
+    /// claim is told of changes, one under an older claim stands down and a new
+    /// one starts — from `state` when the caller read it, else loading its own.
+    fn adopt(
+        &mut self,
+        OwnedProvider { provider, fence }: OwnedProvider,
+        state: Option<ProviderState>,
+        sctx: &SupervisorContext,
+    ) {
+        // A new claim means the provider was someone else's in between: the
+        // supervisor under the old claim stands down and a fresh one reloads.
+        if self
+            .supervisors
+            .get(&provider.id)
+            .is_some_and(|s| s.fence != fence)
+            && let Some(s) = self.supervisors.remove(&provider.id)
+        {
+            s.addr.do_send(StandDown);
+        }
+        match self.supervisors.get_mut(&provider.id) {
+            Some(s) if s.provider != provider => {
+                s.addr.do_send(ProviderChanged(provider.clone()));
+                s.provider = provider;
             }
-            match self.supervisors.get_mut(&provider.id) {
-                Some(s) if s.provider != provider => {
-                    s.addr.do_send(ProviderChanged(provider.clone()));
-                    s.provider = provider;
-                }
-                Some(_) => {}
-                None if self.retiring.contains(&provider.id)
-                    || self.handing_over.contains(&provider.id) => {}
-                None => {
-                    let policy = self.policy_for(provider.kind);
-                    let (p, c) = (provider.clone(), sctx.clone());
-                    // Not under actix's `Supervisor`: it restarts an actor that stops
-                    // while any `Addr` is alive (a tenant-wide renew holds some), and a
-                    // supervisor stops only when it retires — it must stay stopped.
-                    let addr = ProviderSupervisor::new(p, fence, policy, c).start();
-                    self.supervisors.insert(
-                        provider.id,
-                        Supervised {
-                            addr,
-                            provider,
-                            fence,
-                        },
-                    );
-                }
+            Some(_) => {}
+            None if self.retiring.contains(&provider.id)
+                || self.handing_over.contains(&provider.id) => {}
+            None => {
+                let policy = self.policy_for(provider.kind);
+                // Not under actix's `Supervisor`: it restarts an actor that stops
+                // while any `Addr` is alive (a tenant-wide renew holds some), and a
+                // supervisor stops only when it retires — it must stay stopped.
+                let supervisor =
+                    ProviderSupervisor::new(provider.clone(), fence, policy, sctx.clone());
+                let addr = match state {
+                    Some(state) => supervisor.with_state(state).start(),
+                    None => supervisor.start(),
+                };
+                self.supervisors.insert(
+                    provider.id,
+                    Supervised {
+                        addr,
+                        provider,
+                        fence,
+                    },
+                );
             }
+        }
+    }
+
+    /// Reads the page of owned providers after `after` with their state and
+    /// starts their supervisors (which arm their timers at once), then the next
+    /// page; after the last, the fleet is ready and reconciles once. A store that
+    /// cannot answer is waited for: retried with backoff, logged once.
+    fn load_page(&mut self, after: Option<ProviderId>, failures: u32, ctx: &mut Context<Self>) {
+        if self.stopping {
+            self.reconciling = false;
+            self.loading = None;
+            return;
+        }
+        if after.is_none() && failures == 0 {
+            self.loading = Some((std::time::Instant::now(), 0));
+        }
+        let store = self.ctx.ports.store.clone();
+        ctx.spawn(
+            async move { store.load_owned(after, LOAD_PAGE).await }
+                .into_actor(self)
+                .map(move |page, act, ctx| {
+                    let page = match page {
+                        Ok(page) => page,
+                        Err(e) => {
+                            if failures == 0 {
+                                tracing::warn!(error = %e, "cannot load the fleet's providers; waiting for the store and retrying with backoff (logged once until it answers)");
+                            }
+                            let delay = retry_delay(failures);
+                            ctx.run_later(delay, move |act, ctx| {
+                                act.load_page(after, failures.saturating_add(1), ctx)
+                            });
+                            return;
+                        }
+                    };
+                    if failures > 0 {
+                        tracing::info!("the store answers again: loading the fleet resumes");
+                    }
+                    act.start_page(page, after, ctx);
+                }),
+        );
+    }
+
+    fn start_page(
+        &mut self,
+        page: Vec<LoadedProvider>,
+        after: Option<ProviderId>,
+        ctx: &mut Context<Self>,
+    ) {
+        if self.stopping {
+            self.reconciling = false;
+            self.loading = None;
+            return;
+        }
+        let full = page.len() >= LOAD_PAGE as usize;
+        let last = page.last().map(|l| l.owned.provider.id).or(after);
+        let sctx = self.supervisor_context(ctx);
+        if let Some((_, read)) = &mut self.loading {
+            *read += page.len();
+        }
+        for LoadedProvider { owned, state } in page {
+            self.adopt(owned, Some(state), &sctx);
+        }
+        self.report_progress();
+        if full {
+            self.load_page(last, 0, ctx);
+            return;
+        }
+        if let Some((began, read)) = self.loading.take() {
+            tracing::info!(
+                providers = read,
+                seconds = began.elapsed().as_secs_f64(),
+                "fleet loaded: every owned provider's supervisor started with its state"
+            );
+        }
+        self.reconciling = false;
+        let first = !self.reconciled_once;
+        self.reconciled_once = true;
+        if first {
+            // Catches what changed while loading, and retired providers' orphans.
+            self.reconcile(ctx);
+        }
+    }
+
+    /// Sets `subkeeper_fleet_providers` by stage.
+    fn report_progress(&self) {
+        let progress = &self.ctx.progress;
+        for (stage, n) in [
+            ("started", self.supervisors.len()),
+            ("loaded", progress.loaded()),
+            ("scheduled", progress.scheduled()),
+        ] {
+            metrics::gauge!(names::FLEET_PROVIDERS, "stage" => stage).set(n as f64);
         }
     }
 
@@ -259,7 +416,8 @@ impl Fleet {
             let permits = self.ctx.permits.clone();
             ctx.spawn(
                 async move {
-                    let _permit = permits.acquire_owned().await.ok();
+                    // Nothing lapses if it waits: behind every renewal.
+                    let _permit = permits.acquire(chrono::DateTime::<chrono::Utc>::MAX_UTC).await.ok();
                     match api.delete(&provider, &sub).await {
                         Ok(()) => match store.subscription_deleted(fence, provider.id, &sub.external_id).await {
                             Ok(()) => tracing::info!(tenant = %provider.tenant, provider = %provider.id, "orphaned subscription deleted"),
@@ -468,9 +626,12 @@ impl Handler<Shutdown> for Fleet {
         let count = supervisors.len();
         let leases = self.config.leases.clone();
         let guard = self.ctx.lease.clone();
+        let permits = self.ctx.permits.clone();
         Box::pin(
             async move {
                 join_all(supervisors.iter().map(|a| a.send(Handover))).await;
+                // Every supervisor has stopped: nothing more is called.
+                permits.close();
                 if let Some(lease) = leases {
                     guard.ended();
                     match lease.store.leave().await {
@@ -569,7 +730,7 @@ impl Handler<LifecycleSignal> for Fleet {
     }
 }
 
-/// Has the fleet listed its providers at least once (readiness)?
+/// Has the fleet loaded its providers (readiness), and how far have they got?
 #[derive(Message)]
 #[rtype(result = "FleetStatus")]
 pub struct GetStatus;
@@ -577,21 +738,30 @@ pub struct GetStatus;
 /// A summary of the fleet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, MessageResponse)]
 pub struct FleetStatus {
-    /// The reconciler has run at least once.
+    /// Every owned provider's supervisor has been started with its state (the
+    /// first paged load is complete).
     pub ready: bool,
     /// Supervisors running.
     pub supervised: usize,
     /// Supervisors retiring.
     pub retiring: usize,
+    /// Supervisors running with their state loaded.
+    pub loaded: usize,
+    /// Supervisors running whose next step is decided (a timer armed, an
+    /// attempt under way, or parked until an operator acts).
+    pub scheduled: usize,
 }
 
 impl Handler<GetStatus> for Fleet {
     type Result = FleetStatus;
     fn handle(&mut self, _: GetStatus, _: &mut Self::Context) -> FleetStatus {
+        self.report_progress();
         FleetStatus {
             ready: self.reconciled_once,
             supervised: self.supervisors.len(),
             retiring: self.retiring.len(),
+            loaded: self.ctx.progress.loaded(),
+            scheduled: self.ctx.progress.scheduled(),
         }
     }
 }

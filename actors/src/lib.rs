@@ -16,6 +16,7 @@ pub mod lifecycle;
 pub mod memory;
 pub mod notification;
 pub mod ownership;
+pub mod permits;
 pub mod ports;
 pub mod supervisor;
 pub mod telemetry;

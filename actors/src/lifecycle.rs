@@ -35,6 +35,27 @@ pub struct Policy {
     pub cooloff: TimeDelta,
     /// Shortest delay ever scheduled, so a misbehaving provider cannot cause a hot loop.
     pub min_delay: TimeDelta,
+    /// Up to this much extra lead time, a fixed share per provider
+    /// ([`Policy::spread_share`]): a fleet registered in one minute renews
+    /// spread over this span, and the spread grows with every renewal instead of
+    /// the burst repeating each lifetime.
+    pub spread: TimeDelta,
+    /// This provider's share of [`Policy::spread`], in `[0, 1)`; the same at
+    /// every schedule (see [`Policy::for_provider`]).
+    pub spread_share: f64,
+}
+
+impl Policy {
+    /// This policy for the provider with id `id`: its spread share is derived
+    /// from the id (uniform over providers, the same on every instance and
+    /// after every restart).
+    pub fn for_provider(mut self, id: uuid::Uuid) -> Self {
+        let bytes = id.as_u128().to_be_bytes();
+        let mut high = [0u8; 8];
+        high.copy_from_slice(&bytes[..8]);
+        self.spread_share = (u64::from_be_bytes(high) >> 11) as f64 / (1u64 << 53) as f64;
+        self
+    }
 }
 
 impl Default for Policy {
@@ -47,6 +68,8 @@ impl Default for Policy {
             backoff_cap: TimeDelta::minutes(30),
             cooloff: TimeDelta::minutes(15),
             min_delay: TimeDelta::seconds(1),
+            spread: TimeDelta::zero(),
+            spread_share: 0.0,
         }
     }
 }
@@ -343,7 +366,9 @@ impl Lifecycle {
 
     /// How far ahead of expiry to renew for this jitter draw.
     fn lead_time(&self, jitter: f64) -> TimeDelta {
-        self.policy.lookahead + scale(self.policy.jitter_max, jitter)
+        self.policy.lookahead
+            + scale(self.policy.spread, self.policy.spread_share)
+            + scale(self.policy.jitter_max, jitter)
     }
 
     /// Schedules the renewal after a success.
@@ -412,6 +437,49 @@ mod tests {
 
     fn t0() -> DateTime<Utc> {
         DateTime::from_timestamp(1_790_000_000, 0).unwrap_or_default()
+    }
+
+    #[test]
+    fn a_fleet_registered_together_renews_spread_over_the_spread_span() {
+        let policy = Policy {
+            jitter_max: TimeDelta::zero(),
+            spread: TimeDelta::hours(14),
+            ..Policy::default()
+        };
+        let expires_at = t0() + TimeDelta::days(7);
+        let mut dues: Vec<DateTime<Utc>> = (0..2000)
+            .map(|_| {
+                let id = uuid::Uuid::new_v4();
+                let mut lc = Lifecycle::new(policy.clone().for_provider(id));
+                assert_eq!(lc.start(t0(), 0.0), Next::AttemptNow(AttemptKind::Register));
+                let done = lc
+                    .complete(t0(), &Outcome::Succeeded { expires_at }, 0.0)
+                    .unwrap();
+                // The same provider always gets the same share.
+                assert_eq!(
+                    policy.clone().for_provider(id).spread_share,
+                    lc.policy().spread_share
+                );
+                match done.next {
+                    Next::At(due) => due,
+                    other => panic!("no timer: {other:?}"),
+                }
+            })
+            .collect();
+        dues.sort();
+        let latest = expires_at - policy.lookahead;
+        let earliest = latest - policy.spread;
+        assert!(dues[0] >= earliest && dues[dues.len() - 1] <= latest);
+        // Spread evenly: each tenth of the span holds about a tenth of the fleet.
+        for tenth in 0..10 {
+            let from = earliest + policy.spread * tenth / 10;
+            let to = earliest + policy.spread * (tenth + 1) / 10;
+            let n = dues.iter().filter(|d| **d >= from && **d < to).count();
+            assert!(
+                (120..=280).contains(&n),
+                "{n} of 2000 renew in tenth {tenth}"
+            );
+        }
     }
 
     fn failed(class: ErrorClass) -> Outcome {

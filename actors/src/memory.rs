@@ -4,7 +4,8 @@
 
 use crate::domain::{HealthState, Provider, ProviderId, RenewalResult, Subscription};
 use crate::ports::{
-    AttemptRecord, EventSink, Fence, LifecycleStore, OwnedProvider, ProviderState, StoreError,
+    AttemptRecord, EventSink, Fence, LifecycleStore, LoadedProvider, OwnedProvider, ProviderState,
+    StoreError,
 };
 use async_trait::async_trait;
 use std::collections::HashMap;
@@ -19,6 +20,17 @@ struct Tables {
     previous: Vec<Subscription>,
     health: HashMap<ProviderId, crate::domain::ProviderHealth>,
     attempts: Vec<RenewalResult>,
+}
+
+impl Tables {
+    fn state(&self, provider: ProviderId) -> ProviderState {
+        ProviderState {
+            subscription: self.subscriptions.get(&provider).cloned(),
+            health: self.health.get(&provider).cloned(),
+            had_subscription: self.subscriptions.contains_key(&provider)
+                || self.previous.iter().any(|s| s.provider_id == provider),
+        }
+    }
 }
 
 /// A store that keeps everything in memory.
@@ -100,13 +112,30 @@ impl LifecycleStore for MemoryStore {
         })
     }
 
-    async fn provider_state(&self, provider: ProviderId) -> Result<ProviderState, StoreError> {
-        self.with(|t| ProviderState {
-            subscription: t.subscriptions.get(&provider).cloned(),
-            health: t.health.get(&provider).cloned(),
-            had_subscription: t.subscriptions.contains_key(&provider)
-                || t.previous.iter().any(|s| s.provider_id == provider),
+    async fn load_owned(
+        &self,
+        after: Option<ProviderId>,
+        limit: u32,
+    ) -> Result<Vec<LoadedProvider>, StoreError> {
+        self.with(|t| {
+            let mut page: Vec<&Provider> = t
+                .providers
+                .values()
+                .filter(|p| p.enabled && after.is_none_or(|a| p.id > a))
+                .collect();
+            page.sort_by_key(|p| p.id);
+            page.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+            page.into_iter()
+                .map(|p| LoadedProvider {
+                    owned: owned(p.clone()),
+                    state: t.state(p.id),
+                })
+                .collect()
         })
+    }
+
+    async fn provider_state(&self, provider: ProviderId) -> Result<ProviderState, StoreError> {
+        self.with(|t| t.state(provider))
     }
 
     async fn record_attempt(&self, _: Fence, record: &AttemptRecord) -> Result<(), StoreError> {

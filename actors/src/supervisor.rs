@@ -12,6 +12,7 @@ use crate::board::{BoardEntry, HealthBoard};
 use crate::catchup::{CatchUpDue, Trigger};
 use crate::domain::{AttemptKind, ErrorClass, HealthState, Provider, RenewalResult, Subscription};
 use crate::lifecycle::{Lifecycle, Next, Outcome, Policy};
+use crate::permits::{DeadlinePermit, DeadlinePermits};
 use crate::ports::{
     ApiError, AttemptRecord, CallbackUrls, CreateRequest, Fence, Ports, ProviderState, StoreError,
 };
@@ -19,11 +20,63 @@ use crate::telemetry::{ActorRunning, ProviderHealthChanged, RenewalAttempted};
 use actix::prelude::*;
 use chrono::{DateTime, Utc};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
-use tokio::sync::{Semaphore, oneshot};
+use tokio::sync::oneshot;
 
 /// How soon a supervisor whose lease may have lapsed looks again.
 const LEASE_RECHECK: Duration = Duration::from_secs(1);
+
+/// First wait before a supervisor retries loading its state; doubles per
+/// failure (with jitter) up to [`LOAD_RETRY_MAX`].
+const LOAD_RETRY_FIRST: Duration = Duration::from_secs(1);
+
+/// Longest wait between two attempts to load a supervisor's state.
+const LOAD_RETRY_MAX: Duration = Duration::from_secs(60);
+
+/// How many supervisors have got their state and made their first decision
+/// (a timer armed, an attempt started, or parked), shared by every supervisor
+/// of the fleet: readiness and `subkeeper_fleet_providers` report it.
+#[derive(Debug, Clone, Default)]
+pub struct StartProgress {
+    loaded: Arc<AtomicUsize>,
+    scheduled: Arc<AtomicUsize>,
+    /// A store failure episode is under way (it was logged once).
+    troubled: Arc<AtomicBool>,
+}
+
+impl StartProgress {
+    /// Supervisors running with their state loaded.
+    pub fn loaded(&self) -> usize {
+        self.loaded.load(Ordering::Relaxed)
+    }
+
+    /// Supervisors running whose next step is decided (timer, attempt, parked).
+    pub fn scheduled(&self) -> usize {
+        self.scheduled.load(Ordering::Relaxed)
+    }
+
+    /// True for the failure that begins an episode of store trouble (the one to
+    /// log); false while it lasts.
+    pub fn trouble_begins(&self) -> bool {
+        !self.troubled.swap(true, Ordering::Relaxed)
+    }
+
+    /// True for the success that ends an episode of store trouble.
+    pub fn trouble_ends(&self) -> bool {
+        self.troubled.swap(false, Ordering::Relaxed)
+    }
+}
+
+/// How long to wait before the `failures`-th retry: doubling from
+/// [`LOAD_RETRY_FIRST`] up to [`LOAD_RETRY_MAX`], each stretched by up to half
+/// again at random so that supervisors that failed together retry apart.
+pub fn retry_delay(failures: u32) -> Duration {
+    let base = LOAD_RETRY_FIRST
+        .saturating_mul(1u32 << failures.min(16))
+        .min(LOAD_RETRY_MAX);
+    base.mul_f64(1.0 + rand::random::<f64>() / 2.0)
+}
 
 /// What every supervisor shares with the fleet.
 #[derive(Clone)]
@@ -32,8 +85,9 @@ pub struct SupervisorContext {
     pub ports: Ports,
     /// Where providers call us back.
     pub callbacks: CallbackUrls,
-    /// Caps concurrent provider calls across the whole fleet.
-    pub permits: Arc<Semaphore>,
+    /// Caps concurrent provider calls across the whole fleet, soonest
+    /// subscription expiry first.
+    pub permits: DeadlinePermits,
     /// The health board the exporter reads.
     pub board: HealthBoard,
     /// Longest a single provider call may take before it counts as transient.
@@ -47,6 +101,8 @@ pub struct SupervisorContext {
     /// registration, recreate, `missed`, replaced channel, lapsed watch,
     /// recovery); `None`: no catch-up.
     pub catch_up: Option<Recipient<CatchUpDue>>,
+    /// How many supervisors are loaded and scheduled.
+    pub progress: StartProgress,
 }
 
 /// The timer fired: the renewal is due.
@@ -112,7 +168,7 @@ struct CallResult {
     lag_seconds: Option<f64>,
     /// The fleet-wide permit, held until the attempt is recorded, so that
     /// `renewal_concurrency` also caps the writes queueing for a store connection.
-    permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    permit: Option<DeadlinePermit>,
 }
 
 /// Supervises one provider's subscription.
@@ -134,6 +190,12 @@ pub struct ProviderSupervisor {
     waiters: Vec<oneshot::Sender<RenewalResult>>,
     /// State is loaded from the store.
     loaded: bool,
+    /// State handed over by the fleet's paged load, restored at start.
+    preloaded: Option<ProviderState>,
+    /// Failed attempts in a row to load the state (for the backoff).
+    load_failures: u32,
+    /// Counted in [`StartProgress`] as scheduled.
+    scheduled: bool,
     /// A force arrived before the state was loaded.
     force_pending: bool,
     /// Retirement requested: clean up after the in-flight attempt.
@@ -146,6 +208,7 @@ pub struct ProviderSupervisor {
 impl ProviderSupervisor {
     /// A supervisor for `provider`, not yet started.
     pub fn new(provider: Provider, fence: Fence, policy: Policy, ctx: SupervisorContext) -> Self {
+        let policy = policy.for_provider(provider.id.0);
         Self {
             fence,
             lifecycle: Lifecycle::new(policy.clone()),
@@ -158,16 +221,29 @@ impl ProviderSupervisor {
             scheduled_for: None,
             waiters: Vec::new(),
             loaded: false,
+            preloaded: None,
+            load_failures: 0,
+            scheduled: false,
             force_pending: false,
             retiring: false,
             handover: Vec::new(),
         }
     }
 
+    /// The same supervisor, starting from `state` (read by the fleet's paged
+    /// load) instead of querying the store for it.
+    pub fn with_state(mut self, state: ProviderState) -> Self {
+        self.preloaded = Some(state);
+        self
+    }
+
     fn now(&self) -> DateTime<Utc> {
         self.ctx.ports.clock.now()
     }
 
+    /// Loads the state from the store. A failure waits its turn: backed off per
+    /// supervisor, and logged once per episode for the whole fleet, not once per
+    /// supervisor and retry.
     fn load(&mut self, ctx: &mut Context<Self>) {
         let store = self.ctx.ports.store.clone();
         let id = self.provider.id;
@@ -175,10 +251,19 @@ impl ProviderSupervisor {
             async move { store.provider_state(id).await }
                 .into_actor(self)
                 .map(|res, act, ctx| match res {
-                    Ok(state) => act.restore(state, ctx),
+                    Ok(state) => {
+                        if act.ctx.progress.trouble_ends() {
+                            tracing::info!("provider state loads again");
+                        }
+                        act.restore(state, ctx);
+                    }
                     Err(e) => {
-                        tracing::warn!(provider = %act.provider.id, error = %e, "cannot load provider state; retrying");
-                        ctx.run_later(Duration::from_secs(5), |act, ctx| act.load(ctx));
+                        if act.ctx.progress.trouble_begins() {
+                            tracing::warn!(provider = %act.provider.id, error = %e, "cannot load provider state; supervisors retry with backoff (logged once until it loads again)");
+                        }
+                        let delay = retry_delay(act.load_failures);
+                        act.load_failures = act.load_failures.saturating_add(1);
+                        ctx.run_later(delay, |act, ctx| act.load(ctx));
                     }
                 }),
         );
@@ -203,7 +288,10 @@ impl ProviderSupervisor {
             needs_reauth,
         );
         self.subscription = state.subscription;
-        self.loaded = true;
+        if !self.loaded {
+            self.loaded = true;
+            self.ctx.progress.loaded.fetch_add(1, Ordering::Relaxed);
+        }
         self.catch_up(Trigger::Startup, ctx);
         let now = self.now();
         let next = if std::mem::take(&mut self.force_pending) {
@@ -213,6 +301,10 @@ impl ProviderSupervisor {
         };
         self.publish_board();
         self.apply(next, ctx);
+        if !self.scheduled {
+            self.scheduled = true;
+            self.ctx.progress.scheduled.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// Tells the catch-up actor of a gap (it decides whether anything was
@@ -257,12 +349,21 @@ impl ProviderSupervisor {
         let provider = self.provider.clone();
         let subscription = self.subscription.clone();
         let callbacks = self.ctx.callbacks.clone();
+        // Deadline first: a renewal queues by its subscription's expiry; a
+        // registration (nothing expires) by a whole lifetime from now, behind
+        // every renewal that is due.
+        let deadline = self
+            .subscription
+            .as_ref()
+            .map(|s| s.expires_at)
+            .or(self.lifecycle.expires_at())
+            .unwrap_or_else(|| self.now() + api.max_lifetime(&provider));
         let fut = async move {
             // The provider's rate limits first, holding no permit: waiting for a
             // tenant's budget must not starve the others (not timed: see `admit`).
             api.admit(&provider, kind).await;
-            // A closed semaphore only happens at shutdown; carry on without a permit.
-            let permit = permits.acquire_owned().await.ok();
+            // Closed permits only happen at shutdown; carry on without one.
+            let permit = permits.acquire(deadline).await.ok();
             let started_at = clock.now();
             let lag_seconds =
                 scheduled.map(|s| (started_at - s).num_milliseconds() as f64 / 1000.0);
@@ -505,7 +606,7 @@ async fn persist(
     provider: Provider,
     record: AttemptRecord,
     rotated_out: Option<Subscription>,
-    permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    permit: Option<DeadlinePermit>,
 ) -> (RenewalResult, bool) {
     let (store, events, api) = (ports.store, ports.events, ports.api);
     let provider_id = provider.id;
@@ -594,10 +695,19 @@ impl Actor for ProviderSupervisor {
             many: true,
         }
         .emit();
-        self.load(ctx);
+        match self.preloaded.take() {
+            Some(state) => self.restore(state, ctx),
+            None => self.load(ctx),
+        }
     }
 
     fn stopped(&mut self, _ctx: &mut Self::Context) {
+        if self.loaded {
+            self.ctx.progress.loaded.fetch_sub(1, Ordering::Relaxed);
+        }
+        if self.scheduled {
+            self.ctx.progress.scheduled.fetch_sub(1, Ordering::Relaxed);
+        }
         ActorRunning {
             actor: "provider_supervisor",
             running: false,

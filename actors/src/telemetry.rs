@@ -75,6 +75,10 @@ pub mod names {
     /// Gauge: instances whose lease is current, as this instance last saw them
     /// (1 without leases).
     pub const FLEET_INSTANCES: &str = "subkeeper_fleet_instances";
+    /// Gauge {stage}: this instance's providers whose supervisor is `started`,
+    /// has its state `loaded`, and is `scheduled` (timer armed, attempt under
+    /// way, or parked).
+    pub const FLEET_PROVIDERS: &str = "subkeeper_fleet_providers";
     /// Counter {change}: providers this instance `claimed`, `released` (handed
     /// over, or left at shutdown), and heartbeats that found the lease had
     /// `lapsed`.
@@ -136,6 +140,7 @@ pub mod names {
         PROVIDER_LIMIT_WAIT_SECONDS,
         PROVIDER_REQUESTS_HELD,
         FLEET_INSTANCES,
+        FLEET_PROVIDERS,
         LEASE_CHANGES,
         CATCH_UPS,
         CATCH_UP_REPLAYED,
@@ -162,6 +167,10 @@ pub fn describe_metrics() {
     describe_gauge!(
         names::FLEET_INSTANCES,
         "Instances sharing the fleet whose lease is current, as this instance last saw them."
+    );
+    describe_gauge!(
+        names::FLEET_PROVIDERS,
+        "This instance's providers by stage: supervisor started, state loaded, next step scheduled."
     );
     describe_counter!(
         names::CATCH_UPS,

@@ -15,7 +15,9 @@ async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({ "status": "ok" }))
 }
 
-/// Ready when Postgres answers and the fleet has listed its providers once, and
+/// Ready when Postgres answers and the fleet has loaded its providers (every
+/// owned provider's supervisor started with its state; the body says how many
+/// are loaded and scheduled), and
 /// not shutting down (SIGTERM fails readiness first). The NATS
 /// connection state is reported but does not decide: the instance keeps renewing
 /// subscriptions (results stay in Postgres) while NATS is away and reconnects by
@@ -32,6 +34,8 @@ async fn readyz(state: web::Data<AppState>) -> HttpResponse {
         "nats": state.bus.connection_state().as_str(),
         "fleet_ready": fleet.is_some_and(|f| f.ready),
         "providers_supervised": fleet.map_or(0, |f| f.supervised),
+        "providers_loaded": fleet.map_or(0, |f| f.loaded),
+        "providers_scheduled": fleet.map_or(0, |f| f.scheduled),
     });
     if ready {
         HttpResponse::Ok().json(body)

@@ -7,10 +7,13 @@ use super::rows::{
 };
 use super::{Dialect as _, Store, db, on_db};
 use async_trait::async_trait;
+use std::collections::{HashMap, HashSet};
 use subkeeper_actors::domain::{HealthState, ProviderId, Subscription};
 use subkeeper_actors::ports::{
-    AttemptRecord, Fence, LifecycleStore, OwnedProvider, ProviderState, RouteState, StoreError,
+    AttemptRecord, Fence, LifecycleStore, LoadedProvider, OwnedProvider, ProviderState, RouteState,
+    StoreError,
 };
+use uuid::Uuid;
 
 /// A provider with its live subscription (a retired one being cleaned up).
 #[derive(sqlx::FromRow)]
@@ -19,6 +22,14 @@ struct RetiredRow {
     provider: ProviderRow,
     #[sqlx(flatten)]
     subscription: SubscriptionRow,
+}
+
+/// A health row with the provider it belongs to (a page of them).
+#[derive(sqlx::FromRow)]
+struct HealthOfRow {
+    provider_id: Uuid,
+    #[sqlx(flatten)]
+    health: HealthRow,
 }
 
 /// Fails with `Conflict` unless `fence` is the provider's current claim; on
@@ -82,6 +93,94 @@ impl LifecycleStore for Store {
         });
         rows.into_iter()
             .map(|r| Ok((r.provider.owned()?, r.subscription.into())))
+            .collect()
+    }
+
+    async fn load_owned(
+        &self,
+        after: Option<ProviderId>,
+        limit: u32,
+    ) -> Result<Vec<LoadedProvider>, StoreError> {
+        // Keyset paging on the primary key; the page's subscriptions, health rows
+        // and subscription history are then read by the id range the page spans
+        // (the same on both databases, no arrays): four indexed queries a page.
+        let after = after.map_or(Uuid::nil(), |a| a.0);
+        let providers_sql = format!(
+            "SELECT {PROVIDER_COLUMNS} FROM providers p \
+             WHERE p.id > $1 AND p.enabled AND p.deleted_at IS NULL{} ORDER BY p.id LIMIT $2",
+            self.owner_filter()
+        );
+        let subscriptions_sql = format!(
+            "SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions s \
+             WHERE s.provider_id > $1 AND s.provider_id <= $2 AND s.state = 'active'"
+        );
+        let health_sql = format!(
+            "SELECT h.provider_id, {HEALTH_COLUMNS} FROM provider_health h \
+             WHERE h.provider_id > $1 AND h.provider_id <= $2"
+        );
+        let had_sql = "SELECT DISTINCT provider_id FROM subscriptions \
+                       WHERE provider_id > $1 AND provider_id <= $2";
+        type Page = (
+            Vec<ProviderRow>,
+            Vec<SubscriptionRow>,
+            Vec<HealthOfRow>,
+            Vec<Uuid>,
+        );
+        let (providers, subscriptions, health, had): Page = on_db!(&self.db, pool => {
+            let providers: Vec<ProviderRow> = sqlx::query_as(sqlx::AssertSqlSafe(providers_sql))
+                .bind(after)
+                .bind(i64::from(limit))
+                .fetch_all(pool)
+                .await
+                .map_err(db)?;
+            let Some(last) = providers.last().map(|p| p.id) else {
+                return Ok(Vec::new());
+            };
+            let subscriptions = sqlx::query_as(sqlx::AssertSqlSafe(subscriptions_sql))
+                .bind(after)
+                .bind(last)
+                .fetch_all(pool)
+                .await
+                .map_err(db)?;
+            let health = sqlx::query_as(sqlx::AssertSqlSafe(health_sql))
+                .bind(after)
+                .bind(last)
+                .fetch_all(pool)
+                .await
+                .map_err(db)?;
+            let had = sqlx::query_scalar(had_sql)
+                .bind(after)
+                .bind(last)
+                .fetch_all(pool)
+                .await
+                .map_err(db)?;
+            (providers, subscriptions, health, had)
+        });
+        let mut subscriptions: HashMap<Uuid, SubscriptionRow> = subscriptions
+            .into_iter()
+            .map(|s| (s.provider_id, s))
+            .collect();
+        let mut health: HashMap<Uuid, HealthRow> = health
+            .into_iter()
+            .map(|h| (h.provider_id, h.health))
+            .collect();
+        let had: HashSet<Uuid> = had.into_iter().collect();
+        providers
+            .iter()
+            .map(|row| {
+                let subscription = subscriptions.remove(&row.id).map(Subscription::from);
+                Ok(LoadedProvider {
+                    owned: row.owned()?,
+                    state: ProviderState {
+                        had_subscription: had.contains(&row.id) || subscription.is_some(),
+                        subscription,
+                        health: health
+                            .remove(&row.id)
+                            .map(|h| h.health(ProviderId(row.id)))
+                            .transpose()?,
+                    },
+                })
+            })
             .collect()
     }
 

@@ -11,6 +11,7 @@ mod instances;
 mod limits;
 mod restarts;
 mod servers;
+mod startup;
 
 /// The admin token of these tests' services.
 pub const ADMIN_TOKEN: &str = cluster::ADMIN_TOKEN;

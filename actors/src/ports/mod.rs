@@ -43,7 +43,7 @@ pub use intake::{IntakeStore, MailboxRoute, Outbox, OutboxEntry, ResyncTarget, R
 pub use leases::{LeaseStore, Membership};
 pub use page::{Cursor, CursorKey, Page, PageRequest};
 pub use store::{
-    AlertStore, AttemptRecord, CatchUpState, CatchUpStore, Fence, LifecycleStore,
+    AlertStore, AttemptRecord, CatchUpState, CatchUpStore, Fence, LifecycleStore, LoadedProvider,
     NotificationStore, OwnedProvider, ProofOfLife, ProviderState, StoreError,
 };
 pub use stream::{Append, Appended, StreamLog, StreamMessage};

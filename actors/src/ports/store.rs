@@ -75,6 +75,17 @@ pub struct ProviderState {
     pub had_subscription: bool,
 }
 
+/// An owned provider with everything its supervisor starts from: what the
+/// fleet's paged load at start-up hands each supervisor, so that no supervisor
+/// queries the store for itself.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoadedProvider {
+    /// The provider and this instance's claim on it.
+    pub owned: OwnedProvider,
+    /// Its remembered state.
+    pub state: ProviderState,
+}
+
 /// Persistence the lifecycle needs. Every write goes through here so that a later
 /// multi-instance version can attach a fencing token to each.
 #[async_trait]
@@ -89,6 +100,16 @@ pub trait LifecycleStore: Send + Sync + 'static {
     async fn retired_with_subscription(
         &self,
     ) -> Result<Vec<(OwnedProvider, Subscription)>, StoreError>;
+
+    /// One page of the enabled providers this instance owns, in id order: those
+    /// after `after` (from the first when `None`), at most `limit`, each with its
+    /// remembered state. A page shorter than `limit` is the last. A handful of
+    /// queries per page, whatever its size.
+    async fn load_owned(
+        &self,
+        after: Option<ProviderId>,
+        limit: u32,
+    ) -> Result<Vec<LoadedProvider>, StoreError>;
 
     /// The remembered state of one provider.
     async fn provider_state(&self, provider: ProviderId) -> Result<ProviderState, StoreError>;

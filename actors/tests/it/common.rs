@@ -15,10 +15,10 @@ use subkeeper_actors::domain::{Provider, ProviderId, ProviderKind, TenantId};
 use subkeeper_actors::fleet::{Fleet, FleetConfig, FleetHandle};
 use subkeeper_actors::lifecycle::Policy;
 use subkeeper_actors::memory::{BroadcastSink, MemoryStore};
+use subkeeper_actors::permits::DeadlinePermits;
 use subkeeper_actors::ports::clock::{ScaledClock, SharedClock};
 use subkeeper_actors::ports::{CallbackUrls, Ports, SubscriptionApi};
 use subkeeper_actors::supervisor::SupervisorContext;
-use tokio::sync::Semaphore;
 
 /// Domain time the run starts at, in Unix seconds: fixed so runs are reproducible.
 const ORIGIN: i64 = 1_795_000_000;
@@ -102,12 +102,13 @@ pub fn start_fleet(
         callbacks: CallbackUrls {
             public_url: "https://subkeeper.example".into(),
         },
-        permits: Arc::new(Semaphore::new(4)),
+        permits: DeadlinePermits::new(4),
         board: HealthBoard::default(),
         attempt_timeout: Duration::from_secs(60),
         retired: None,
         lease: Default::default(),
         catch_up: None,
+        progress: Default::default(),
     };
     let policies = ProviderKind::ALL
         .iter()
