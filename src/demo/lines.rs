@@ -7,7 +7,8 @@
 use chrono::{DateTime, Utc};
 use subkeeper_actors::alerting::{Alert, AlertEvent};
 use subkeeper_actors::domain::{
-    DomainEvent, HealthState, ProviderKind, RenewalAction, RenewalResult, WebhookEnvelope,
+    DomainEvent, HealthState, NotificationSource, ProviderKind, RenewalAction, RenewalResult,
+    WebhookEnvelope,
 };
 
 /// How the simulated time is shown at the start of every line.
@@ -159,6 +160,16 @@ pub fn webhook(w: &WebhookEnvelope, pattern: &str) -> (String, String) {
         .as_str()
         .map(|c| format!(" ({c})"))
         .unwrap_or_default();
+    if subkeeper_actors::notification::is_replay(w) {
+        // Found by a catch-up after a gap, not pushed: no subscription sent it.
+        return (
+            "replay".into(),
+            format!(
+                "{} change{change} found by a catch-up, published as a replay → {pattern}",
+                w.kind
+            ),
+        );
+    }
     (
         "webhook".into(),
         format!(
@@ -176,7 +187,15 @@ pub fn event(e: &DomainEvent, subject: &str) -> (String, String) {
         .as_deref()
         .map(|r| format!(" ({r})"))
         .unwrap_or_default();
-    ("event".into(), format!("{}{why} → {subject}", e.event_type))
+    let replay = if e.source == Some(NotificationSource::Replay) {
+        " (replay)"
+    } else {
+        ""
+    };
+    (
+        "event".into(),
+        format!("{}{why}{replay} → {subject}", e.event_type),
+    )
 }
 
 #[cfg(test)]
