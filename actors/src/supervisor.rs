@@ -292,7 +292,18 @@ impl ProviderSupervisor {
             self.loaded = true;
             self.ctx.progress.loaded.fetch_add(1, Ordering::Relaxed);
         }
-        self.catch_up(Trigger::Startup, ctx);
+        // A start-up gap is only worth reading for a provider with a
+        // subscription that is not parked: a parked provider is not called (its
+        // catch-up comes when it recovers), and a first registration takes its
+        // cursor then.
+        if self.subscription.is_some()
+            && !matches!(
+                self.lifecycle.status(),
+                HealthState::NeedsReauth | HealthState::Error
+            )
+        {
+            self.catch_up(Trigger::Startup, ctx);
+        }
         let now = self.now();
         let next = if std::mem::take(&mut self.force_pending) {
             self.lifecycle.force(now)
