@@ -51,7 +51,8 @@ fn budget(family: &str) -> Option<usize> {
         names::WEBHOOK_RESPONSE => 4,
         names::JETSTREAM_PUBLISH | names::JETSTREAM_PUBLISH_FAILURES => 3,
         names::OUTBOX_DEPTH | names::OUTBOX_OLDEST_AGE => 1,
-        names::ACTORS_RUNNING => 4,
+        // notification, alerting, supervisor, fleet, catch_up.
+        names::ACTORS_RUNNING => 5,
         names::BUILD_INFO => 1,
         names::CONSUMER_MESSAGES => 2 * 3,
         names::ALERTS_PUBLISHED => 4,
@@ -64,6 +65,20 @@ fn budget(family: &str) -> Option<usize> {
         names::FLEET_INSTANCES => 1,
         // claimed, released, lapsed.
         names::LEASE_CHANGES => 3,
+        // started, loaded, scheduled.
+        names::FLEET_PROVIDERS => 3,
+        // 4 kinds × 8 triggers × 7 outcomes (an upper bound: most pairs never occur).
+        names::CATCH_UPS => 4 * 8 * 7,
+        names::CATCH_UP_REPLAYED | names::CATCH_UP_CALLS | names::PROVIDER_FRESHNESS_OLDEST => 4,
+        names::CATCH_UP_QUEUED => 1,
+        // 4 delivery kinds × 3 outcomes × 9 reasons of the one taxonomy (upper bound).
+        names::DELIVERIES_LOGGED => 4 * 3 * 9,
+        // 9 reasons × rate_limited / write_failed.
+        names::DELIVERIES_NOT_LOGGED => 9 * 2,
+        // renewal_attempts, audit, deliveries, and one to spare for a new table.
+        names::RETENTION_ROWS_REMOVED => 4,
+        // started, finished.
+        names::TENANT_OFFBOARDINGS => 2,
         // Exactly the unhealthy providers (checked separately).
         names::PROVIDER_CONSECUTIVE_FAILURES => ERROR + NEEDS_REAUTH,
         names::PROVIDER_UNHEALTHY => ERROR + NEEDS_REAUTH + SILENT,
