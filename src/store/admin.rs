@@ -186,7 +186,9 @@ enum Which {
 
 impl Store {
     /// The views of the tenant's providers: one, or a page ordered by
-    /// `(created_at, id)`.
+    /// `(created_at, id)`. A page starts with a row-value comparison, which both
+    /// databases answer with a range scan of `providers_tenant_created` (the
+    /// `a > x OR (a = x AND …)` spelling made Postgres filter every earlier row).
     async fn views(
         &self,
         tenant: &TenantId,
@@ -196,7 +198,7 @@ impl Store {
             Which::One(_) => ("AND p.id = $2", ""),
             Which::Page(PageRequest { after: None, .. }) => ("", "LIMIT $2"),
             Which::Page(PageRequest { after: Some(_), .. }) => (
-                "AND (p.created_at > $2 OR (p.created_at = $2 AND p.id > $3))",
+                "AND (p.created_at, p.id) > ($2, $3)",
                 "LIMIT $4",
             ),
         };
@@ -467,7 +469,7 @@ impl AdminStore for Store {
         };
         let (filter, limit) = match after {
             Some(_) => (
-                "AND (attempted_at < $3 OR (attempted_at = $3 AND id < $4))",
+                "AND (attempted_at, id) < ($3, $4)",
                 "$5",
             ),
             None => ("", "$3"),
@@ -574,7 +576,7 @@ impl AdminStore for Store {
             None => None,
         };
         let (filter, limit) = match after {
-            Some(_) => ("AND (at < $2 OR (at = $2 AND id < $3))", "$4"),
+            Some(_) => ("AND (at, id) < ($2, $3)", "$4"),
             None => ("", "$2"),
         };
         let sql = format!(
@@ -658,7 +660,7 @@ impl AdminStore for Store {
         // $1 is the tenant or NULL for all of them.
         let (filter, limit) = match after {
             Some(_) => (
-                "AND (created_at > $2 OR (created_at = $2 AND id > $3))",
+                "AND (created_at, id) > ($2, $3)",
                 "$4",
             ),
             None => ("", "$2"),
