@@ -197,10 +197,9 @@ impl Store {
         let (filter, limit) = match &which {
             Which::One(_) => ("AND p.id = $2", ""),
             Which::Page(PageRequest { after: None, .. }) => ("", "LIMIT $2"),
-            Which::Page(PageRequest { after: Some(_), .. }) => (
-                "AND (p.created_at, p.id) > ($2, $3)",
-                "LIMIT $4",
-            ),
+            Which::Page(PageRequest { after: Some(_), .. }) => {
+                ("AND (p.created_at, p.id) > ($2, $3)", "LIMIT $4")
+            }
         };
         let sql = format!(
             "SELECT {PROVIDER_COLUMNS}, p.created_at, p.status, p.error_message, s.external_id AS sub_id, s.expires_at AS sub_expires_at, \
@@ -468,10 +467,7 @@ impl AdminStore for Store {
             None => None,
         };
         let (filter, limit) = match after {
-            Some(_) => (
-                "AND (attempted_at, id) < ($3, $4)",
-                "$5",
-            ),
+            Some(_) => ("AND (attempted_at, id) < ($3, $4)", "$5"),
             None => ("", "$3"),
         };
         let sql = format!(
@@ -659,10 +655,7 @@ impl AdminStore for Store {
         };
         // $1 is the tenant or NULL for all of them.
         let (filter, limit) = match after {
-            Some(_) => (
-                "AND (created_at, id) > ($2, $3)",
-                "$4",
-            ),
+            Some(_) => ("AND (created_at, id) > ($2, $3)", "$4"),
             None => ("", "$2"),
         };
         let sql = format!(
