@@ -31,8 +31,11 @@
 //! The plumbing (database, NATS prefixes, simulator and service start/stop, CPU
 //! and memory counters, percentiles) is the shared test kit's, `subkeeper-testkit`.
 //!
+//! With `--backend embedded` the same fleet runs on the embedded SQLite store and
+//! the in-process bus (a one-instance install; no Postgres sampling then).
+//!
 //! Run: `cargo bench --bench fleet -- [--providers N] [--speed S] [--concurrency C]
-//! [--db-connections P] [--tenants T] [--timeout-secs S]`. Logs (warnings and up;
+//! [--db-connections P] [--tenants T] [--timeout-secs S] [--backend postgres|embedded]`. Logs (warnings and up;
 //! `RUST_LOG` to change) go to stderr, progress too; the report to stdout.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -46,14 +49,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use subkeeper::RunOptions;
-use subkeeper::store::{Db, Location, Store};
+use subkeeper::store::{Db, IfMissing, Store};
 use subkeeper_actors::domain::{AttemptKind, ProviderId, RenewalAction, RenewalResult};
 use subkeeper_actors::memory::BroadcastSink;
 use subkeeper_actors::ports::clock::{ScaledClock, SharedClock, SystemClock};
 use subkeeper_testkit::Purpose;
 use subkeeper_testkit::admin::{GRAPH_CLIENT_ID, GRAPH_CLIENT_SECRET};
-use subkeeper_testkit::bus::TestBus;
-use subkeeper_testkit::db::TestDb;
+use subkeeper_testkit::backend::{Backend, TestBackend};
 use subkeeper_testkit::proc::{self, CpuSample, Memory};
 use subkeeper_testkit::service::{self, Service};
 use subkeeper_testkit::sim::{self, Operation};
@@ -93,9 +95,21 @@ struct Args {
     /// Give up after this many seconds of real time.
     #[arg(long, default_value_t = 600)]
     timeout_secs: u64,
+    /// The store and bus: `postgres` (Postgres + NATS JetStream, production) or
+    /// `embedded` (the SQLite store and the in-process bus of a one-instance
+    /// install; the providers are seeded the same way).
+    #[arg(long, value_enum, default_value = "postgres")]
+    backend: BenchBackend,
     /// Passed by `cargo bench`; ignored.
     #[arg(long, hide = true)]
     bench: bool,
+}
+
+/// `--backend`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum BenchBackend {
+    Postgres,
+    Embedded,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -112,23 +126,36 @@ fn main() -> anyhow::Result<()> {
 
 async fn bench(args: Args) -> anyhow::Result<()> {
     subkeeper::install_crypto();
-    // Both are deleted when dropped, whatever `measure` returns.
-    let db = TestDb::create(Purpose::Bench).await?;
-    // The service needs NATS at start-up even though results go to the in-process
-    // sink here: give it this run's own subjects and streams.
-    let bus = TestBus::new(Purpose::Bench);
-    measure(&args, &db, &bus).await
+    // Deleted when dropped, whatever `measure` returns: the database and this
+    // run's NATS subjects and streams (the service needs NATS at start-up even
+    // though results go to the in-process sink here), or the data directory.
+    let backend = TestBackend::create(
+        match args.backend {
+            BenchBackend::Postgres => Backend::PostgresNats,
+            BenchBackend::Embedded => Backend::Embedded,
+        },
+        Purpose::Bench,
+    )
+    .await?;
+    measure(&args, &backend).await
 }
 
 /// Migrates and seeds `N` providers over `tenants` tenants, interleaved (provider
 /// `i` belongs to tenant `i % tenants`, rows in `i` order), as if tenants had
 /// connected mailboxes over time: the fleet starts supervisors in table order, so
 /// grouping by tenant would let one cached access token serve a whole tenant.
-async fn seed(url: &str, args: &Args) -> anyhow::Result<()> {
-    let store = Store::connect(&Location::Postgres(url.into()), 2, Arc::new(SystemClock)).await?;
+async fn seed(backend: &TestBackend, args: &Args) -> anyhow::Result<()> {
+    let store = Store::open(
+        &backend.location(),
+        2,
+        Arc::new(SystemClock),
+        IfMissing::Create,
+    )
+    .await?;
     store.migrate().await?;
-    let Db::Postgres(pool) = store.db() else {
-        anyhow::bail!("the fleet bench seeds Postgres");
+    let pool = match store.db() {
+        Db::Postgres(pool) => pool,
+        Db::Sqlite(pool) => return seed_sqlite(pool, args).await,
     };
     sqlx::query(
         "INSERT INTO oauth_credentials (id, tenant_id, flow, authority_tenant, client_id, client_secret, scope) \
@@ -163,14 +190,61 @@ async fn seed(url: &str, args: &Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// [`seed`] on the embedded store: the same rows, written one by one in one
+/// transaction (SQLite has no `generate_series` or `gen_random_uuid`).
+async fn seed_sqlite(pool: &sqlx::SqlitePool, args: &Args) -> anyhow::Result<()> {
+    let now = Utc::now();
+    let mut tx = pool.begin().await?;
+    let mut credentials = Vec::new();
+    for t in 0..args.tenants {
+        let id = uuid::Uuid::new_v4();
+        sqlx::query(
+            "INSERT INTO oauth_credentials (id, tenant_id, flow, authority_tenant, client_id, client_secret, scope, created_at, updated_at) \
+             VALUES ($1, $2, 'client_credentials', $3, $4, $5, 'https://graph.microsoft.com/.default', $6, $6)",
+        )
+        .bind(id)
+        .bind(format!("bench-{t}"))
+        .bind(format!("bench-aad-{t}"))
+        .bind(GRAPH_CLIENT_ID)
+        .bind(GRAPH_CLIENT_SECRET)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        credentials.push(id);
+    }
+    for i in 0..args.providers {
+        let t = i % args.tenants;
+        sqlx::query(
+            "INSERT INTO providers (id, tenant_id, kind, display_name, resource, credentials_id, created_at, updated_at) \
+             VALUES ($1, $2, 'graph_mail', $3, $4, $5, $6, $6)",
+        )
+        .bind(uuid::Uuid::new_v4())
+        .bind(format!("bench-{t}"))
+        .bind(format!("mailbox {i} inbox"))
+        .bind(format!("users/mbx{i}@bench-{t}.example/messages"))
+        .bind(credentials[t as usize])
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    pool.close().await;
+    Ok(())
+}
+
 /// Seeds, starts the simulator and the service, waits for every provider to
 /// register and then renew once, and prints the report.
-async fn measure(args: &Args, db: &TestDb, bus: &TestBus) -> anyhow::Result<()> {
-    let url = db.url.as_str();
+async fn measure(args: &Args, backend: &TestBackend) -> anyhow::Result<()> {
+    // Postgres: the database (its backends are sampled); embedded: none.
+    let url = backend
+        .database()
+        .map(|db| db.url.clone())
+        .unwrap_or_default();
+    let url = url.as_str();
     if args.providers == 0 || args.tenants == 0 || args.speed == 0 {
         bail!("--providers, --tenants and --speed must be positive");
     }
-    seed(url, args).await?;
+    seed(backend, args).await?;
     let n = args.providers as usize;
 
     let base: SharedClock = Arc::new(ScaledClock::new(Utc::now(), args.speed));
@@ -181,7 +255,7 @@ async fn measure(args: &Args, db: &TestDb, bus: &TestBus) -> anyhow::Result<()> 
     let clock: SharedClock = sim.clock();
 
     let (listener, public_url) = service::bind_local()?;
-    let mut config = service::config(db, bus, &sim_server, &public_url);
+    let mut config = service::config_on(backend, &sim_server, &public_url);
     config.database_max_connections = args.db_connections;
     config.renewal_concurrency = args.concurrency;
     // No webhooks flow in this bench: after 24 h of domain time (17 s here)
@@ -205,11 +279,15 @@ async fn measure(args: &Args, db: &TestDb, bus: &TestBus) -> anyhow::Result<()> 
             .spawn(move || collect(rx, &progress))?;
     }
     let sampling = Arc::new(AtomicBool::new(true));
-    let sampler = {
+    let sampler = if url.is_empty() {
+        None
+    } else {
         let (url, progress, sampling) = (url.to_owned(), progress.clone(), sampling.clone());
-        std::thread::Builder::new()
-            .name("bench-pg-sampler".into())
-            .spawn(move || sample_backends(&url, &progress, &sampling))?
+        Some(
+            std::thread::Builder::new()
+                .name("bench-pg-sampler".into())
+                .spawn(move || sample_backends(&url, &progress, &sampling))?,
+        )
     };
     let service = Service::spawn(
         config,
@@ -292,9 +370,9 @@ async fn measure(args: &Args, db: &TestDb, bus: &TestBus) -> anyhow::Result<()> 
         };
         *operations.entry(op.to_owned()).or_default() += 1;
     }
-    let db_attempts = attempt_counts(url).await.unwrap_or_default();
+    let db_attempts = attempt_counts(backend).await.unwrap_or_default();
     sampling.store(false, Ordering::Relaxed);
-    let backends = sampler.join().unwrap_or_default();
+    let backends = sampler.and_then(|s| s.join().ok()).unwrap_or_default();
 
     if let Err(e) = service.stop_with(sim_server).await {
         eprintln!("{e:#}");
@@ -544,13 +622,14 @@ fn sample_backends(url: &str, progress: &Mutex<Progress>, running: &AtomicBool) 
 }
 
 /// Attempts as the store recorded them, by (attempt, action).
-async fn attempt_counts(url: &str) -> anyhow::Result<Vec<(String, String, i64)>> {
-    let mut conn = PgConnection::connect(url).await?;
-    Ok(sqlx::query_as(
-        "SELECT attempt, action, count(*) FROM renewal_attempts GROUP BY 1, 2 ORDER BY 1, 2",
-    )
-    .fetch_all(&mut conn)
-    .await?)
+async fn attempt_counts(backend: &TestBackend) -> anyhow::Result<Vec<(String, String, i64)>> {
+    const COUNTS: &str =
+        "SELECT attempt, action, count(*) FROM renewal_attempts GROUP BY 1, 2 ORDER BY 1, 2";
+    let store = Store::connect(&backend.location(), 1, Arc::new(SystemClock)).await?;
+    Ok(match store.db() {
+        Db::Postgres(pool) => sqlx::query_as(COUNTS).fetch_all(pool).await?,
+        Db::Sqlite(pool) => sqlx::query_as(COUNTS).fetch_all(pool).await?,
+    })
 }
 
 struct Report<'a> {
