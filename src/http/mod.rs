@@ -7,6 +7,7 @@
 mod admin;
 pub mod auth;
 mod error;
+pub mod openapi;
 pub mod page;
 mod probes;
 pub mod span;
@@ -66,6 +67,10 @@ pub fn routes(state: AppState) -> impl FnOnce(&mut web::ServiceConfig) {
             .default_service(web::to(error::no_route))
             .configure(webhooks::routes)
             .configure(probes::routes)
-            .service(web::scope("/api/v1").configure(admin::routes));
+            .service(
+                web::scope("/api/v1")
+                    .configure(openapi::routes)
+                    .configure(admin::routes),
+            );
     }
 }

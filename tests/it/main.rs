@@ -19,6 +19,7 @@ mod lifecycle;
 mod logs;
 mod monitoring;
 mod nats;
+mod openapi;
 mod pagination;
 mod pipeline;
 mod secrets;
