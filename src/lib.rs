@@ -16,6 +16,7 @@ pub mod demo;
 pub mod embedded;
 pub mod http;
 pub mod intake;
+pub mod provider_cli;
 pub mod providers;
 pub mod secrets;
 pub mod store;

@@ -18,6 +18,7 @@ mod logs;
 mod monitoring;
 mod nats;
 mod pipeline;
+mod providers_cli;
 mod secrets;
 mod series_budget;
 mod startup;
