@@ -199,7 +199,11 @@ where
     match Option::<Raw>::deserialize(d)? {
         None => Ok(None),
         Some(Raw::Text(s)) if s.trim().is_empty() => Ok(None),
-        Some(Raw::Text(s)) => s.trim().parse().map(Some).map_err(serde::de::Error::custom),
+        Some(Raw::Text(s)) => s
+            .trim()
+            .parse()
+            .map(Some)
+            .map_err(|e| serde::de::Error::custom(format!("'{}': {e}", s.trim()))),
         Some(Raw::Bool(b)) => b
             .to_string()
             .parse()
@@ -695,7 +699,7 @@ mod tests {
         let (line, second) = &rows[1];
         assert_eq!(*line, 3);
         assert!(
-            second.as_ref().unwrap_err().contains("column 5"),
+            second.as_ref().unwrap_err().contains("'maybe'"),
             "{second:?}"
         );
     }
