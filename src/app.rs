@@ -9,6 +9,7 @@ use crate::bus::{
     StreamLimits, Topology,
 };
 use crate::config::Config;
+use crate::housekeeping::{Housekeeping, HousekeepingHandle, HousekeepingSettings};
 use crate::http::span::RedactedSpan;
 use crate::http::{AppState, routes};
 use crate::intake::{
@@ -120,6 +121,14 @@ pub async fn run_with(
             bus: adapters.bus.clone(),
         });
     }
+    let housekeeping = HousekeepingHandle::default();
+    let housekeeping_task = Housekeeping::new(
+        Arc::new(adapters.store.clone()),
+        core.fleet.clone(),
+        clock.clone(),
+        HousekeepingSettings::from_config(&config),
+    )
+    .spawn(&housekeeping);
     let intake = Intake::start(&config, &adapters, &core, clock);
     let draining = Arc::new(AtomicBool::new(false));
     let state = AppState {
@@ -132,6 +141,7 @@ pub async fn run_with(
         bus: adapters.bus.clone(),
         graph_intake: intake.graph.clone(),
         google_intake: intake.google.clone(),
+        housekeeping,
     };
     let deadline = Duration::from_secs(config.shutdown_timeout_seconds);
     let drain = Duration::from_secs(config.shutdown_drain_seconds);
@@ -148,6 +158,8 @@ pub async fn run_with(
     };
     let started = tokio::time::Instant::now();
     let served = serve(state, listener, shutdown, deadline).await;
+    // Every step it takes is a complete statement; the next start resumes.
+    housekeeping_task.abort();
     let left = deadline.saturating_sub(started.elapsed().saturating_sub(drain));
     if tokio::time::timeout(left, shut_down(intake, core, &adapters.bus))
         .await

@@ -1,5 +1,5 @@
 //! Operator commands that are not the service itself (`subkeeper status`,
-//! `subkeeper renew`, `subkeeper rotate-key`).
+//! `subkeeper renew`, `subkeeper rotate-key`, `subkeeper tokens`).
 
 use crate::bus::{NatsBus, RenewReply, RenewRequest, Topology};
 use crate::config::Config;
@@ -152,5 +152,95 @@ pub async fn rotate_key(config: &Config) -> anyhow::Result<()> {
     println!(
         "{changed} credentials re-sealed with key '{current}'; every stored secret is now sealed with it"
     );
+    Ok(())
+}
+
+/// What `subkeeper tokens` does.
+#[derive(Debug, Clone)]
+pub enum TokensCommand {
+    /// Make a token for a tenant and print it (once).
+    Create {
+        /// The tenant it acts for.
+        tenant: String,
+        /// What to call it.
+        name: String,
+    },
+    /// List tokens (of one tenant, or all).
+    List {
+        /// Only this tenant's.
+        tenant: Option<String>,
+    },
+    /// Revoke a token by id.
+    Revoke {
+        /// The token id (`tokens list` shows it).
+        id: String,
+    },
+}
+
+/// `subkeeper tokens …`: tenant API tokens, straight in the store (the service
+/// need not run; a token works at once on every instance). Audited as `cli`.
+pub async fn tokens(config: &Config, command: TokensCommand) -> anyhow::Result<()> {
+    use subkeeper_actors::domain::TenantId;
+    use subkeeper_actors::ports::{AuditContext, PageRequest};
+    let store = Store::connect(&config.store_location(), 1, Arc::new(SystemClock)).await?;
+    let audit = |body: &str| AuditContext {
+        actor: "cli".into(),
+        request_hash: crate::store::request_hash(body.as_bytes()),
+    };
+    match command {
+        TokensCommand::Create { tenant, name } => {
+            let tenant = TenantId::parse(&tenant)?;
+            crate::tokens::check_name(&name).map_err(anyhow::Error::msg)?;
+            let (token, hash) = crate::tokens::mint()?;
+            let body = serde_json::json!({ "tenant": tenant, "name": name }).to_string();
+            let view = store
+                .create_token(&tenant, name.trim(), &hash, &audit(&body))
+                .await?;
+            println!(
+                "token {} for tenant {} ({}):",
+                view.id, view.tenant, view.name
+            );
+            println!("{token}");
+            eprintln!("this is the only time it is shown: store it now");
+        }
+        TokensCommand::List { tenant } => {
+            let tenant = tenant.as_deref().map(TenantId::parse).transpose()?;
+            let mut page = PageRequest::first(subkeeper_actors::ports::page::MAX_LIMIT);
+            let mut any = false;
+            loop {
+                let tokens = store.tokens(tenant.as_ref(), &page).await?;
+                for t in &tokens.items {
+                    any = true;
+                    let state = match t.revoked_at {
+                        Some(at) => format!("revoked {}", at.format("%Y-%m-%d %H:%M")),
+                        None => "active".into(),
+                    };
+                    println!(
+                        "{}  {:<20} {:<30} created {}  {state}",
+                        t.id,
+                        t.tenant,
+                        t.name,
+                        t.created_at.format("%Y-%m-%d %H:%M")
+                    );
+                }
+                match tokens.next {
+                    Some(next) => page.after = Some(next),
+                    None => break,
+                }
+            }
+            if !any {
+                println!("no tokens");
+            }
+        }
+        TokensCommand::Revoke { id } => {
+            let id: uuid::Uuid = id
+                .parse()
+                .context("a token id is a UUID (`subkeeper tokens list` shows them)")?;
+            match store.revoke_token(id, &audit("")).await? {
+                Some(view) => println!("token {} of tenant {} revoked", view.id, view.tenant),
+                None => anyhow::bail!("no token {id}"),
+            }
+        }
+    }
     Ok(())
 }

@@ -170,6 +170,19 @@ pub struct Config {
     /// (`SUBKEEPER_DELIVERY_LOG_REJECTED_PER_MINUTE`); past it they are only
     /// counted, so a flood of forged traffic cannot flood the table.
     pub delivery_log_rejected_per_minute: u32,
+    /// Renewal attempts older than this many days are deleted; 0 keeps them
+    /// forever (`SUBKEEPER_RETENTION_ATTEMPTS_DAYS`).
+    pub retention_attempts_days: u32,
+    /// Audit rows older than this many days are deleted; 0 keeps them forever
+    /// (`SUBKEEPER_RETENTION_AUDIT_DAYS`).
+    pub retention_audit_days: u32,
+    /// How often the housekeeping job runs (retention, and resuming tenant
+    /// offboardings), in seconds (`SUBKEEPER_HOUSEKEEPING_INTERVAL_SECONDS`).
+    pub housekeeping_interval_seconds: u64,
+    /// Most rows one delete statement of retention or offboarding removes: each
+    /// batch is its own short transaction, so no lock is held for long
+    /// (`SUBKEEPER_HOUSEKEEPING_BATCH`).
+    pub housekeeping_batch: u32,
     /// `text` or `json` logs.
     pub log_format: String,
     /// A provider in `error` or `needs_reauth` for longer than this many minutes
@@ -254,6 +267,10 @@ impl Default for Config {
             outbox_relay_interval_ms: 1000,
             delivery_log: true,
             delivery_log_rejected_per_minute: 60,
+            retention_attempts_days: 90,
+            retention_audit_days: 365,
+            housekeeping_interval_seconds: 3600,
+            housekeeping_batch: 1000,
             alert_escalation_minutes: 60,
             mail_silence_seconds: 24 * 3600,
             calendar_silence_seconds: 7 * 24 * 3600,
@@ -451,6 +468,12 @@ impl Config {
         }
         if !(10..=2500).contains(&self.webhook_publish_timeout_ms) {
             return bad("SUBKEEPER_WEBHOOK_PUBLISH_TIMEOUT_MS must be 10-2500 (Graph allows 3 s per request)".into());
+        }
+        if self.housekeeping_interval_seconds == 0 {
+            return bad("SUBKEEPER_HOUSEKEEPING_INTERVAL_SECONDS must be at least 1".into());
+        }
+        if !(1..=100_000).contains(&self.housekeeping_batch) {
+            return bad("SUBKEEPER_HOUSEKEEPING_BATCH must be 1-100000".into());
         }
         if self.outbox_relay_interval_ms < 10 {
             return bad("SUBKEEPER_OUTBOX_RELAY_INTERVAL_MS must be at least 10".into());

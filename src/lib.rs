@@ -14,6 +14,7 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod embedded;
+pub mod housekeeping;
 pub mod http;
 pub mod intake;
 pub mod provider_cli;
@@ -21,6 +22,7 @@ pub mod providers;
 pub mod secrets;
 pub mod store;
 pub mod telemetry;
+pub mod tokens;
 
 pub use app::{RunError, RunOptions, Running, run, run_with};
 pub use config::Config;

@@ -137,6 +137,14 @@ enum Command {
         #[arg(long)]
         print_new_key: bool,
     },
+    /// Tenant API tokens: create (shown once), list, revoke. A tenant token acts
+    /// for its one tenant only (another tenant's URL answers 403); the store
+    /// keeps only its SHA-256. Works on the store directly: the service need
+    /// not run, and a change holds at once on every instance.
+    Tokens {
+        #[command(subcommand)]
+        command: TokensCommand,
+    },
     /// Force a renewal now through the running service (NATS request on
     /// `{SUBKEEPER_NATS_SUBJECT_PREFIX}.control.renew`) and print the reply as JSON.
     ///
@@ -224,6 +232,31 @@ enum ProvidersCommand {
     Import {
         /// The file (`.csv` is read as CSV, anything else as JSON).
         file: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokensCommand {
+    /// Make a token for one tenant and print it; it is never shown again.
+    Create {
+        /// The tenant the token acts for.
+        #[arg(long)]
+        tenant: String,
+        /// What to call it (who or what uses it), 1-100 characters.
+        #[arg(long)]
+        name: String,
+    },
+    /// List tokens (id, tenant, name, created, active or revoked); never the
+    /// tokens themselves.
+    List {
+        /// Only this tenant's tokens.
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// Revoke a token: it authenticates nothing from now on.
+    Revoke {
+        /// The token's id, as `tokens list` shows it.
+        id: String,
     },
 }
 
@@ -322,6 +355,18 @@ fn main() -> anyhow::Result<ExitCode> {
             Command::RotateKey { print_new_key: false } => subkeeper::cli::rotate_key(&config)
                 .await
                 .map(|()| ExitCode::SUCCESS),
+            Command::Tokens { command } => {
+                let command = match command {
+                    TokensCommand::Create { tenant, name } => {
+                        subkeeper::cli::TokensCommand::Create { tenant, name }
+                    }
+                    TokensCommand::List { tenant } => subkeeper::cli::TokensCommand::List { tenant },
+                    TokensCommand::Revoke { id } => subkeeper::cli::TokensCommand::Revoke { id },
+                };
+                subkeeper::cli::tokens(&config, command)
+                    .await
+                    .map(|()| ExitCode::SUCCESS)
+            }
             Command::Renew {
                 tenant,
                 provider,

@@ -86,6 +86,12 @@ pub mod names {
     /// because their provider was over its rate (`rate_limited`) or the write
     /// failed (`write_failed`); still counted in the webhook metrics.
     pub const DELIVERIES_NOT_LOGGED: &str = "subkeeper_deliveries_not_logged_total";
+    /// Counter {table}: rows the retention job deleted for age
+    /// (`renewal_attempts`, `audit`).
+    pub const RETENTION_ROWS_REMOVED: &str = "subkeeper_retention_rows_removed_total";
+    /// Counter {step}: tenant offboardings `started` (asked for) and `finished`
+    /// (every row of the tenant gone).
+    pub const TENANT_OFFBOARDINGS: &str = "subkeeper_tenant_offboardings_total";
 
     /// All names, for the test that checks dashboards and rules use only these.
     pub const ALL: &[&str] = &[
@@ -119,6 +125,8 @@ pub mod names {
         LEASE_CHANGES,
         DELIVERIES_LOGGED,
         DELIVERIES_NOT_LOGGED,
+        RETENTION_ROWS_REMOVED,
+        TENANT_OFFBOARDINGS,
     ];
 }
 
@@ -146,7 +154,15 @@ pub fn describe_metrics() {
     );
     describe_counter!(
         names::DELIVERIES_NOT_LOGGED,
-        "Refused deliveries left out of the delivery log, by outcome and why (rate_limited, write_failed)."
+        "Refused deliveries left out of the delivery log, by reason and why (rate_limited, backlog, write_failed)."
+    );
+    describe_counter!(
+        names::RETENTION_ROWS_REMOVED,
+        "Rows the retention job deleted because they were older than their table's configured age."
+    );
+    describe_counter!(
+        names::TENANT_OFFBOARDINGS,
+        "Tenant offboardings started (asked for) and finished (every row of the tenant removed)."
     );
     describe_counter!(
         names::RENEWAL_ERRORS,

@@ -5,7 +5,9 @@
 //! refusals too, and bodies are read through [`error::Body`] for that reason.
 
 mod admin;
+pub mod auth;
 mod error;
+pub mod page;
 mod probes;
 pub mod span;
 mod webhooks;
@@ -44,6 +46,8 @@ pub struct AppState {
     pub graph_intake: GraphIntake,
     /// Google Calendar and Gmail intake.
     pub google_intake: GoogleIntake,
+    /// Wakes the housekeeping job (an offboarding was asked for).
+    pub housekeeping: crate::housekeeping::HousekeepingHandle,
 }
 
 /// Registers every route on an actix-web app.

@@ -275,3 +275,41 @@ impl RequestHeld {
         counter!(names::PROVIDER_REQUESTS_HELD, "family" => self.family).increment(1);
     }
 }
+
+/// The retention job deleted rows of one table for age.
+pub struct RetentionPurged {
+    /// The table (`table` label): `renewal_attempts`, `audit`.
+    pub table: &'static str,
+    /// Rows deleted in this run.
+    pub rows: u64,
+}
+
+impl RetentionPurged {
+    /// Counts them; logs a run that removed anything.
+    pub fn emit(&self) {
+        counter!(names::RETENTION_ROWS_REMOVED, "table" => self.table).increment(self.rows);
+        if self.rows > 0 {
+            tracing::info!(
+                table = self.table,
+                rows = self.rows,
+                "old rows deleted by retention"
+            );
+        }
+    }
+}
+
+/// A tenant's offboarding started or finished.
+pub struct TenantOffboarding<'a> {
+    /// The tenant (logged, never a label).
+    pub tenant: &'a str,
+    /// `started` or `finished` (the `step` label).
+    pub step: &'static str,
+}
+
+impl TenantOffboarding<'_> {
+    /// Counts and logs it.
+    pub fn emit(&self) {
+        counter!(names::TENANT_OFFBOARDINGS, "step" => self.step).increment(1);
+        tracing::info!(tenant = self.tenant, step = self.step, "tenant offboarding");
+    }
+}

@@ -1,7 +1,8 @@
 //! No secret reaches a log line: the admin token, the Gmail push secret, OAuth
 //! client secrets and refresh tokens, Graph clientStates and Calendar channel
 //! tokens — neither on the happy path nor on the refusals, whose WARN lines are
-//! where a request's URL and headers tend to leak. On the embedded backend the
+//! where a request's URL and headers tend to leak — nor an API answer or the
+//! audit trail (tenant tokens included). On the embedded backend the
 //! service generates its own admin token (none is configured), which must not
 //! reach the logs either.
 
@@ -137,6 +138,53 @@ async fn no_configured_or_generated_secret_reaches_the_logs(backend: Backend) {
         .status();
     assert!(status.is_success() || status.is_client_error(), "{status}");
 
+    // A tenant token made, used to replace credentials, and revoked: the
+    // token, the new secret and the old ones stay out of the audit trail and
+    // of every API answer.
+    let (token_id, tenant_token) = crate::tokens::make_token(&h, tenant, "ops").await;
+    let new_secret = format!("replaced-secret-{}", uuid::Uuid::new_v4().simple());
+    let (status, body) = crate::tokens::call(
+        &h,
+        &tenant_token,
+        reqwest::Method::PUT,
+        &format!("/tenants/{tenant}/providers/{graph}/credentials"),
+        Some(json!({"flow": "client_credentials", "authority_tenant": "acme-aad",
+                    "client_id": subkeeper_testkit::admin::GRAPH_CLIENT_ID, "client_secret": new_secret})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    let mut answers = String::new();
+    for path in [
+        format!("/tenants/{tenant}/providers"),
+        format!("/tenants/{tenant}/providers/{graph}"),
+        format!("/tenants/{tenant}/providers/{gmail}/health"),
+        format!("/tenants/{tenant}/providers/{calendar}/attempts"),
+        format!("/tenants/{tenant}/audit"),
+        "/tokens".to_owned(),
+    ] {
+        let (status, body) = h.admin(reqwest::Method::GET, &path, None).await;
+        assert_eq!(status, StatusCode::OK, "{path}: {body}");
+        answers.push_str(&body.to_string());
+    }
+    let (status, _) = h
+        .admin(
+            reqwest::Method::DELETE,
+            &format!("/tokens/{token_id}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let audit: Vec<(String, String, String, String, String)> = on_test_db!(h, pool => sqlx::query_as(
+        "SELECT actor, action, target, outcome, request_hash FROM audit_log").fetch_all(pool).await.unwrap());
+    assert!(
+        audit
+            .iter()
+            .any(|(actor, action, ..)| *actor == format!("token:{token_id}")
+                && action == "provider.credentials"),
+        "{audit:?}"
+    );
+    let audit = format!("{audit:?}");
+
     // What was logged is what this test did (so the check below can fail) …
     wait_until(
         "the refused Gmail push logged",
@@ -172,6 +220,18 @@ async fn no_configured_or_generated_secret_reaches_the_logs(backend: Backend) {
             .filter_map(|c| c.token),
     );
     assert!(secrets.len() >= 8, "{secrets:?}");
+    for secret in [&tenant_token, &new_secret] {
+        for (place, text) in [("an API answer", &answers), ("the audit trail", &audit)] {
+            assert!(!text.contains(secret.as_str()), "a secret reached {place}");
+        }
+    }
+    for secret in &secrets {
+        for (place, text) in [("an API answer", &answers), ("the audit trail", &audit)] {
+            assert!(!text.contains(secret.as_str()), "a secret reached {place}");
+        }
+    }
+    secrets.push(tenant_token);
+    secrets.push(new_secret);
     for secret in &secrets {
         if let Some(at) = logged.find(secret.as_str()) {
             let line_start = logged[..at].rfind('\n').map_or(0, |i| i + 1);

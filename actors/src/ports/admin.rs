@@ -6,9 +6,11 @@
 
 use crate::domain::{ProviderHealth, ProviderId, ProviderKind, ProviderStatus, TenantId};
 use crate::ports::StoreError;
+use crate::ports::page::{Page, PageRequest};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use uuid::Uuid;
 
 /// OAuth credentials as submitted by an operator.
 #[derive(Debug, Clone, Deserialize)]
@@ -223,6 +225,8 @@ pub struct ProviderView {
     pub resource: String,
     /// Supervised or not.
     pub enabled: bool,
+    /// When it was created (the list's order and cursor).
+    pub created_at: DateTime<Utc>,
     /// connected / error / needs_reauth / disabled.
     pub status: ProviderStatus,
     /// Actionable message while in error or needs_reauth.
@@ -236,6 +240,8 @@ pub struct ProviderView {
 /// One renewal attempt as shown by the admin API.
 #[derive(Debug, Clone, Serialize)]
 pub struct AttemptView {
+    /// The attempt's sequence id (its place in the provider's history).
+    pub id: i64,
     /// When it started.
     pub attempted_at: DateTime<Utc>,
     /// register / renew / recreate.
@@ -269,6 +275,113 @@ pub struct Attention {
     pub error_message: Option<String>,
 }
 
+/// Who acted and what they asked, for the audit row a change leaves: the actor
+/// is named by a token id (`token:<id>`), `admin` or `cli` — never by a token —
+/// and the request by the SHA-256 of its body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditContext {
+    /// `admin`, `token:<uuid>`, `cli`, `session:<token uuid>`.
+    pub actor: String,
+    /// SHA-256 (hex) of the canonical request.
+    pub request_hash: String,
+}
+
+/// An audit record written on its own (forced renewals, sync requests, token
+/// changes, sign-ins, offboarding): what [`AdminStore::record_audit`] takes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditRecord {
+    /// The tenant the action concerned.
+    pub tenant: TenantId,
+    /// Who acted (see [`AuditContext::actor`]).
+    pub actor: String,
+    /// What was done, `noun.verb`: `provider.renew`, `token.create`, `session.sign_in`…
+    pub action: String,
+    /// What it was done to (a provider id, a token id, the tenant).
+    pub target: String,
+    /// `ok`, or a short word for how it failed (`failed`, `refused`…).
+    pub outcome: String,
+    /// SHA-256 (hex) of the canonical request.
+    pub request_hash: String,
+}
+
+/// One audit row as the API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct AuditView {
+    /// Sequence id.
+    pub id: i64,
+    /// When.
+    pub at: DateTime<Utc>,
+    /// The tenant.
+    pub tenant: String,
+    /// Who (a token id, never a token).
+    pub actor: String,
+    /// What, `noun.verb`.
+    pub action: String,
+    /// To what.
+    pub target: String,
+    /// `ok` or how it failed.
+    pub outcome: String,
+    /// SHA-256 (hex) of the request.
+    pub request_hash: String,
+}
+
+/// An API token as listed (its secret is shown once, at creation, and never kept).
+#[derive(Debug, Clone, Serialize)]
+pub struct TokenView {
+    /// Token id (what the audit trail names).
+    pub id: Uuid,
+    /// The one tenant it may act for.
+    pub tenant: TenantId,
+    /// What the operator called it.
+    pub name: String,
+    /// When it was made.
+    pub created_at: DateTime<Utc>,
+    /// When it was revoked; revoked tokens authenticate nothing.
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+/// What a valid tenant token grants: acting for one tenant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenGrant {
+    /// Token id.
+    pub id: Uuid,
+    /// Its tenant.
+    pub tenant: TenantId,
+}
+
+/// How far a tenant's offboarding got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct OffboardingProgress {
+    /// Providers retired by this step (soft-deleted: the fleet deletes their
+    /// subscriptions at the providers).
+    pub providers_retired: u64,
+    /// Subscriptions still alive at a provider; rows wait until they are gone.
+    pub subscriptions_pending: u64,
+    /// Rows removed by this step, all tables.
+    pub rows_removed: u64,
+    /// True once nothing of the tenant is left but the offboarding's audit row.
+    pub finished: bool,
+}
+
+/// The tables retention trims.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetainedTable {
+    /// `renewal_attempts`.
+    Attempts,
+    /// `audit_log`.
+    Audit,
+}
+
+impl RetainedTable {
+    /// The metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Attempts => "renewal_attempts",
+            Self::Audit => "audit",
+        }
+    }
+}
+
 /// What the admin API and the operator CLI read and write. `hash` is the
 /// SHA-256 of the request as received, kept in the audit trail instead of the
 /// request (which may hold secrets).
@@ -282,11 +395,16 @@ pub trait AdminStore: Send + Sync + 'static {
         &self,
         tenant: &TenantId,
         new: &NewProvider,
-        hash: &str,
+        audit: &AuditContext,
     ) -> Result<ProviderView, StoreError>;
 
-    /// Lists a tenant's providers (not deleted), oldest first.
-    async fn list_providers(&self, tenant: &TenantId) -> Result<Vec<ProviderView>, StoreError>;
+    /// A page of a tenant's providers (not deleted), oldest first, ordered by
+    /// `(created_at, id)`.
+    async fn list_providers(
+        &self,
+        tenant: &TenantId,
+        page: &PageRequest,
+    ) -> Result<Page<ProviderView>, StoreError>;
 
     /// One provider of the tenant, or `None` (also for another tenant's provider).
     async fn provider_view(
@@ -301,7 +419,7 @@ pub trait AdminStore: Send + Sync + 'static {
         tenant: &TenantId,
         id: ProviderId,
         patch: &ProviderPatch,
-        hash: &str,
+        audit: &AuditContext,
     ) -> Result<Option<ProviderView>, StoreError>;
 
     /// Soft-deletes a provider (the fleet deletes its subscription at the
@@ -310,7 +428,7 @@ pub trait AdminStore: Send + Sync + 'static {
         &self,
         tenant: &TenantId,
         id: ProviderId,
-        hash: &str,
+        audit: &AuditContext,
     ) -> Result<bool, StoreError>;
 
     /// Replaces a provider's credentials and bumps its credentials version, which
@@ -321,21 +439,93 @@ pub trait AdminStore: Send + Sync + 'static {
         tenant: &TenantId,
         id: ProviderId,
         credentials: &NewCredentials,
-        hash: &str,
+        audit: &AuditContext,
     ) -> Result<bool, StoreError>;
 
-    /// The latest `limit` attempts (1-500) of one of the tenant's providers,
-    /// newest first.
+    /// A page of one of the tenant's providers' attempts, newest first, ordered
+    /// by `(attempted_at, id)` descending.
     async fn attempts(
         &self,
         tenant: &TenantId,
         id: ProviderId,
-        limit: i64,
-    ) -> Result<Vec<AttemptView>, StoreError>;
+        page: &PageRequest,
+    ) -> Result<Page<AttemptView>, StoreError>;
 
     /// Provider counts by status, across tenants (operator CLI only).
     async fn status_counts(&self) -> Result<Vec<(String, i64)>, StoreError>;
 
     /// Every provider in error or needs_reauth, across tenants (operator CLI only).
     async fn needing_attention(&self) -> Result<Vec<Attention>, StoreError>;
+
+    /// Appends one audit row (actions that change no row of their own: forced
+    /// renewals, sync requests, sign-ins).
+    async fn record_audit(&self, record: &AuditRecord) -> Result<(), StoreError>;
+
+    /// A page of the tenant's audit trail, newest first, ordered by `(at, id)`
+    /// descending.
+    async fn audit_log(
+        &self,
+        tenant: &TenantId,
+        page: &PageRequest,
+    ) -> Result<Page<AuditView>, StoreError>;
+
+    /// Stores a new token of `tenant` by its hash (the token itself is never
+    /// stored) and audits it.
+    async fn create_token(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+        token_hash: &str,
+        audit: &AuditContext,
+    ) -> Result<TokenView, StoreError>;
+
+    /// A page of tokens (of one tenant, or all), oldest first, revoked ones
+    /// included.
+    async fn tokens(
+        &self,
+        tenant: Option<&TenantId>,
+        page: &PageRequest,
+    ) -> Result<Page<TokenView>, StoreError>;
+
+    /// Revokes a token (idempotent) and audits it; `None` if there is no such
+    /// token.
+    async fn revoke_token(
+        &self,
+        id: Uuid,
+        audit: &AuditContext,
+    ) -> Result<Option<TokenView>, StoreError>;
+
+    /// The grant of the live (not revoked) token with this hash, if any.
+    async fn token_grant(&self, token_hash: &str) -> Result<Option<TokenGrant>, StoreError>;
+
+    /// Starts (or restarts) offboarding `tenant`: records it, revokes its tokens
+    /// and audits the request once. Idempotent; the work is done by
+    /// [`AdminStore::offboard_step`].
+    async fn begin_offboarding(
+        &self,
+        tenant: &TenantId,
+        audit: &AuditContext,
+    ) -> Result<(), StoreError>;
+
+    /// Tenants whose offboarding has not finished (to resume after a restart).
+    async fn pending_offboardings(&self) -> Result<Vec<TenantId>, StoreError>;
+
+    /// One bounded step of offboarding `tenant`: retires up to `batch` of its
+    /// providers, and once none of its subscriptions is left alive at a provider,
+    /// removes up to `batch` rows per table, dependents first. Call until
+    /// `finished`.
+    async fn offboard_step(
+        &self,
+        tenant: &TenantId,
+        batch: u32,
+    ) -> Result<OffboardingProgress, StoreError>;
+
+    /// Deletes up to `batch` rows of `table` older than `before`; the number
+    /// removed (fewer than `batch`: nothing older is left).
+    async fn purge_before(
+        &self,
+        table: RetainedTable,
+        before: DateTime<Utc>,
+        batch: u32,
+    ) -> Result<u64, StoreError>;
 }

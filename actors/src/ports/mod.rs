@@ -18,12 +18,14 @@ mod deliveries;
 mod events;
 mod intake;
 mod leases;
+pub mod page;
 mod store;
 mod stream;
 
 pub use admin::{
-    AdminStore, AttemptView, Attention, NewCredentials, NewProvider, ProviderPatch, ProviderView,
-    SubscriptionView,
+    AdminStore, AttemptView, Attention, AuditContext, AuditRecord, AuditView, NewCredentials,
+    NewProvider, OffboardingProgress, ProviderPatch, ProviderView, RetainedTable, SubscriptionView,
+    TokenGrant, TokenView,
 };
 pub use api::{ApiError, CallbackUrls, CreateRequest, ProviderSubscription, SubscriptionApi};
 pub use credentials::{
@@ -36,6 +38,7 @@ pub use events::{
 };
 pub use intake::{IntakeStore, MailboxRoute, Outbox, OutboxEntry, ResyncTarget, Route, RouteState};
 pub use leases::{LeaseStore, Membership};
+pub use page::{Cursor, CursorKey, Page, PageRequest};
 pub use store::{
     AlertStore, AttemptRecord, Fence, LifecycleStore, NotificationStore, OwnedProvider,
     ProviderState, StoreError,
