@@ -35,6 +35,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             web::get().to(attempts),
         )
         .route(
+            "/tenants/{tenant}/providers/{id}/deliveries",
+            web::get().to(deliveries),
+        )
+        .route(
             "/tenants/{tenant}/providers/{id}/credentials",
             web::put().to(credentials),
         )
@@ -219,6 +223,22 @@ async fn attempts(
     }
     let rows = state.admin.attempts(&tenant, id, &request).await?;
     Ok(HttpResponse::Ok().json(page::json("attempts", rows)))
+}
+
+/// A page of the provider's delivery log, newest first.
+async fn deliveries(
+    principal: Principal,
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+    query: web::Query<PageQuery>,
+) -> Result<HttpResponse, HttpError> {
+    let (tenant, id) = key(&principal, &path)?;
+    let request = query.request(KeyKind::Seq)?;
+    if state.admin.provider_view(&tenant, id).await?.is_none() {
+        return Err(not_found(&tenant, id));
+    }
+    let rows = state.deliveries.deliveries(&tenant, id, &request).await?;
+    Ok(HttpResponse::Ok().json(page::json("deliveries", rows)))
 }
 
 async fn renew(

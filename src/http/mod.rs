@@ -34,6 +34,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// The admin reads and writes (and the store's readiness).
     pub admin: Arc<dyn AdminStore>,
+    /// The delivery log, read back.
+    pub deliveries: Arc<dyn subkeeper_actors::ports::DeliveryLog>,
     /// The fleet.
     pub fleet: FleetHandle,
     /// The health board (metrics, readiness).

@@ -32,7 +32,7 @@ pub use credentials::{
     CredentialSource, GRAPH_DEFAULT_SCOPE, GRAPH_DELEGATED_SCOPE, MailboxWatchers,
     OAuthCredentials, OAuthFlow, UnknownFlow,
 };
-pub use deliveries::{DeliveryCursor, DeliveryLog, DeliveryRecord, DeliveryView};
+pub use deliveries::{DeliveryLog, DeliveryRecord, DeliveryView};
 pub use events::{
     AlertSink, DomainEventSink, DurableMessage, EventSink, PublishError, WebhookPublisher,
 };
