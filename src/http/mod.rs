@@ -10,6 +10,7 @@ mod error;
 pub mod page;
 mod probes;
 pub mod span;
+mod status_page;
 mod webhooks;
 
 use error::Body;
@@ -36,6 +37,8 @@ pub struct AppState {
     pub admin: Arc<dyn AdminStore>,
     /// The delivery log, read back.
     pub deliveries: Arc<dyn subkeeper_actors::ports::DeliveryLog>,
+    /// The status page's list and sessions.
+    pub page: Arc<dyn subkeeper_actors::ports::StatusPageStore>,
     /// The fleet.
     pub fleet: FleetHandle,
     /// The health board (metrics, readiness).
@@ -68,6 +71,7 @@ pub fn routes(state: AppState) -> impl FnOnce(&mut web::ServiceConfig) {
             .default_service(web::to(error::no_route))
             .configure(webhooks::routes)
             .configure(probes::routes)
+            .configure(status_page::routes)
             .service(web::scope("/api/v1").configure(admin::routes));
     }
 }

@@ -19,6 +19,7 @@ mod events;
 mod intake;
 mod leases;
 pub mod page;
+mod status_page;
 mod store;
 mod stream;
 
@@ -39,6 +40,7 @@ pub use events::{
 pub use intake::{IntakeStore, MailboxRoute, Outbox, OutboxEntry, ResyncTarget, Route, RouteState};
 pub use leases::{LeaseStore, Membership};
 pub use page::{Cursor, CursorKey, Page, PageRequest};
+pub use status_page::{BoardCursor, BoardFilter, BoardRow, SessionGrant, StatusPageStore};
 pub use store::{
     AlertStore, AttemptRecord, Fence, LifecycleStore, NotificationStore, OwnedProvider,
     ProviderState, StoreError,
