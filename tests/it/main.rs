@@ -24,6 +24,7 @@ mod providers_cli;
 mod secrets;
 mod series_budget;
 mod startup;
+mod status_page;
 mod support;
 mod tokens;
 mod webhooks;
