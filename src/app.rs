@@ -147,8 +147,12 @@ pub async fn run_with(
     };
     let deadline = Duration::from_secs(config.shutdown_timeout_seconds);
     let drain = Duration::from_secs(config.shutdown_drain_seconds);
+    // The deadline runs from the signal, not from start-up: the drain, the HTTP
+    // stop and the background work all fit in it.
+    let signalled = std::sync::OnceLock::new();
     let shutdown = async {
         shutdown.await;
+        let _ = signalled.set(tokio::time::Instant::now());
         // Out of rotation first, while still taking webhooks for `drain`.
         draining.store(true, Ordering::SeqCst);
         tracing::info!(
@@ -158,11 +162,13 @@ pub async fn run_with(
         );
         tokio::time::sleep(drain).await;
     };
-    let started = tokio::time::Instant::now();
     let served = serve(state, listener, shutdown, deadline).await;
     // Every step it takes is a complete statement; the next start resumes.
     housekeeping_task.abort();
-    let left = deadline.saturating_sub(started.elapsed().saturating_sub(drain));
+    // When the server stopped by itself (no signal), the whole deadline is left.
+    let left = signalled
+        .get()
+        .map_or(deadline, |at| deadline.saturating_sub(at.elapsed()));
     if tokio::time::timeout(left, shut_down(intake, core, &adapters.bus))
         .await
         .is_err()

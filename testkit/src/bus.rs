@@ -34,36 +34,48 @@ pub struct TestBus {
     pub subject_prefix: String,
     /// The same in upper case: `SKTEST_<RANDOM>` / `SKBENCH_<RANDOM>`.
     pub stream_prefix: String,
-    /// NATS (streams on the shared server, deleted on drop), or the in-process
-    /// bus (streams in the run's store, gone with it; NATS is never contacted).
-    on_nats: bool,
+    /// The NATS server (streams on it, deleted on drop), or `None` for the
+    /// in-process bus (streams in the run's store, gone with it; NATS is never
+    /// contacted).
+    nats: Option<String>,
 }
 
 impl TestBus {
     /// Fresh prefixes on NATS; nothing is created until the service (or a test)
     /// does.
     pub fn new(purpose: Purpose) -> Self {
-        Self::with(purpose, true)
+        Self::with(purpose, Some(nats_url()))
+    }
+
+    /// Fresh prefixes on the NATS server at `url`, such as a test's own server
+    /// that it restarts.
+    pub fn on(url: &str, purpose: Purpose) -> Self {
+        Self::with(purpose, Some(url.to_owned()))
     }
 
     /// Fresh prefixes for the in-process bus: no NATS URL is configured.
     pub fn local(purpose: Purpose) -> Self {
-        Self::with(purpose, false)
+        Self::with(purpose, None)
     }
 
-    fn with(purpose: Purpose, on_nats: bool) -> Self {
+    fn with(purpose: Purpose, nats: Option<String>) -> Self {
         let id = crate::fresh_id()[..12].to_owned();
         let prefix = purpose.bus_prefix();
         Self {
             subject_prefix: format!("{prefix}_{id}"),
             stream_prefix: format!("{prefix}_{id}").to_uppercase(),
-            on_nats,
+            nats,
         }
     }
 
     /// True for NATS, false for the in-process bus.
     pub fn is_nats(&self) -> bool {
-        self.on_nats
+        self.nats.is_some()
+    }
+
+    /// The NATS server's URL (`None` for the in-process bus).
+    pub fn nats_url(&self) -> Option<&str> {
+        self.nats.as_deref()
     }
 
     /// The subject and stream names under these prefixes.
@@ -74,11 +86,7 @@ impl TestBus {
     /// Points `config` at this run's NATS server (none, for the in-process bus),
     /// subjects and streams.
     pub fn configure(&self, config: &mut Config) {
-        config.nats_url = if self.on_nats {
-            nats_url()
-        } else {
-            String::new()
-        };
+        config.nats_url = self.nats.clone().unwrap_or_default();
         config.nats_subject_prefix = self.subject_prefix.clone();
         config.nats_stream_prefix = self.stream_prefix.clone();
         // NATS reserves each stream's size limit from its storage up front: keep
@@ -99,12 +107,12 @@ impl TestBus {
 
 impl Drop for TestBus {
     fn drop(&mut self) {
-        if !self.on_nats {
+        let Some(url) = self.nats.clone() else {
             return;
-        }
+        };
         let topology = self.topology();
         crate::block_on_aside(async move {
-            subkeeper::bus::delete_streams(&nats_url(), &topology).await;
+            subkeeper::bus::delete_streams(&url, &topology).await;
         });
     }
 }

@@ -12,9 +12,9 @@ pub fn server_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
 }
 
-/// Runs one statement on the server's `postgres` database.
-async fn admin(sql: String) -> sqlx::Result<()> {
-    let mut conn = PgConnection::connect(&format!("{}/postgres", server_url())).await?;
+/// Runs one statement on `server`'s `postgres` database.
+async fn admin(server: &str, sql: String) -> sqlx::Result<()> {
+    let mut conn = PgConnection::connect(&format!("{server}/postgres")).await?;
     conn.execute(sqlx::AssertSqlSafe(sql)).await?;
     Ok(())
 }
@@ -43,21 +43,42 @@ pub struct TestDb {
     pub name: String,
     /// Its connection URL.
     pub url: String,
+    /// The server it lives on (what it is dropped from).
+    server: String,
 }
 
 impl TestDb {
-    /// Creates a fresh, empty database.
+    /// Creates a fresh, empty database on the shared server.
     pub async fn create(purpose: Purpose) -> anyhow::Result<Self> {
-        let name = format!("{}_{}", purpose.database_prefix(), crate::fresh_id());
         // Reachable first: a refused CREATE then is a real error, not a missing server.
         drop(connect_server().await?);
-        admin(format!("CREATE DATABASE {name}"))
+        Self::create_on(&server_url(), purpose).await
+    }
+
+    /// Creates a fresh, empty database on `server` (`postgres://user@host:port`),
+    /// such as a test's own server that it restarts.
+    pub async fn create_on(server: &str, purpose: Purpose) -> anyhow::Result<Self> {
+        let name = format!("{}_{}", purpose.database_prefix(), crate::fresh_id());
+        admin(server, format!("CREATE DATABASE {name}"))
             .await
-            .map_err(|e| anyhow::anyhow!("creating database {name}: {e}"))?;
+            .map_err(|e| anyhow::anyhow!("creating database {name} on {server}: {e}"))?;
         Ok(Self {
-            url: format!("{}/{name}", server_url()),
+            url: format!("{server}/{name}"),
             name,
+            server: server.to_owned(),
         })
+    }
+
+    /// A name no run has created on the shared server, not created: for tests
+    /// of what creates it (dropped on drop if something did).
+    pub fn unborn(purpose: Purpose) -> Self {
+        let name = format!("{}_{}", purpose.database_prefix(), crate::fresh_id());
+        let server = server_url();
+        Self {
+            url: format!("{server}/{name}"),
+            name,
+            server,
+        }
     }
 
     /// A pool on it.
@@ -74,8 +95,14 @@ impl TestDb {
 impl Drop for TestDb {
     fn drop(&mut self) {
         let name = self.name.clone();
+        let server = self.server.clone();
         crate::block_on_aside(async move {
-            if let Err(e) = admin(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await {
+            if let Err(e) = admin(
+                &server,
+                format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+            )
+            .await
+            {
                 eprintln!("could not drop database {name}: {e}");
             }
         });

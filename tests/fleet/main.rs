@@ -6,8 +6,11 @@
 //! over HTTP.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod cluster;
 mod instances;
 mod limits;
+mod restarts;
+mod servers;
 
 /// The admin token of these tests' services.
-pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+pub const ADMIN_TOKEN: &str = cluster::ADMIN_TOKEN;

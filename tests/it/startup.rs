@@ -7,6 +7,7 @@
 //! `embedded.rs`. The demo test runs the demo on PostgreSQL with NATS down.
 
 use crate::support::TestDb;
+use subkeeper_testkit::Purpose;
 use subkeeper_testkit::db::{connect_server, server_url};
 
 /// The built `subkeeper` binary with no SUBKEEPER_* variable of the test's own
@@ -34,11 +35,7 @@ pub async fn output(mut command: std::process::Command) -> std::process::Output 
 /// A database name no test has created (dropped, if something created it, when
 /// the returned guard goes).
 fn unborn_database() -> TestDb {
-    let name = format!("subkeeper_test_{}", uuid::Uuid::new_v4().simple());
-    TestDb {
-        url: format!("{}/{name}", server_url()),
-        name,
-    }
+    TestDb::unborn(Purpose::Test)
 }
 
 /// A connection to the Postgres server, or one line naming it and the script.
