@@ -509,21 +509,29 @@ async fn create_providers(admin: &Admin, db: &TestDb, n: u32) -> anyhow::Result<
     loop {
         let mut live = 0;
         for t in 0..TENANTS.min(n) {
-            let (_, view) = admin
-                .request(
-                    reqwest::Method::GET,
-                    &format!("/tenants/bench-{t}/providers"),
-                    None,
-                )
-                .await?;
-            live += view["providers"].as_array().map_or(0, |ps| {
-                ps.iter()
-                    .filter(|p| {
-                        p["health"]["subscription_status"] == "healthy"
-                            && p["subscription"]["id"].is_string()
-                    })
-                    .count()
-            });
+            // Every page of the tenant's providers (the list is paginated).
+            let mut cursor = String::new();
+            loop {
+                let (_, view) = admin
+                    .request(
+                        reqwest::Method::GET,
+                        &format!("/tenants/bench-{t}/providers?limit=500{cursor}"),
+                        None,
+                    )
+                    .await?;
+                live += view["providers"].as_array().map_or(0, |ps| {
+                    ps.iter()
+                        .filter(|p| {
+                            p["health"]["subscription_status"] == "healthy"
+                                && p["subscription"]["id"].is_string()
+                        })
+                        .count()
+                });
+                match view["next_cursor"].as_str() {
+                    Some(next) => cursor = format!("&cursor={next}"),
+                    None => break,
+                }
+            }
         }
         if live == n as usize {
             break;

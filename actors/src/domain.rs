@@ -12,8 +12,11 @@ use uuid::Uuid;
 
 /// A tenant of the SaaS that connects mailboxes and calendars. The id is used as a
 /// NATS subject token, so it is restricted to `[A-Za-z0-9_-]{1,64}`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(try_from = "String", into = "String")]
+#[schema(value_type = String, pattern = "^[A-Za-z0-9_-]{1,64}$")]
 pub struct TenantId(String);
 
 /// Why a tenant id was refused.
@@ -65,8 +68,21 @@ impl fmt::Display for TenantId {
 }
 
 /// A connected mailbox or calendar: one provider owns exactly one subscription.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(transparent)]
+#[schema(value_type = String, format = Uuid)]
 pub struct ProviderId(pub Uuid);
 
 impl ProviderId {
@@ -119,6 +135,19 @@ macro_rules! wire_enum {
                 f.write_str(self.as_str())
             }
         }
+
+        /// A string of the wire names (the derive cannot see serde's renames
+        /// through this macro).
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                utoipa::openapi::ObjectBuilder::new()
+                    .schema_type(utoipa::openapi::schema::Type::String)
+                    .enum_values(Some([$($wire),+]))
+                    .into()
+            }
+        }
+
+        impl utoipa::ToSchema for $name {}
 
         impl FromStr for $name {
             type Err = UnknownValue;
@@ -307,7 +336,7 @@ pub struct Subscription {
 }
 
 /// The health row of a provider (`provider_health`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ProviderHealth {
     /// Owning provider.
     pub provider_id: ProviderId,
@@ -336,7 +365,7 @@ pub struct ProviderHealth {
 }
 
 /// The outcome of one attempt, recorded and published for every attempt.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RenewalResult {
     /// The provider.
     pub provider_id: ProviderId,

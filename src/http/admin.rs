@@ -10,15 +10,136 @@
 //! row naming the caller by token id.
 
 use super::auth::Principal;
+use super::error::ErrorBody;
 use super::page::{self, KeyKind, PageQuery};
 use super::{AppState, Body, HttpError};
 use actix_web::{HttpResponse, web};
-use serde::Deserialize;
-use subkeeper_actors::domain::{ProviderId, TenantId};
-use subkeeper_actors::ports::{
-    AuditRecord, NewCredentials, NewProvider, PageRequest, ProviderPatch,
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use subkeeper_actors::domain::{
+    ProviderHealth, ProviderId, ProviderStatus, RenewalResult, TenantId,
 };
+use subkeeper_actors::ports::{
+    AttemptView, AuditRecord, AuditView, NewCredentials, NewProvider, PageRequest, ProviderPatch,
+    ProviderView, SubscriptionView, TokenView,
+};
+use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
+
+/// The refusals every admin route may answer, in the API's one error shape.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)] // Only its schema is used.
+pub enum Refusals {
+    /// Malformed input: a bad tenant id, JSON, cursor or limit.
+    #[response(status = 400)]
+    BadRequest(ErrorBody),
+    /// No token, or not a valid one.
+    #[response(status = 401)]
+    Unauthorized(ErrorBody),
+    /// A tenant token on another tenant's URL, or on an admin-only route.
+    #[response(status = 403)]
+    Forbidden(ErrorBody),
+    /// No such provider (or token) for this tenant, or no such route.
+    #[response(status = 404)]
+    NotFound(ErrorBody),
+    /// The body is larger than the admin API accepts.
+    #[response(status = 413)]
+    PayloadTooLarge(ErrorBody),
+    /// Well-formed but refused (a missing credential, a bad name…).
+    #[response(status = 422)]
+    Unprocessable(ErrorBody),
+    /// A dependency (the database, the fleet) is unavailable; retry.
+    #[response(status = 503)]
+    Unavailable(ErrorBody),
+}
+
+/// A page of providers.
+#[derive(Serialize, ToSchema)]
+pub struct ProvidersPage {
+    /// Oldest first.
+    providers: Vec<ProviderView>,
+    /// Pass as `cursor` for the next page; `null` on the last one.
+    next_cursor: Option<String>,
+}
+
+/// A page of renewal attempts.
+#[derive(Serialize, ToSchema)]
+pub struct AttemptsPage {
+    /// Newest first.
+    attempts: Vec<AttemptView>,
+    /// Pass as `cursor` for the next page; `null` on the last one.
+    next_cursor: Option<String>,
+}
+
+/// A page of a provider's delivery log.
+#[derive(Serialize, ToSchema)]
+pub struct DeliveriesPage {
+    /// Newest first.
+    deliveries: Vec<subkeeper_actors::ports::DeliveryView>,
+    /// Pass as `cursor` for the next page; `null` on the last one.
+    next_cursor: Option<String>,
+}
+
+/// A page of the audit trail.
+#[derive(Serialize, ToSchema)]
+pub struct AuditPage {
+    /// Newest first.
+    audit: Vec<AuditView>,
+    /// Pass as `cursor` for the next page; `null` on the last one.
+    next_cursor: Option<String>,
+}
+
+/// A page of tokens.
+#[derive(Serialize, ToSchema)]
+pub struct TokensPage {
+    /// Oldest first.
+    tokens: Vec<TokenView>,
+    /// Pass as `cursor` for the next page; `null` on the last one.
+    next_cursor: Option<String>,
+}
+
+/// A provider's health.
+#[derive(Serialize, ToSchema)]
+pub struct HealthAnswer {
+    /// The provider.
+    provider_id: ProviderId,
+    /// connected / error / needs_reauth / disabled.
+    status: ProviderStatus,
+    /// Actionable message while in error or needs_reauth.
+    error_message: Option<String>,
+    /// The live subscription.
+    subscription: Option<SubscriptionView>,
+    /// The health row, once the first attempt ran.
+    health: Option<ProviderHealth>,
+}
+
+/// A token just made: the only answer that holds the token itself.
+#[derive(Serialize, ToSchema)]
+pub struct TokenCreated {
+    /// Token id (what the audit trail names).
+    id: Uuid,
+    /// The one tenant it may act for.
+    tenant: TenantId,
+    /// What the operator called it.
+    name: String,
+    /// When it was made.
+    created_at: DateTime<Utc>,
+    /// Always `null` for a new token.
+    revoked_at: Option<DateTime<Utc>>,
+    /// The bearer token, `skt_…`. Shown once: only its SHA-256 is kept.
+    token: String,
+}
+
+/// An offboarding accepted.
+#[derive(Serialize, ToSchema)]
+pub struct OffboardingAccepted {
+    /// The tenant.
+    tenant: TenantId,
+    /// Always `offboarding`.
+    status: String,
+    /// What happens now.
+    message: String,
+}
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/tenants/{tenant}/providers", web::post().to(create))
@@ -85,6 +206,7 @@ fn body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, HttpError> {
         .map_err(|e| HttpError::BadRequest(format!("invalid JSON body: {e}")))
 }
 
+#[utoipa::path(post, path = "/api/v1/tenants/{tenant}/providers", tag = "providers", params(("tenant" = String, Path, description = "Tenant id: 1-64 of A-Z a-z 0-9 _ -", pattern = "^[A-Za-z0-9_-]{1,64}$")), request_body = NewProvider, responses((status = 201, description = "Created; its subscription is registered next", body = ProviderView), Refusals), security(("bearer" = [])))]
 async fn create(
     principal: Principal,
     state: web::Data<AppState>,
@@ -103,6 +225,7 @@ async fn create(
     Ok(HttpResponse::Created().json(view))
 }
 
+#[utoipa::path(get, path = "/api/v1/tenants/{tenant}/providers", tag = "providers", params(("tenant" = String, Path, description = "Tenant id: 1-64 of A-Z a-z 0-9 _ -", pattern = "^[A-Za-z0-9_-]{1,64}$"), PageQuery), responses((status = 200, description = "A page of the tenant's providers, oldest first", body = ProvidersPage), Refusals), security(("bearer" = [])))]
 async fn list(
     principal: Principal,
     state: web::Data<AppState>,
@@ -111,10 +234,14 @@ async fn list(
 ) -> Result<HttpResponse, HttpError> {
     let tenant = tenant(&principal, &path)?;
     let request = query.request(KeyKind::Uuid)?;
-    let providers = state.admin.list_providers(&tenant, &request).await?;
-    Ok(HttpResponse::Ok().json(page::json("providers", providers)))
+    let page = state.admin.list_providers(&tenant, &request).await?;
+    Ok(HttpResponse::Ok().json(ProvidersPage {
+        providers: page.items,
+        next_cursor: page.next.map(page::encode),
+    }))
 }
 
+#[utoipa::path(get, path = "/api/v1/tenants/{tenant}/providers/{id}", tag = "providers", params(("tenant" = String, Path, description = "Tenant id: 1-64 of A-Z a-z 0-9 _ -", pattern = "^[A-Za-z0-9_-]{1,64}$"), ("id" = String, Path, format = Uuid, description = "Provider id (a UUID)")), responses((status = 200, description = "The provider", body = ProviderView), Refusals), security(("bearer" = [])))]
 async fn get(
     principal: Principal,
     state: web::Data<AppState>,
@@ -129,6 +256,7 @@ async fn get(
     Ok(HttpResponse::Ok().json(view))
 }
 
+#[utoipa::path(get, path = "/api/v1/tenants/{tenant}/providers/{id}/health", tag = "providers", params(("tenant" = String, Path, description = "Tenant id: 1-64 of A-Z a-z 0-9 _ -", pattern = "^[A-Za-z0-9_-]{1,64}$"), ("id" = String, Path, format = Uuid, description = "Provider id (a UUID)")), responses((status = 200, description = "Its health", body = HealthAnswer), Refusals), security(("bearer" = [])))]
 async fn health(
     principal: Principal,
     state: web::Data<AppState>,
@@ -140,15 +268,16 @@ async fn health(
         .provider_view(&tenant, id)
         .await?
         .ok_or_else(|| not_found(&tenant, id))?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({
-        "provider_id": view.id,
-        "status": view.status,
-        "error_message": view.error_message,
-        "subscription": view.subscription,
-        "health": view.health,
-    })))
+    Ok(HttpResponse::Ok().json(HealthAnswer {
+        provider_id: view.id,
+        status: view.status,
+        error_message: view.error_message,
+        subscription: view.subscription,
+        health: view.health,
+    }))
 }
 
+#[utoipa::path(patch, path = "/api/v1/tenants/{tenant}/providers/{id}", tag = "providers", params(("tenant" = String, Path, description = "Tenant id: 1-64 of A-Z a-z 0-9 _ -", pattern = "^[A-Za-z0-9_-]{1,64}$"), ("id" = String, Path, format = Uuid, description = "Provider id (a UUID)")), request_body = ProviderPatch, responses((status = 200, description = "Changed", body = ProviderView), Refusals), security(("bearer" = [])))]
 async fn patch(
     principal: Principal,
     state: web::Data<AppState>,
@@ -167,6 +296,7 @@ async fn patch(
     Ok(HttpResponse::Ok().json(view))
 }
 
+#[utoipa::path(delete, path = "/api/v1/tenants/{tenant}/providers/{id}", tag = "providers", params(("tenant" = String, Path, description = "Tenant id: 1-64 of A-Z a-z 0-9 _ -", pattern = "^[A-Za-z0-9_-]{1,64}$"), ("id" = String, Path, format = Uuid, description = "Provider id (a UUID)")), responses((status = 204, description = "Deleted; its subscription is deleted at the provider next"), Refusals), security(("bearer" = [])))]
 async fn delete(
     principal: Principal,
     state: web::Data<AppState>,
@@ -185,6 +315,7 @@ async fn delete(
     Ok(HttpResponse::NoContent().finish())
 }
 
+#[utoipa::path(put, path = "/api/v1/tenants/{tenant}/providers/{id}/credentials", tag = "providers", params(("tenant" = String, Path, description = "Tenant id: 1-64 of A-Z a-z 0-9 _ -", pattern = "^[A-Za-z0-9_-]{1,64}$"), ("id" = String, Path, format = Uuid, description = "Provider id (a UUID)")), request_body = NewCredentials, responses((status = 204, description = "Replaced (takes the provider out of needs_reauth)"), Refusals), security(("bearer" = [])))]
 async fn credentials(
     principal: Principal,
     state: web::Data<AppState>,
@@ -210,6 +341,7 @@ async fn credentials(
     Ok(HttpResponse::NoContent().finish())
 }
 
+#[utoipa::path(get, path = "/api/v1/tenants/{tenant}/providers/{id}/attempts", tag = "providers", params(("tenant" = String, Path, description = "Tenant id: 1-64 of A-Z a-z 0-9 _ -", pattern = "^[A-Za-z0-9_-]{1,64}$"), ("id" = String, Path, format = Uuid, description = "Provider id (a UUID)"), PageQuery), responses((status = 200, description = "A page of its renewal attempts, newest first", body = AttemptsPage), Refusals), security(("bearer" = [])))]
 async fn attempts(
     principal: Principal,
     state: web::Data<AppState>,
@@ -221,11 +353,15 @@ async fn attempts(
     if state.admin.provider_view(&tenant, id).await?.is_none() {
         return Err(not_found(&tenant, id));
     }
-    let rows = state.admin.attempts(&tenant, id, &request).await?;
-    Ok(HttpResponse::Ok().json(page::json("attempts", rows)))
+    let page = state.admin.attempts(&tenant, id, &request).await?;
+    Ok(HttpResponse::Ok().json(AttemptsPage {
+        attempts: page.items,
+        next_cursor: page.next.map(page::encode),
+    }))
 }
 
 /// A page of the provider's delivery log, newest first.
+#[utoipa::path(get, path = "/api/v1/tenants/{tenant}/providers/{id}/deliveries", tag = "providers", params(("tenant" = String, Path, description = "Tenant id: 1-64 of A-Z a-z 0-9 _ -", pattern = "^[A-Za-z0-9_-]{1,64}$"), ("id" = String, Path, format = Uuid, description = "Provider id (a UUID)"), PageQuery), responses((status = 200, description = "A page of its delivery log (hashes, never payloads), newest first", body = DeliveriesPage), Refusals), security(("bearer" = [])))]
 async fn deliveries(
     principal: Principal,
     state: web::Data<AppState>,
@@ -237,10 +373,14 @@ async fn deliveries(
     if state.admin.provider_view(&tenant, id).await?.is_none() {
         return Err(not_found(&tenant, id));
     }
-    let rows = state.deliveries.deliveries(&tenant, id, &request).await?;
-    Ok(HttpResponse::Ok().json(page::json("deliveries", rows)))
+    let page = state.deliveries.deliveries(&tenant, id, &request).await?;
+    Ok(HttpResponse::Ok().json(DeliveriesPage {
+        deliveries: page.items,
+        next_cursor: page.next.map(page::encode),
+    }))
 }
 
+#[utoipa::path(post, path = "/api/v1/tenants/{tenant}/providers/{id}/renew", tag = "providers", params(("tenant" = String, Path, description = "Tenant id: 1-64 of A-Z a-z 0-9 _ -", pattern = "^[A-Za-z0-9_-]{1,64}$"), ("id" = String, Path, format = Uuid, description = "Provider id (a UUID)")), responses((status = 200, description = "Renewed now: the RenewalResult (success false if the attempt failed)", body = RenewalResult), Refusals), security(("bearer" = [])))]
 async fn renew(
     principal: Principal,
     state: web::Data<AppState>,
@@ -273,6 +413,7 @@ async fn renew(
 
 /// Renews every provider of the tenant now and answers with their results (what
 /// `subkeeper renew --tenant T` asks an embedded service for).
+#[utoipa::path(post, path = "/api/v1/tenants/{tenant}/renew", tag = "providers", params(("tenant" = String, Path, description = "Tenant id: 1-64 of A-Z a-z 0-9 _ -", pattern = "^[A-Za-z0-9_-]{1,64}$")), responses((status = 200, description = "Every provider of the tenant renewed now", body = Vec<RenewalResult>), Refusals), security(("bearer" = [])))]
 async fn renew_tenant(
     principal: Principal,
     state: web::Data<AppState>,
@@ -323,6 +464,7 @@ async fn audit(
 }
 
 /// The tenant's audit trail, newest first.
+#[utoipa::path(get, path = "/api/v1/tenants/{tenant}/audit", tag = "audit", params(("tenant" = String, Path, description = "Tenant id: 1-64 of A-Z a-z 0-9 _ -", pattern = "^[A-Za-z0-9_-]{1,64}$"), PageQuery), responses((status = 200, description = "A page of the tenant's audit trail, newest first", body = AuditPage), Refusals), security(("bearer" = [])))]
 async fn audit_log(
     principal: Principal,
     state: web::Data<AppState>,
@@ -331,14 +473,17 @@ async fn audit_log(
 ) -> Result<HttpResponse, HttpError> {
     let tenant = tenant(&principal, &path)?;
     let request = query.request(KeyKind::Seq)?;
-    let rows = state.admin.audit_log(&tenant, &request).await?;
-    Ok(HttpResponse::Ok().json(page::json("audit", rows)))
+    let page = state.admin.audit_log(&tenant, &request).await?;
+    Ok(HttpResponse::Ok().json(AuditPage {
+        audit: page.items,
+        next_cursor: page.next.map(page::encode),
+    }))
 }
 
 /// `POST /tokens` body.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct NewToken {
+pub struct NewToken {
     /// The tenant the token acts for.
     tenant: String,
     /// What the operator calls it.
@@ -346,6 +491,7 @@ struct NewToken {
 }
 
 /// Makes a tenant token and shows it, once (admin only).
+#[utoipa::path(post, path = "/api/v1/tokens", tag = "tokens", request_body = NewToken, responses((status = 201, description = "Made; the token is in this answer only", body = TokenCreated), Refusals), security(("bearer" = [])))]
 async fn create_token(
     principal: Principal,
     state: web::Data<AppState>,
@@ -365,23 +511,31 @@ async fn create_token(
         .create_token(&tenant, new.name.trim(), &hash, &principal.audit(&bytes))
         .await?;
     tracing::info!(tenant = %tenant, token_id = %view.id, "tenant token created");
-    let mut body = serde_json::to_value(&view).map_err(|e| {
-        tracing::error!(error = %e, "a token view could not be encoded");
-        HttpError::Internal("the answer could not be encoded".into())
-    })?;
-    body["token"] = token.into();
-    Ok(HttpResponse::Created().json(body))
+    Ok(HttpResponse::Created().json(TokenCreated {
+        id: view.id,
+        tenant: view.tenant,
+        name: view.name,
+        created_at: view.created_at,
+        revoked_at: view.revoked_at,
+        token,
+    }))
 }
 
 /// `GET /tokens?tenant=` query.
-#[derive(Deserialize)]
-struct TokensQuery {
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct TokensQuery {
+    /// Only this tenant's tokens.
     tenant: Option<String>,
+    /// Rows per page, at least 1; larger than 500 is capped at 500; default 50.
+    #[param(value_type = Option<u32>, minimum = 1)]
     limit: Option<String>,
+    /// `next_cursor` of the previous page; absent for the first page.
     cursor: Option<String>,
 }
 
 /// Lists tokens, of one tenant or all (admin only); never the tokens themselves.
+#[utoipa::path(get, path = "/api/v1/tokens", tag = "tokens", params(TokensQuery), responses((status = 200, description = "A page of tokens, oldest first (never the tokens themselves)", body = TokensPage), Refusals), security(("bearer" = [])))]
 async fn list_tokens(
     principal: Principal,
     state: web::Data<AppState>,
@@ -399,11 +553,15 @@ async fn list_tokens(
         cursor: query.cursor.clone(),
     }
     .request(KeyKind::Uuid)?;
-    let tokens = state.admin.tokens(tenant.as_ref(), &request).await?;
-    Ok(HttpResponse::Ok().json(page::json("tokens", tokens)))
+    let page = state.admin.tokens(tenant.as_ref(), &request).await?;
+    Ok(HttpResponse::Ok().json(TokensPage {
+        tokens: page.items,
+        next_cursor: page.next.map(page::encode),
+    }))
 }
 
 /// Revokes a token (admin only); revoking a revoked token changes nothing.
+#[utoipa::path(delete, path = "/api/v1/tokens/{id}", tag = "tokens", params(("id" = String, Path, format = Uuid, description = "Token id (a UUID)")), responses((status = 200, description = "Revoked (again: unchanged)", body = TokenView), Refusals), security(("bearer" = [])))]
 async fn revoke_token(
     principal: Principal,
     state: web::Data<AppState>,
@@ -423,8 +581,10 @@ async fn revoke_token(
 
 /// `DELETE /tenants/{tenant}` query: the tenant id again, so a slip of the
 /// keyboard cannot offboard a tenant.
-#[derive(Deserialize)]
-struct OffboardQuery {
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct OffboardQuery {
+    /// The tenant id again (required).
     confirm: Option<String>,
 }
 
@@ -432,6 +592,7 @@ struct OffboardQuery {
 /// housekeeping job retires its providers (their subscriptions deleted at the
 /// providers, through the fleet), and removes its rows in batches, dependents
 /// first; one audit record is kept. Idempotent: asking again resumes.
+#[utoipa::path(delete, path = "/api/v1/tenants/{tenant}", tag = "tenants", params(("tenant" = String, Path, description = "Tenant id: 1-64 of A-Z a-z 0-9 _ -", pattern = "^[A-Za-z0-9_-]{1,64}$"), OffboardQuery), responses((status = 202, description = "Offboarding: tokens revoked now, the rest in the background", body = OffboardingAccepted), Refusals), security(("bearer" = [])))]
 async fn offboard(
     principal: Principal,
     state: web::Data<AppState>,
@@ -456,9 +617,9 @@ async fn offboard(
     }
     .emit();
     state.housekeeping.wake();
-    Ok(HttpResponse::Accepted().json(serde_json::json!({
-        "tenant": tenant,
-        "status": "offboarding",
-        "message": "tokens revoked; providers are being retired (subscriptions deleted at the providers), then every row of the tenant is removed; the audit keeps one record (action tenant.offboard, outcome ok once finished)",
-    })))
+    Ok(HttpResponse::Accepted().json(OffboardingAccepted {
+        tenant,
+        status: "offboarding".into(),
+        message: "tokens revoked; providers are being retired (subscriptions deleted at the providers), then every row of the tenant is removed; the audit keeps one record (action tenant.offboard, outcome ok once finished)".into(),
+    }))
 }

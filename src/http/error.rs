@@ -13,6 +13,24 @@ use serde_json::json;
 use subkeeper_actors::fleet::FleetError;
 use subkeeper_actors::ports::StoreError;
 
+/// The one error shape every refusal answers with (for the OpenAPI document).
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// What went wrong.
+    pub error: ErrorDetail,
+}
+
+/// The inside of [`ErrorBody`].
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// A stable word: `bad_request`, `unauthorized`, `forbidden`, `not_found`,
+    /// `payload_too_large`, `unsupported_media_type`, `unprocessable`,
+    /// `unavailable`, `internal`.
+    pub code: String,
+    /// What to do about it, for a human.
+    pub message: String,
+}
+
 /// An error answered to an HTTP caller.
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {

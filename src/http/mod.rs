@@ -7,6 +7,7 @@
 mod admin;
 pub mod auth;
 mod error;
+pub mod openapi;
 pub mod page;
 mod probes;
 pub mod span;
@@ -72,6 +73,10 @@ pub fn routes(state: AppState) -> impl FnOnce(&mut web::ServiceConfig) {
             .configure(webhooks::routes)
             .configure(probes::routes)
             .configure(status_page::routes)
-            .service(web::scope("/api/v1").configure(admin::routes));
+            .service(
+                web::scope("/api/v1")
+                    .configure(openapi::routes)
+                    .configure(admin::routes),
+            );
     }
 }

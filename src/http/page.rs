@@ -21,9 +21,11 @@ pub enum KeyKind {
 }
 
 /// `?limit=&cursor=` of a list route.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct PageQuery {
-    /// Rows per page, 1-500 (larger values are capped at 500); default 50.
+    /// Rows per page, at least 1; larger than 500 is capped at 500; default 50.
+    #[param(value_type = Option<u32>, minimum = 1)]
     pub limit: Option<String>,
     /// `next_cursor` of the previous page; absent for the first page.
     pub cursor: Option<String>,

@@ -186,7 +186,9 @@ enum Which {
 
 impl Store {
     /// The views of the tenant's providers: one, or a page ordered by
-    /// `(created_at, id)`.
+    /// `(created_at, id)`. A page starts with a row-value comparison, which both
+    /// databases answer with a range scan of `providers_tenant_created` (the
+    /// `a > x OR (a = x AND …)` spelling made Postgres filter every earlier row).
     async fn views(
         &self,
         tenant: &TenantId,
@@ -195,10 +197,9 @@ impl Store {
         let (filter, limit) = match &which {
             Which::One(_) => ("AND p.id = $2", ""),
             Which::Page(PageRequest { after: None, .. }) => ("", "LIMIT $2"),
-            Which::Page(PageRequest { after: Some(_), .. }) => (
-                "AND (p.created_at > $2 OR (p.created_at = $2 AND p.id > $3))",
-                "LIMIT $4",
-            ),
+            Which::Page(PageRequest { after: Some(_), .. }) => {
+                ("AND (p.created_at, p.id) > ($2, $3)", "LIMIT $4")
+            }
         };
         let sql = format!(
             "SELECT {PROVIDER_COLUMNS}, p.created_at, p.status, p.error_message, s.external_id AS sub_id, s.expires_at AS sub_expires_at, \
@@ -466,10 +467,7 @@ impl AdminStore for Store {
             None => None,
         };
         let (filter, limit) = match after {
-            Some(_) => (
-                "AND (attempted_at < $3 OR (attempted_at = $3 AND id < $4))",
-                "$5",
-            ),
+            Some(_) => ("AND (attempted_at, id) < ($3, $4)", "$5"),
             None => ("", "$3"),
         };
         let sql = format!(
@@ -574,7 +572,7 @@ impl AdminStore for Store {
             None => None,
         };
         let (filter, limit) = match after {
-            Some(_) => ("AND (at < $2 OR (at = $2 AND id < $3))", "$4"),
+            Some(_) => ("AND (at, id) < ($2, $3)", "$4"),
             None => ("", "$2"),
         };
         let sql = format!(
@@ -657,10 +655,7 @@ impl AdminStore for Store {
         };
         // $1 is the tenant or NULL for all of them.
         let (filter, limit) = match after {
-            Some(_) => (
-                "AND (created_at > $2 OR (created_at = $2 AND id > $3))",
-                "$4",
-            ),
+            Some(_) => ("AND (created_at, id) > ($2, $3)", "$4"),
             None => ("", "$2"),
         };
         let sql = format!(

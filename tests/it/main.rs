@@ -18,6 +18,7 @@ mod lifecycle;
 mod logs;
 mod monitoring;
 mod nats;
+mod openapi;
 mod pagination;
 mod pipeline;
 mod providers_cli;

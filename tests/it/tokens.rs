@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 on_both_backends!(
     a_tenant_token_is_confined_to_its_tenant_on_every_route_and_changes_nothing_elsewhere,
     tokens_are_shown_once_kept_hashed_audited_and_dead_once_revoked,
+    the_tokens_cli_creates_lists_and_revokes_tokens_the_running_service_honours,
 );
 
 /// `method /api/v1{path}` with `token`; the status and the JSON body.
@@ -83,6 +84,7 @@ pub fn tenant_routes(tenant: &str, id: &str) -> Vec<(Method, String, Option<Valu
         (Method::DELETE, p.clone(), None),
         (Method::GET, format!("{p}/health"), None),
         (Method::GET, format!("{p}/attempts"), None),
+        (Method::GET, format!("{p}/deliveries"), None),
         (
             Method::PUT,
             format!("{p}/credentials"),
@@ -312,5 +314,89 @@ async fn tokens_are_shown_once_kept_hashed_audited_and_dead_once_revoked(backend
     // The other tenant's token still works.
     let (status, _) = call(&h, &other, Method::GET, "/tenants/contoso/providers", None).await;
     assert_eq!(status, StatusCode::OK);
+    h.stop().await;
+}
+
+/// `subkeeper tokens create|list|revoke` against the service's store, as an
+/// operator on its machine would run it; the running service honours the
+/// result at once.
+async fn the_tokens_cli_creates_lists_and_revokes_tokens_the_running_service_honours(
+    backend: Backend,
+) {
+    use crate::startup::{output, subkeeper_binary};
+    let h = Harness::start(backend, |_| {}).await;
+    let cli = |args: &[&str]| {
+        let mut command = subkeeper_binary(&[&["tokens"], args].concat());
+        match (h.backend.database(), h.backend.data_dir()) {
+            (Some(db), _) => command.env("SUBKEEPER_DATABASE_URL", &db.url),
+            (None, Some(dir)) => command.env("SUBKEEPER_DATA_DIR", dir),
+            (None, None) => unreachable!("a backend has a store"),
+        };
+        command
+    };
+    let out = output(cli(&[
+        "create",
+        "--tenant",
+        "acme",
+        "--name",
+        "acme on-call",
+    ]))
+    .await;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = stdout
+        .lines()
+        .find(|l| l.starts_with("skt_"))
+        .unwrap_or_else(|| panic!("no token printed: {stdout}"))
+        .to_owned();
+    let id = stdout.split_whitespace().nth(1).unwrap().to_owned();
+    let (status, _) = call(&h, &token, Method::GET, "/tenants/acme/providers", None).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = call(&h, &token, Method::GET, "/tenants/contoso/providers", None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+
+    let out = output(cli(&["list", "--tenant", "acme"])).await;
+    let listed = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success());
+    assert!(
+        listed.contains(&id) && listed.contains("acme on-call") && listed.contains("active"),
+        "{listed}"
+    );
+    assert!(
+        !listed.contains(&token),
+        "the list shows the token: {listed}"
+    );
+    // A bad tenant or an unknown id: refused, naming why.
+    let out = output(cli(&["create", "--tenant", "a.b", "--name", "x"])).await;
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("tenant id"));
+    let out = output(cli(&["revoke", &uuid::Uuid::new_v4().to_string()])).await;
+    assert!(!out.status.success());
+
+    let out = output(cli(&["revoke", &id])).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (status, _) = call(&h, &token, Method::GET, "/tenants/acme/providers", None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let out = output(cli(&["list"])).await;
+    assert!(String::from_utf8_lossy(&out.stdout).contains("revoked"));
+    let (_, audit) = h.admin(Method::GET, "/tenants/acme/audit", None).await;
+    let actions: Vec<(&str, &str)> = audit["audit"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["action"].as_str().unwrap(), r["actor"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        actions,
+        vec![("token.revoke", "cli"), ("token.create", "cli")]
+    );
     h.stop().await;
 }

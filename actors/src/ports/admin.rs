@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 /// OAuth credentials as submitted by an operator.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewCredentials {
     /// `client_credentials` (app-only) or `refresh_token` (delegated).
@@ -101,7 +101,7 @@ impl NewCredentials {
 }
 
 /// A provider as submitted by an operator.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewProvider {
     /// Which API and resource family.
@@ -182,7 +182,7 @@ fn is_mailbox(raw: &str) -> bool {
 }
 
 /// Fields an operator may change.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProviderPatch {
     /// New display name.
@@ -199,7 +199,7 @@ impl ProviderPatch {
 }
 
 /// The live subscription as shown to operators (no clientState).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct SubscriptionView {
     /// Provider-side id.
     pub id: String,
@@ -211,7 +211,7 @@ pub struct SubscriptionView {
 }
 
 /// A provider as shown by the admin API (never its secrets).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ProviderView {
     /// Provider id.
     pub id: ProviderId,
@@ -238,7 +238,7 @@ pub struct ProviderView {
 }
 
 /// One renewal attempt as shown by the admin API.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct AttemptView {
     /// The attempt's sequence id (its place in the provider's history).
     pub id: i64,
@@ -305,7 +305,7 @@ pub struct AuditRecord {
 }
 
 /// One audit row as the API shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct AuditView {
     /// Sequence id.
     pub id: i64,
@@ -326,7 +326,7 @@ pub struct AuditView {
 }
 
 /// An API token as listed (its secret is shown once, at creation, and never kept).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct TokenView {
     /// Token id (what the audit trail names).
     pub id: Uuid,

@@ -33,7 +33,7 @@ pub struct DeliveryRecord {
 }
 
 /// One delivery as the admin API and the status page show it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct DeliveryView {
     /// Row id (the cursor's tie-breaker).
     pub id: i64,
