@@ -136,6 +136,8 @@ pub async fn run_with(
         draining: draining.clone(),
         config: config.clone(),
         admin: Arc::new(adapters.store.clone()),
+        deliveries: Arc::new(adapters.store.clone()),
+        page: Arc::new(adapters.store.clone()),
         fleet: core.fleet.clone(),
         board: core.board.clone(),
         metrics,

@@ -368,7 +368,15 @@ impl Config {
             figment = figment.merge(Toml::file(file));
         }
         let config: Config = figment
-            .merge(Env::prefixed("SUBKEEPER_").ignore(&["config"]))
+            // Inputs of commands, not settings of the service: the config file,
+            // and what `subkeeper providers` reads (the caller's token, a new
+            // provider's secrets).
+            .merge(Env::prefixed("SUBKEEPER_").ignore(&[
+                "config",
+                "token",
+                "provider_client_secret",
+                "provider_refresh_token",
+            ]))
             .extract()
             .map_err(|e| unknown_setting(&e).unwrap_or_else(|| ConfigError::Load(Box::new(e))))?;
         config.validate()?;

@@ -17,6 +17,7 @@ pub mod embedded;
 pub mod housekeeping;
 pub mod http;
 pub mod intake;
+pub mod provider_cli;
 pub mod providers;
 pub mod secrets;
 pub mod store;

@@ -112,6 +112,19 @@ enum Command {
     },
     /// Print provider counts by status and every provider that needs attention.
     Status,
+    /// List, add, remove and import providers through the running service's
+    /// admin API (so the fleet acts at once and the audit trail records it).
+    ///
+    /// The token is SUBKEEPER_TOKEN (a tenant token acts for its tenant only),
+    /// else SUBKEEPER_ADMIN_TOKEN, else the embedded service's admin-token file;
+    /// the service is at SUBKEEPER_HTTP_ADDR unless --url says otherwise.
+    Providers {
+        /// The service's base URL, e.g. https://subkeeper.example.com.
+        #[arg(long, global = true, value_name = "URL")]
+        url: Option<String>,
+        #[command(subcommand)]
+        command: ProvidersCommand,
+    },
     /// Re-seal every stored client secret and refresh token under the first key
     /// of SUBKEEPER_SECRET_KEYS (on the embedded store: the secret-keys file
     /// beside it), including values stored before sealing existed.
@@ -150,6 +163,75 @@ enum Command {
         /// (up to SUBKEEPER_ATTEMPT_TIMEOUT_SECONDS).
         #[arg(long, default_value_t = 90)]
         timeout_seconds: u64,
+    },
+}
+
+#[derive(Subcommand)]
+enum ProvidersCommand {
+    /// One line per provider of the tenant: id, kind, status, subscription
+    /// state, expiry, name and failure reason — the words of `subkeeper status`
+    /// and the status page.
+    List {
+        /// The tenant.
+        #[arg(long)]
+        tenant: String,
+        /// Print the admin API's JSON instead.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Add one provider (idempotent: a provider with the same tenant, kind and
+    /// resource is left as it is, or its name and enabled flag updated).
+    /// Secrets come from the environment, never the command line:
+    /// SUBKEEPER_PROVIDER_CLIENT_SECRET, SUBKEEPER_PROVIDER_REFRESH_TOKEN.
+    Add {
+        /// The tenant.
+        #[arg(long)]
+        tenant: String,
+        /// graph_mail, graph_calendar, google_calendar or gmail.
+        #[arg(long)]
+        kind: String,
+        /// Human name.
+        #[arg(long)]
+        name: String,
+        /// Graph resource path, Google calendar id or Gmail mailbox.
+        #[arg(long)]
+        resource: String,
+        /// client_credentials (Microsoft app-only) or refresh_token.
+        #[arg(long)]
+        flow: String,
+        /// Azure AD tenant id or domain (Microsoft).
+        #[arg(long)]
+        authority_tenant: Option<String>,
+        /// The app registration's client id.
+        #[arg(long)]
+        client_id: String,
+        /// OAuth scope (defaults per flow).
+        #[arg(long)]
+        scope: Option<String>,
+        /// Add it disabled.
+        #[arg(long)]
+        disabled: bool,
+    },
+    /// Delete a provider; the service deletes its subscription at the provider.
+    Remove {
+        /// The tenant.
+        #[arg(long)]
+        tenant: String,
+        /// The provider id.
+        id: String,
+    },
+    /// Import providers from a CSV file (header: tenant, kind, display_name,
+    /// resource, enabled, flow, authority_tenant, client_id, client_secret,
+    /// refresh_token, scope) or a JSON file (an array of such objects, or one per
+    /// line).
+    ///
+    /// Idempotent: the same file twice changes nothing. Each bad row is reported
+    /// on stderr as `line N: why` and the good ones are applied; progress goes to
+    /// stderr on long imports. Exit status 0 when every row applied, 2 when some
+    /// were refused.
+    Import {
+        /// The file (`.csv` is read as CSV, anything else as JSON).
+        file: PathBuf,
     },
 }
 
@@ -262,6 +344,7 @@ fn main() -> anyhow::Result<ExitCode> {
             Command::Status => subkeeper::cli::status(&config)
                 .await
                 .map(|()| ExitCode::SUCCESS),
+            Command::Providers { url, command } => providers(&config, url, command).await,
             Command::RotateKey { print_new_key: true } => {
                 println!(
                     "{}",
@@ -307,6 +390,49 @@ fn main() -> anyhow::Result<ExitCode> {
         std::mem::forget(system);
     }
     result
+}
+
+/// `subkeeper providers …`.
+async fn providers(
+    config: &Config,
+    url: Option<String>,
+    command: ProvidersCommand,
+) -> anyhow::Result<ExitCode> {
+    use subkeeper::provider_cli as cli;
+    let client = cli::AdminClient::new(config, url.as_deref())?;
+    match command {
+        ProvidersCommand::List { tenant, json } => cli::list(&client, &tenant, json).await?,
+        ProvidersCommand::Add {
+            tenant,
+            kind,
+            name,
+            resource,
+            flow,
+            authority_tenant,
+            client_id,
+            scope,
+            disabled,
+        } => {
+            let secret = |var: &str| std::env::var(var).ok().filter(|v| !v.is_empty());
+            let row = cli::ImportRow {
+                tenant,
+                kind,
+                display_name: name,
+                resource,
+                enabled: Some(!disabled),
+                flow,
+                authority_tenant,
+                client_id,
+                client_secret: secret("SUBKEEPER_PROVIDER_CLIENT_SECRET"),
+                refresh_token: secret("SUBKEEPER_PROVIDER_REFRESH_TOKEN"),
+                scope,
+            };
+            cli::add(&client, row).await?;
+        }
+        ProvidersCommand::Remove { tenant, id } => cli::remove(&client, &tenant, &id).await?,
+        ProvidersCommand::Import { file } => return cli::import(&client, &file).await,
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Resolves on SIGINT or SIGTERM.

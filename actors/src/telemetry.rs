@@ -202,7 +202,7 @@ pub fn describe_metrics() {
     );
     describe_counter!(
         names::DELIVERIES_NOT_LOGGED,
-        "Refused deliveries left out of the delivery log, by outcome and why (rate_limited, write_failed)."
+        "Refused deliveries left out of the delivery log, by reason and why (rate_limited, backlog, write_failed)."
     );
     describe_counter!(
         names::RETENTION_ROWS_REMOVED,

@@ -71,6 +71,15 @@ pub struct AttemptsPage {
     next_cursor: Option<String>,
 }
 
+/// A page of a provider's delivery log.
+#[derive(Serialize, ToSchema)]
+pub struct DeliveriesPage {
+    /// Newest first.
+    deliveries: Vec<subkeeper_actors::ports::DeliveryView>,
+    /// Pass as `cursor` for the next page; `null` on the last one.
+    next_cursor: Option<String>,
+}
+
 /// A page of the audit trail.
 #[derive(Serialize, ToSchema)]
 pub struct AuditPage {
@@ -145,6 +154,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route(
             "/tenants/{tenant}/providers/{id}/attempts",
             web::get().to(attempts),
+        )
+        .route(
+            "/tenants/{tenant}/providers/{id}/deliveries",
+            web::get().to(deliveries),
         )
         .route(
             "/tenants/{tenant}/providers/{id}/credentials",
@@ -343,6 +356,26 @@ async fn attempts(
     let page = state.admin.attempts(&tenant, id, &request).await?;
     Ok(HttpResponse::Ok().json(AttemptsPage {
         attempts: page.items,
+        next_cursor: page.next.map(page::encode),
+    }))
+}
+
+/// A page of the provider's delivery log, newest first.
+#[utoipa::path(get, path = "/api/v1/tenants/{tenant}/providers/{id}/deliveries", tag = "providers", params(("tenant" = String, Path, description = "Tenant id: 1-64 of A-Z a-z 0-9 _ -", pattern = "^[A-Za-z0-9_-]{1,64}$"), ("id" = String, Path, format = Uuid, description = "Provider id (a UUID)"), PageQuery), responses((status = 200, description = "A page of its delivery log (hashes, never payloads), newest first", body = DeliveriesPage), Refusals), security(("bearer" = [])))]
+async fn deliveries(
+    principal: Principal,
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+    query: web::Query<PageQuery>,
+) -> Result<HttpResponse, HttpError> {
+    let (tenant, id) = key(&principal, &path)?;
+    let request = query.request(KeyKind::Seq)?;
+    if state.admin.provider_view(&tenant, id).await?.is_none() {
+        return Err(not_found(&tenant, id));
+    }
+    let page = state.deliveries.deliveries(&tenant, id, &request).await?;
+    Ok(HttpResponse::Ok().json(DeliveriesPage {
+        deliveries: page.items,
         next_cursor: page.next.map(page::encode),
     }))
 }

@@ -11,6 +11,7 @@ pub mod openapi;
 pub mod page;
 mod probes;
 pub mod span;
+mod status_page;
 mod webhooks;
 
 use error::Body;
@@ -35,6 +36,10 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// The admin reads and writes (and the store's readiness).
     pub admin: Arc<dyn AdminStore>,
+    /// The delivery log, read back.
+    pub deliveries: Arc<dyn subkeeper_actors::ports::DeliveryLog>,
+    /// The status page's list and sessions.
+    pub page: Arc<dyn subkeeper_actors::ports::StatusPageStore>,
     /// The fleet.
     pub fleet: FleetHandle,
     /// The health board (metrics, readiness).
@@ -67,6 +72,7 @@ pub fn routes(state: AppState) -> impl FnOnce(&mut web::ServiceConfig) {
             .default_service(web::to(error::no_route))
             .configure(webhooks::routes)
             .configure(probes::routes)
+            .configure(status_page::routes)
             .service(
                 web::scope("/api/v1")
                     .configure(openapi::routes)

@@ -23,6 +23,7 @@ use utoipa::{Modify, OpenApi};
         admin::delete,
         admin::health,
         admin::attempts,
+        admin::deliveries,
         admin::credentials,
         admin::renew,
         admin::renew_tenant,

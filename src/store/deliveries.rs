@@ -6,9 +6,8 @@ use super::{Store, db, on_db, parse};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use subkeeper_actors::domain::{ProviderId, TenantId};
-use subkeeper_actors::ports::{
-    DeliveryCursor, DeliveryLog, DeliveryRecord, DeliveryView, StoreError,
-};
+use subkeeper_actors::ports::page::{Cursor, CursorKey, Page, PageRequest};
+use subkeeper_actors::ports::{DeliveryLog, DeliveryRecord, DeliveryView, StoreError};
 
 /// Rows per INSERT: 9 binds each stays far below either database's limit.
 const CHUNK: usize = 500;
@@ -68,10 +67,17 @@ impl DeliveryLog for Store {
         &self,
         tenant: &TenantId,
         provider: ProviderId,
-        after: Option<DeliveryCursor>,
-        limit: i64,
-    ) -> Result<Vec<DeliveryView>, StoreError> {
-        let limit = limit.clamp(1, 500);
+        page: &PageRequest,
+    ) -> Result<Page<DeliveryView>, StoreError> {
+        let limit = page.fetch();
+        let after = page
+            .after
+            .map(|c| {
+                c.seq()
+                    .map(|id| (c.at, id))
+                    .ok_or_else(|| StoreError::Rejected("not a deliveries cursor".into()))
+            })
+            .transpose()?;
         let rows: Vec<DeliveryRow> = on_db!(&self.db, pool => {
             match after {
                 None => sqlx::query_as(
@@ -85,7 +91,7 @@ impl DeliveryLog for Store {
                 .fetch_all(pool)
                 .await
                 .map_err(db)?,
-                Some(c) => sqlx::query_as(
+                Some((at, id)) => sqlx::query_as(
                     "SELECT id, received_at, kind, outcome, reason, message_id, payload_sha256 FROM deliveries \
                      WHERE tenant_id = $1 AND provider_id = $2 \
                        AND (received_at < $3 OR (received_at = $3 AND id < $4)) \
@@ -93,14 +99,21 @@ impl DeliveryLog for Store {
                 )
                 .bind(tenant.as_str())
                 .bind(provider.0)
-                .bind(c.received_at)
-                .bind(c.id)
+                .bind(at)
+                .bind(id)
                 .bind(limit)
                 .fetch_all(pool)
                 .await
                 .map_err(db)?,
             }
         });
-        rows.into_iter().map(DeliveryRow::view).collect()
+        let views = rows
+            .into_iter()
+            .map(DeliveryRow::view)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Page::from_rows(views, page, |v| Cursor {
+            at: v.received_at,
+            key: CursorKey::Seq(v.id),
+        }))
     }
 }

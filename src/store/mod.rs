@@ -25,6 +25,7 @@ mod lifecycle;
 mod notification;
 mod open;
 mod rows;
+mod status_page;
 mod stream;
 
 pub use admin::request_hash;

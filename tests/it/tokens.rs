@@ -84,6 +84,7 @@ pub fn tenant_routes(tenant: &str, id: &str) -> Vec<(Method, String, Option<Valu
         (Method::DELETE, p.clone(), None),
         (Method::GET, format!("{p}/health"), None),
         (Method::GET, format!("{p}/attempts"), None),
+        (Method::GET, format!("{p}/deliveries"), None),
         (
             Method::PUT,
             format!("{p}/credentials"),

@@ -6,6 +6,7 @@
 
 use crate::domain::{DeliveryKind, DeliveryOutcome, DeliveryReason, ProviderId, TenantId};
 use crate::ports::StoreError;
+use crate::ports::page::{Page, PageRequest};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -32,7 +33,7 @@ pub struct DeliveryRecord {
 }
 
 /// One delivery as the admin API and the status page show it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct DeliveryView {
     /// Row id (the cursor's tie-breaker).
     pub id: i64,
@@ -50,16 +51,6 @@ pub struct DeliveryView {
     pub payload_sha256: String,
 }
 
-/// Where a page of deliveries starts: strictly older than this
-/// `(received_at, id)`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DeliveryCursor {
-    /// Received time of the last row seen.
-    pub received_at: DateTime<Utc>,
-    /// Id of the last row seen.
-    pub id: i64,
-}
-
 /// The delivery log.
 #[async_trait]
 pub trait DeliveryLog: Send + Sync + 'static {
@@ -67,13 +58,12 @@ pub trait DeliveryLog: Send + Sync + 'static {
     /// stream redelivered it) is skipped, so the write can be retried.
     async fn record_deliveries(&self, records: &[DeliveryRecord]) -> Result<(), StoreError>;
 
-    /// Up to `limit` deliveries of one of the tenant's providers, newest first,
-    /// older than `after` when given.
+    /// A page of one of the tenant's providers' deliveries, newest first,
+    /// ordered by `(received_at, id)` descending.
     async fn deliveries(
         &self,
         tenant: &TenantId,
         provider: ProviderId,
-        after: Option<DeliveryCursor>,
-        limit: i64,
-    ) -> Result<Vec<DeliveryView>, StoreError>;
+        page: &PageRequest,
+    ) -> Result<Page<DeliveryView>, StoreError>;
 }

@@ -19,6 +19,7 @@ mod events;
 mod intake;
 mod leases;
 pub mod page;
+mod status_page;
 mod store;
 mod stream;
 
@@ -35,13 +36,14 @@ pub use credentials::{
     CredentialSource, GRAPH_DEFAULT_SCOPE, GRAPH_DELEGATED_SCOPE, MailboxWatchers,
     OAuthCredentials, OAuthFlow, UnknownFlow,
 };
-pub use deliveries::{DeliveryCursor, DeliveryLog, DeliveryRecord, DeliveryView};
+pub use deliveries::{DeliveryLog, DeliveryRecord, DeliveryView};
 pub use events::{
     AlertSink, DomainEventSink, DurableMessage, EventSink, PublishError, WebhookPublisher,
 };
 pub use intake::{IntakeStore, MailboxRoute, Outbox, OutboxEntry, ResyncTarget, Route, RouteState};
 pub use leases::{LeaseStore, Membership};
 pub use page::{Cursor, CursorKey, Page, PageRequest};
+pub use status_page::{BoardCursor, BoardFilter, BoardRow, SessionGrant, StatusPageStore};
 pub use store::{
     AlertStore, AttemptRecord, CatchUpState, CatchUpStore, Fence, LifecycleStore, LoadedProvider,
     NotificationStore, OwnedProvider, ProofOfLife, ProviderState, StoreError,
