@@ -115,7 +115,7 @@ pub struct Config {
     /// created together do not all renew in the same second.
     pub renewal_jitter_seconds: i64,
     /// Extra lead per provider, a fixed share of this percentage of its
-    /// renewal period (lifetime − lookahead), derived from its id
+    /// renewal period (granted lifetime − lookahead), derived from its id
     /// (`SUBKEEPER_RENEWAL_SPREAD_PERCENT`; default 10; 0–50): a fleet
     /// registered in one minute does not renew in one minute forever.
     pub renewal_spread_percent: u32,
@@ -624,17 +624,8 @@ impl Config {
                         GOOGLE_MAX_LIFETIME_MINUTES - self.gmail_renew_every_hours * 60
                     }
                 };
-                let lifetime = match kind {
-                    ProviderKind::GraphMail | ProviderKind::GraphCalendar => {
-                        GRAPH_MAX_LIFETIME_MINUTES
-                    }
-                    ProviderKind::GoogleCalendar | ProviderKind::Gmail => {
-                        GOOGLE_MAX_LIFETIME_MINUTES
-                    }
-                };
-                let period = TimeDelta::minutes((lifetime - lookahead).max(0));
                 let policy = Policy {
-                    spread: period * i32::try_from(self.renewal_spread_percent).unwrap_or(0) / 100,
+                    spread: f64::from(self.renewal_spread_percent) / 100.0,
                     spread_share: 0.0,
                     lookahead: TimeDelta::minutes(lookahead),
                     jitter_max: TimeDelta::seconds(self.renewal_jitter_seconds),

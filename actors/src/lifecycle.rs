@@ -35,11 +35,13 @@ pub struct Policy {
     pub cooloff: TimeDelta,
     /// Shortest delay ever scheduled, so a misbehaving provider cannot cause a hot loop.
     pub min_delay: TimeDelta,
-    /// Up to this much extra lead time, a fixed share per provider
-    /// ([`Policy::spread_share`]): a fleet registered in one minute renews
-    /// spread over this span, and the spread grows with every renewal instead of
-    /// the burst repeating each lifetime.
-    pub spread: TimeDelta,
+    /// Up to this fraction (0–0.5) of the renewal period (from now until the
+    /// renewal would otherwise be due) of extra lead time, a fixed share per
+    /// provider ([`Policy::spread_share`]): a fleet registered in one minute
+    /// renews spread over that span, and the spread grows with every renewal
+    /// instead of the burst repeating each lifetime. Relative to the period as
+    /// scheduled, so it never brings a renewal closer than half a period.
+    pub spread: f64,
     /// This provider's share of [`Policy::spread`], in `[0, 1)`; the same at
     /// every schedule (see [`Policy::for_provider`]).
     pub spread_share: f64,
@@ -68,7 +70,7 @@ impl Default for Policy {
             backoff_cap: TimeDelta::minutes(30),
             cooloff: TimeDelta::minutes(15),
             min_delay: TimeDelta::seconds(1),
-            spread: TimeDelta::zero(),
+            spread: 0.0,
             spread_share: 0.0,
         }
     }
@@ -219,7 +221,7 @@ impl Lifecycle {
         }
         match self.expires_at {
             Some(expires_at) if expires_at > now && self.failures == 0 => {
-                let due = expires_at - self.lead_time(jitter);
+                let due = expires_at - self.lead_time(now, expires_at, jitter);
                 if due > now {
                     self.arm(due)
                 } else {
@@ -365,10 +367,10 @@ impl Lifecycle {
     }
 
     /// How far ahead of expiry to renew for this jitter draw.
-    fn lead_time(&self, jitter: f64) -> TimeDelta {
-        self.policy.lookahead
-            + scale(self.policy.spread, self.policy.spread_share)
-            + scale(self.policy.jitter_max, jitter)
+    fn lead_time(&self, now: DateTime<Utc>, expires_at: DateTime<Utc>, jitter: f64) -> TimeDelta {
+        let period = (expires_at - now - self.policy.lookahead).max(TimeDelta::zero());
+        let spread = self.policy.spread.clamp(0.0, 0.5) * self.policy.spread_share;
+        self.policy.lookahead + scale(period, spread) + scale(self.policy.jitter_max, jitter)
     }
 
     /// Schedules the renewal after a success.
@@ -378,7 +380,7 @@ impl Lifecycle {
         expires_at: DateTime<Utc>,
         jitter: f64,
     ) -> Next {
-        let due = expires_at - self.lead_time(jitter);
+        let due = expires_at - self.lead_time(now, expires_at, jitter);
         if due > now {
             return self.arm(due);
         }
@@ -443,7 +445,7 @@ mod tests {
     fn a_fleet_registered_together_renews_spread_over_the_spread_span() {
         let policy = Policy {
             jitter_max: TimeDelta::zero(),
-            spread: TimeDelta::hours(14),
+            spread: 0.1,
             ..Policy::default()
         };
         let expires_at = t0() + TimeDelta::days(7);
@@ -467,13 +469,15 @@ mod tests {
             })
             .collect();
         dues.sort();
+        // A tenth of the 6-day renewal period: 14.4 h.
+        let span = TimeDelta::minutes(864);
         let latest = expires_at - policy.lookahead;
-        let earliest = latest - policy.spread;
+        let earliest = latest - span;
         assert!(dues[0] >= earliest && dues[dues.len() - 1] <= latest);
         // Spread evenly: each tenth of the span holds about a tenth of the fleet.
         for tenth in 0..10 {
-            let from = earliest + policy.spread * tenth / 10;
-            let to = earliest + policy.spread * (tenth + 1) / 10;
+            let from = earliest + span * tenth / 10;
+            let to = earliest + span * (tenth + 1) / 10;
             let n = dues.iter().filter(|d| **d >= from && **d < to).count();
             assert!(
                 (120..=280).contains(&n),

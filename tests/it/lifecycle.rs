@@ -16,6 +16,7 @@ on_both_backends!(
     three_providers_in_two_tenants_live_through_404_three_strikes_and_invalid_grant,
     creation_fails_cleanly_when_the_webhook_does_not_answer_the_handshake,
     deleting_a_provider_deletes_its_subscription_at_graph,
+    the_fleet_reads_its_providers_state_in_pages_in_id_order,
 );
 
 async fn three_providers_in_two_tenants_live_through_404_three_strikes_and_invalid_grant(
@@ -213,5 +214,59 @@ async fn deleting_a_provider_deletes_its_subscription_at_graph(backend: Backend)
         .admin(Method::GET, &format!("/tenants/acme/providers/{id}"), None)
         .await;
     assert_eq!(code, 404);
+    h.stop().await;
+}
+
+/// The paged load the fleet starts from: pages in id order, each provider with
+/// its live subscription and health row, a short last page, and an empty page
+/// after it — the same on both databases (ids compare as they are stored).
+async fn the_fleet_reads_its_providers_state_in_pages_in_id_order(backend: Backend) {
+    use subkeeper_actors::ports::LifecycleStore;
+    let h = Harness::start(backend, |_| {}).await;
+    let mut ids = Vec::new();
+    for mailbox in ["ann", "ben", "cat"] {
+        let id = h.create_provider("acme", "acme-aad", mailbox).await;
+        h.wait_provider("acme", &id, "registered", |v| status(v) == "healthy")
+            .await;
+        ids.push(crate::support::uuid(&id));
+    }
+    ids.sort();
+    let store = h.store();
+    let first = store.load_owned(None, 2).await.unwrap();
+    assert_eq!(
+        first
+            .iter()
+            .map(|l| l.owned.provider.id.0)
+            .collect::<Vec<_>>(),
+        ids[..2]
+    );
+    let rest = store
+        .load_owned(Some(first[1].owned.provider.id), 2)
+        .await
+        .unwrap();
+    assert_eq!(
+        rest.iter()
+            .map(|l| l.owned.provider.id.0)
+            .collect::<Vec<_>>(),
+        ids[2..]
+    );
+    assert!(
+        store
+            .load_owned(Some(rest[0].owned.provider.id), 2)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    for loaded in first.iter().chain(&rest) {
+        let id = loaded.owned.provider.id;
+        let state = &loaded.state;
+        assert!(state.had_subscription);
+        let sub = state.subscription.as_ref().expect("a live subscription");
+        assert_eq!(sub.provider_id, id);
+        let health = state.health.as_ref().expect("a health row");
+        assert_eq!(health.provider_id, id);
+        assert_eq!(health.subscription_expires_at, Some(sub.expires_at));
+        assert_eq!(*state, store.provider_state(id).await.unwrap());
+    }
     h.stop().await;
 }
