@@ -160,7 +160,10 @@ async fn wait_caught_up(
             bail!("{what}: only {done}/{n} after {timeout:?}");
         }
         if Instant::now() >= next_report {
-            eprintln!("{what}: {done}/{n} after {:.0} s", start.elapsed().as_secs_f64());
+            eprintln!(
+                "{what}: {done}/{n} after {:.0} s",
+                start.elapsed().as_secs_f64()
+            );
             next_report += Duration::from_secs(5);
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
