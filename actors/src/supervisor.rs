@@ -204,7 +204,11 @@ impl ProviderSupervisor {
         );
         self.subscription = state.subscription;
         self.loaded = true;
-        self.catch_up(Trigger::Startup, ctx);
+        // A provider that never had a subscription missed nothing; its
+        // registration takes the cursor.
+        if state.had_subscription {
+            self.catch_up(Trigger::Startup, ctx);
+        }
         let now = self.now();
         let next = if std::mem::take(&mut self.force_pending) {
             self.lifecycle.force(now)
@@ -218,6 +222,11 @@ impl ProviderSupervisor {
     /// Tells the catch-up actor of a gap (it decides whether anything was
     /// missed).
     fn catch_up(&self, trigger: Trigger, ctx: &mut Context<Self>) {
+        // A provider parked for re-authorization cannot be read either; its
+        // recovery is a gap of its own (`Recovered`).
+        if self.lifecycle.needs_reauth() {
+            return;
+        }
         if let Some(catch_up) = &self.ctx.catch_up {
             catch_up.do_send(CatchUpDue {
                 provider: self.provider.clone(),
