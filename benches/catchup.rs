@@ -199,6 +199,9 @@ async fn measure(args: &Args, db: &TestDb, bus: &TestBus) -> anyhow::Result<()> 
     config.catch_up_starts_per_second = args.starts_per_second;
     config.catch_up_concurrency = args.concurrency;
     config.catch_up_sweep_seconds = 1;
+    // Every replay is stored on the webhook stream: more than the test kit's
+    // small default holds (the catch-up refuses to skip what it cannot store).
+    config.nats_webhook_stream_max_bytes = 1 << 30;
     config.validate()?;
     let options = || RunOptions {
         clock: Some(clock.clone()),

@@ -292,11 +292,11 @@ impl ProviderSupervisor {
             self.loaded = true;
             self.ctx.progress.loaded.fetch_add(1, Ordering::Relaxed);
         }
-        // A start-up gap is only worth reading for a provider with a
-        // subscription that is not parked: a parked provider is not called (its
+        // A start-up gap is only worth reading for a provider that had a
+        // subscription and is not parked: a parked provider is not called (its
         // catch-up comes when it recovers), and a first registration takes its
         // cursor then.
-        if self.subscription.is_some()
+        if state.had_subscription
             && !matches!(
                 self.lifecycle.status(),
                 HealthState::NeedsReauth | HealthState::Error
@@ -321,6 +321,11 @@ impl ProviderSupervisor {
     /// Tells the catch-up actor of a gap (it decides whether anything was
     /// missed).
     fn catch_up(&self, trigger: Trigger, ctx: &mut Context<Self>) {
+        // A provider parked for re-authorization cannot be read either; its
+        // recovery is a gap of its own (`Recovered`).
+        if self.lifecycle.needs_reauth() {
+            return;
+        }
         if let Some(catch_up) = &self.ctx.catch_up {
             catch_up.do_send(CatchUpDue {
                 provider: self.provider.clone(),

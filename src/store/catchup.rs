@@ -110,7 +110,8 @@ impl CatchUpStore for Store {
              JOIN subscriptions s ON s.provider_id = p.id AND s.state = 'active' \
              LEFT JOIN provider_health h ON h.provider_id = p.id \
              LEFT JOIN provider_cursors c ON c.provider_id = p.id \
-             WHERE p.enabled AND p.deleted_at IS NULL",
+             WHERE p.enabled AND p.deleted_at IS NULL \
+               AND (h.subscription_status IS NULL OR h.subscription_status <> 'needs_reauth')",
         )
         .fetch_all(pool)
         .await

@@ -187,16 +187,22 @@ async fn dropped_webhooks_are_found_replayed_once_alerted_and_the_subscription_r
     }
     // The alert names tenant and provider.
     for (kind, id, _) in &providers {
-        let alerts = h.alert_stream().await;
-        assert!(
-            alerts.iter().any(|a| a.body["event"] == "push_broken"
-                && a.body["provider_id"] == id.as_str()
-                && a.body["tenant"] == "acme"
-                && a.body["reason"]
-                    .as_str()
-                    .is_some_and(|r| r.contains(id.as_str()) && r.contains("acme"))),
-            "{kind}: no push_broken alert naming acme/{id}: {alerts:#?}"
-        );
+        let names_it = |alerts: &[Stored]| {
+            alerts.iter().any(|a| {
+                a.body["event"] == "push_broken"
+                    && a.body["provider_id"] == id.as_str()
+                    && a.body["tenant"] == "acme"
+                    && a.body["reason"]
+                        .as_str()
+                        .is_some_and(|r| r.contains(id.as_str()) && r.contains("acme"))
+            })
+        };
+        wait_until(
+            &format!("{kind}: a push_broken alert naming acme/{id}"),
+            WAIT,
+            || async { names_it(&h.alert_stream().await) },
+        )
+        .await;
     }
     // Each subscription is recreated.
     for (kind, id, _) in &providers {

@@ -87,6 +87,10 @@ struct Profile {
     history_id: String,
 }
 
+/// The round marker of a Calendar page position when the round is the full
+/// one (no sync token yet).
+const FULL_ROUND: &str = "full";
+
 /// A Gmail page position: the start and Google's page token.
 fn gmail_page(start: &str, token: &str) -> String {
     format!("{start} {token}")
@@ -106,21 +110,29 @@ impl GoogleCalendarApi {
             .client
             .url(&["calendar", "v3", "calendars", &provider.resource, "events"])
             .map_err(fail)?;
+        // Later pages repeat the round's parameters with the page token, as
+        // Google's sync guide does: `showDeleted` for the full round, the
+        // `syncToken` for an incremental one (the position keeps which).
+        let (round, page) = match from {
+            ChangesFrom::Start => (FULL_ROUND.to_owned(), None),
+            ChangesFrom::Cursor(token) => (token.to_owned(), None),
+            ChangesFrom::Page(position) => match position.split_once(' ') {
+                Some((round, page)) => (round.to_owned(), Some(page.to_owned())),
+                None => (FULL_ROUND.to_owned(), Some(position.to_owned())),
+            },
+        };
         {
             let mut query = url.query_pairs_mut();
             query.append_pair("maxResults", &page_size.clamp(1, 2500).to_string());
-            match from {
+            if round == FULL_ROUND {
                 // A full round must see deleted events too, so its sync token
                 // reports their later changes.
-                ChangesFrom::Start => {
-                    query.append_pair("showDeleted", "true");
-                }
-                ChangesFrom::Cursor(token) => {
-                    query.append_pair("syncToken", token);
-                }
-                ChangesFrom::Page(token) => {
-                    query.append_pair("pageToken", token);
-                }
+                query.append_pair("showDeleted", "true");
+            } else {
+                query.append_pair("syncToken", &round);
+            }
+            if let Some(page) = &page {
+                query.append_pair("pageToken", page);
             }
         }
         let answer = self
@@ -145,7 +157,7 @@ impl GoogleCalendarApi {
         };
         let page: EventsPage = parse_answer(Call::EventsList, &answer).map_err(fail)?;
         let next = match (page.next_page_token, page.next_sync_token) {
-            (Some(token), _) => ChangesNext::Page(token),
+            (Some(token), _) => ChangesNext::Page(format!("{round} {token}")),
             (None, Some(sync)) => ChangesNext::Done(sync),
             (None, None) => {
                 return Err(fail(GoogleError::InvalidResponse {
