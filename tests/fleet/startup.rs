@@ -15,6 +15,7 @@ use subkeeper_testkit::admin::{GRAPH_CLIENT_ID, GRAPH_CLIENT_SECRET};
 use subkeeper_testkit::bus::TestBus;
 use subkeeper_testkit::db::TestDb;
 use subkeeper_testkit::service::{self, Service};
+use subkeeper_testkit::sim::Operation;
 use subkeeper_testkit::sim;
 use subkeeper_testkit::wait_until;
 
@@ -113,10 +114,18 @@ async fn a_fleet_already_in_the_database_is_scheduled_from_its_stored_state() {
         last.borrow()
     );
     // Their state was used: nothing was registered again, nothing renewed early.
-    let calls: Vec<_> = sim.requests().into_iter().map(|r| r.operation).collect();
+    // (Providers seeded without a change cursor get one taken in the
+    // background by the catch-up actor, at its spread pace: reads, not
+    // subscription calls.)
+    let calls: Vec<_> = sim
+        .requests()
+        .into_iter()
+        .map(|r| r.operation)
+        .filter(|op| matches!(op, Operation::Create | Operation::Renew | Operation::Delete))
+        .collect();
     assert!(
         calls.is_empty(),
-        "the provider was called at start-up: {calls:?}"
+        "a subscription was created, renewed or deleted at start-up: {calls:?}"
     );
     let metrics = http
         .get(format!("{base_url}/metrics"))
