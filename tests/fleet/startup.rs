@@ -15,8 +15,8 @@ use subkeeper_testkit::admin::{GRAPH_CLIENT_ID, GRAPH_CLIENT_SECRET};
 use subkeeper_testkit::bus::TestBus;
 use subkeeper_testkit::db::TestDb;
 use subkeeper_testkit::service::{self, Service};
-use subkeeper_testkit::sim::Operation;
 use subkeeper_testkit::sim;
+use subkeeper_testkit::sim::Operation;
 use subkeeper_testkit::wait_until;
 
 /// Providers seeded healthy: three pages and a part.

@@ -289,14 +289,18 @@ async fn bad_requests_get_error_replies_and_change_nothing() {
     live_subscription(&h, "contoso", &carol).await;
     // Each registration is followed by a catch-up that takes the change cursor
     // (one delta read): settled before counting what the requests below call.
-    wait_until("both change cursors taken", Duration::from_secs(30), || async {
-        h.sim
-            .requests()
-            .iter()
-            .filter(|r| r.operation == Operation::ChangeFeed && r.status == 200)
-            .count()
-            >= 2
-    })
+    wait_until(
+        "both change cursors taken",
+        Duration::from_secs(30),
+        || async {
+            h.sim
+                .requests()
+                .iter()
+                .filter(|r| r.operation == Operation::ChangeFeed && r.status == 200)
+                .count()
+                >= 2
+        },
+    )
     .await;
     let calls = h.sim.requests().len();
     let attempts = recorded_attempts(&h).await;
