@@ -94,8 +94,8 @@ async fn nats_and_postgres_restart_under_load_and_nothing_acknowledged_is_lost()
     let topology = bus.topology();
     let mut cluster = Cluster::on(db, bus, PROVIDERS).await;
     // The test kit keeps streams small for the shared server; this server is
-    // the test's own, and every acknowledged webhook must still be in the
-    // stream at the end (a full stream drops its oldest).
+    // the test's own, and every acknowledged webhook must reach the stream
+    // (a full stream refuses publishes: they would wait in the outbox).
     cluster
         .start_instance_with(|c| c.nats_webhook_stream_max_bytes = 1 << 30)
         .await;
