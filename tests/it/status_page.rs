@@ -107,6 +107,17 @@ impl Driver {
         driver
     }
 
+    /// Ends the WebDriver session, which closes the browser (killing
+    /// chromedriver alone would leave Chromium running), then stops the driver
+    /// and removes the profile.
+    async fn quit(self) {
+        let _ = self
+            .http
+            .delete(format!("{}/session/{}", self.base, self.session))
+            .send()
+            .await;
+    }
+
     async fn call(&self, method: Method, path: &str, body: Option<Value>) -> Value {
         let mut request = self.http.request(method, format!("{}{path}", self.base));
         if let Some(body) = body {
@@ -364,7 +375,7 @@ async fn a_tenant_operator_signs_in_sees_the_error_retries_it_healthy_and_delete
         || async { !h.sim.subscriptions().iter().any(|s| s.id == alice_sub) },
     )
     .await;
-    drop(browser);
+    browser.quit().await;
 
     // Over plain HTTP: the cookie, the headers, CSRF, another tenant.
     let http = reqwest::Client::builder()
