@@ -214,11 +214,8 @@ impl Store {
             match &which {
                 Which::One(id) => query = query.bind(id.0),
                 Which::Page(page) => {
-                    if let Some(after) = page.after {
-                        let key = after.uuid().ok_or_else(|| {
-                            StoreError::Rejected("a provider cursor is keyed by a UUID".into())
-                        })?;
-                        query = query.bind(after.at).bind(key);
+                    if let Some((at, key)) = page.after_uuid()? {
+                        query = query.bind(at).bind(key);
                     }
                     query = query.bind(page.fetch());
                 }
@@ -457,15 +454,7 @@ impl AdminStore for Store {
         id: ProviderId,
         page: &PageRequest,
     ) -> Result<Page<AttemptView>, StoreError> {
-        let after = match page.after {
-            Some(c) => Some((
-                c.at,
-                c.seq().ok_or_else(|| {
-                    StoreError::Rejected("an attempts cursor is keyed by a sequence id".into())
-                })?,
-            )),
-            None => None,
-        };
+        let after = page.after_seq()?;
         let (filter, limit) = match after {
             Some(_) => ("AND (attempted_at, id) < ($3, $4)", "$5"),
             None => ("", "$3"),
@@ -562,15 +551,7 @@ impl AdminStore for Store {
         tenant: &TenantId,
         page: &PageRequest,
     ) -> Result<Page<AuditView>, StoreError> {
-        let after = match page.after {
-            Some(c) => Some((
-                c.at,
-                c.seq().ok_or_else(|| {
-                    StoreError::Rejected("an audit cursor is keyed by a sequence id".into())
-                })?,
-            )),
-            None => None,
-        };
+        let after = page.after_seq()?;
         let (filter, limit) = match after {
             Some(_) => ("AND (at, id) < ($2, $3)", "$4"),
             None => ("", "$2"),
@@ -644,15 +625,7 @@ impl AdminStore for Store {
         tenant: Option<&TenantId>,
         page: &PageRequest,
     ) -> Result<Page<TokenView>, StoreError> {
-        let after = match page.after {
-            Some(c) => Some((
-                c.at,
-                c.uuid().ok_or_else(|| {
-                    StoreError::Rejected("a token cursor is keyed by a UUID".into())
-                })?,
-            )),
-            None => None,
-        };
+        let after = page.after_uuid()?;
         // $1 is the tenant or NULL for all of them.
         let (filter, limit) = match after {
             Some(_) => ("AND (created_at, id) > ($2, $3)", "$4"),

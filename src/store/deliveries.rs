@@ -70,14 +70,7 @@ impl DeliveryLog for Store {
         page: &PageRequest,
     ) -> Result<Page<DeliveryView>, StoreError> {
         let limit = page.fetch();
-        let after = page
-            .after
-            .map(|c| {
-                c.seq()
-                    .map(|id| (c.at, id))
-                    .ok_or_else(|| StoreError::Rejected("not a deliveries cursor".into()))
-            })
-            .transpose()?;
+        let after = page.after_seq()?;
         let rows: Vec<DeliveryRow> = on_db!(&self.db, pool => {
             match after {
                 None => sqlx::query_as(

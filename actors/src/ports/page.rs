@@ -5,6 +5,7 @@
 //! How a cursor is written on the wire (opaque to callers) is the HTTP layer's
 //! business; the store only sees these values.
 
+use super::StoreError;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
@@ -73,6 +74,26 @@ impl PageRequest {
     pub fn fetch(&self) -> i64 {
         i64::from(self.limit.clamp(1, MAX_LIMIT)) + 1
     }
+
+    /// The cursor's time and sequence key, for a sequence-keyed list; a cursor
+    /// of a UUID-keyed list is refused (the HTTP layer refuses it first).
+    pub fn after_seq(&self) -> Result<Option<(DateTime<Utc>, i64)>, StoreError> {
+        self.after
+            .map(|c| c.seq().map(|id| (c.at, id)).ok_or_else(another_list))
+            .transpose()
+    }
+
+    /// The cursor's time and UUID key, for a UUID-keyed list; a cursor of a
+    /// sequence-keyed list is refused.
+    pub fn after_uuid(&self) -> Result<Option<(DateTime<Utc>, Uuid)>, StoreError> {
+        self.after
+            .map(|c| c.uuid().map(|id| (c.at, id)).ok_or_else(another_list))
+            .transpose()
+    }
+}
+
+fn another_list() -> StoreError {
+    StoreError::Rejected("the cursor belongs to another list".into())
 }
 
 impl Default for PageRequest {
