@@ -622,7 +622,14 @@ struct PhaseBackends {
     cpu: HashMap<i32, (u64, u64)>,
     /// Cluster-wide WAL and checkpoint counters at the first and latest sample.
     wal: Option<(WalCounters, WalCounters)>,
+    /// This database's committed plus rolled-back transactions
+    /// (`pg_stat_database`) at the first and latest sample.
+    xacts: Option<(i64, i64)>,
 }
+
+/// Transactions the sampler itself runs per sample (three single statements,
+/// each its own transaction), taken off the database's count.
+const SAMPLER_XACTS: i64 = 3;
 
 /// Cluster-wide counters (every database on the server, not only this run's):
 /// WAL records, full-page images, WAL bytes, checkpoints.
@@ -685,10 +692,20 @@ fn sample_backends(url: &str, progress: &Mutex<Progress>, running: &AtomicBool) 
             .fetch_one(&mut conn)
             .await
             .ok();
+            let xacts: Option<i64> = sqlx::query_scalar(
+                "SELECT xact_commit + xact_rollback FROM pg_stat_database \
+                 WHERE datname = current_database()",
+            )
+            .fetch_one(&mut conn)
+            .await
+            .ok();
             let phase = out.entry(phase).or_default();
             phase.samples += 1;
             if let Some(now) = wal {
                 phase.wal.get_or_insert((now, now)).1 = now;
+            }
+            if let Some(now) = xacts {
+                phase.xacts.get_or_insert((now, now)).1 = now;
             }
             for (pid, state, wait) in rows {
                 *phase.states.entry((state, wait)).or_default() += 1;
@@ -908,6 +925,17 @@ impl Report<'_> {
                 bytes / (1024.0 * 1024.0),
                 bytes / 1024.0 / self.n as f64,
                 100.0 * (last.1 - first.1).max(0) as f64 / records.max(1) as f64
+            );
+        }
+        if let Some((first, last)) = seen.xacts {
+            // Statistics reach pg_stat_database when a backend goes idle (at
+            // most about a second late), which over a phase of many seconds
+            // is noise.
+            let service =
+                (last - first - SAMPLER_XACTS * seen.samples.saturating_sub(1) as i64).max(0);
+            println!(
+                "Postgres transactions of this database: {service} = {:.0} per 1,000 provider attempts (the sampler's own taken off)",
+                service as f64 * 1000.0 / self.n as f64
             );
         }
         println!("| state | waiting on | mean connections |");

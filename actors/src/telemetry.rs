@@ -110,6 +110,8 @@ pub mod names {
     /// Counter {step}: tenant offboardings `started` (asked for) and `finished`
     /// (every row of the tenant gone).
     pub const TENANT_OFFBOARDINGS: &str = "subkeeper_tenant_offboardings_total";
+    /// Histogram: renewal attempts written per group commit (one transaction).
+    pub const ATTEMPT_WRITE_BATCH: &str = "subkeeper_attempt_write_batch_size";
 
     /// All names, for the test that checks dashboards and rules use only these.
     pub const ALL: &[&str] = &[
@@ -151,6 +153,7 @@ pub mod names {
         DELIVERIES_NOT_LOGGED,
         RETENTION_ROWS_REMOVED,
         TENANT_OFFBOARDINGS,
+        ATTEMPT_WRITE_BATCH,
     ];
 }
 
@@ -211,6 +214,10 @@ pub fn describe_metrics() {
     describe_counter!(
         names::TENANT_OFFBOARDINGS,
         "Tenant offboardings started (asked for) and finished (every row of the tenant removed)."
+    );
+    describe_histogram!(
+        names::ATTEMPT_WRITE_BATCH,
+        "Renewal attempts written together in one database transaction (group commit)."
     );
     describe_counter!(
         names::RENEWAL_ERRORS,

@@ -8,7 +8,7 @@ use super::rows::{
 use super::{Dialect as _, Store, db, on_db};
 use async_trait::async_trait;
 use std::collections::{HashMap, HashSet};
-use subkeeper_actors::domain::{HealthState, ProviderId, Subscription};
+use subkeeper_actors::domain::{ProviderId, Subscription};
 use subkeeper_actors::ports::{
     AttemptRecord, Fence, LifecycleStore, LoadedProvider, OwnedProvider, ProviderState, RouteState,
     StoreError,
@@ -218,137 +218,8 @@ impl LifecycleStore for Store {
     }
 
     async fn record_attempt(&self, fence: Fence, record: &AttemptRecord) -> Result<(), StoreError> {
-        let r = &record.result;
-        let h = &record.health;
-        let now = self.clock.now();
-        let status = h.subscription_status.provider_status();
-        let error_message = match h.subscription_status {
-            HealthState::Error | HealthState::NeedsReauth => h.failure_reason.clone(),
-            _ => None,
-        };
-        on_db!(&self.db, pool => {
-            let mut tx = pool.begin_write().await.map_err(db)?;
-            check_fence!(pool, tx, r.provider_id, fence);
-
-            if let Some(old) = &record.replaced {
-                // Superseded ids stay routable for late notifications.
-                let state = if record.subscription.is_some() {
-                    RouteState::Replaced
-                } else {
-                    RouteState::Gone
-                };
-                sqlx::query(
-                    "UPDATE subscriptions SET state = $1, retired_at = $2 \
-                     WHERE provider_id = $3 AND external_id = $4 AND state = 'active'",
-                )
-                .bind(state.as_str())
-                .bind(now)
-                .bind(r.provider_id.0)
-                .bind(&old.external_id)
-                .execute(&mut *tx)
-                .await
-                .map_err(db)?;
-            }
-            if let Some(sub) = &record.subscription {
-                sqlx::query(
-                    "UPDATE subscriptions SET state = 'replaced', retired_at = $1 \
-                     WHERE provider_id = $2 AND state = 'active' AND external_id <> $3",
-                )
-                .bind(now)
-                .bind(r.provider_id.0)
-                .bind(&sub.external_id)
-                .execute(&mut *tx)
-                .await
-                .map_err(db)?;
-                sqlx::query(
-                    "INSERT INTO subscriptions \
-                       (provider_id, tenant_id, resource, external_id, resource_id, client_state, expires_at, created_at, renewed_at, history_id, state) \
-                     SELECT $1, p.tenant_id, p.resource, $2, $3, $4, $5, $6, $7, $8, 'active' FROM providers p WHERE p.id = $1 \
-                     ON CONFLICT (external_id) DO UPDATE SET \
-                       expires_at = excluded.expires_at, renewed_at = excluded.renewed_at, \
-                       resource_id = excluded.resource_id, \
-                       history_id = COALESCE(excluded.history_id, subscriptions.history_id), \
-                       state = 'active', retired_at = NULL",
-                )
-                .bind(r.provider_id.0)
-                .bind(&sub.external_id)
-                .bind(&sub.resource_id)
-                .bind(&sub.client_state)
-                .bind(sub.expires_at)
-                .bind(sub.created_at)
-                .bind(sub.renewed_at)
-                .bind(&sub.history_id)
-                .execute(&mut *tx)
-                .await
-                .map_err(db)?;
-            }
-
-            sqlx::query(
-                "INSERT INTO provider_health \
-                   (provider_id, tenant_id, subscription_status, subscription_expires_at, last_renewal_attempt_at, \
-                    last_renewal_result, failure_reason, consecutive_failure_count, next_renewal_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
-                 ON CONFLICT (provider_id) DO UPDATE SET \
-                   subscription_status = excluded.subscription_status, \
-                   subscription_expires_at = excluded.subscription_expires_at, \
-                   last_renewal_attempt_at = excluded.last_renewal_attempt_at, \
-                   last_renewal_result = excluded.last_renewal_result, \
-                   failure_reason = excluded.failure_reason, \
-                   consecutive_failure_count = excluded.consecutive_failure_count, \
-                   next_renewal_at = excluded.next_renewal_at, \
-                   updated_at = excluded.updated_at",
-            )
-            .bind(r.provider_id.0)
-            .bind(r.tenant.as_str())
-            .bind(h.subscription_status.as_str())
-            .bind(h.subscription_expires_at)
-            .bind(h.last_renewal_attempt_at)
-            .bind(h.last_renewal_result.map(|a| a.as_str()))
-            .bind(&h.failure_reason)
-            .bind(i32::try_from(h.consecutive_failure_count).unwrap_or(i32::MAX))
-            .bind(h.next_renewal_at)
-            .bind(now)
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
-
-            sqlx::query(
-                "UPDATE providers SET status = $1, error_message = $2, updated_at = $3 \
-                 WHERE id = $4 AND enabled AND deleted_at IS NULL",
-            )
-            .bind(status.as_str())
-            .bind(&error_message)
-            .bind(now)
-            .bind(r.provider_id.0)
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
-
-            sqlx::query(
-                "INSERT INTO renewal_attempts \
-                   (provider_id, tenant_id, attempted_at, attempt, action, outcome, error_class, error_message, \
-                    http_status, duration_ms, new_expiration, subscription_id, status_after) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
-            )
-            .bind(r.provider_id.0)
-            .bind(r.tenant.as_str())
-            .bind(r.attempted_at)
-            .bind(r.attempt.as_str())
-            .bind(r.action.as_str())
-            .bind(if r.success { "success" } else { "failure" })
-            .bind(r.error_class.map(|c| c.as_str()))
-            .bind(&r.error_message)
-            .bind(r.http_status.map(i32::from))
-            .bind(i64::try_from(r.duration_ms).unwrap_or(i64::MAX))
-            .bind(r.new_expiration)
-            .bind(&r.subscription_id)
-            .bind(r.status.as_str())
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
-
-            tx.commit().await.map_err(db)
-        })
+        // Batched with the other supervisors' attempts (see `attempts.rs`).
+        self.record_attempt_grouped(fence, record).await
     }
 
     async fn subscription_deleted(

@@ -16,6 +16,7 @@
 //! updates) the method matches on [`Db`] and shows both side by side.
 
 mod admin;
+mod attempts;
 mod catchup;
 mod credentials;
 mod deliveries;
@@ -72,6 +73,8 @@ pub struct Store {
     /// The instance whose providers `owned_providers` lists (leases, Postgres);
     /// `None`: this store's one instance owns every provider.
     owner: Option<i64>,
+    /// Renewal attempts waiting for the next group commit (shared by clones).
+    attempts: Arc<attempts::AttemptQueue>,
 }
 
 /// What differs between the two databases' pools, for bodies run by [`on_db!`].

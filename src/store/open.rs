@@ -169,6 +169,7 @@ impl Store {
             clock,
             secrets: None,
             owner: None,
+            attempts: std::sync::Arc::default(),
         })
     }
 

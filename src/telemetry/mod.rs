@@ -74,7 +74,7 @@ pub fn init_logging_to_file(
 /// Histogram buckets, in seconds. Alert thresholds sit on a boundary so
 /// `histogram_quantile` does not interpolate across them (docs/metrics.md lists
 /// the same, a test keeps them equal).
-pub const BUCKETS: [(&str, &[f64]); 4] = [
+pub const BUCKETS: [(&str, &[f64]); 5] = [
     // Alert at 2 s; Graph counts a delivery slower than ~3 s as failed.
     (
         names::WEBHOOK_RESPONSE,
@@ -98,6 +98,11 @@ pub const BUCKETS: [(&str, &[f64]); 4] = [
         &[
             0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
         ],
+    ),
+    // One attempt alone up to a full batch (`MAX_BATCH`, 256).
+    (
+        names::ATTEMPT_WRITE_BATCH,
+        &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0],
     ),
 ];
 

@@ -9,6 +9,7 @@
 
 mod admin;
 mod alerting_e2e;
+mod attempts;
 mod catchup;
 mod deliveries;
 mod demo;
