@@ -413,6 +413,7 @@ impl Core {
             FleetConfig {
                 policies: config.policies(),
                 reconcile_every: Duration::from_secs(config.reconcile_interval_seconds),
+                reconcile_full_every: Duration::from_secs(config.reconcile_full_interval_seconds),
                 leases: lease,
             },
             SupervisorContext {
