@@ -86,7 +86,7 @@ macro_rules! check_fence {
 impl Store {
     /// `AND p.owner = <instance>` when this store lists one instance's leases.
     /// (The id is this process's own, an integer, never outside input.)
-    fn owner_filter(&self) -> String {
+    pub(super) fn owner_filter(&self) -> String {
         self.owner
             .map(|owner| format!(" AND p.owner = {owner}"))
             .unwrap_or_default()

@@ -47,7 +47,7 @@ pub use status_page::{BoardCursor, BoardFilter, BoardRow, SessionGrant, StatusPa
 pub use store::{
     AlertStore, AttemptRecord, CatchUpState, CatchUpStore, ChangeFeed, Fence, LifecycleStore,
     LoadedProvider, NotificationStore, OwnedProvider, ProofOfLife, ProviderChange, ProviderState,
-    Revision, StoreError,
+    Revision, SilenceSweep, StoreError,
 };
 pub use stream::{Append, Appended, StreamLog, StreamMessage};
 

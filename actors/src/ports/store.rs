@@ -251,6 +251,16 @@ impl ProofOfLife {
     }
 }
 
+/// What one silence sweep found ([`CatchUpStore::silence_sweep`]).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct SilenceSweep {
+    /// The providers due a silence check.
+    pub due: Vec<ProofOfLife>,
+    /// Per kind, the oldest latest sign of life (kinds with no provider are
+    /// absent).
+    pub oldest: Vec<(ProviderKind, DateTime<Utc>)>,
+}
+
 /// What the catch-up runner reads and writes.
 #[async_trait]
 pub trait CatchUpStore: Send + Sync + 'static {
@@ -269,10 +279,16 @@ pub trait CatchUpStore: Send + Sync + 'static {
         now: DateTime<Utc>,
     ) -> Result<(), StoreError>;
 
-    /// Proof of life of every enabled provider with a live subscription among
-    /// `providers` (the ones supervised here).
-    async fn proofs_of_life(
+    /// The silence sweep, among the enabled providers with a live subscription
+    /// that are not waiting for re-authorization, of `providers` (the ones
+    /// supervised here): the proof of life of each whose kind is in
+    /// `poll_after` and whose latest sign of life is at least that old at `now`,
+    /// and per kind the oldest sign of life. Reads what is due, not every
+    /// provider.
+    async fn silence_sweep(
         &self,
         providers: &[ProviderId],
-    ) -> Result<Vec<ProofOfLife>, StoreError>;
+        now: DateTime<Utc>,
+        poll_after: &[(ProviderKind, TimeDelta)],
+    ) -> Result<SilenceSweep, StoreError>;
 }
