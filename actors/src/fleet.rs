@@ -28,9 +28,7 @@ use crate::domain::Provider;
 use crate::domain::{ProviderId, ProviderKind, RenewalResult, TenantId};
 use crate::lifecycle::Policy;
 use crate::ownership::{LeaseConfig, Rebalance, rebalance};
-use crate::ports::{
-    Fence, LoadedProvider, OwnedProvider, ProviderChange, ProviderState, Revision,
-};
+use crate::ports::{Fence, LoadedProvider, OwnedProvider, ProviderChange, ProviderState, Revision};
 use crate::supervisor::{
     ForceRenew, Handover, NotificationsMissed, ProviderChanged, ProviderSupervisor, Retire,
     Retired, StandDown, SubscriptionRemoved, SupervisorContext, retry_delay,

@@ -16,9 +16,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
 use std::collections::{HashMap, HashSet};
 use subkeeper_actors::domain::{ProviderId, ProviderKind};
-use subkeeper_actors::ports::{
-    CatchUpState, CatchUpStore, ProofOfLife, SilenceSweep, StoreError,
-};
+use subkeeper_actors::ports::{CatchUpState, CatchUpStore, ProofOfLife, SilenceSweep, StoreError};
 use uuid::Uuid;
 
 /// A `provider_cursors` row with the provider's last webhook.
@@ -125,15 +123,20 @@ impl CatchUpStore for Store {
                 let due = sqlx::query_as(sqlx::AssertSqlSafe(format!(
                     "SELECT p.id, p.kind, h.last_webhook_received_at AS last_webhook, c.checked_at, \
                             s.created_at AS subscribed_at \
-                     FROM unnest($1::text[], $2::timestamptz[]) AS t(kind, cutoff) \
-                     JOIN provider_health h ON h.kind = t.kind AND h.alive_at <= t.cutoff \
-                          AND h.subscription_status <> 'needs_reauth' \
+                     FROM provider_health h \
+                     JOIN unnest($1::text[], $2::timestamptz[]) AS t(kind, cutoff) \
+                          ON t.kind = h.kind AND h.alive_at <= t.cutoff \
                      JOIN providers p ON p.id = h.provider_id AND p.enabled AND p.deleted_at IS NULL{owner} \
                      JOIN subscriptions s ON s.provider_id = p.id AND s.state = 'active' \
-                     LEFT JOIN provider_cursors c ON c.provider_id = p.id"
+                     LEFT JOIN provider_cursors c ON c.provider_id = p.id \
+                     WHERE h.kind = ANY($1) AND h.alive_at <= $3 \
+                       AND h.subscription_status <> 'needs_reauth'"
                 )))
                 .bind(&kinds)
                 .bind(&cutoffs)
+                // The latest cutoff as a plain value: the planner sees how few
+                // rows lie below it (it cannot see into the arrays).
+                .bind(cutoffs.iter().max().copied())
                 .fetch_all(pool)
                 .await
                 .map_err(db)?;

@@ -166,10 +166,11 @@ impl NotificationStore for Store {
                 "WITH t AS (SELECT * FROM unnest($1::text[], $2::timestamptz[]) AS t(kind, cutoff)), \
                       due AS ( \
                         SELECT h.provider_id, p.kind, h.heard_at AS since \
-                        FROM t \
-                        JOIN provider_health h ON h.kind = t.kind AND h.silent_since IS NULL AND h.heard_at < t.cutoff \
+                        FROM provider_health h \
+                        JOIN t ON t.kind = h.kind AND h.heard_at < t.cutoff \
                         JOIN providers p ON p.id = h.provider_id AND p.enabled AND p.deleted_at IS NULL \
                         JOIN subscriptions s ON s.provider_id = h.provider_id AND s.state = 'active' AND s.expires_at > $3 \
+                        WHERE h.kind = ANY($1) AND h.silent_since IS NULL AND h.heard_at < $4 \
                         ORDER BY h.provider_id FOR UPDATE OF h SKIP LOCKED) \
                  UPDATE provider_health h SET silent_since = due.since, updated_at = $3 FROM due \
                  WHERE h.provider_id = due.provider_id AND h.silent_since IS NULL \
@@ -178,6 +179,9 @@ impl NotificationStore for Store {
             .bind(&kinds)
             .bind(&cutoffs)
             .bind(now)
+            // The latest cutoff as a plain value too: the planner sees how few
+            // rows lie below it (it cannot see into the arrays).
+            .bind(cutoffs.iter().max().copied())
             .fetch_all(pool)
             .await
             .map_err(db)?,
