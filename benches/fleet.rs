@@ -35,7 +35,8 @@
 //! the in-process bus (a one-instance install; no Postgres sampling then).
 //!
 //! Run: `cargo bench --bench fleet -- [--providers N] [--speed S] [--concurrency C]
-//! [--db-connections P] [--tenants T] [--timeout-secs S] [--backend postgres|embedded]`. Logs (warnings and up;
+//! [--db-connections P] [--tenants T] [--timeout-secs S] [--backend postgres|embedded]
+//! [--seed-healthy [--idle-secs N]]`. Logs (warnings and up;
 //! `RUST_LOG` to change) go to stderr, progress too; the report to stdout.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -106,6 +107,12 @@ struct Args {
     /// and scheduled. Stops there.
     #[arg(long)]
     seed_healthy: bool,
+    /// With `--seed-healthy`: once every provider is scheduled, leave the
+    /// service idle this many seconds (real time; use `--speed 1` so nothing
+    /// comes due) and report what idling cost the database: transactions
+    /// committed and rows read (`pg_stat_database`), per hour.
+    #[arg(long, default_value_t = 0)]
+    idle_secs: u64,
     /// Passed by `cargo bench`; ignored.
     #[arg(long, hide = true)]
     bench: bool,
@@ -258,6 +265,41 @@ async fn seed_healthy(url: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `pg_stat_database` counters of the bench's database: transactions
+/// committed, rows returned by scans, rows fetched by index.
+async fn database_counters(conn: &mut PgConnection) -> anyhow::Result<(i64, i64, i64)> {
+    // A fresh snapshot of the statistics, not the one cached in this session.
+    sqlx::query("SELECT pg_stat_clear_snapshot()")
+        .execute(&mut *conn)
+        .await?;
+    Ok(sqlx::query_as(
+        "SELECT xact_commit, tup_returned, tup_fetched FROM pg_stat_database WHERE datname = current_database()",
+    )
+    .fetch_one(&mut *conn)
+    .await?)
+}
+
+/// Leaves the service idle for `span` and reports what that cost the
+/// database, per hour. The counters lag a backend's flush by up to a few
+/// seconds; over minutes that is noise.
+async fn measure_idle(url: &str, n: usize, span: Duration) -> anyhow::Result<String> {
+    let mut conn = PgConnection::connect(url).await?;
+    // Let the start-up's writes settle into the counters first.
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    let before = database_counters(&mut conn).await?;
+    eprintln!("idle for {} s …", span.as_secs());
+    tokio::time::sleep(span).await;
+    let after = database_counters(&mut conn).await?;
+    let per_hour = |a: i64, b: i64| (b - a) as f64 * 3600.0 / span.as_secs_f64();
+    Ok(format!(
+        "idle {n} providers for {} s: per hour {:.0} transactions committed, {:.0} rows returned, {:.0} rows fetched (pg_stat_database)",
+        span.as_secs(),
+        per_hour(before.0, after.0),
+        per_hour(before.1, after.1),
+        per_hour(before.2, after.2),
+    ))
+}
+
 /// Polls `/readyz` until every provider is loaded and scheduled; the seconds
 /// since `start` it took, and the body last read.
 async fn wait_scheduled(
@@ -319,8 +361,12 @@ async fn measure(args: &Args, backend: &TestBackend) -> anyhow::Result<()> {
     config.renewal_concurrency = args.concurrency;
     // No webhooks flow in this bench: after 24 h of domain time (17 s here)
     // silence detection would flag every provider. It is not what is measured.
-    config.mail_silence_seconds = 0;
-    config.calendar_silence_seconds = 0;
+    // An idle measurement keeps silence detection on: its sweep is part of
+    // what idling costs (nothing goes silent within minutes at `--speed 1`).
+    if args.idle_secs == 0 {
+        config.mail_silence_seconds = 0;
+        config.calendar_silence_seconds = 0;
+    }
     config.validate()?;
     let lookahead = TimeDelta::minutes(config.renewal_lookahead_minutes);
     let jitter = config.renewal_jitter_seconds;
@@ -376,11 +422,19 @@ async fn measure(args: &Args, backend: &TestBackend) -> anyhow::Result<()> {
         let db_attempts = attempt_counts(backend).await.unwrap_or_default();
         sampling.store(false, Ordering::Relaxed);
         let _ = sampler.map(std::thread::JoinHandle::join);
+        let idle = if args.idle_secs > 0 && scheduled.is_ok() {
+            Some(measure_idle(url, n, Duration::from_secs(args.idle_secs)).await?)
+        } else {
+            None
+        };
         let requests = sim.requests().len();
         if let Err(e) = service.stop_with(sim_server).await {
             eprintln!("{e:#}");
         }
         let (secs, body) = scheduled?;
+        if let Some(idle) = idle {
+            println!("{idle}");
+        }
         let process: u64 = cpu.threads_since(&start_cpu, |_, _| "all").values().sum();
         println!(
             "start-up with state in the database: {n} providers, all loaded and scheduled {secs:.2} s after start; \

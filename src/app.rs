@@ -400,7 +400,9 @@ impl Core {
             config.catch_up(),
             CatchUpPorts {
                 api: adapters.api.clone(),
-                store: Arc::new(store.clone()),
+                // Scoped to this instance's providers, like the fleet's: its
+                // silence sweep reads only what this instance supervises.
+                store: Arc::new(fleet_store.clone()),
                 replays: bus.publisher(),
                 events: bus.domain_events(),
                 clock: clock.clone(),
@@ -413,6 +415,7 @@ impl Core {
             FleetConfig {
                 policies: config.policies(),
                 reconcile_every: Duration::from_secs(config.reconcile_interval_seconds),
+                reconcile_full_every: Duration::from_secs(config.reconcile_full_interval_seconds),
                 leases: lease,
             },
             SupervisorContext {

@@ -134,8 +134,14 @@ pub struct Config {
     pub provider_timeout_seconds: u64,
     /// Longest one attempt may take (token refresh and retry included), in seconds.
     pub attempt_timeout_seconds: u64,
-    /// How often the fleet re-reads the providers table, in seconds.
+    /// How often the fleet reads the providers changed since it last looked
+    /// (the change feed), in seconds.
     pub reconcile_interval_seconds: u64,
+    /// How often the fleet instead re-reads every provider it owns, as a safety
+    /// net under the change feed, in seconds
+    /// (`SUBKEEPER_RECONCILE_FULL_INTERVAL_SECONDS`; default 3600; at least
+    /// `reconcile_interval_seconds`).
+    pub reconcile_full_interval_seconds: u64,
     /// With PostgreSQL, how long an instance's lease lasts without a heartbeat,
     /// in seconds (`SUBKEEPER_LEASE_TTL_SECONDS`): a dead instance's providers are
     /// adopted by the others within about this long.
@@ -302,6 +308,7 @@ impl Default for Config {
             provider_timeout_seconds: 10,
             attempt_timeout_seconds: 60,
             reconcile_interval_seconds: 60,
+            reconcile_full_interval_seconds: 3600,
             lease_ttl_seconds: 15,
             lease_heartbeat_seconds: 5,
             lease_batch: 1000,
@@ -452,6 +459,9 @@ impl Config {
         }
         if self.reconcile_interval_seconds == 0 {
             return bad("SUBKEEPER_RECONCILE_INTERVAL_SECONDS must be at least 1".into());
+        }
+        if self.reconcile_full_interval_seconds < self.reconcile_interval_seconds {
+            return bad("SUBKEEPER_RECONCILE_FULL_INTERVAL_SECONDS must be at least SUBKEEPER_RECONCILE_INTERVAL_SECONDS".into());
         }
         if self.lease_heartbeat_seconds == 0
             || self.lease_heartbeat_seconds.saturating_mul(3) > self.lease_ttl_seconds

@@ -374,30 +374,35 @@ impl CatchUpActor {
         let ids: Vec<ProviderId> = self.tracked.keys().copied().collect();
         let store = self.ports.store.clone();
         let now = self.ports.clock.now();
+        let poll_after: Vec<(ProviderKind, TimeDelta)> = self
+            .config
+            .poll_after_silence
+            .iter()
+            .map(|(kind, limit)| (*kind, *limit))
+            .collect();
         ctx.spawn(
-            async move { store.proofs_of_life(&ids).await }
+            async move { store.silence_sweep(&ids, now, &poll_after).await }
                 .into_actor(self)
-                .map(move |proofs, act, ctx| {
+                .map(move |sweep, act, ctx| {
                     act.sweeping = false;
-                    let proofs = match proofs {
-                        Ok(p) => p,
+                    let sweep = match sweep {
+                        Ok(sweep) => sweep,
                         Err(e) => {
                             tracing::warn!(error = %e, "silence check sweep: store unavailable; next sweep retries");
                             return;
                         }
                     };
-                    let mut oldest: HashMap<ProviderKind, f64> = HashMap::new();
+                    let age = |at: DateTime<Utc>| (now - at).max(TimeDelta::zero());
+                    let oldest: HashMap<ProviderKind, f64> = sweep
+                        .oldest
+                        .into_iter()
+                        .map(|(kind, at)| (kind, age(at).num_milliseconds() as f64 / 1000.0))
+                        .collect();
                     let mut due = Vec::new();
-                    for proof in proofs {
-                        let Some(latest) = proof.latest() else {
-                            continue;
-                        };
-                        let age = (now - latest).max(TimeDelta::zero());
-                        let seconds = age.num_milliseconds() as f64 / 1000.0;
-                        let slot = oldest.entry(proof.kind).or_insert(0.0);
-                        *slot = slot.max(seconds);
-                        if let Some(limit) = act.config.poll_after_silence.get(&proof.kind)
-                            && age >= *limit
+                    for proof in sweep.due {
+                        if let Some(latest) = proof.latest()
+                            && let Some(limit) = act.config.poll_after_silence.get(&proof.kind)
+                            && age(latest) >= *limit
                         {
                             due.push(proof.provider);
                         }

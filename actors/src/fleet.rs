@@ -5,7 +5,21 @@
 //!
 //! It is the only holder of supervisor addresses: others get a [`FleetHandle`].
 //! Which providers this instance owns is decided by the store port's
-//! `owned_providers` alone. With several instances (leases, see
+//! `owned_providers` alone.
+//!
+//! **Reconciling reads what changed, not the fleet.** At start-up the owned
+//! providers are read in pages (`load_owned`); from then on each reconcile
+//! (every `reconcile_every`, after an admin change, a claim, a retirement) reads
+//! only the providers changed since the last mark of the store's change feed
+//! (`changed_since`): an enabled provider owned here is adopted (told of the
+//! change, or restarted under a new claim), a disabled or deleted one is retired
+//! (its subscription deleted at the provider, or an orphan cleaned up), and one
+//! another instance now owns is stood down. The mark is taken *before* each full
+//! read, so nothing changed during the read falls between the two; which
+//! changes a mark covers — including ones from transactions that commit out of
+//! order — is the store's promise (see `src/store/lifecycle.rs`). A full
+//! reconcile (`owned_providers`, `retired_with_subscription`) still runs every
+//! `reconcile_full_every` as a safety net, and whenever the feed cannot be read. With several instances (leases, see
 //! [`crate::ownership`]) the fleet also heartbeats its lease, claims providers up
 //! to its fair share, hands over what lies above it, and stands down — never
 //! retires — a supervisor whose provider another instance now owns.
@@ -14,7 +28,7 @@ use crate::domain::Provider;
 use crate::domain::{ProviderId, ProviderKind, RenewalResult, TenantId};
 use crate::lifecycle::Policy;
 use crate::ownership::{LeaseConfig, Rebalance, rebalance};
-use crate::ports::{Fence, LoadedProvider, OwnedProvider, ProviderState};
+use crate::ports::{Fence, LoadedProvider, OwnedProvider, ProviderChange, ProviderState, Revision};
 use crate::supervisor::{
     ForceRenew, Handover, NotificationsMissed, ProviderChanged, ProviderSupervisor, Retire,
     Retired, StandDown, SubscriptionRemoved, SupervisorContext, retry_delay,
@@ -63,8 +77,11 @@ pub enum FleetError {
 pub struct FleetConfig {
     /// Lifecycle policy per provider kind.
     pub policies: HashMap<ProviderKind, Policy>,
-    /// How often the reconciler compares the running supervisors with the store.
+    /// How often the reconciler reads the providers changed since it last looked.
     pub reconcile_every: Duration,
+    /// How often the reconciler instead compares every running supervisor with
+    /// every owned provider (a safety net under the change feed).
+    pub reconcile_full_every: Duration,
     /// Leases, when several instances may share the fleet (Postgres).
     pub leases: Option<LeaseConfig>,
 }
@@ -96,6 +113,21 @@ pub struct Fleet {
     stopping: bool,
     /// When the paged load under way began, and the providers it has read.
     loading: Option<(std::time::Instant, usize)>,
+    /// The change feed's mark the next reconcile reads from; `None`: the next
+    /// reconcile is a full one.
+    revision: Option<Revision>,
+    /// When the last full reconcile (or the start-up load) read every owned
+    /// provider.
+    full_at: Option<std::time::Instant>,
+    /// A reconcile was asked for while one was under way: run another after it
+    /// (the one under way may have read the feed before the change).
+    again: bool,
+    /// Enabled providers (re-enabled, re-claimed) whose change arrived while
+    /// their supervisor was still retiring or being handed over: adopted once
+    /// it has stopped, as the feed will not list them again.
+    deferred: HashMap<ProviderId, OwnedProvider>,
+    /// Orphans whose deletion failed: tried again at the next reconcile.
+    orphans_failed: Vec<(OwnedProvider, crate::domain::Subscription)>,
 }
 
 impl Fleet {
@@ -114,6 +146,11 @@ impl Fleet {
             leased_once: false,
             stopping: false,
             loading: None,
+            revision: None,
+            full_at: None,
+            again: false,
+            deferred: HashMap::new(),
+            orphans_failed: Vec::new(),
         }
     }
 
@@ -132,16 +169,70 @@ impl Fleet {
     fn reconcile(&mut self, ctx: &mut Context<Self>) {
         // With leases, nothing is ours until the first claim.
         let leased = self.config.leases.is_none() || self.leased_once;
-        if self.reconciling || self.stopping || !leased {
+        if self.stopping || !leased {
             return;
         }
+        if self.reconciling {
+            self.again = true;
+            return;
+        }
+        self.again = false;
         if !self.reconciled_once {
             // The first time, every owned provider's state is read in pages and
             // handed to its supervisor: no per-provider queries at start-up.
+            // The feed's mark first: what changes during the load is read after.
             self.reconciling = true;
-            self.load_page(None, 0, ctx);
+            let store = self.ctx.ports.store.clone();
+            ctx.spawn(async move { store.change_mark().await }.into_actor(self).map(
+                |mark, act, ctx| {
+                    // `full_at` stays unset: the reconcile after the load is a
+                    // full one, which also finds orphans left while stopped.
+                    act.revision = mark
+                        .inspect_err(|e| tracing::warn!(error = %e, "cannot read the change feed's mark; the next reconcile reads every provider"))
+                        .ok();
+                    act.load_page(None, 0, ctx);
+                },
+            ));
             return;
         }
+        let retry = std::mem::take(&mut self.orphans_failed);
+        self.clean_orphans(retry, ctx);
+        let full_due = self
+            .full_at
+            .is_none_or(|at| at.elapsed() >= self.config.reconcile_full_every);
+        match self.revision {
+            Some(since) if !full_due => self.reconcile_changes(since, ctx),
+            _ => self.reconcile_full(ctx),
+        }
+    }
+
+    /// Reads the providers changed since `since` and applies them.
+    fn reconcile_changes(&mut self, since: Revision, ctx: &mut Context<Self>) {
+        self.reconciling = true;
+        let store = self.ctx.ports.store.clone();
+        ctx.spawn(
+            async move { store.changed_since(since).await }
+                .into_actor(self)
+                .map(|feed, act, ctx| {
+                    act.reconciling = false;
+                    match feed {
+                        Ok(feed) => {
+                            act.apply_changes(feed.changes, ctx);
+                            act.revision = Some(feed.upto);
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "reconcile: cannot read the providers' change feed; retrying at the next reconcile")
+                        }
+                    }
+                    if act.again {
+                        act.reconcile(ctx);
+                    }
+                }),
+        );
+    }
+
+    /// Compares every supervisor with every owned provider (the safety net).
+    fn reconcile_full(&mut self, ctx: &mut Context<Self>) {
         self.reconciling = true;
         let store = self.ctx.ports.store.clone();
         let leases = self.config.leases.as_ref().map(|l| l.store.clone());
@@ -153,6 +244,8 @@ impl Fleet {
         };
         ctx.spawn(
             async move {
+                // The mark before the read: changes after it are read next time.
+                let mark = store.change_mark().await;
                 let owned = store.owned_providers().await;
                 let disowned = match (&owned, leases) {
                     (Ok(owned), Some(leases)) => {
@@ -166,15 +259,19 @@ impl Fleet {
                     }
                     _ => Ok(HashSet::new()),
                 };
-                (owned, disowned, store.retired_with_subscription().await)
+                (mark, owned, disowned, store.retired_with_subscription().await)
             }
             .into_actor(self)
-            .map(|(owned, disowned, retired), act, ctx| {
+            .map(|(mark, owned, disowned, retired), act, ctx| {
                 act.reconciling = false;
                 match (owned, disowned) {
                     (Ok(owned), Ok(disowned)) => {
                         act.apply_owned(owned, &disowned, ctx);
                         act.reconciled_once = true;
+                        act.revision = mark
+                            .inspect_err(|e| tracing::warn!(error = %e, "cannot read the change feed's mark; the next reconcile reads every provider again"))
+                            .ok();
+                        act.full_at = Some(std::time::Instant::now());
                     }
                     (Ok(_), Err(e)) => {
                         tracing::warn!(error = %e, "reconcile: cannot tell which providers other instances own")
@@ -187,8 +284,77 @@ impl Fleet {
                         tracing::warn!(error = %e, "reconcile: cannot list retired providers")
                     }
                 }
+                if act.again {
+                    act.reconcile(ctx);
+                }
             }),
         );
+    }
+
+    /// Applies what the change feed says about each changed provider.
+    fn apply_changes(&mut self, changes: Vec<ProviderChange>, ctx: &mut Context<Self>) {
+        if self.stopping || changes.is_empty() {
+            return;
+        }
+        let mut adopted = Vec::new();
+        let mut orphans = Vec::new();
+        for change in changes {
+            let id = change.owned.provider.id;
+            if change.retired {
+                self.deferred.remove(&id);
+                if let Some(s) = self.supervisors.remove(&id) {
+                    if change.owned_here {
+                        // The supervisor deletes the subscription, then stops.
+                        s.addr.do_send(Retire);
+                        self.retiring.insert(id);
+                        tracing::info!(tenant = %s.provider.tenant, provider = %id, "retiring provider");
+                    } else {
+                        s.addr.do_send(StandDown);
+                    }
+                }
+                if change.owned_here
+                    && let Some(sub) = change.subscription
+                {
+                    orphans.push((change.owned, sub));
+                }
+            } else if change.owned_here {
+                if self.retiring.contains(&id) || self.handing_over.contains(&id) {
+                    self.deferred.insert(id, change.owned);
+                } else {
+                    adopted.push(change.owned);
+                }
+            } else {
+                // Another instance's now (or nobody's until claimed): its
+                // subscription is the new owner's to keep, not ours to delete.
+                self.deferred.remove(&id);
+                if let Some(s) = self.supervisors.remove(&id) {
+                    s.addr.do_send(StandDown);
+                }
+            }
+        }
+        // After the retirements: their supervisors delete what they hold.
+        self.clean_orphans(orphans, ctx);
+        let new = adopted
+            .iter()
+            .filter(|o| self.is_new(&o.provider.id))
+            .count();
+        if new > BULK_START {
+            // Many at once (a dead instance's share, a bulk import): read their
+            // state in pages rather than one query set per supervisor; the
+            // others are adopted by the same pass.
+            tracing::info!(
+                new,
+                "starting many new providers: loading their state in pages"
+            );
+            self.reconciling = true;
+            self.load_page(None, 0, ctx);
+        } else {
+            let sctx = self.supervisor_context(ctx);
+            for owned in adopted {
+                self.adopt(owned, None, &sctx);
+            }
+        }
+        self.report_progress();
     }
 
     fn apply_owned(
@@ -380,7 +546,7 @@ impl Fleet {
         self.reconciling = false;
         let first = !self.reconciled_once;
         self.reconciled_once = true;
-        if first {
+        if first || self.again {
             // Catches what changed while loading, and retired providers' orphans.
             self.reconcile(ctx);
         }
@@ -423,12 +589,18 @@ impl Fleet {
                             Ok(()) => tracing::info!(tenant = %provider.tenant, provider = %provider.id, "orphaned subscription deleted"),
                             Err(e) => tracing::warn!(provider = %provider.id, error = %e, "orphan deleted but not recorded"),
                         },
-                        Err(e) => tracing::warn!(provider = %provider.id, error = %e, "deleting orphaned subscription failed; will retry"),
+                        Err(e) => {
+                            tracing::warn!(provider = %provider.id, error = %e, "deleting orphaned subscription failed; will retry");
+                            return Some((OwnedProvider { provider, fence }, sub));
+                        }
                     }
+                    None
                 }
                 .into_actor(self)
-                .map(move |(), act, _| {
+                .map(move |failed, act, _| {
                     act.cleaning.remove(&id);
+                    // The feed will not list it again: the next reconcile retries.
+                    act.orphans_failed.extend(failed);
                 }),
             );
         }
@@ -511,10 +683,15 @@ impl Fleet {
         };
         let chosen: Vec<ProviderId> = self.supervisors.keys().take(n).copied().collect();
         let mut stopping = Vec::with_capacity(chosen.len());
+        let mut providers = Vec::with_capacity(chosen.len());
         for id in chosen {
             if let Some(s) = self.supervisors.remove(&id) {
                 self.handing_over.insert(id);
                 stopping.push((id, s.fence, s.addr));
+                providers.push(OwnedProvider {
+                    provider: s.provider,
+                    fence: s.fence,
+                });
             }
         }
         if stopping.is_empty() {
@@ -532,7 +709,7 @@ impl Fleet {
                 (released, result)
             }
             .into_actor(self)
-            .map(|(released, result), act, _| {
+            .map(move |(released, result), act, ctx| {
                 for (id, _) in &released {
                     act.handing_over.remove(id);
                 }
@@ -541,10 +718,24 @@ impl Fleet {
                         metrics::counter!(names::LEASE_CHANGES, "change" => "released")
                             .increment(u64::from(n));
                         tracing::info!(released = n, "handed providers over to other instances");
+                        // Released: the feed lists them as nobody's (or the
+                        // claimant's); what was deferred for them is stale.
+                        for (id, _) in &released {
+                            act.deferred.remove(id);
+                        }
                     }
-                    // Still ours in the store: the next reconcile starts them again.
+                    // Still ours in the store, and unchanged there, so the feed
+                    // will not list them: start them again now.
                     Err(e) => {
-                        tracing::warn!(error = %e, "handing providers over failed; keeping them")
+                        tracing::warn!(error = %e, "handing providers over failed; keeping them");
+                        if !act.stopping {
+                            let sctx = act.supervisor_context(ctx);
+                            for owned in providers {
+                                let owned =
+                                    act.deferred.remove(&owned.provider.id).unwrap_or(owned);
+                                act.adopt(owned, None, &sctx);
+                            }
+                        }
                     }
                 }
             }),
@@ -606,6 +797,12 @@ impl Handler<Retired> for Fleet {
     fn handle(&mut self, Retired(id): Retired, ctx: &mut Self::Context) {
         self.retiring.remove(&id);
         // A provider re-enabled while it was retiring gets its supervisor back now.
+        if let Some(owned) = self.deferred.remove(&id)
+            && !self.stopping
+        {
+            let sctx = self.supervisor_context(ctx);
+            self.adopt(owned, None, &sctx);
+        }
         self.reconcile(ctx);
     }
 }

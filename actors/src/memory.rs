@@ -4,8 +4,8 @@
 
 use crate::domain::{HealthState, Provider, ProviderId, RenewalResult, Subscription};
 use crate::ports::{
-    AttemptRecord, EventSink, Fence, LifecycleStore, LoadedProvider, OwnedProvider, ProviderState,
-    StoreError,
+    AttemptRecord, ChangeFeed, EventSink, Fence, LifecycleStore, LoadedProvider, OwnedProvider,
+    ProviderChange, ProviderState, Revision, StoreError,
 };
 use async_trait::async_trait;
 use std::collections::HashMap;
@@ -15,7 +15,11 @@ use tokio::sync::broadcast;
 #[derive(Default)]
 struct Tables {
     providers: HashMap<ProviderId, Provider>,
-    deleted: Vec<ProviderId>,
+    /// Deleted providers, as they were.
+    deleted: HashMap<ProviderId, Provider>,
+    /// The change feed: the last revision handed out, and each provider's.
+    revision: i64,
+    revisions: HashMap<ProviderId, i64>,
     subscriptions: HashMap<ProviderId, Subscription>,
     previous: Vec<Subscription>,
     health: HashMap<ProviderId, crate::domain::ProviderHealth>,
@@ -23,6 +27,11 @@ struct Tables {
 }
 
 impl Tables {
+    fn bump(&mut self, provider: ProviderId) {
+        self.revision += 1;
+        self.revisions.insert(provider, self.revision);
+    }
+
     fn state(&self, provider: ProviderId) -> ProviderState {
         ProviderState {
             subscription: self.subscriptions.get(&provider).cloned(),
@@ -47,14 +56,20 @@ impl MemoryStore {
 
     /// Adds or replaces a provider.
     pub fn put_provider(&self, provider: Provider) {
-        let _ = self.with(|t| t.providers.insert(provider.id, provider));
+        let _ = self.with(|t| {
+            t.bump(provider.id);
+            t.deleted.remove(&provider.id);
+            t.providers.insert(provider.id, provider)
+        });
     }
 
     /// Deletes a provider (its subscription is retired by the fleet).
     pub fn delete_provider(&self, id: ProviderId) {
         let _ = self.with(|t| {
-            t.providers.remove(&id);
-            t.deleted.push(id);
+            if let Some(provider) = t.providers.remove(&id) {
+                t.bump(id);
+                t.deleted.insert(id, provider);
+            }
         });
     }
 
@@ -131,6 +146,41 @@ impl LifecycleStore for MemoryStore {
                     state: t.state(p.id),
                 })
                 .collect()
+        })
+    }
+
+    async fn change_mark(&self) -> Result<Revision, StoreError> {
+        self.with(|t| Revision(t.revision + 1))
+    }
+
+    async fn changed_since(&self, since: Revision) -> Result<ChangeFeed, StoreError> {
+        self.with(|t| {
+            let changes = t
+                .revisions
+                .iter()
+                .filter(|(_, rev)| **rev >= since.0)
+                .filter_map(|(id, _)| {
+                    let (provider, deleted) = match t.providers.get(id) {
+                        Some(p) => (p, false),
+                        None => (t.deleted.get(id)?, true),
+                    };
+                    let retired = deleted || !provider.enabled;
+                    Some(ProviderChange {
+                        owned: owned(provider.clone()),
+                        retired,
+                        owned_here: true,
+                        subscription: if retired {
+                            t.subscriptions.get(id).cloned()
+                        } else {
+                            None
+                        },
+                    })
+                })
+                .collect();
+            ChangeFeed {
+                changes,
+                upto: Revision(t.revision + 1),
+            }
         })
     }
 

@@ -1,14 +1,22 @@
 //! What the catch-up actor needs from the store: each provider's change cursor
-//! and the page a read reached (`provider_cursors`), and every supervised
-//! provider's proof of life (its last webhook, last check, and when its live
-//! subscription was made).
+//! and the page a read reached (`provider_cursors`), and the silence sweep:
+//! the supervised providers whose proof of life (last webhook, last check, or
+//! when the live subscription was made) is older than their kind's threshold.
+//!
+//! On PostgreSQL that proof of life is kept on the health row (`alive_at`,
+//! stamped by triggers on `provider_health`, `subscriptions` and
+//! `provider_cursors`; see the migration `change_feed_and_due_sweeps`), so a
+//! sweep reads only the due rows and, per kind, the one oldest — by the index
+//! on (kind, alive_at) — whatever the size of the fleet. Its "supervised here"
+//! is the rows this instance owns. The embedded store (one instance, a small
+//! fleet) reads every provider and picks them out here.
 
-use super::{Store, db, on_db, parse};
+use super::{Db, Store, db, on_db, parse};
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
-use std::collections::HashSet;
-use subkeeper_actors::domain::ProviderId;
-use subkeeper_actors::ports::{CatchUpState, CatchUpStore, ProofOfLife, StoreError};
+use chrono::{DateTime, TimeDelta, Utc};
+use std::collections::{HashMap, HashSet};
+use subkeeper_actors::domain::{ProviderId, ProviderKind};
+use subkeeper_actors::ports::{CatchUpState, CatchUpStore, ProofOfLife, SilenceSweep, StoreError};
 use uuid::Uuid;
 
 /// A `provider_cursors` row with the provider's last webhook.
@@ -23,7 +31,7 @@ struct CursorRow {
     last_webhook: Option<DateTime<Utc>>,
 }
 
-/// One row of [`CatchUpStore::proofs_of_life`].
+/// One provider's proof of life, as [`CatchUpStore::silence_sweep`] reads it.
 #[derive(sqlx::FromRow)]
 struct ProofRow {
     id: Uuid,
@@ -98,35 +106,112 @@ impl CatchUpStore for Store {
         Ok(())
     }
 
-    async fn proofs_of_life(
+    async fn silence_sweep(
         &self,
         providers: &[ProviderId],
-    ) -> Result<Vec<ProofOfLife>, StoreError> {
+        now: DateTime<Utc>,
+        poll_after: &[(ProviderKind, TimeDelta)],
+    ) -> Result<SilenceSweep, StoreError> {
         let wanted: HashSet<Uuid> = providers.iter().map(|p| p.0).collect();
-        let rows: Vec<ProofRow> = on_db!(&self.db, pool => sqlx::query_as(
-            "SELECT p.id, p.kind, h.last_webhook_received_at AS last_webhook, c.checked_at, \
-                    s.created_at AS subscribed_at \
-             FROM providers p \
-             JOIN subscriptions s ON s.provider_id = p.id AND s.state = 'active' \
-             LEFT JOIN provider_health h ON h.provider_id = p.id \
-             LEFT JOIN provider_cursors c ON c.provider_id = p.id \
-             WHERE p.enabled AND p.deleted_at IS NULL \
-               AND (h.subscription_status IS NULL OR h.subscription_status <> 'needs_reauth')",
-        )
-        .fetch_all(pool)
-        .await
-        .map_err(db)?);
-        rows.into_iter()
-            .filter(|r| wanted.contains(&r.id))
-            .map(|r| {
-                Ok(ProofOfLife {
-                    provider: ProviderId(r.id),
-                    kind: parse(&r.kind)?,
-                    last_webhook: r.last_webhook,
-                    checked_at: r.checked_at,
-                    subscribed_at: r.subscribed_at,
+        let (due, oldest): (Vec<ProofRow>, Vec<(String, DateTime<Utc>)>) = match &self.db {
+            Db::Postgres(pool) => {
+                let (kinds, cutoffs): (Vec<&str>, Vec<DateTime<Utc>>) = poll_after
+                    .iter()
+                    .map(|(kind, limit)| (kind.as_str(), now - *limit))
+                    .unzip();
+                let owner = self.owner_filter();
+                let due = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                    "SELECT p.id, p.kind, h.last_webhook_received_at AS last_webhook, c.checked_at, \
+                            s.created_at AS subscribed_at \
+                     FROM provider_health h \
+                     JOIN unnest($1::text[], $2::timestamptz[]) AS t(kind, cutoff) \
+                          ON t.kind = h.kind AND h.alive_at <= t.cutoff \
+                     JOIN providers p ON p.id = h.provider_id AND p.enabled AND p.deleted_at IS NULL{owner} \
+                     JOIN subscriptions s ON s.provider_id = p.id AND s.state = 'active' \
+                     LEFT JOIN provider_cursors c ON c.provider_id = p.id \
+                     WHERE h.kind = ANY($1) AND h.alive_at <= $3 \
+                       AND h.subscription_status <> 'needs_reauth'"
+                )))
+                .bind(&kinds)
+                .bind(&cutoffs)
+                // The latest cutoff as a plain value: the planner sees how few
+                // rows lie below it (it cannot see into the arrays).
+                .bind(cutoffs.iter().max().copied())
+                .fetch_all(pool)
+                .await
+                .map_err(db)?;
+                let all: Vec<&str> = ProviderKind::ALL.iter().map(|k| k.as_str()).collect();
+                // Per kind, the index's first row this instance supervises.
+                let oldest = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                    "SELECT t.kind, o.alive_at FROM unnest($1::text[]) AS t(kind) \
+                     CROSS JOIN LATERAL ( \
+                       SELECT h.alive_at FROM provider_health h \
+                       JOIN providers p ON p.id = h.provider_id AND p.enabled AND p.deleted_at IS NULL{owner} \
+                       WHERE h.kind = t.kind AND h.alive_at IS NOT NULL \
+                         AND h.subscription_status <> 'needs_reauth' \
+                       ORDER BY h.alive_at LIMIT 1) o"
+                )))
+                .bind(&all)
+                .fetch_all(pool)
+                .await
+                .map_err(db)?;
+                (due, oldest)
+            }
+            Db::Sqlite(pool) => {
+                let rows: Vec<ProofRow> = sqlx::query_as(
+                    "SELECT p.id, p.kind, h.last_webhook_received_at AS last_webhook, c.checked_at, \
+                            s.created_at AS subscribed_at \
+                     FROM providers p \
+                     JOIN subscriptions s ON s.provider_id = p.id AND s.state = 'active' \
+                     LEFT JOIN provider_health h ON h.provider_id = p.id \
+                     LEFT JOIN provider_cursors c ON c.provider_id = p.id \
+                     WHERE p.enabled AND p.deleted_at IS NULL \
+                       AND (h.subscription_status IS NULL OR h.subscription_status <> 'needs_reauth')",
+                )
+                .fetch_all(pool)
+                .await
+                .map_err(db)?;
+                let cutoffs: HashMap<&str, DateTime<Utc>> = poll_after
+                    .iter()
+                    .map(|(kind, limit)| (kind.as_str(), now - *limit))
+                    .collect();
+                let mut oldest: HashMap<String, DateTime<Utc>> = HashMap::new();
+                let mut due = Vec::new();
+                for row in rows.into_iter().filter(|r| wanted.contains(&r.id)) {
+                    let Some(latest) = [row.last_webhook, row.checked_at, row.subscribed_at]
+                        .into_iter()
+                        .flatten()
+                        .max()
+                    else {
+                        continue;
+                    };
+                    let slot = oldest.entry(row.kind.clone()).or_insert(latest);
+                    *slot = (*slot).min(latest);
+                    if cutoffs.get(row.kind.as_str()).is_some_and(|c| latest <= *c) {
+                        due.push(row);
+                    }
+                }
+                (due, oldest.into_iter().collect())
+            }
+        };
+        Ok(SilenceSweep {
+            due: due
+                .into_iter()
+                .filter(|r| wanted.contains(&r.id))
+                .map(|r| {
+                    Ok(ProofOfLife {
+                        provider: ProviderId(r.id),
+                        kind: parse(&r.kind)?,
+                        last_webhook: r.last_webhook,
+                        checked_at: r.checked_at,
+                        subscribed_at: r.subscribed_at,
+                    })
                 })
-            })
-            .collect()
+                .collect::<Result<_, StoreError>>()?,
+            oldest: oldest
+                .into_iter()
+                .map(|(kind, at)| Ok((parse(&kind)?, at)))
+                .collect::<Result<_, StoreError>>()?,
+        })
     }
 }

@@ -1,17 +1,35 @@
 //! `LifecycleStore`: what the supervisors and the fleet read and write. Every
 //! write checks the writer's fence first, in the same transaction, and changes
 //! nothing under a superseded claim.
+//!
+//! **The providers' change feed** (`change_mark`, `changed_since`): a trigger
+//! stamps `providers.revision` on every insert and on every update of a column
+//! the fleet acts on (not on the status the lifecycle writes after each
+//! attempt), and the fleet reads only rows stamped at or after its mark, through
+//! the `providers_revision` index. The hard part is a transaction that stamps a
+//! row early and commits late: with a plain sequence, a reader that already saw
+//! a higher revision would move its mark past the late one and never see it. So
+//! on PostgreSQL the revision is the writing transaction's 64-bit id
+//! (`pg_current_xact_id()`), and a mark is `pg_snapshot_xmin(pg_current_snapshot())`:
+//! every transaction with a smaller id has ended (committed or rolled back), so
+//! the rows stamped below the mark are final and visible, and a reader takes
+//! exactly `[last mark, new mark)`. A transaction still open holds the mark
+//! back (its rows, and everything stamped after it, are read once it ends); a
+//! write transaction open for minutes delays the feed by as long, never loses
+//! a change. The embedded store has one writer at a time, so a counter
+//! (`provider_revision`) bumped inside the writing transaction commits in
+//! order and its last committed value + 1 is the mark.
 
 use super::rows::{
     HEALTH_COLUMNS, HealthRow, PROVIDER_COLUMNS, ProviderRow, SUBSCRIPTION_COLUMNS, SubscriptionRow,
 };
-use super::{Dialect as _, Store, db, on_db};
+use super::{Db, Dialect as _, Store, db, on_db};
 use async_trait::async_trait;
 use std::collections::{HashMap, HashSet};
 use subkeeper_actors::domain::{ProviderId, Subscription};
 use subkeeper_actors::ports::{
-    AttemptRecord, Fence, LifecycleStore, LoadedProvider, OwnedProvider, ProviderState, RouteState,
-    StoreError,
+    AttemptRecord, ChangeFeed, Fence, LifecycleStore, LoadedProvider, OwnedProvider,
+    ProviderChange, ProviderState, Revision, RouteState, StoreError,
 };
 use uuid::Uuid;
 
@@ -30,6 +48,17 @@ struct HealthOfRow {
     provider_id: Uuid,
     #[sqlx(flatten)]
     health: HealthRow,
+}
+
+/// A changed provider as the change feed reads it.
+#[derive(sqlx::FromRow)]
+struct ChangeRow {
+    #[sqlx(flatten)]
+    provider: ProviderRow,
+    /// Soft-deleted.
+    deleted: bool,
+    /// This instance owns it.
+    owned_here: bool,
 }
 
 /// Fails with `Conflict` unless `fence` is the provider's current claim; on
@@ -57,10 +86,17 @@ macro_rules! check_fence {
 impl Store {
     /// `AND p.owner = <instance>` when this store lists one instance's leases.
     /// (The id is this process's own, an integer, never outside input.)
-    fn owner_filter(&self) -> String {
+    pub(super) fn owner_filter(&self) -> String {
         self.owner
             .map(|owner| format!(" AND p.owner = {owner}"))
             .unwrap_or_default()
+    }
+
+    /// Whether this instance owns the row `p`, as SQL: always, without leases.
+    fn owned_here(&self) -> String {
+        self.owner
+            .map(|owner| format!("COALESCE(p.owner = {owner}, false)"))
+            .unwrap_or_else(|| "true".into())
     }
 }
 
@@ -94,6 +130,89 @@ impl LifecycleStore for Store {
         rows.into_iter()
             .map(|r| Ok((r.provider.owned()?, r.subscription.into())))
             .collect()
+    }
+
+    async fn change_mark(&self) -> Result<Revision, StoreError> {
+        let mark: i64 = match &self.db {
+            Db::Postgres(pool) => {
+                sqlx::query_scalar("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
+                    .fetch_one(pool)
+                    .await
+                    .map_err(db)?
+            }
+            Db::Sqlite(pool) => {
+                sqlx::query_scalar("SELECT last + 1 FROM provider_revision WHERE id = 1")
+                    .fetch_one(pool)
+                    .await
+                    .map_err(db)?
+            }
+        };
+        Ok(Revision(mark))
+    }
+
+    async fn changed_since(&self, since: Revision) -> Result<ChangeFeed, StoreError> {
+        // The mark first: every row stamped below it is visible to the reads below.
+        let upto = self.change_mark().await?;
+        if upto <= since {
+            return Ok(ChangeFeed {
+                changes: Vec::new(),
+                upto: since,
+            });
+        }
+        let changes_sql = format!(
+            "SELECT {PROVIDER_COLUMNS}, p.deleted_at IS NOT NULL AS deleted, {} AS owned_here \
+             FROM providers p WHERE p.revision >= $1 AND p.revision < $2",
+            self.owned_here()
+        );
+        let orphans_sql = format!(
+            "SELECT {SUBSCRIPTION_COLUMNS} FROM providers p \
+             JOIN subscriptions s ON s.provider_id = p.id AND s.state = 'active' \
+             WHERE p.revision >= $1 AND p.revision < $2 \
+               AND (NOT p.enabled OR p.deleted_at IS NOT NULL){}",
+            self.owner_filter()
+        );
+        let (rows, subscriptions): (Vec<ChangeRow>, Vec<SubscriptionRow>) = on_db!(&self.db, pool => {
+            let rows: Vec<ChangeRow> = sqlx::query_as(sqlx::AssertSqlSafe(changes_sql))
+                .bind(since.0)
+                .bind(upto.0)
+                .fetch_all(pool)
+                .await
+                .map_err(db)?;
+            let any_retired = rows
+                .iter()
+                .any(|r| r.owned_here && (r.deleted || !r.provider.enabled));
+            let subscriptions = if any_retired {
+                sqlx::query_as(sqlx::AssertSqlSafe(orphans_sql))
+                    .bind(since.0)
+                    .bind(upto.0)
+                    .fetch_all(pool)
+                    .await
+                    .map_err(db)?
+            } else {
+                Vec::new()
+            };
+            (rows, subscriptions)
+        });
+        let mut subscriptions: HashMap<Uuid, SubscriptionRow> = subscriptions
+            .into_iter()
+            .map(|s| (s.provider_id, s))
+            .collect();
+        let changes = rows
+            .into_iter()
+            .map(|row| {
+                let retired = row.deleted || !row.provider.enabled;
+                Ok(ProviderChange {
+                    owned: row.provider.owned()?,
+                    retired,
+                    owned_here: row.owned_here,
+                    subscription: subscriptions
+                        .remove(&row.provider.id)
+                        .filter(|_| retired && row.owned_here)
+                        .map(Subscription::from),
+                })
+            })
+            .collect::<Result<_, StoreError>>()?;
+        Ok(ChangeFeed { changes, upto })
     }
 
     async fn load_owned(

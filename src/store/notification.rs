@@ -156,17 +156,21 @@ impl NotificationStore for Store {
         let rows: Vec<SilenceRow> = match &self.db {
             // A silence begins at the last webhook, or at the subscription's creation
             // if none came since (GREATEST ignores NULL): a fresh subscription gets
-            // the whole threshold. Rows a webhook batch holds are skipped, not
-            // waited for: the next sweep sees them.
+            // the whole threshold. That instant is kept on the health row
+            // (`heard_at`, stamped by triggers, see the migration
+            // `change_feed_and_due_sweeps`), so the sweep reads only the rows past
+            // their kind's cutoff, by the partial index on (kind, heard_at) WHERE
+            // silent_since IS NULL — what is due, not the fleet. Rows a webhook
+            // batch holds are skipped, not waited for: the next sweep sees them.
             Db::Postgres(pool) => sqlx::query_as(
                 "WITH t AS (SELECT * FROM unnest($1::text[], $2::timestamptz[]) AS t(kind, cutoff)), \
                       due AS ( \
-                        SELECT h.provider_id, p.kind, GREATEST(h.last_webhook_received_at, s.created_at) AS since \
+                        SELECT h.provider_id, p.kind, h.heard_at AS since \
                         FROM provider_health h \
+                        JOIN t ON t.kind = h.kind AND h.heard_at < t.cutoff \
                         JOIN providers p ON p.id = h.provider_id AND p.enabled AND p.deleted_at IS NULL \
                         JOIN subscriptions s ON s.provider_id = h.provider_id AND s.state = 'active' AND s.expires_at > $3 \
-                        JOIN t ON t.kind = p.kind \
-                        WHERE h.silent_since IS NULL AND GREATEST(h.last_webhook_received_at, s.created_at) < t.cutoff \
+                        WHERE h.kind = ANY($1) AND h.silent_since IS NULL AND h.heard_at < $4 \
                         ORDER BY h.provider_id FOR UPDATE OF h SKIP LOCKED) \
                  UPDATE provider_health h SET silent_since = due.since, updated_at = $3 FROM due \
                  WHERE h.provider_id = due.provider_id AND h.silent_since IS NULL \
@@ -175,6 +179,9 @@ impl NotificationStore for Store {
             .bind(&kinds)
             .bind(&cutoffs)
             .bind(now)
+            // The latest cutoff as a plain value too: the planner sees how few
+            // rows lie below it (it cannot see into the arrays).
+            .bind(cutoffs.iter().max().copied())
             .fetch_all(pool)
             .await
             .map_err(db)?,

@@ -23,6 +23,7 @@ mod nats;
 mod openapi;
 mod pagination;
 mod pipeline;
+mod plans;
 mod providers_cli;
 mod secrets;
 mod series_budget;

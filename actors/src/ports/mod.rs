@@ -45,8 +45,9 @@ pub use leases::{LeaseStore, Membership};
 pub use page::{Cursor, CursorKey, Page, PageRequest};
 pub use status_page::{BoardCursor, BoardFilter, BoardRow, SessionGrant, StatusPageStore};
 pub use store::{
-    AlertStore, AttemptRecord, CatchUpState, CatchUpStore, Fence, LifecycleStore, LoadedProvider,
-    NotificationStore, OwnedProvider, ProofOfLife, ProviderState, StoreError,
+    AlertStore, AttemptRecord, CatchUpState, CatchUpStore, ChangeFeed, Fence, LifecycleStore,
+    LoadedProvider, NotificationStore, OwnedProvider, ProofOfLife, ProviderChange, ProviderState,
+    Revision, SilenceSweep, StoreError,
 };
 pub use stream::{Append, Appended, StreamLog, StreamMessage};
 

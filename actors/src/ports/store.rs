@@ -86,6 +86,37 @@ pub struct LoadedProvider {
     pub state: ProviderState,
 }
 
+/// A position in the providers' change feed: every change to what the fleet
+/// acts on (enabled, deleted, watched resource, credentials, owner and claim)
+/// gets a revision, and revisions only grow. What a revision is (a counter, a
+/// transaction id) is the store's business; the fleet only keeps the mark the
+/// store last gave it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Revision(pub i64);
+
+/// One provider that changed since a mark, as it is now.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProviderChange {
+    /// The provider and its current claim.
+    pub owned: OwnedProvider,
+    /// Disabled or deleted: its subscription is to be deleted at the provider.
+    pub retired: bool,
+    /// This instance owns it (always, without leases).
+    pub owned_here: bool,
+    /// For a retired provider this instance owns: its live subscription, if it
+    /// still has one (an orphan to clean up).
+    pub subscription: Option<Subscription>,
+}
+
+/// What changed between two marks of the change feed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChangeFeed {
+    /// Every provider changed since the mark asked for, in no particular order.
+    pub changes: Vec<ProviderChange>,
+    /// The mark to ask from next time: nothing before it can appear any more.
+    pub upto: Revision,
+}
+
 /// Persistence the lifecycle needs. Every write goes through here so that a later
 /// multi-instance version can attach a fencing token to each.
 #[async_trait]
@@ -100,6 +131,15 @@ pub trait LifecycleStore: Send + Sync + 'static {
     async fn retired_with_subscription(
         &self,
     ) -> Result<Vec<(OwnedProvider, Subscription)>, StoreError>;
+
+    /// The change feed's current mark: a later [`Self::changed_since`] from it
+    /// returns every change that was not yet visible when it was taken. Take
+    /// it before a full read of the providers, so that nothing falls between.
+    async fn change_mark(&self) -> Result<Revision, StoreError>;
+
+    /// Every provider changed from `since` on (as it is now), and the mark to
+    /// ask from next time. Reads only the changed rows, by index.
+    async fn changed_since(&self, since: Revision) -> Result<ChangeFeed, StoreError>;
 
     /// One page of the enabled providers this instance owns, in id order: those
     /// after `after` (from the first when `None`), at most `limit`, each with its
@@ -211,6 +251,16 @@ impl ProofOfLife {
     }
 }
 
+/// What one silence sweep found ([`CatchUpStore::silence_sweep`]).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct SilenceSweep {
+    /// The providers due a silence check.
+    pub due: Vec<ProofOfLife>,
+    /// Per kind, the oldest latest sign of life (kinds with no provider are
+    /// absent).
+    pub oldest: Vec<(ProviderKind, DateTime<Utc>)>,
+}
+
 /// What the catch-up runner reads and writes.
 #[async_trait]
 pub trait CatchUpStore: Send + Sync + 'static {
@@ -229,10 +279,16 @@ pub trait CatchUpStore: Send + Sync + 'static {
         now: DateTime<Utc>,
     ) -> Result<(), StoreError>;
 
-    /// Proof of life of every enabled provider with a live subscription among
-    /// `providers` (the ones supervised here).
-    async fn proofs_of_life(
+    /// The silence sweep, among the enabled providers with a live subscription
+    /// that are not waiting for re-authorization, of `providers` (the ones
+    /// supervised here): the proof of life of each whose kind is in
+    /// `poll_after` and whose latest sign of life is at least that old at `now`,
+    /// and per kind the oldest sign of life. Reads what is due, not every
+    /// provider.
+    async fn silence_sweep(
         &self,
         providers: &[ProviderId],
-    ) -> Result<Vec<ProofOfLife>, StoreError>;
+        now: DateTime<Utc>,
+        poll_after: &[(ProviderKind, TimeDelta)],
+    ) -> Result<SilenceSweep, StoreError>;
 }

@@ -118,6 +118,7 @@ pub fn start_fleet(
         FleetConfig {
             policies,
             reconcile_every: Duration::from_secs(3600),
+            reconcile_full_every: Duration::from_secs(3600),
             leases: None,
         },
         ctx,

@@ -1,0 +1,529 @@
+//! Query plans that stay right when the tables grow from empty, and idle cost
+//! that follows the work that is due (PostgreSQL only: the embedded store is
+//! one instance with a small fleet).
+//!
+//! One test seeds 100,000 providers with their subscriptions, health rows and
+//! cursors straight in SQL, runs ANALYZE, and asks `EXPLAIN (FORMAT JSON)` how
+//! the hot statements would run — on the store's own pool, with the
+//! `plan_cache_mode` the service sets — asserting that none scans `providers`,
+//! `subscriptions` or `provider_health` sequentially. The statements are the
+//! store's, copied here (each names the function it comes from); the same test
+//! then runs the real store methods on the seeded fleet and checks that they
+//! find exactly the providers seeded as due, so a copy that drifted from what
+//! the store runs shows up as a wrong answer. The other test shows the change
+//! feed does not lose a change whose transaction commits after a later one.
+
+use chrono::{TimeDelta, Utc};
+use serde_json::Value;
+use std::sync::Arc;
+use subkeeper::store::{IfMissing, Location, Store};
+use subkeeper_actors::domain::{ProviderId, ProviderKind};
+use subkeeper_actors::ports::clock::SystemClock;
+use subkeeper_actors::ports::{
+    CatchUpStore, LifecycleStore, NotificationStore, ProviderChange, Revision,
+};
+use subkeeper_testkit::Purpose;
+use subkeeper_testkit::db::TestDb;
+use uuid::Uuid;
+
+/// Providers seeded.
+const FLEET: i64 = 100_000;
+/// Of them, the `graph_mail` ones whose last webhook is two days old: due for
+/// both silence sweeps under the thresholds below.
+const QUIET: i64 = 12;
+/// The instance that owns the seeded providers.
+const OWNER: i64 = 1;
+
+async fn store_on(db: &TestDb) -> Store {
+    let store = Store::open(
+        &Location::Postgres(db.url.clone()),
+        4,
+        Arc::new(SystemClock),
+        IfMissing::Refuse,
+    )
+    .await
+    .unwrap();
+    store.migrate().await.unwrap();
+    store
+}
+
+fn pool(store: &Store) -> sqlx::PgPool {
+    match store.db() {
+        subkeeper::store::Db::Postgres(pool) => pool.clone(),
+        subkeeper::store::Db::Sqlite(_) => unreachable!("a Postgres store"),
+    }
+}
+
+/// Seeds the fleet: every provider owned by [`OWNER`], enabled, with a live
+/// subscription made an hour ago, a health row and a cursor checked recently;
+/// provider `i` is of kind `i % 4`; the first [`QUIET`] `graph_mail` ones last
+/// heard from two days ago.
+async fn seed(pool: &sqlx::PgPool) {
+    let mut conn = pool.acquire().await.unwrap();
+    for sql in [
+        // Bulk rows without their triggers (the revision stamp, re-stamping
+        // health rows that do not exist yet) and foreign-key checks: seconds
+        // fewer. The health rows below are stamped by their trigger.
+        "SET session_replication_role = replica",
+        "INSERT INTO instances (id, host, pid, lease_until) VALUES (1, 'test', 1, now() + interval '1 day')",
+        "INSERT INTO providers (id, tenant_id, kind, display_name, resource, enabled, status, created_at, updated_at, owner, lease_token) \
+         SELECT md5('p' || i)::uuid, 'tenant' || (i % 500), \
+                (ARRAY['graph_mail','graph_calendar','google_calendar','gmail'])[1 + i % 4], \
+                'provider ' || i, 'users/u' || i || '/messages', true, 'connected', now(), now(), 1, 2 \
+         FROM generate_series(1, 100000) AS i",
+        "INSERT INTO subscriptions (provider_id, tenant_id, resource, external_id, client_state, expires_at, created_at, state) \
+         SELECT md5('p' || i)::uuid, 'tenant' || (i % 500), 'users/u' || i || '/messages', 'sub-' || i, 'cs', \
+                now() + interval '3 days', now() - interval '1 hour', 'active' \
+         FROM generate_series(1, 100000) AS i",
+        "INSERT INTO provider_cursors (provider_id, cursor, checked_at, updated_at) \
+         SELECT md5('p' || i)::uuid, 'c' || i, now() - interval '3 days', now() \
+         FROM generate_series(1, 100000) AS i",
+        "SET session_replication_role = origin",
+        "INSERT INTO provider_health (provider_id, tenant_id, subscription_status, subscription_expires_at, \
+                last_renewal_attempt_at, last_renewal_result, last_webhook_received_at, next_renewal_at, updated_at) \
+         SELECT md5('p' || i)::uuid, 'tenant' || (i % 500), 'healthy', now() + interval '3 days', \
+                now() - interval '1 hour', 'registered', \
+                CASE WHEN i % 4 = 0 AND i <= 4 * 12 THEN now() - interval '2 days' ELSE now() - interval '1 minute' END, \
+                now() + interval '2 days', now() \
+         FROM generate_series(1, 100000) AS i",
+        "ANALYZE",
+    ] {
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .execute(&mut *conn)
+            .await
+            .unwrap_or_else(|e| panic!("{e}: {sql}"));
+    }
+    drop(conn);
+    // The subscriptions were made an hour ago: back-date them below the
+    // quiet ones' last webhook so that webhook is their latest sign of life.
+    sqlx::query("UPDATE subscriptions SET created_at = now() - interval '3 days' WHERE provider_id IN (SELECT md5('p' || i)::uuid FROM generate_series(4, 48, 4) AS i)")
+        .execute(pool)
+        .await
+        .unwrap();
+    sqlx::query("ANALYZE").execute(pool).await.unwrap();
+}
+
+/// Every sequential scan of a fleet-sized table in `plan`.
+fn seq_scans(plan: &Value, found: &mut Vec<String>) {
+    if let Some(node) = plan.as_object() {
+        if node.get("Node Type").and_then(Value::as_str) == Some("Seq Scan")
+            && let Some(table) = node.get("Relation Name").and_then(Value::as_str)
+            && [
+                "providers",
+                "subscriptions",
+                "provider_health",
+                "provider_cursors",
+            ]
+            .contains(&table)
+        {
+            found.push(table.to_owned());
+        }
+        for child in node.values() {
+            seq_scans(child, found);
+        }
+    } else if let Some(items) = plan.as_array() {
+        for item in items {
+            seq_scans(item, found);
+        }
+    }
+}
+
+/// A statement and the values it runs with.
+type Bind = Box<
+    dyn for<'q> Fn(
+        sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+>;
+
+/// Asserts that `sql`, bound by `bind`, scans no fleet-sized table
+/// sequentially; returns the plan.
+async fn assert_indexed(conn: &mut sqlx::PgConnection, what: &str, sql: &str, bind: &Bind) {
+    let explain = format!("EXPLAIN (FORMAT JSON) {sql}");
+    let query = bind(sqlx::query(sqlx::AssertSqlSafe(explain)));
+    let row = query
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap_or_else(|e| panic!("{what}: {e}\n{sql}"));
+    let plan: Value = sqlx::Row::get(&row, 0);
+    let mut found = Vec::new();
+    seq_scans(&plan, &mut found);
+    assert!(
+        found.is_empty(),
+        "{what} scans {found:?} sequentially at {FLEET} providers:\n{sql}\n{plan:#}"
+    );
+}
+
+#[actix_web::test]
+async fn the_hot_statements_use_indexes_at_100k_providers_and_sweeps_read_only_what_is_due() {
+    let db = TestDb::create(Purpose::Test).await.unwrap();
+    let store = store_on(&db).await.owned_by(OWNER);
+    let pool = pool(&store);
+    let started = std::time::Instant::now();
+    seed(&pool).await;
+    let seeded = started.elapsed();
+
+    let now = Utc::now();
+    let provider = Uuid::parse_str(
+        &sqlx::query_scalar::<_, String>("SELECT md5('p77')::uuid::text")
+            .fetch_one(&pool)
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    let mark = store.change_mark().await.unwrap();
+    let kinds = vec!["graph_mail".to_owned(), "gmail".to_owned()];
+    let cutoffs = vec![now - TimeDelta::hours(6), now - TimeDelta::hours(6)];
+    let all_kinds: Vec<String> = ProviderKind::ALL
+        .iter()
+        .map(|k| k.as_str().to_owned())
+        .collect();
+
+    let statements: Vec<(&str, &str, Bind)> = vec![
+        // lifecycle.rs record_attempt (the lookups of one attempt's writes).
+        (
+            "record_attempt: fence check",
+            "SELECT lease_token FROM providers WHERE id = $1 FOR SHARE",
+            Box::new(move |q| q.bind(provider)),
+        ),
+        (
+            "record_attempt: the replaced subscription",
+            "UPDATE subscriptions SET state = $1, retired_at = $2 \
+             WHERE provider_id = $3 AND external_id = $4 AND state = 'active'",
+            Box::new(move |q| q.bind("replaced").bind(now).bind(provider).bind("sub-77")),
+        ),
+        (
+            "record_attempt: other live subscriptions",
+            "UPDATE subscriptions SET state = 'replaced', retired_at = $1 \
+             WHERE provider_id = $2 AND state = 'active' AND external_id <> $3",
+            Box::new(move |q| q.bind(now).bind(provider).bind("sub-new")),
+        ),
+        (
+            "record_attempt: the new subscription",
+            "INSERT INTO subscriptions \
+               (provider_id, tenant_id, resource, external_id, resource_id, client_state, expires_at, created_at, renewed_at, history_id, state) \
+             SELECT $1, p.tenant_id, p.resource, $2, $3, $4, $5, $6, $7, $8, 'active' FROM providers p WHERE p.id = $1 \
+             ON CONFLICT (external_id) DO UPDATE SET expires_at = excluded.expires_at",
+            Box::new(move |q| {
+                q.bind(provider)
+                    .bind("sub-new")
+                    .bind(None::<String>)
+                    .bind("cs")
+                    .bind(now)
+                    .bind(now)
+                    .bind(now)
+                    .bind(None::<String>)
+            }),
+        ),
+        (
+            "record_attempt: the provider's status",
+            "UPDATE providers SET status = $1, error_message = $2, updated_at = $3 \
+             WHERE id = $4 AND enabled AND deleted_at IS NULL",
+            Box::new(move |q| {
+                q.bind("connected")
+                    .bind(None::<String>)
+                    .bind(now)
+                    .bind(provider)
+            }),
+        ),
+        // lifecycle.rs changed_since.
+        (
+            "change feed",
+            "SELECT p.id, p.tenant_id, p.kind, p.display_name, p.resource, p.credentials_id, p.enabled, \
+                    p.credentials_version, p.lease_token, p.deleted_at IS NOT NULL AS deleted, \
+                    COALESCE(p.owner = 1, false) AS owned_here \
+             FROM providers p WHERE p.revision >= $1 AND p.revision < $2",
+            Box::new(move |q| q.bind(mark.0).bind(mark.0 + 5)),
+        ),
+        (
+            "change feed: orphans",
+            "SELECT s.provider_id, s.external_id FROM providers p \
+             JOIN subscriptions s ON s.provider_id = p.id AND s.state = 'active' \
+             WHERE p.revision >= $1 AND p.revision < $2 \
+               AND (NOT p.enabled OR p.deleted_at IS NOT NULL) AND p.owner = 1",
+            Box::new(move |q| q.bind(mark.0).bind(mark.0 + 5)),
+        ),
+        // notification.rs mark_silent.
+        (
+            "mark_silent",
+            "WITH t AS (SELECT * FROM unnest($1::text[], $2::timestamptz[]) AS t(kind, cutoff)), \
+                  due AS ( \
+                    SELECT h.provider_id, p.kind, h.heard_at AS since \
+                    FROM provider_health h \
+                    JOIN t ON t.kind = h.kind AND h.heard_at < t.cutoff \
+                    JOIN providers p ON p.id = h.provider_id AND p.enabled AND p.deleted_at IS NULL \
+                    JOIN subscriptions s ON s.provider_id = h.provider_id AND s.state = 'active' AND s.expires_at > $3 \
+                    WHERE h.kind = ANY($1) AND h.silent_since IS NULL AND h.heard_at < $4 \
+                    ORDER BY h.provider_id FOR UPDATE OF h SKIP LOCKED) \
+             UPDATE provider_health h SET silent_since = due.since, updated_at = $3 FROM due \
+             WHERE h.provider_id = due.provider_id AND h.silent_since IS NULL \
+             RETURNING h.provider_id",
+            {
+                let (kinds, cutoffs) = (kinds.clone(), cutoffs.clone());
+                Box::new(move |q| {
+                    q.bind(kinds.clone())
+                        .bind(cutoffs.clone())
+                        .bind(now)
+                        .bind(cutoffs.iter().max().copied())
+                })
+            },
+        ),
+        // catchup.rs silence_sweep.
+        (
+            "catch-up: due",
+            "SELECT p.id, p.kind, h.last_webhook_received_at AS last_webhook, c.checked_at, \
+                    s.created_at AS subscribed_at \
+             FROM provider_health h \
+             JOIN unnest($1::text[], $2::timestamptz[]) AS t(kind, cutoff) \
+                  ON t.kind = h.kind AND h.alive_at <= t.cutoff \
+             JOIN providers p ON p.id = h.provider_id AND p.enabled AND p.deleted_at IS NULL AND p.owner = 1 \
+             JOIN subscriptions s ON s.provider_id = p.id AND s.state = 'active' \
+             LEFT JOIN provider_cursors c ON c.provider_id = p.id \
+             WHERE h.kind = ANY($1) AND h.alive_at <= $3 AND h.subscription_status <> 'needs_reauth'",
+            {
+                let (kinds, cutoffs) = (kinds.clone(), cutoffs.clone());
+                Box::new(move |q| {
+                    q.bind(kinds.clone())
+                        .bind(cutoffs.clone())
+                        .bind(cutoffs.iter().max().copied())
+                })
+            },
+        ),
+        (
+            "catch-up: oldest per kind",
+            "SELECT t.kind, o.alive_at FROM unnest($1::text[]) AS t(kind) \
+             CROSS JOIN LATERAL ( \
+               SELECT h.alive_at FROM provider_health h \
+               JOIN providers p ON p.id = h.provider_id AND p.enabled AND p.deleted_at IS NULL AND p.owner = 1 \
+               WHERE h.kind = t.kind AND h.alive_at IS NOT NULL \
+                 AND h.subscription_status <> 'needs_reauth' \
+               ORDER BY h.alive_at LIMIT 1) o",
+            Box::new(move |q| q.bind(all_kinds.clone())),
+        ),
+        // intake.rs routes.
+        (
+            "intake: route by subscription id",
+            "SELECT s.external_id, s.provider_id, s.tenant_id, p.kind, s.client_state, s.state, \
+                    (p.enabled AND p.deleted_at IS NULL) AS provider_enabled \
+             FROM subscriptions s JOIN providers p ON p.id = s.provider_id \
+             WHERE s.external_id IN ($1, $2)",
+            Box::new(|q| q.bind("sub-77").bind("sub-78")),
+        ),
+        // lifecycle.rs load_owned (one page).
+        (
+            "load_owned: providers",
+            "SELECT p.id, p.kind FROM providers p \
+             WHERE p.id > $1 AND p.enabled AND p.deleted_at IS NULL AND p.owner = 1 ORDER BY p.id LIMIT $2",
+            Box::new(|q| q.bind(Uuid::nil()).bind(1000_i64)),
+        ),
+        (
+            "load_owned: subscriptions",
+            "SELECT s.provider_id, s.external_id FROM subscriptions s \
+             WHERE s.provider_id > $1 AND s.provider_id <= $2 AND s.state = 'active'",
+            Box::new(move |q| q.bind(Uuid::nil()).bind(provider)),
+        ),
+        (
+            "load_owned: health",
+            "SELECT h.provider_id, h.subscription_status FROM provider_health h \
+             WHERE h.provider_id > $1 AND h.provider_id <= $2",
+            Box::new(move |q| q.bind(Uuid::nil()).bind(provider)),
+        ),
+    ];
+    // As the service plans them (its pool sets plan_cache_mode), and as a
+    // generic plan cached while the tables were small would.
+    let mut conn = pool.acquire().await.unwrap();
+    let mode: String = sqlx::query_scalar("SHOW plan_cache_mode")
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+    assert_eq!(mode, "force_custom_plan", "the service's own setting");
+    for (what, sql, bind) in &statements {
+        assert_indexed(&mut conn, what, sql, bind).await;
+    }
+
+    // The real sweeps on the seeded fleet find exactly the quiet providers.
+    let quiet: Vec<ProviderId> = sqlx::query_scalar::<_, Uuid>(
+        "SELECT md5('p' || i)::uuid FROM generate_series(4, 48, 4) AS i",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap()
+    .into_iter()
+    .map(ProviderId)
+    .collect();
+    assert_eq!(quiet.len(), QUIET as usize);
+    let mut expected = quiet.clone();
+    expected.sort();
+    let supervised: Vec<ProviderId> = sqlx::query_scalar::<_, Uuid>("SELECT id FROM providers")
+        .fetch_all(&pool)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(ProviderId)
+        .collect();
+    let sweep = store
+        .silence_sweep(
+            &supervised,
+            now,
+            &[
+                (ProviderKind::GraphMail, TimeDelta::hours(6)),
+                (ProviderKind::Gmail, TimeDelta::hours(6)),
+            ],
+        )
+        .await
+        .unwrap();
+    let mut due: Vec<ProviderId> = sweep.due.iter().map(|p| p.provider).collect();
+    due.sort();
+    assert_eq!(due, expected, "the catch-up sweep's due providers");
+    let oldest_mail = sweep
+        .oldest
+        .iter()
+        .find(|(k, _)| *k == ProviderKind::GraphMail)
+        .map(|(_, at)| *at)
+        .unwrap();
+    assert!(
+        (now - oldest_mail) > TimeDelta::hours(47),
+        "oldest graph_mail sign of life: {oldest_mail}"
+    );
+    assert_eq!(sweep.oldest.len(), 4, "every kind has providers");
+
+    let marked = store
+        .mark_silent(now, &[(ProviderKind::GraphMail, TimeDelta::hours(6))])
+        .await
+        .unwrap();
+    let mut silent: Vec<ProviderId> = marked.iter().map(|s| s.provider_id).collect();
+    silent.sort();
+    assert_eq!(silent, expected, "mark_silent marks the quiet ones");
+    assert!(
+        store
+            .mark_silent(now, &[(ProviderKind::GraphMail, TimeDelta::hours(6))])
+            .await
+            .unwrap()
+            .is_empty(),
+        "each silence is reported once"
+    );
+    // A webhook ends one silence; the sweep no longer finds it due.
+    let ended = store.record_webhooks(&[(quiet[0], now)]).await.unwrap();
+    assert_eq!(ended.len(), 1);
+    let sweep = store
+        .silence_sweep(
+            &supervised,
+            now,
+            &[(ProviderKind::GraphMail, TimeDelta::hours(6))],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        sweep.due.len(),
+        QUIET as usize - 1,
+        "the webhook is proof of life"
+    );
+
+    // The change feed: disabling three providers lists those three.
+    let before = store.change_mark().await.unwrap();
+    sqlx::query("UPDATE providers SET enabled = false WHERE id IN (SELECT md5('p' || i)::uuid FROM generate_series(1, 3) AS i)")
+        .execute(&pool)
+        .await
+        .unwrap();
+    // What every attempt writes is no change to the fleet.
+    sqlx::query("UPDATE providers SET status = 'error', error_message = 'x', updated_at = now() WHERE id = $1")
+        .bind(provider)
+        .execute(&pool)
+        .await
+        .unwrap();
+    let (changes, upto) = changes_until(&store, before, 3).await;
+    assert_eq!(changes.len(), 3, "{changes:?}");
+    assert!(
+        changes
+            .iter()
+            .all(|c| c.retired && c.owned_here && c.subscription.is_some())
+    );
+    assert!(store.changed_since(upto).await.unwrap().changes.is_empty());
+    eprintln!(
+        "seeded {FLEET} providers in {seeded:?}; whole test {:?}",
+        started.elapsed()
+    );
+}
+
+/// The changes from `since` on, read until there are at least `n` (the mark
+/// is the server's oldest running write transaction: others on the shared
+/// server, such as other tests, may hold it back a moment), and the next mark.
+async fn changes_until(
+    store: &Store,
+    since: Revision,
+    n: usize,
+) -> (Vec<ProviderChange>, Revision) {
+    let mut changes = Vec::new();
+    let mut upto = since;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let next = store.changed_since(upto).await.unwrap();
+        changes.extend(next.changes);
+        upto = next.upto;
+        if changes.len() >= n {
+            return (changes, upto);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "only {} of {n} changes within a minute: {changes:?}",
+            changes.len()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// A transaction that stamps a provider first but commits after a later one:
+/// the feed must not move its mark past the earlier change and lose it (what
+/// a plain sequence and "the highest revision read" would do).
+#[actix_web::test]
+async fn the_change_feed_keeps_a_change_whose_transaction_commits_late() {
+    let db = TestDb::create(Purpose::Test).await.unwrap();
+    let store = store_on(&db).await;
+    let pool = pool(&store);
+    sqlx::query(
+        "INSERT INTO providers (id, tenant_id, kind, display_name, resource, created_at, updated_at) \
+         SELECT md5('p' || i)::uuid, 'acme', 'graph_mail', 'p' || i, 'users/u' || i || '/messages', now(), now() \
+         FROM generate_series(1, 2) AS i",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let ids: Vec<Uuid> =
+        sqlx::query_scalar("SELECT md5('p' || i)::uuid FROM generate_series(1, 2) AS i")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    let (early, late) = (ids[0], ids[1]);
+    let mark = store.change_mark().await.unwrap();
+
+    // The early change is stamped first and stays uncommitted …
+    let mut slow = db.connect().await.unwrap();
+    sqlx::query("BEGIN").execute(&mut slow).await.unwrap();
+    sqlx::query("UPDATE providers SET enabled = false WHERE id = $1")
+        .bind(early)
+        .execute(&mut slow)
+        .await
+        .unwrap();
+    // … while a later one commits at once.
+    sqlx::query("UPDATE providers SET enabled = false WHERE id = $1")
+        .bind(late)
+        .execute(&pool)
+        .await
+        .unwrap();
+    let first = store.changed_since(mark).await.unwrap();
+    assert!(
+        first.changes.iter().all(|c| c.owned.provider.id.0 != early),
+        "an uncommitted change cannot be read"
+    );
+    sqlx::query("COMMIT").execute(&mut slow).await.unwrap();
+
+    // Whatever the first read saw, the two reads together hold both changes:
+    // a mark that had moved past the early one would never list it.
+    let (mut changes, _) = changes_until(&store, first.upto, 2 - first.changes.len()).await;
+    changes.extend(first.changes);
+    let mut seen: Vec<Uuid> = changes.iter().map(|c| c.owned.provider.id.0).collect();
+    seen.sort();
+    let mut both = vec![early, late];
+    both.sort();
+    assert_eq!(seen, both, "the change that committed late was lost");
+    assert!(changes.iter().all(|c| c.retired), "both are disabled");
+}
