@@ -130,7 +130,7 @@ pub async fn run_with(
         HousekeepingSettings::from_config(&config),
     )
     .spawn(&housekeeping);
-    let intake = Intake::start(&config, &adapters, &core, clock);
+    let intake = Intake::start(&config, &adapters, &core, clock.clone());
     let draining = Arc::new(AtomicBool::new(false));
     let state = AppState {
         draining: draining.clone(),
@@ -145,6 +145,7 @@ pub async fn run_with(
         graph_intake: intake.graph.clone(),
         google_intake: intake.google.clone(),
         housekeeping,
+        clock,
     };
     let deadline = Duration::from_secs(config.shutdown_timeout_seconds);
     let drain = Duration::from_secs(config.shutdown_drain_seconds);
