@@ -130,7 +130,7 @@ pub async fn run_with(
         HousekeepingSettings::from_config(&config),
     )
     .spawn(&housekeeping);
-    let intake = Intake::start(&config, &adapters, &core, clock);
+    let intake = Intake::start(&config, &adapters, &core, clock.clone());
     let draining = Arc::new(AtomicBool::new(false));
     let state = AppState {
         draining: draining.clone(),
@@ -145,6 +145,7 @@ pub async fn run_with(
         graph_intake: intake.graph.clone(),
         google_intake: intake.google.clone(),
         housekeeping,
+        clock,
     };
     let deadline = Duration::from_secs(config.shutdown_timeout_seconds);
     let drain = Duration::from_secs(config.shutdown_drain_seconds);
@@ -165,15 +166,23 @@ pub async fn run_with(
     };
     let served = serve(state, listener, shutdown, deadline).await;
     // Every step it takes is a complete statement; the next start resumes.
+    // Awaited, so that a statement it had in flight is dropped here, on the
+    // runtime, and its connection goes back to the pool.
     housekeeping_task.abort();
+    let _ = housekeeping_task.await;
     // When the server stopped by itself (no signal), the whole deadline is left.
     let left = signalled
         .get()
         .map_or(deadline, |at| deadline.saturating_sub(at.elapsed()));
-    if tokio::time::timeout(left, shut_down(intake, core, &adapters.bus))
-        .await
-        .is_err()
-    {
+    let stopped = tokio::time::timeout(left, async {
+        shut_down(intake, core, &adapters.bus).await;
+        // Last: every connection back and closed. Whoever calls `run` may drop
+        // the runtime next, and a connection dropped without one makes sqlx
+        // panic (it returns it to the pool on a task of its own).
+        adapters.store.close().await;
+    })
+    .await;
+    if stopped.is_err() {
         tracing::error!(
             deadline_seconds = deadline.as_secs(),
             "shutdown deadline passed with work in flight; exiting anyway (this instance's leases lapse and other instances adopt its providers)"
@@ -551,8 +560,10 @@ async fn shut_down(intake: Intake, core: Core, bus: &Bus) {
     // Leave the queue group first so other instances take the requests, then send
     // what is still buffered.
     intake.relay.abort();
+    let _ = intake.relay.await;
     if let Some(resync) = intake.resync {
         resync.abort();
+        let _ = resync.await;
     }
     core.control.stop();
     if let Some(peers) = &core.peers {

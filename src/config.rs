@@ -190,6 +190,10 @@ pub struct Config {
     /// Audit rows older than this many days are deleted; 0 keeps them forever
     /// (`SUBKEEPER_RETENTION_AUDIT_DAYS`).
     pub retention_audit_days: u32,
+    /// Delivery-log rows older than this many days are deleted; 0 keeps them
+    /// forever (`SUBKEEPER_RETENTION_DELIVERIES_DAYS`). The log grows with every
+    /// notification, so it gets the shortest age.
+    pub retention_deliveries_days: u32,
     /// How often the housekeeping job runs (retention, and resuming tenant
     /// offboardings), in seconds (`SUBKEEPER_HOUSEKEEPING_INTERVAL_SECONDS`).
     pub housekeeping_interval_seconds: u64,
@@ -323,6 +327,7 @@ impl Default for Config {
             delivery_log_rejected_per_minute: 60,
             retention_attempts_days: 90,
             retention_audit_days: 365,
+            retention_deliveries_days: 30,
             housekeeping_interval_seconds: 3600,
             housekeeping_batch: 1000,
             alert_escalation_minutes: 60,

@@ -1,5 +1,6 @@
-//! The housekeeping job: deletes renewal attempts and audit rows older than
-//! their configured ages, and drives tenant offboardings to the end — both in
+//! The housekeeping job: deletes renewal attempts, audit rows and delivery-log
+//! rows older than their configured ages and status-page sessions that have
+//! expired, and drives tenant offboardings to the end — both in
 //! bounded batches, each its own short statement, so nothing holds a lock for
 //! long. It runs every `housekeeping_interval_seconds`, at once when woken (an
 //! offboarding was asked for), and every few seconds while an offboarding
@@ -27,6 +28,8 @@ pub struct HousekeepingSettings {
     pub attempts_age: Option<TimeDelta>,
     /// Audit rows older than this go; `None` keeps them.
     pub audit_age: Option<TimeDelta>,
+    /// Delivery-log rows older than this go; `None` keeps them.
+    pub deliveries_age: Option<TimeDelta>,
     /// Time between runs.
     pub interval: Duration,
     /// Rows per delete statement.
@@ -40,6 +43,7 @@ impl HousekeepingSettings {
         Self {
             attempts_age: age(config.retention_attempts_days),
             audit_age: age(config.retention_audit_days),
+            deliveries_age: age(config.retention_deliveries_days),
             interval: Duration::from_secs(config.housekeeping_interval_seconds),
             batch: config.housekeeping_batch,
         }
@@ -116,6 +120,9 @@ impl Housekeeping {
         for (table, age) in [
             (RetainedTable::Attempts, self.settings.attempts_age),
             (RetainedTable::Audit, self.settings.audit_age),
+            (RetainedTable::Deliveries, self.settings.deliveries_age),
+            // Expired sessions are of no use to anyone: no age to configure.
+            (RetainedTable::Sessions, Some(TimeDelta::zero())),
         ] {
             if let Some(age) = age {
                 self.purge(table, now - age).await?;

@@ -297,7 +297,6 @@ fn main() -> anyhow::Result<ExitCode> {
             None
         }
     };
-    let is_demo = demo.is_some();
     let system = actix_rt::System::new();
     let result = system.block_on(async move {
         match cli.command {
@@ -382,13 +381,9 @@ fn main() -> anyhow::Result<ExitCode> {
             }
         }
     });
-    if is_demo {
-        // The story is over and its state written. The service's supervisors
-        // outlive `run_with` (the fleet has no shutdown of its own), and dropping
-        // the runtime cancels any still recording an attempt, which sqlx answers
-        // with a panic message on the way out. Leave them to the process's exit.
-        std::mem::forget(system);
-    }
+    // `run_with` has stopped the fleet and closed the store's pool before it
+    // returned: dropping the runtime cancels nothing that holds a connection.
+    drop(system);
     result
 }
 

@@ -54,6 +54,9 @@ pub struct AppState {
     pub google_intake: GoogleIntake,
     /// Wakes the housekeeping job (an offboarding was asked for).
     pub housekeeping: crate::housekeeping::HousekeepingHandle,
+    /// The service's clock (the one the store and the fleet read; tests and
+    /// the demo run it faster): what the status page says "now" is.
+    pub clock: subkeeper_actors::ports::clock::SharedClock,
 }
 
 /// Registers every route on an actix-web app.

@@ -441,7 +441,7 @@ async fn board_page(
         Some(_) => Vec::new(),
         None => state.page.board_tenants(200).await?,
     };
-    let now = chrono::Utc::now();
+    let now = state.clock.now();
     let next = more.then(|| rows.last()).flatten().map(|r| {
         encode_cursor(&BoardCursor {
             part: r.part(),
@@ -630,7 +630,7 @@ async fn detail_page(
         .deliveries
         .deliveries(tenant, id, &PageRequest::first(20))
         .await?;
-    let now = chrono::Utc::now();
+    let now = state.clock.now();
     let health = v.health.as_ref();
     let renewing = health.is_some_and(|h| h.subscription_status.as_str() == "renewing");
     let reason = v
@@ -808,7 +808,7 @@ async fn sync(
                 id,
                 v.kind,
                 "operator",
-                chrono::Utc::now(),
+                state.clock.now(),
                 None,
             );
             let result = state
@@ -953,7 +953,8 @@ async fn sign_in(
                 .iter()
                 .map(|b| format!("{b:02x}"))
                 .collect();
-            let expires = chrono::Utc::now() + TimeDelta::hours(SESSION_HOURS);
+            // On the service's clock, which the store checks the session against.
+            let expires = state.clock.now() + TimeDelta::hours(SESSION_HOURS);
             state
                 .page
                 .create_session(&sha256(&["session", &secret]), &grant, expires)

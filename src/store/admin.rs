@@ -872,14 +872,17 @@ impl AdminStore for Store {
         before: DateTime<Utc>,
         batch: u32,
     ) -> Result<u64, StoreError> {
-        let (table, at) = match table {
-            RetainedTable::Attempts => ("renewal_attempts", "attempted_at"),
-            RetainedTable::Audit => ("audit_log", "at"),
+        // (table, its time column, its key)
+        let (table, at, key) = match table {
+            RetainedTable::Attempts => ("renewal_attempts", "attempted_at", "id"),
+            RetainedTable::Audit => ("audit_log", "at", "id"),
+            RetainedTable::Deliveries => ("deliveries", "received_at", "id"),
+            RetainedTable::Sessions => ("page_sessions", "expires_at", "id_hash"),
         };
-        // The oldest first, by the (time, id) index, a bounded batch per
+        // The oldest first, by the (time, key) index, a bounded batch per
         // statement: each delete is its own short transaction.
         let sql = format!(
-            "DELETE FROM {table} WHERE id IN (SELECT id FROM {table} WHERE {at} < $1 ORDER BY {at}, id LIMIT $2)"
+            "DELETE FROM {table} WHERE {key} IN (SELECT {key} FROM {table} WHERE {at} < $1 ORDER BY {at}, {key} LIMIT $2)"
         );
         on_db!(&self.db, pool => {
             Ok(sqlx::query(sqlx::AssertSqlSafe(sql))

@@ -190,6 +190,14 @@ impl Store {
         &self.db
     }
 
+    /// Closes the pool: nothing new is handed out, idle connections close, and
+    /// this waits until every connection still checked out has come back and
+    /// closed. After it, no task holds a connection whose drop would need the
+    /// runtime (sqlx returns a dropped connection on a task of its own).
+    pub async fn close(&self) {
+        on_db!(&self.db, pool => pool.close().await);
+    }
+
     /// True for PostgreSQL, the store several instances can share.
     pub fn is_shared(&self) -> bool {
         matches!(self.db, Db::Postgres(_))

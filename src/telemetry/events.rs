@@ -278,7 +278,8 @@ impl RequestHeld {
 
 /// The retention job deleted rows of one table for age.
 pub struct RetentionPurged {
-    /// The table (`table` label): `renewal_attempts`, `audit`.
+    /// The table (`table` label): `renewal_attempts`, `audit`, `deliveries`,
+    /// `page_sessions`.
     pub table: &'static str,
     /// Rows deleted in this run.
     pub rows: u64,

@@ -66,7 +66,15 @@ pub struct Service {
     stop: oneshot::Sender<()>,
     /// `run_with` itself; ends once the service has shut down.
     done: tokio::task::JoinHandle<Result<(), RunError>>,
+    /// The service's own shutdown deadline (`shutdown_timeout_seconds`): a stop
+    /// waits at least this long, plus [`STOP_MARGIN`], so that the service, not
+    /// the caller, decides when it has waited long enough.
+    deadline: Duration,
 }
+
+/// What a stop waits beyond the service's own deadline: the closing of its pool
+/// and the return of `run_with` after the deadline has cut work short.
+const STOP_MARGIN: Duration = Duration::from_secs(5);
 
 impl Service {
     /// Starts `run_with(config, listener, …)` on the current actix System.
@@ -77,6 +85,7 @@ impl Service {
         options: RunOptions,
     ) -> Self {
         let (stop, stop_rx) = oneshot::channel::<()>();
+        let deadline = Duration::from_secs(config.shutdown_timeout_seconds);
         let done = actix_rt::spawn(subkeeper::run_with(
             Arc::new(config),
             listener,
@@ -89,6 +98,7 @@ impl Service {
             base_url,
             stop,
             done,
+            deadline,
         }
     }
 
@@ -134,9 +144,13 @@ impl Service {
         service.and(simulator)
     }
 
-    /// Asks the service to shut down and waits (at most `timeout`) until it has;
-    /// an error if it does not stop in time or ends with an error.
+    /// Asks the service to shut down and waits until it has — at most `timeout`,
+    /// or the service's own shutdown deadline and a margin if that is longer —
+    /// an error if it does not stop in time or ends with an error. Once it
+    /// returns Ok, the service's tasks have ended and its pool is closed: the
+    /// runtime may be dropped.
     pub async fn stop(self, timeout: Duration) -> anyhow::Result<()> {
+        let timeout = timeout.max(self.deadline + STOP_MARGIN);
         let _ = self.stop.send(());
         match tokio::time::timeout(timeout, self.done).await {
             Ok(Ok(Ok(()))) => Ok(()),

@@ -1,5 +1,6 @@
-//! The housekeeping job: retention deletes old renewal attempts and audit rows
-//! in bounded batches and keeps new ones; tenant offboarding retires every
+//! The housekeeping job: retention deletes old renewal attempts, audit rows and
+//! delivery-log rows, and expired status-page sessions, in bounded batches and
+//! keeps new ones; tenant offboarding retires every
 //! provider of the tenant (its subscriptions deleted at the simulator), revokes
 //! its tokens, removes its rows and keeps one audit record — and resumes an
 //! offboarding it finds in the store.
@@ -36,6 +37,30 @@ async fn attempt_rows(h: &Harness, tenant: &str, provider: &str, at: DateTime<Ut
             "INSERT INTO renewal_attempts (provider_id, tenant_id, attempted_at, attempt, action, outcome, duration_ms, status_after) \
              VALUES ($1, $2, $3, 'renew', 'renewed', 'success', 5, 'healthy')")
             .bind(uuid(provider)).bind(tenant).bind(at)
+            .execute(pool).await.map(|_| ()).unwrap());
+    }
+}
+
+/// Inserts `n` delivery-log rows of `provider` (of `tenant`) received at `at`,
+/// each with its own message id.
+async fn delivery_rows(h: &Harness, tenant: &str, provider: &str, at: DateTime<Utc>, n: usize) {
+    for _ in 0..n {
+        on_test_db!(h, pool => sqlx::query(
+            "INSERT INTO deliveries (tenant_id, provider_id, received_at, kind, outcome, reason, message_id, payload_sha256) \
+             VALUES ($1, $2, $3, 'change', 'accepted', 'ok', $4, 'x')")
+            .bind(tenant).bind(uuid(provider)).bind(at).bind(uuid::Uuid::new_v4().to_string())
+            .execute(pool).await.map(|_| ()).unwrap());
+    }
+}
+
+/// Inserts `n` status-page sessions (admin sign-ins) that expire at `expires`.
+async fn session_rows(h: &Harness, expires: DateTime<Utc>, n: usize) {
+    for _ in 0..n {
+        on_test_db!(h, pool => sqlx::query(
+            "INSERT INTO page_sessions (id_hash, token_id, tenant_id, created_at, expires_at) \
+             VALUES ($1, NULL, NULL, $2, $3)")
+            .bind(uuid::Uuid::new_v4().simple().to_string())
+            .bind(expires - TimeDelta::hours(12)).bind(expires)
             .execute(pool).await.map(|_| ()).unwrap());
     }
 }
@@ -116,6 +141,54 @@ async fn retention_deletes_old_rows_in_bounded_batches_and_keeps_new_ones(backen
     );
     // The two 29-day-old attempts (and the registration) stay.
     assert!(h.attempt_count(&alice).await >= 3);
+
+    // The delivery log: 9 old rows go 4, 4, 1; the 3 new ones stay.
+    delivery_rows(&h, "acme", &alice, now - TimeDelta::days(40), 9).await;
+    delivery_rows(&h, "acme", &alice, now - TimeDelta::days(29), 3).await;
+    let young_deliveries = older_than(&h, "deliveries", "received_at", now + TimeDelta::days(1))
+        .await
+        - older_than(&h, "deliveries", "received_at", cutoff).await;
+    let mut batches = Vec::new();
+    loop {
+        let removed = h
+            .store()
+            .purge_before(RetainedTable::Deliveries, cutoff, 4)
+            .await
+            .unwrap();
+        batches.push(removed);
+        if removed < 4 {
+            break;
+        }
+    }
+    assert_eq!(batches, vec![4, 4, 1], "delivery rows removed per batch");
+    assert_eq!(older_than(&h, "deliveries", "received_at", cutoff).await, 0);
+    assert_eq!(
+        older_than(&h, "deliveries", "received_at", now + TimeDelta::days(1)).await,
+        young_deliveries,
+        "a new delivery row went"
+    );
+    assert!(young_deliveries >= 3);
+
+    // Sessions: the 5 expired go 3, 2; the 2 still valid stay.
+    session_rows(&h, now - TimeDelta::minutes(1), 5).await;
+    session_rows(&h, now + TimeDelta::hours(1), 2).await;
+    let first = h
+        .store()
+        .purge_before(RetainedTable::Sessions, now, 3)
+        .await
+        .unwrap();
+    let second = h
+        .store()
+        .purge_before(RetainedTable::Sessions, now, 3)
+        .await
+        .unwrap();
+    assert_eq!((first, second), (3, 2), "sessions removed per batch");
+    assert_eq!(older_than(&h, "page_sessions", "expires_at", now).await, 0);
+    assert_eq!(
+        older_than(&h, "page_sessions", "expires_at", now + TimeDelta::days(1)).await,
+        2,
+        "a valid session went"
+    );
     h.stop().await;
 }
 
@@ -125,6 +198,7 @@ async fn the_retention_job_removes_what_is_older_than_the_configured_ages_and_co
     let h = Harness::start(backend, |c| {
         c.retention_attempts_days = 7;
         c.retention_audit_days = 30;
+        c.retention_deliveries_days = 10;
         c.housekeeping_interval_seconds = 1;
         c.housekeeping_batch = 3;
     })
@@ -138,6 +212,11 @@ async fn the_retention_job_removes_what_is_older_than_the_configured_ages_and_co
     audit_rows(&h, "acme", now - TimeDelta::days(8), 2).await;
     audit_rows(&h, "acme", now - TimeDelta::days(31), 4).await;
     let young_audit = older_than(&h, "audit_log", "at", now + TimeDelta::days(1)).await - 4;
+    // Older than the attempts' age, younger than the delivery log's: kept.
+    delivery_rows(&h, "acme", &bob, now - TimeDelta::days(9), 2).await;
+    delivery_rows(&h, "acme", &bob, now - TimeDelta::days(11), 4).await;
+    session_rows(&h, now - TimeDelta::hours(1), 4).await;
+    session_rows(&h, now + TimeDelta::hours(1), 1).await;
 
     subkeeper_testkit::wait_until(
         "old rows deleted by the job",
@@ -152,6 +231,8 @@ async fn the_retention_job_removes_what_is_older_than_the_configured_ages_and_co
             .await
                 == 0
                 && older_than(&h, "audit_log", "at", now - TimeDelta::days(30)).await == 0
+                && older_than(&h, "deliveries", "received_at", now - TimeDelta::days(10)).await == 0
+                && older_than(&h, "page_sessions", "expires_at", now).await == 0
         },
     )
     .await;
@@ -159,6 +240,16 @@ async fn the_retention_job_removes_what_is_older_than_the_configured_ages_and_co
         older_than(&h, "audit_log", "at", now + TimeDelta::days(1)).await,
         young_audit,
         "a young audit row went"
+    );
+    assert_eq!(
+        older_than(&h, "deliveries", "received_at", now).await,
+        2,
+        "a delivery row younger than its age went"
+    );
+    assert_eq!(
+        older_than(&h, "page_sessions", "expires_at", now + TimeDelta::days(1)).await,
+        1,
+        "a valid session went"
     );
     assert!(
         h.attempt_count(&bob).await >= 1,
@@ -175,6 +266,8 @@ async fn the_retention_job_removes_what_is_older_than_the_configured_ages_and_co
     // The recorder is the process's: other tests' runs count there too.
     assert!(removed("renewal_attempts") >= 5.0, "{metrics}");
     assert!(removed("audit") >= 4.0, "{metrics}");
+    assert!(removed("deliveries") >= 4.0, "{metrics}");
+    assert!(removed("page_sessions") >= 4.0, "{metrics}");
     h.stop().await;
 }
 

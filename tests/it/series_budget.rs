@@ -75,7 +75,7 @@ fn budget(family: &str) -> Option<usize> {
         names::DELIVERIES_LOGGED => 4 * 3 * 9,
         // 9 reasons × rate_limited / write_failed.
         names::DELIVERIES_NOT_LOGGED => 9 * 2,
-        // renewal_attempts, audit, deliveries, and one to spare for a new table.
+        // renewal_attempts, audit, deliveries, page_sessions.
         names::RETENTION_ROWS_REMOVED => 4,
         // started, finished.
         names::TENANT_OFFBOARDINGS => 2,

@@ -7,6 +7,9 @@
 //! checked over plain HTTP: the cookie's flags, the headers, CSRF, another
 //! tenant's pages.
 //!
+//! Times on the page ("expires in", "last renewal") are counted on the
+//! service's clock, the one the store and the fleet read, not the wall clock.
+//!
 //! `UPDATE_DOCS_SCREENSHOT=1` writes the page's screenshot to
 //! `docs/status-page.png`.
 
@@ -19,6 +22,98 @@ use subkeeper_testkit::sim::{Fault, FaultOperation, FaultRule};
 on_both_backends!(
     a_tenant_operator_signs_in_sees_the_error_retries_it_healthy_and_deletes_a_provider
 );
+
+/// The text of the first element `<tag class="class" …>` after `from` in `html`.
+fn text_of<'a>(html: &'a str, from: &str, open: &str) -> &'a str {
+    let at = html
+        .find(from)
+        .unwrap_or_else(|| panic!("{from} not in {html}"));
+    let rest = &html[at..];
+    let cell = &rest[rest
+        .find(open)
+        .unwrap_or_else(|| panic!("{open} after {from}"))..];
+    let time = &cell[cell.find("<time").unwrap()..];
+    let text = &time[time.find('>').unwrap() + 1..];
+    &text[..text.find('<').unwrap()]
+}
+
+#[actix_web::test]
+async fn expires_in_is_counted_on_the_service_clock() {
+    // The service and Graph on the simulator's clock, a month ahead of the
+    // wall clock: a subscription Graph grants for days expires a month and
+    // those days from now by the wall clock, in those days by the service's.
+    let h = Harness::start_on_sim_clock(Backend::Embedded, |_| {}).await;
+    h.sim.advance(chrono::TimeDelta::days(30));
+    let alice = h.create_provider("acme", "acme-aad", "alice").await;
+    let view = h
+        .wait_provider("acme", &alice, "alice healthy", |v| {
+            v["health"]["subscription_status"] == "healthy"
+        })
+        .await;
+    let expires: chrono::DateTime<chrono::Utc> = view["subscription"]["expires_at"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let days = (expires - h.sim.now()).num_days();
+    assert!((1..=8).contains(&days), "{view}");
+
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let signed = http
+        .post(format!("{}/sign-in", h.base_url))
+        .form(&[("token", h.admin_token())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed.status(), StatusCode::SEE_OTHER);
+    let cookie = signed.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    // The session, made on the service's clock, is valid on it.
+    let page = http
+        .get(format!("{}/", h.base_url))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    let page = page.text().await.unwrap();
+    let row = format!("data-provider=\"{alice}\"");
+    let expires_in = text_of(&page, &row, "class=\"expires\"");
+    assert!(
+        expires_in.starts_with(&format!("in {days} d ")),
+        "expires {expires_in}, not in {days} days"
+    );
+    // Its registration happened moments ago by the service's clock.
+    let renewed = text_of(&page, &row, "class=\"renewal\"");
+    assert!(
+        renewed.ends_with(" s ago") || renewed == "1 min ago",
+        "{renewed}"
+    );
+
+    // The detail page counts on the same clock.
+    let detail = http
+        .get(format!("{}/providers/acme/{alice}", h.base_url))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        detail.contains(&format!(">in {days} d ")),
+        "the detail page does not say it expires in {days} days: {detail}"
+    );
+    h.stop().await;
+}
 
 /// The WebDriver element reference key (W3C).
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";

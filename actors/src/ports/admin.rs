@@ -370,6 +370,11 @@ pub enum RetainedTable {
     Attempts,
     /// `audit_log`.
     Audit,
+    /// `deliveries` (the delivery log), by `received_at`.
+    Deliveries,
+    /// `page_sessions` (status page sign-ins), by `expires_at`: a session goes
+    /// once it has expired, whatever its age.
+    Sessions,
 }
 
 impl RetainedTable {
@@ -378,6 +383,8 @@ impl RetainedTable {
         match self {
             Self::Attempts => "renewal_attempts",
             Self::Audit => "audit",
+            Self::Deliveries => "deliveries",
+            Self::Sessions => "page_sessions",
         }
     }
 }
