@@ -38,6 +38,7 @@ use subkeeper_actors::fleet::{Fleet, FleetConfig, FleetHandle};
 use subkeeper_actors::notification::{NotificationActor, NotificationConfig};
 use subkeeper_actors::ownership::{LeaseConfig, LeaseGuard, MembershipHook};
 use subkeeper_actors::permits::DeadlinePermits;
+use subkeeper_actors::pool::SupervisorPool;
 use subkeeper_actors::ports::clock::{SharedClock, SystemClock};
 use subkeeper_actors::ports::{CallbackUrls, EventSink, Membership, Ports, SubscriptionApi};
 use subkeeper_actors::supervisor::SupervisorContext;
@@ -170,6 +171,7 @@ pub async fn run_with(
     let left = signalled
         .get()
         .map_or(deadline, |at| deadline.saturating_sub(at.elapsed()));
+    let supervisor_threads = core.pool.clone();
     if tokio::time::timeout(left, shut_down(intake, core, &adapters.bus))
         .await
         .is_err()
@@ -178,6 +180,11 @@ pub async fn run_with(
             deadline_seconds = deadline.as_secs(),
             "shutdown deadline passed with work in flight; exiting anyway (this instance's leases lapse and other instances adopt its providers)"
         );
+    } else {
+        // Last: the supervisors are drained and nothing else uses the
+        // connections these threads drive. (Past the deadline they may still
+        // be recording an attempt: they are left to the process's exit.)
+        supervisor_threads.stop(POOL_STOP).await;
     }
     Ok(served?)
 }
@@ -316,6 +323,8 @@ struct Core {
     control: ControlHandle,
     /// Answers the other instances (several instances only).
     peers: Option<ControlHandle>,
+    /// The threads the supervisors run on, stopped last.
+    pool: SupervisorPool,
 }
 
 impl Core {
@@ -409,11 +418,14 @@ impl Core {
             },
         )
         .start();
+        let pool = SupervisorPool::new(config.supervisor_threads as usize);
+        tracing::info!(threads = pool.threads(), "supervisor threads");
         let fleet = Fleet::new(
             FleetConfig {
                 policies: config.policies(),
                 reconcile_every: Duration::from_secs(config.reconcile_interval_seconds),
                 leases: lease,
+                pool: pool.clone(),
             },
             SupervisorContext {
                 ports: Ports {
@@ -452,6 +464,7 @@ impl Core {
             renewal_consumer,
             control,
             peers,
+            pool,
         })
     }
 }
@@ -589,6 +602,10 @@ fn with_embedded_admin_token(config: Arc<Config>) -> Result<Arc<Config>, RunErro
         ..(*config).clone()
     }))
 }
+
+/// Longest wait, at the end of shutdown, for the supervisor threads to end
+/// (they are idle by then: a stop takes milliseconds).
+const POOL_STOP: Duration = Duration::from_secs(5);
 
 /// How soon the alerting actor retries an alert the stream did not acknowledge.
 const ALERT_RETRY: Duration = Duration::from_secs(5);

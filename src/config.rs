@@ -124,6 +124,10 @@ pub struct Config {
     pub failure_threshold: u32,
     /// Provider calls in flight across the whole fleet (`SUBKEEPER_RENEWAL_CONCURRENCY`).
     pub renewal_concurrency: u32,
+    /// Threads the providers' supervisors run on, each provider always on the
+    /// same one (`SUBKEEPER_SUPERVISOR_THREADS`; default: the number of cores;
+    /// 1: every supervisor on the fleet's own thread).
+    pub supervisor_threads: u32,
     /// First retry delay after a failure, in seconds; doubles per failure.
     pub retry_base_seconds: i64,
     /// Longest retry delay under the threshold, in seconds.
@@ -296,6 +300,7 @@ impl Default for Config {
             renewal_spread_percent: 10,
             failure_threshold: 3,
             renewal_concurrency: 32,
+            supervisor_threads: default_supervisor_threads(),
             retry_base_seconds: 30,
             retry_max_seconds: 30 * 60,
             error_retry_seconds: 15 * 60,
@@ -431,6 +436,11 @@ impl Config {
         }
         if self.renewal_concurrency == 0 {
             return bad("SUBKEEPER_RENEWAL_CONCURRENCY must be at least 1".into());
+        }
+        if self.supervisor_threads == 0 || self.supervisor_threads > MAX_SUPERVISOR_THREADS {
+            return bad(format!(
+                "SUBKEEPER_SUPERVISOR_THREADS must be between 1 and {MAX_SUPERVISOR_THREADS}"
+            ));
         }
         if self.retry_base_seconds < 1
             || self.retry_max_seconds < self.retry_base_seconds
@@ -698,6 +708,19 @@ impl Config {
 
 /// `$XDG_DATA_HOME/subkeeper`, else `$HOME/.local/share/subkeeper`, else
 /// `./subkeeper-data`.
+/// Most threads supervisors may run on: far more than cores only adds
+/// switching (each thread is an OS thread with its own runtime).
+const MAX_SUPERVISOR_THREADS: u32 = 256;
+
+/// One supervisor thread per core (1 if the core count cannot be read).
+fn default_supervisor_threads() -> u32 {
+    std::thread::available_parallelism()
+        .map_or(1, |n| {
+            u32::try_from(n.get()).unwrap_or(MAX_SUPERVISOR_THREADS)
+        })
+        .min(MAX_SUPERVISOR_THREADS)
+}
+
 fn default_data_dir() -> PathBuf {
     let from = |var: &str| {
         std::env::var_os(var)
