@@ -706,8 +706,6 @@ impl Config {
     }
 }
 
-/// `$XDG_DATA_HOME/subkeeper`, else `$HOME/.local/share/subkeeper`, else
-/// `./subkeeper-data`.
 /// Most threads supervisors may run on: far more than cores only adds
 /// switching (each thread is an OS thread with its own runtime).
 const MAX_SUPERVISOR_THREADS: u32 = 256;
@@ -721,6 +719,8 @@ fn default_supervisor_threads() -> u32 {
         .min(MAX_SUPERVISOR_THREADS)
 }
 
+/// `$XDG_DATA_HOME/subkeeper`, else `$HOME/.local/share/subkeeper`, else
+/// `./subkeeper-data`.
 fn default_data_dir() -> PathBuf {
     let from = |var: &str| {
         std::env::var_os(var)
