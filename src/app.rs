@@ -38,7 +38,7 @@ use subkeeper_actors::fleet::{Fleet, FleetConfig, FleetHandle};
 use subkeeper_actors::notification::{NotificationActor, NotificationConfig};
 use subkeeper_actors::ownership::{LeaseConfig, LeaseGuard, MembershipHook};
 use subkeeper_actors::permits::DeadlinePermits;
-use subkeeper_actors::pool::SupervisorPool;
+use subkeeper_actors::pool::{PoolStopError, SupervisorPool};
 use subkeeper_actors::ports::clock::{SharedClock, SystemClock};
 use subkeeper_actors::ports::{CallbackUrls, EventSink, Membership, Ports, SubscriptionApi};
 use subkeeper_actors::supervisor::SupervisorContext;
@@ -68,6 +68,9 @@ pub enum RunError {
     /// The HTTP server failed.
     #[error("HTTP server: {0}")]
     Http(#[from] std::io::Error),
+    /// The supervisor threads did not end cleanly at shutdown.
+    #[error(transparent)]
+    SupervisorThreads(#[from] PoolStopError),
 }
 
 /// Seams for the demo and tests; production uses the defaults.
@@ -172,7 +175,7 @@ pub async fn run_with(
         .get()
         .map_or(deadline, |at| deadline.saturating_sub(at.elapsed()));
     let supervisor_threads = core.pool.clone();
-    if tokio::time::timeout(left, shut_down(intake, core, &adapters.bus))
+    let threads = if tokio::time::timeout(left, shut_down(intake, core, &adapters.bus))
         .await
         .is_err()
     {
@@ -180,13 +183,16 @@ pub async fn run_with(
             deadline_seconds = deadline.as_secs(),
             "shutdown deadline passed with work in flight; exiting anyway (this instance's leases lapse and other instances adopt its providers)"
         );
+        // Supervisors may still be recording an attempt: their threads are
+        // left to the process's exit.
+        Ok(())
     } else {
         // Last: the supervisors are drained and nothing else uses the
-        // connections these threads drive. (Past the deadline they may still
-        // be recording an attempt: they are left to the process's exit.)
-        supervisor_threads.stop(POOL_STOP).await;
-    }
-    Ok(served?)
+        // connections these threads drive.
+        supervisor_threads.stop(POOL_STOP).await
+    };
+    served?;
+    threads.map_err(RunError::from)
 }
 
 /// What speaks to the outside: the store, the bus, the providers' APIs.

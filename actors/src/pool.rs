@@ -99,7 +99,7 @@ impl SupervisorPool {
     /// gone before the caller goes on. Call once the supervisors have been
     /// drained and nothing uses the shared clients any more; later calls do
     /// nothing.
-    pub async fn stop(&self, timeout: Duration) {
+    pub async fn stop(&self, timeout: Duration) -> Result<(), PoolStopError> {
         let arbiters = std::mem::take(
             &mut *self
                 .inner
@@ -108,7 +108,7 @@ impl SupervisorPool {
                 .unwrap_or_else(PoisonError::into_inner),
         );
         if arbiters.is_empty() {
-            return;
+            return Ok(());
         }
         for arbiter in &arbiters {
             arbiter.stop();
@@ -122,15 +122,20 @@ impl SupervisorPool {
                 .count()
         });
         match tokio::time::timeout(timeout, joined).await {
-            Ok(Ok(0)) => {}
-            Ok(Ok(panicked)) => {
-                tracing::error!(threads = panicked, "a supervisor thread had panicked")
-            }
-            Ok(Err(e)) => tracing::warn!(error = %e, "cannot wait for the supervisor threads"),
-            Err(_) => tracing::warn!(
-                timeout_seconds = timeout.as_secs_f64(),
-                "supervisor threads still running after the stop; leaving them to the process's exit"
-            ),
+            Ok(Ok(0)) => Ok(()),
+            Ok(Ok(panicked)) => Err(PoolStopError::Panicked(panicked)),
+            Ok(Err(_)) | Err(_) => Err(PoolStopError::StillRunning(timeout)),
         }
     }
+}
+
+/// The supervisor threads did not end cleanly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PoolStopError {
+    /// This many threads had panicked (their supervisors' work may be lost).
+    #[error("{0} supervisor thread(s) panicked")]
+    Panicked(usize),
+    /// Some were still running this long after they were told to stop.
+    #[error("supervisor threads still running {0:?} after they were told to stop")]
+    StillRunning(Duration),
 }

@@ -13,6 +13,7 @@ mod limits;
 mod restarts;
 mod servers;
 mod startup;
+mod threads;
 
 /// The admin token of these tests' services.
 pub const ADMIN_TOKEN: &str = cluster::ADMIN_TOKEN;
