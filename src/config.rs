@@ -903,6 +903,28 @@ mod tests {
     }
 
     #[test]
+    fn supervisor_threads_default_to_the_cores_and_zero_is_refused() {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        assert_eq!(
+            Config::default().supervisor_threads as usize,
+            cores.min(256)
+        );
+        figment::Jail::expect_with(|jail| {
+            jail.clear_env();
+            jail.set_env("SUBKEEPER_SUPERVISOR_THREADS", "1");
+            let config = Config::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(config.supervisor_threads, 1);
+            jail.set_env("SUBKEEPER_SUPERVISOR_THREADS", "0");
+            let err = Config::load(None)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(err.contains("SUBKEEPER_SUPERVISOR_THREADS"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
     fn refuses_a_lookahead_beyond_the_lifetime() {
         figment::Jail::expect_with(|jail| {
             // Only what the test sets: not the caller's SUBKEEPER_* (the test

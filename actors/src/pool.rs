@@ -139,3 +139,46 @@ pub enum PoolStopError {
     #[error("supervisor threads still running {0:?} after they were told to stop")]
     StillRunning(Duration),
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The thread each of the pool's arbiters runs on.
+    async fn thread_ids(pool: &SupervisorPool) -> Vec<Option<std::thread::ThreadId>> {
+        let mut ids = Vec::new();
+        for handle in &pool.inner.handles {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let sent = handle.spawn_fn(move || {
+                let _ = tx.send(std::thread::current().id());
+            });
+            ids.push(if sent { rx.await.ok() } else { None });
+        }
+        ids
+    }
+
+    #[test]
+    fn threads_of_its_own_until_stopped_and_none_for_one() {
+        actix::System::new().block_on(async {
+            let one = SupervisorPool::new(1);
+            assert_eq!(one.threads(), 1);
+            assert!(one.inner.handles.is_empty());
+            assert_eq!(one.stop(Duration::from_secs(5)).await, Ok(()));
+
+            let pool = SupervisorPool::new(2);
+            assert_eq!(pool.threads(), 2);
+            let ids = thread_ids(&pool).await;
+            let here = std::thread::current().id();
+            assert!(
+                ids.iter().all(|id| id.is_some_and(|id| id != here)),
+                "{ids:?}"
+            );
+            assert_ne!(ids[0], ids[1]);
+
+            assert_eq!(pool.stop(Duration::from_secs(5)).await, Ok(()));
+            // Ended: nothing runs there any more; a second stop does nothing.
+            assert_eq!(thread_ids(&pool).await, [None, None]);
+            assert_eq!(pool.stop(Duration::from_secs(5)).await, Ok(()));
+        });
+    }
+}
