@@ -36,7 +36,7 @@
 //!
 //! Run: `cargo bench --bench fleet -- [--providers N] [--speed S] [--concurrency C]
 //! [--db-connections P] [--tenants T] [--timeout-secs S] [--backend postgres|embedded]
-//! [--seed-healthy [--idle-secs N]]`. Logs (warnings and up;
+//! [--seed-healthy [--idle-secs N]] [--supervisor-threads N]`. Logs (warnings and up;
 //! `RUST_LOG` to change) go to stderr, progress too; the report to stdout.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -93,6 +93,10 @@ struct Args {
     /// `database_max_connections` of the service's pool.
     #[arg(long, default_value_t = 10)]
     db_connections: u32,
+    /// `supervisor_threads`: threads the supervisors run on (default: the
+    /// service's, one per core; 1: all on the service's main thread).
+    #[arg(long)]
+    supervisor_threads: Option<u32>,
     /// Give up after this many seconds of real time.
     #[arg(long, default_value_t = 600)]
     timeout_secs: u64,
@@ -359,6 +363,10 @@ async fn measure(args: &Args, backend: &TestBackend) -> anyhow::Result<()> {
     let mut config = service::config_on(backend, &sim_server, &public_url);
     config.database_max_connections = args.db_connections;
     config.renewal_concurrency = args.concurrency;
+    if let Some(threads) = args.supervisor_threads {
+        config.supervisor_threads = threads;
+    }
+    let supervisor_threads = config.supervisor_threads;
     // No webhooks flow in this bench: after 24 h of domain time (17 s here)
     // silence detection would flag every provider. It is not what is measured.
     // An idle measurement keeps silence detection on: its sweep is part of
@@ -394,6 +402,11 @@ async fn measure(args: &Args, backend: &TestBackend) -> anyhow::Result<()> {
                 .spawn(move || sample_backends(&url, &progress, &sampling))?,
         )
     };
+    // Threads that exist before the service: whatever appears by the time its
+    // fleet runs (before HTTP is served) and is an actix arbiter is one of the
+    // supervisor threads.
+    let before_service: HashSet<u32> = proc::threads().into_keys().collect();
+    let (started_tx, started_rx) = tokio::sync::oneshot::channel();
     let service = Service::spawn(
         config,
         listener,
@@ -401,17 +414,26 @@ async fn measure(args: &Args, backend: &TestBackend) -> anyhow::Result<()> {
         RunOptions {
             clock: Some(clock),
             events: Some(Arc::new(events)),
-            on_started: None,
+            on_started: Some(started_tx),
         },
     );
+    let pool_threads: HashSet<u32> = match started_rx.await {
+        Ok(_) => proc::threads()
+            .into_iter()
+            .filter(|(tid, t)| !before_service.contains(tid) && t.name.starts_with("actix-rt"))
+            .map(|(tid, _)| tid)
+            .collect(),
+        Err(_) => HashSet::new(),
+    };
 
     eprintln!(
-        "{} providers / {} tenants, speed {}×, renewal_concurrency {}, pool {}: first renewals due ≈ {:.0} s after registration",
+        "{} providers / {} tenants, speed {}×, renewal_concurrency {}, pool {}, supervisor threads {supervisor_threads} ({} found): first renewals due ≈ {:.0} s after registration",
         args.providers,
         args.tenants,
         args.speed,
         args.concurrency,
         args.db_connections,
+        pool_threads.len(),
         (LIFETIME_MINUTES * 60 - lookahead.num_seconds()) as f64 / f64::from(args.speed)
     );
     let deadline = start + Duration::from_secs(args.timeout_secs);
@@ -526,6 +548,8 @@ async fn measure(args: &Args, backend: &TestBackend) -> anyhow::Result<()> {
         db_attempts,
         start_cpu,
         simulator_threads,
+        pool_threads,
+        supervisor_threads,
         backends,
     };
     report.print(&p);
@@ -797,6 +821,10 @@ struct Report<'a> {
     db_attempts: Vec<(String, String, i64)>,
     start_cpu: CpuSample,
     simulator_threads: HashSet<u32>,
+    /// The supervisor threads' ids (none with `supervisor_threads` 1).
+    pool_threads: HashSet<u32>,
+    /// `supervisor_threads` as configured.
+    supervisor_threads: u32,
     backends: BackendSamples,
 }
 
@@ -811,8 +839,13 @@ impl Report<'_> {
         };
         println!();
         println!(
-            "fleet benchmark: {} providers / {} tenants, speed {}×, renewal_concurrency {}, db pool {}",
-            a.providers, a.tenants, a.speed, a.concurrency, a.db_connections
+            "fleet benchmark: {} providers / {} tenants, speed {}×, renewal_concurrency {}, db pool {}, supervisor threads {}",
+            a.providers,
+            a.tenants,
+            a.speed,
+            a.concurrency,
+            a.db_connections,
+            self.supervisor_threads
         );
         println!(
             "schedule: lifetime {LIFETIME_MINUTES} min, lookahead {} min, jitter ≤ {} s → first renewal ≈ {:.1} s real after registration; renewal window (lookahead) = {:.2} s real",
@@ -1016,7 +1049,9 @@ impl Report<'_> {
         let main_tid = std::process::id();
         let groups = to.threads_since(from, |tid, name| {
             if tid == main_tid {
-                "main thread (fleet + supervisors, Graph client, sqlx)"
+                "main thread (fleet + supervisors unless on their threads, Graph client, sqlx)"
+            } else if self.pool_threads.contains(&tid) {
+                "supervisor threads"
             } else if name == "bench-collector" {
                 "bench collector"
             } else if self.simulator_threads.contains(&tid) {

@@ -38,6 +38,7 @@ use subkeeper_actors::fleet::{Fleet, FleetConfig, FleetHandle};
 use subkeeper_actors::notification::{NotificationActor, NotificationConfig};
 use subkeeper_actors::ownership::{LeaseConfig, LeaseGuard, MembershipHook};
 use subkeeper_actors::permits::DeadlinePermits;
+use subkeeper_actors::pool::{PoolStopError, SupervisorPool};
 use subkeeper_actors::ports::clock::{SharedClock, SystemClock};
 use subkeeper_actors::ports::{CallbackUrls, EventSink, Membership, Ports, SubscriptionApi};
 use subkeeper_actors::supervisor::SupervisorContext;
@@ -67,6 +68,9 @@ pub enum RunError {
     /// The HTTP server failed.
     #[error("HTTP server: {0}")]
     Http(#[from] std::io::Error),
+    /// The supervisor threads did not end cleanly at shutdown.
+    #[error(transparent)]
+    SupervisorThreads(#[from] PoolStopError),
 }
 
 /// Seams for the demo and tests; production uses the defaults.
@@ -174,21 +178,30 @@ pub async fn run_with(
     let left = signalled
         .get()
         .map_or(deadline, |at| deadline.saturating_sub(at.elapsed()));
+    let supervisor_threads = core.pool.clone();
     let stopped = tokio::time::timeout(left, async {
         shut_down(intake, core, &adapters.bus).await;
-        // Last: every connection back and closed. Whoever calls `run` may drop
+        // Every connection back and closed. Whoever calls `run` may drop
         // the runtime next, and a connection dropped without one makes sqlx
         // panic (it returns it to the pool on a task of its own).
         adapters.store.close().await;
     })
     .await;
-    if stopped.is_err() {
+    let threads = if stopped.is_err() {
         tracing::error!(
             deadline_seconds = deadline.as_secs(),
             "shutdown deadline passed with work in flight; exiting anyway (this instance's leases lapse and other instances adopt its providers)"
         );
-    }
-    Ok(served?)
+        // Supervisors may still be recording an attempt: their threads are
+        // left to the process's exit.
+        Ok(())
+    } else {
+        // Last: the supervisors are drained and nothing else uses the
+        // connections these threads drive.
+        supervisor_threads.stop(POOL_STOP).await
+    };
+    served?;
+    threads.map_err(RunError::from)
 }
 
 /// What speaks to the outside: the store, the bus, the providers' APIs.
@@ -325,6 +338,8 @@ struct Core {
     control: ControlHandle,
     /// Answers the other instances (several instances only).
     peers: Option<ControlHandle>,
+    /// The threads the supervisors run on, stopped last.
+    pool: SupervisorPool,
 }
 
 impl Core {
@@ -420,12 +435,15 @@ impl Core {
             },
         )
         .start();
+        let pool = SupervisorPool::new(config.supervisor_threads as usize);
+        tracing::info!(threads = pool.threads(), "supervisor threads");
         let fleet = Fleet::new(
             FleetConfig {
                 policies: config.policies(),
                 reconcile_every: Duration::from_secs(config.reconcile_interval_seconds),
                 reconcile_full_every: Duration::from_secs(config.reconcile_full_interval_seconds),
                 leases: lease,
+                pool: pool.clone(),
             },
             SupervisorContext {
                 ports: Ports {
@@ -464,6 +482,7 @@ impl Core {
             renewal_consumer,
             control,
             peers,
+            pool,
         })
     }
 }
@@ -603,6 +622,10 @@ fn with_embedded_admin_token(config: Arc<Config>) -> Result<Arc<Config>, RunErro
         ..(*config).clone()
     }))
 }
+
+/// Longest wait, at the end of shutdown, for the supervisor threads to end
+/// (they are idle by then: a stop takes milliseconds).
+const POOL_STOP: Duration = Duration::from_secs(5);
 
 /// How soon the alerting actor retries an alert the stream did not acknowledge.
 const ALERT_RETRY: Duration = Duration::from_secs(5);

@@ -124,6 +124,10 @@ pub struct Config {
     pub failure_threshold: u32,
     /// Provider calls in flight across the whole fleet (`SUBKEEPER_RENEWAL_CONCURRENCY`).
     pub renewal_concurrency: u32,
+    /// Threads the providers' supervisors run on, each provider always on the
+    /// same one (`SUBKEEPER_SUPERVISOR_THREADS`; default: the number of cores;
+    /// 1: every supervisor on the fleet's own thread).
+    pub supervisor_threads: u32,
     /// First retry delay after a failure, in seconds; doubles per failure.
     pub retry_base_seconds: i64,
     /// Longest retry delay under the threshold, in seconds.
@@ -306,6 +310,7 @@ impl Default for Config {
             renewal_spread_percent: 10,
             failure_threshold: 3,
             renewal_concurrency: 32,
+            supervisor_threads: default_supervisor_threads(),
             retry_base_seconds: 30,
             retry_max_seconds: 30 * 60,
             error_retry_seconds: 15 * 60,
@@ -443,6 +448,11 @@ impl Config {
         }
         if self.renewal_concurrency == 0 {
             return bad("SUBKEEPER_RENEWAL_CONCURRENCY must be at least 1".into());
+        }
+        if self.supervisor_threads == 0 || self.supervisor_threads > MAX_SUPERVISOR_THREADS {
+            return bad(format!(
+                "SUBKEEPER_SUPERVISOR_THREADS must be between 1 and {MAX_SUPERVISOR_THREADS}"
+            ));
         }
         if self.retry_base_seconds < 1
             || self.retry_max_seconds < self.retry_base_seconds
@@ -711,6 +721,19 @@ impl Config {
     }
 }
 
+/// Most threads supervisors may run on: far more than cores only adds
+/// switching (each thread is an OS thread with its own runtime).
+const MAX_SUPERVISOR_THREADS: u32 = 256;
+
+/// One supervisor thread per core (1 if the core count cannot be read).
+fn default_supervisor_threads() -> u32 {
+    std::thread::available_parallelism()
+        .map_or(1, |n| {
+            u32::try_from(n.get()).unwrap_or(MAX_SUPERVISOR_THREADS)
+        })
+        .min(MAX_SUPERVISOR_THREADS)
+}
+
 /// `$XDG_DATA_HOME/subkeeper`, else `$HOME/.local/share/subkeeper`, else
 /// `./subkeeper-data`.
 fn default_data_dir() -> PathBuf {
@@ -892,6 +915,28 @@ mod tests {
             .validate()
             .is_ok()
         );
+    }
+
+    #[test]
+    fn supervisor_threads_default_to_the_cores_and_zero_is_refused() {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        assert_eq!(
+            Config::default().supervisor_threads as usize,
+            cores.min(256)
+        );
+        figment::Jail::expect_with(|jail| {
+            jail.clear_env();
+            jail.set_env("SUBKEEPER_SUPERVISOR_THREADS", "1");
+            let config = Config::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(config.supervisor_threads, 1);
+            jail.set_env("SUBKEEPER_SUPERVISOR_THREADS", "0");
+            let err = Config::load(None)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(err.contains("SUBKEEPER_SUPERVISOR_THREADS"), "{err}");
+            Ok(())
+        });
     }
 
     #[test]

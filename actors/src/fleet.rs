@@ -1,4 +1,5 @@
-//! The `Fleet` actor: starts one [`ProviderSupervisor`] per owned provider, keeps the
+//! The `Fleet` actor: starts one [`ProviderSupervisor`] per owned provider (on
+//! the [`SupervisorPool`]'s threads, the fleet's own by default), keeps the
 //! set in step with the store (the reconciler), retires disabled or deleted
 //! providers (their subscriptions are deleted at the provider — no orphans), and
 //! routes "renew now" and lifecycle signals to the right supervisor.
@@ -28,6 +29,7 @@ use crate::domain::Provider;
 use crate::domain::{ProviderId, ProviderKind, RenewalResult, TenantId};
 use crate::lifecycle::Policy;
 use crate::ownership::{LeaseConfig, Rebalance, rebalance};
+use crate::pool::SupervisorPool;
 use crate::ports::{Fence, LoadedProvider, OwnedProvider, ProviderChange, ProviderState, Revision};
 use crate::supervisor::{
     ForceRenew, Handover, NotificationsMissed, ProviderChanged, ProviderSupervisor, Retire,
@@ -84,6 +86,9 @@ pub struct FleetConfig {
     pub reconcile_full_every: Duration,
     /// Leases, when several instances may share the fleet (Postgres).
     pub leases: Option<LeaseConfig>,
+    /// The threads supervisors run on ([`SupervisorPool::current`]: the
+    /// fleet's own). Its owner stops it once the fleet has shut down.
+    pub pool: SupervisorPool,
 }
 
 struct Supervised {
@@ -456,10 +461,11 @@ impl Fleet {
                 // supervisor stops only when it retires — it must stay stopped.
                 let supervisor =
                     ProviderSupervisor::new(provider.clone(), fence, policy, sctx.clone());
-                let addr = match state {
-                    Some(state) => supervisor.with_state(state).start(),
-                    None => supervisor.start(),
+                let supervisor = match state {
+                    Some(state) => supervisor.with_state(state),
+                    None => supervisor,
                 };
+                let addr = self.config.pool.start(provider.id, supervisor);
                 self.supervisors.insert(
                     provider.id,
                     Supervised {

@@ -17,6 +17,7 @@ pub mod memory;
 pub mod notification;
 pub mod ownership;
 pub mod permits;
+pub mod pool;
 pub mod ports;
 pub mod supervisor;
 pub mod telemetry;

@@ -7,11 +7,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod cluster;
+mod deadlines;
 mod instances;
 mod limits;
 mod restarts;
 mod servers;
 mod startup;
+mod threads;
 
 /// The admin token of these tests' services.
 pub const ADMIN_TOKEN: &str = cluster::ADMIN_TOKEN;

@@ -16,6 +16,7 @@ use subkeeper_actors::fleet::{Fleet, FleetConfig, FleetHandle};
 use subkeeper_actors::lifecycle::Policy;
 use subkeeper_actors::memory::{BroadcastSink, MemoryStore};
 use subkeeper_actors::permits::DeadlinePermits;
+use subkeeper_actors::pool::SupervisorPool;
 use subkeeper_actors::ports::clock::{ScaledClock, SharedClock};
 use subkeeper_actors::ports::{CallbackUrls, Ports, SubscriptionApi};
 use subkeeper_actors::supervisor::SupervisorContext;
@@ -120,6 +121,9 @@ pub fn start_fleet(
             reconcile_every: Duration::from_secs(3600),
             reconcile_full_every: Duration::from_secs(3600),
             leases: None,
+            // Every supervisor on this paused runtime: other threads' clocks
+            // would run in real time.
+            pool: SupervisorPool::current(),
         },
         ctx,
     )
