@@ -79,6 +79,8 @@ fn budget(family: &str) -> Option<usize> {
         names::RETENTION_ROWS_REMOVED => 4,
         // started, finished.
         names::TENANT_OFFBOARDINGS => 2,
+        // One histogram without labels.
+        names::ATTEMPT_WRITE_BATCH => 1,
         // Exactly the unhealthy providers (checked separately).
         names::PROVIDER_CONSECUTIVE_FAILURES => ERROR + NEEDS_REAUTH,
         names::PROVIDER_UNHEALTHY => ERROR + NEEDS_REAUTH + SILENT,
