@@ -1,13 +1,22 @@
 //! Group commit of renewal attempts: every supervisor's `record_attempt` joins a
-//! queue, and whichever caller finds no commit running takes everything queued
+//! queue, and a caller that finds a commit slot free takes everything queued
 //! (up to [`MAX_BATCH`]) and writes it in **one** transaction — one fence check
-//! for the whole batch, then each attempt's writes, then one commit. A caller
+//! for the whole batch, then the attempts' writes, then one commit. A caller
 //! returns only once its own attempt is committed (or refused), so a
 //! `RenewalResult` is still published only after its attempt is recorded.
 //!
-//! No timer waits for a batch to fill: while one commit runs, the attempts
-//! that arrive queue up and form the next batch, so a lone attempt is written
-//! at once and a burst of thousands shares a few hundred commits.
+//! No timer waits for a batch to fill: while the commits in flight run (a few
+//! on Postgres, one on SQLite, which has one writer anyway), the attempts that
+//! arrive queue up and form the next batch, so a lone attempt is written at once
+//! and a burst of thousands shares a few dozen commits.
+//!
+//! On Postgres the batch's writes are set-based: each statement takes arrays
+//! (`unnest`), so a batch costs the same eight round trips whatever its size —
+//! on a busy machine every round trip waits for a core, and that wait, not the
+//! statements, was what an attempt cost. SQLite runs in-process and writes
+//! attempt by attempt. A batch in which a provider appears twice (never from
+//! the supervisors, which have one attempt in flight each) is also written
+//! attempt by attempt, so that the later attempt wins as it would alone.
 //!
 //! Fencing is per attempt: an attempt under a superseded claim is answered
 //! `Conflict` and its writes are left out; the others in its batch commit. If
@@ -24,6 +33,7 @@
 //! anything but the attempt's own rows.
 
 use super::{Dialect as _, Store, db, on_db, placeholders};
+use chrono::{DateTime, Utc};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use subkeeper_actors::domain::HealthState;
@@ -50,17 +60,25 @@ struct Pending {
     reply: oneshot::Sender<Result<(), StoreError>>,
 }
 
-/// The attempts waiting for the next commit, and the lock that makes one
-/// commit run at a time (so that the others' attempts gather meanwhile).
-#[derive(Default)]
+/// The attempts waiting for the next commit, and the commit slots (so that
+/// the others' attempts gather while the commits in flight run).
 pub(super) struct AttemptQueue {
     /// Attempts not yet taken into a batch, oldest first.
     pending: Mutex<Vec<Pending>>,
-    /// Held by the task committing a batch.
-    committing: Arc<tokio::sync::Mutex<()>>,
+    /// One permit per commit that may run at once; held by the task
+    /// committing a batch.
+    committing: Arc<tokio::sync::Semaphore>,
 }
 
 impl AttemptQueue {
+    /// A queue with `commits` commits in flight at most (at least one).
+    pub(super) fn new(commits: usize) -> Self {
+        Self {
+            pending: Mutex::default(),
+            committing: Arc::new(tokio::sync::Semaphore::new(commits.max(1))),
+        }
+    }
+
     /// Takes up to [`MAX_BATCH`] attempts, oldest first.
     fn take(&self) -> Vec<Pending> {
         let mut pending = self
@@ -242,16 +260,28 @@ impl Store {
                         ))
                     });
                 }
-                guard = self.attempts.committing.clone().lock_owned() => {
+                permit = self.attempts.committing.clone().acquire_owned() => {
+                    let Ok(permit) = permit else {
+                        // The slots are never closed; if they were, the
+                        // queued attempt is still taken by the next batch.
+                        return outcome.await.unwrap_or_else(|_| {
+                            Err(StoreError::Unavailable("attempt writes have stopped".into()))
+                        });
+                    };
                     let batch = self.attempts.take();
                     if batch.is_empty() {
-                        // Ours went with a batch that has answered.
-                        continue;
+                        // Ours went with a batch in flight: it answers.
+                        drop(permit);
+                        return outcome.await.unwrap_or_else(|_| {
+                            Err(StoreError::Unavailable(
+                                "the attempt's batch was abandoned before it was written".into(),
+                            ))
+                        });
                     }
                     let store = self.clone();
                     tokio::spawn(async move {
                         store.commit_batch(batch).await;
-                        drop(guard);
+                        drop(permit);
                     });
                 }
             }
@@ -306,6 +336,7 @@ impl Store {
             .unwrap_or(ids.len());
         let mut order: Vec<usize> = (0..records.len()).collect();
         order.sort_by_key(|&i| records[i].1.result.provider_id.0);
+        let one_each = ids.len() == records.len();
         on_db!(&self.db, pool => {
             let mut tx = pool.begin_write().await.map_err(db)?;
             let sql = format!(
@@ -320,18 +351,26 @@ impl Store {
             let fences: HashMap<Uuid, Option<i64>> =
                 query.fetch_all(&mut *tx).await.map_err(db)?.into_iter().collect();
             let mut verdicts: Verdicts = vec![Ok(()); records.len()];
+            let mut accepted = Vec::with_capacity(records.len());
             for i in order {
                 let (fence, record) = &records[i];
                 let provider = record.result.provider_id;
                 let current = fences.get(&provider.0).copied().flatten();
-                if current != Some(fence.0) {
+                if current == Some(fence.0) {
+                    accepted.push(record);
+                } else {
                     verdicts[i] = Err(StoreError::Conflict(format!(
                         "provider {provider} is claimed under another fence ({current:?}, not {})",
                         fence.0
                     )));
-                    continue;
                 }
-                write_attempt!(tx, record, now);
+            }
+            if one_each {
+                tx.write_set(&accepted, now).await?;
+            } else {
+                for record in accepted {
+                    write_attempt!(tx, record, now);
+                }
             }
             tx.commit().await.map_err(db)?;
             Ok(verdicts)
@@ -367,5 +406,270 @@ impl Store {
             write_attempt!(tx, record, now);
             tx.commit().await.map_err(db)
         })
+    }
+}
+
+/// Writes a batch of attempts (one per provider, fences checked, in provider
+/// order) inside a transaction: the same rows as [`write_attempt!`] for each,
+/// in the same order of statements.
+pub(super) trait SetWriter {
+    /// Writes `records` at `now`.
+    async fn write_set(
+        &mut self,
+        records: &[&AttemptRecord],
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
+}
+
+/// SQLite runs in-process: a statement costs no round trip, so attempt by
+/// attempt.
+impl SetWriter for sqlx::Transaction<'static, sqlx::Sqlite> {
+    async fn write_set(
+        &mut self,
+        records: &[&AttemptRecord],
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let conn: &mut sqlx::SqliteConnection = self;
+        for record in records {
+            write_attempt!(conn, *record, now);
+        }
+        Ok(())
+    }
+}
+
+/// Postgres: one statement per kind of row, its values as arrays (`unnest`).
+impl SetWriter for sqlx::Transaction<'static, sqlx::Postgres> {
+    async fn write_set(
+        &mut self,
+        records: &[&AttemptRecord],
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        // Subscriptions replaced by this attempt (their ids stay routable).
+        let replaced: Vec<_> = records
+            .iter()
+            .filter_map(|r| r.replaced.as_ref().map(|old| (r, old)))
+            .collect();
+        if !replaced.is_empty() {
+            let providers: Vec<Uuid> = replaced
+                .iter()
+                .map(|(r, _)| r.result.provider_id.0)
+                .collect();
+            let external: Vec<&str> = replaced
+                .iter()
+                .map(|(_, old)| old.external_id.as_str())
+                .collect();
+            let states: Vec<&str> = replaced
+                .iter()
+                .map(|(r, _)| {
+                    if r.subscription.is_some() {
+                        RouteState::Replaced.as_str()
+                    } else {
+                        RouteState::Gone.as_str()
+                    }
+                })
+                .collect();
+            sqlx::query(
+                "UPDATE subscriptions s SET state = v.state, retired_at = $4 \
+                 FROM unnest($1::uuid[], $2::text[], $3::text[]) AS v(provider_id, external_id, state) \
+                 WHERE s.provider_id = v.provider_id AND s.external_id = v.external_id AND s.state = 'active'",
+            )
+            .bind(&providers)
+            .bind(&external)
+            .bind(&states)
+            .bind(now)
+            .execute(&mut **self)
+            .await
+            .map_err(db)?;
+        }
+
+        // The live subscriptions: any other active one is replaced, then each
+        // is inserted or brought up to date.
+        let live: Vec<_> = records
+            .iter()
+            .filter_map(|r| r.subscription.as_ref().map(|s| (r, s)))
+            .collect();
+        if !live.is_empty() {
+            let providers: Vec<Uuid> = live.iter().map(|(r, _)| r.result.provider_id.0).collect();
+            let external: Vec<&str> = live.iter().map(|(_, s)| s.external_id.as_str()).collect();
+            sqlx::query(
+                "UPDATE subscriptions s SET state = 'replaced', retired_at = $3 \
+                 FROM unnest($1::uuid[], $2::text[]) AS v(provider_id, external_id) \
+                 WHERE s.provider_id = v.provider_id AND s.state = 'active' AND s.external_id <> v.external_id",
+            )
+            .bind(&providers)
+            .bind(&external)
+            .bind(now)
+            .execute(&mut **self)
+            .await
+            .map_err(db)?;
+            let resource_ids: Vec<Option<&str>> =
+                live.iter().map(|(_, s)| s.resource_id.as_deref()).collect();
+            let client_states: Vec<&str> =
+                live.iter().map(|(_, s)| s.client_state.as_str()).collect();
+            let expires: Vec<DateTime<Utc>> = live.iter().map(|(_, s)| s.expires_at).collect();
+            let created: Vec<DateTime<Utc>> = live.iter().map(|(_, s)| s.created_at).collect();
+            let renewed: Vec<Option<DateTime<Utc>>> =
+                live.iter().map(|(_, s)| s.renewed_at).collect();
+            let history: Vec<Option<&str>> =
+                live.iter().map(|(_, s)| s.history_id.as_deref()).collect();
+            sqlx::query(
+                "INSERT INTO subscriptions \
+                   (provider_id, tenant_id, resource, external_id, resource_id, client_state, expires_at, created_at, renewed_at, history_id, state) \
+                 SELECT v.provider_id, p.tenant_id, p.resource, v.external_id, v.resource_id, v.client_state, \
+                        v.expires_at, v.created_at, v.renewed_at, v.history_id, 'active' \
+                 FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::timestamptz[], $6::timestamptz[], \
+                             $7::timestamptz[], $8::text[]) \
+                      AS v(provider_id, external_id, resource_id, client_state, expires_at, created_at, renewed_at, history_id) \
+                 JOIN providers p ON p.id = v.provider_id \
+                 ON CONFLICT (external_id) DO UPDATE SET \
+                   expires_at = excluded.expires_at, renewed_at = excluded.renewed_at, \
+                   resource_id = excluded.resource_id, \
+                   history_id = COALESCE(excluded.history_id, subscriptions.history_id), \
+                   state = 'active', retired_at = NULL",
+            )
+            .bind(&providers)
+            .bind(&external)
+            .bind(&resource_ids)
+            .bind(&client_states)
+            .bind(&expires)
+            .bind(&created)
+            .bind(&renewed)
+            .bind(&history)
+            .execute(&mut **self)
+            .await
+            .map_err(db)?;
+        }
+
+        // Health rows, written whole.
+        let providers: Vec<Uuid> = records.iter().map(|r| r.result.provider_id.0).collect();
+        let tenants: Vec<&str> = records.iter().map(|r| r.result.tenant.as_str()).collect();
+        let statuses: Vec<&str> = records
+            .iter()
+            .map(|r| r.health.subscription_status.as_str())
+            .collect();
+        let expires: Vec<Option<DateTime<Utc>>> = records
+            .iter()
+            .map(|r| r.health.subscription_expires_at)
+            .collect();
+        let attempted: Vec<Option<DateTime<Utc>>> = records
+            .iter()
+            .map(|r| r.health.last_renewal_attempt_at)
+            .collect();
+        let results: Vec<Option<&str>> = records
+            .iter()
+            .map(|r| r.health.last_renewal_result.map(|a| a.as_str()))
+            .collect();
+        let reasons: Vec<Option<&str>> = records
+            .iter()
+            .map(|r| r.health.failure_reason.as_deref())
+            .collect();
+        let failures: Vec<i32> = records
+            .iter()
+            .map(|r| i32::try_from(r.health.consecutive_failure_count).unwrap_or(i32::MAX))
+            .collect();
+        let next: Vec<Option<DateTime<Utc>>> =
+            records.iter().map(|r| r.health.next_renewal_at).collect();
+        sqlx::query(
+            "INSERT INTO provider_health \
+               (provider_id, tenant_id, subscription_status, subscription_expires_at, last_renewal_attempt_at, \
+                last_renewal_result, failure_reason, consecutive_failure_count, next_renewal_at, updated_at) \
+             SELECT v.*, $10 FROM unnest($1::uuid[], $2::text[], $3::text[], $4::timestamptz[], $5::timestamptz[], \
+                                         $6::text[], $7::text[], $8::int4[], $9::timestamptz[]) AS v \
+             ON CONFLICT (provider_id) DO UPDATE SET \
+               subscription_status = excluded.subscription_status, \
+               subscription_expires_at = excluded.subscription_expires_at, \
+               last_renewal_attempt_at = excluded.last_renewal_attempt_at, \
+               last_renewal_result = excluded.last_renewal_result, \
+               failure_reason = excluded.failure_reason, \
+               consecutive_failure_count = excluded.consecutive_failure_count, \
+               next_renewal_at = excluded.next_renewal_at, \
+               updated_at = excluded.updated_at",
+        )
+        .bind(&providers)
+        .bind(&tenants)
+        .bind(&statuses)
+        .bind(&expires)
+        .bind(&attempted)
+        .bind(&results)
+        .bind(&reasons)
+        .bind(&failures)
+        .bind(&next)
+        .bind(now)
+        .execute(&mut **self)
+        .await
+        .map_err(db)?;
+
+        // The providers' status, as the API and the page show it.
+        let statuses: Vec<&str> = records
+            .iter()
+            .map(|r| r.health.subscription_status.provider_status().as_str())
+            .collect();
+        let messages: Vec<Option<&str>> = records
+            .iter()
+            .map(|r| match r.health.subscription_status {
+                HealthState::Error | HealthState::NeedsReauth => r.health.failure_reason.as_deref(),
+                _ => None,
+            })
+            .collect();
+        sqlx::query(
+            "UPDATE providers p SET status = v.status, error_message = v.error_message, updated_at = $4 \
+             FROM unnest($1::uuid[], $2::text[], $3::text[]) AS v(id, status, error_message) \
+             WHERE p.id = v.id AND p.enabled AND p.deleted_at IS NULL",
+        )
+        .bind(&providers)
+        .bind(&statuses)
+        .bind(&messages)
+        .bind(now)
+        .execute(&mut **self)
+        .await
+        .map_err(db)?;
+
+        // The attempts themselves.
+        let r: Vec<_> = records.iter().map(|r| &r.result).collect();
+        let attempted: Vec<DateTime<Utc>> = r.iter().map(|r| r.attempted_at).collect();
+        let attempts: Vec<&str> = r.iter().map(|r| r.attempt.as_str()).collect();
+        let actions: Vec<&str> = r.iter().map(|r| r.action.as_str()).collect();
+        let outcomes: Vec<&str> = r
+            .iter()
+            .map(|r| if r.success { "success" } else { "failure" })
+            .collect();
+        let classes: Vec<Option<&str>> = r
+            .iter()
+            .map(|r| r.error_class.map(|c| c.as_str()))
+            .collect();
+        let messages: Vec<Option<&str>> = r.iter().map(|r| r.error_message.as_deref()).collect();
+        let http: Vec<Option<i32>> = r.iter().map(|r| r.http_status.map(i32::from)).collect();
+        let durations: Vec<i64> = r
+            .iter()
+            .map(|r| i64::try_from(r.duration_ms).unwrap_or(i64::MAX))
+            .collect();
+        let expirations: Vec<Option<DateTime<Utc>>> = r.iter().map(|r| r.new_expiration).collect();
+        let subscription_ids: Vec<Option<&str>> =
+            r.iter().map(|r| r.subscription_id.as_deref()).collect();
+        let after: Vec<&str> = r.iter().map(|r| r.status.as_str()).collect();
+        sqlx::query(
+            "INSERT INTO renewal_attempts \
+               (provider_id, tenant_id, attempted_at, attempt, action, outcome, error_class, error_message, \
+                http_status, duration_ms, new_expiration, subscription_id, status_after) \
+             SELECT * FROM unnest($1::uuid[], $2::text[], $3::timestamptz[], $4::text[], $5::text[], $6::text[], \
+                                  $7::text[], $8::text[], $9::int4[], $10::int8[], $11::timestamptz[], $12::text[], $13::text[])",
+        )
+        .bind(&providers)
+        .bind(&tenants)
+        .bind(&attempted)
+        .bind(&attempts)
+        .bind(&actions)
+        .bind(&outcomes)
+        .bind(&classes)
+        .bind(&messages)
+        .bind(&http)
+        .bind(&durations)
+        .bind(&expirations)
+        .bind(&subscription_ids)
+        .bind(&after)
+        .execute(&mut **self)
+        .await
+        .map_err(db)?;
+        Ok(())
     }
 }

@@ -164,12 +164,19 @@ impl Store {
             ),
             Location::Sqlite(path) => Db::Sqlite(open_sqlite(path, if_missing).await?),
         };
+        // Attempt batches committed at once: on Postgres up to half the pool
+        // (the rest serves everything else), at most 4 — more slots make
+        // smaller batches, not faster ones; SQLite has one writer.
+        let commits = match &db {
+            Db::Postgres(_) => (max_connections as usize / 2).clamp(1, 4),
+            Db::Sqlite(_) => 1,
+        };
         Ok(Self {
             db,
             clock,
             secrets: None,
             owner: None,
-            attempts: std::sync::Arc::default(),
+            attempts: std::sync::Arc::new(super::attempts::AttemptQueue::new(commits)),
         })
     }
 

@@ -5,7 +5,7 @@
 //! alone while the rest of its batch is written.
 
 use crate::support::{Backend, Harness, on_both_backends, on_test_db, uuid};
-use chrono::{TimeDelta, Utc};
+use chrono::{SubsecRound as _, TimeDelta, Utc};
 use futures_util::future::join_all;
 use subkeeper_actors::domain::{
     AttemptKind, HealthState, ProviderId, RenewalAction, RenewalResult, TenantId,
@@ -33,7 +33,7 @@ async fn concurrent_attempts_are_each_recorded_or_refused_on_their_own(backend: 
     // Renewals of each provider's live subscription, marked so they can be
     // told from the service's own attempts.
     let marker = "group-commit-test";
-    let start = Utc::now() + TimeDelta::days(1);
+    let start = (Utc::now() + TimeDelta::days(1)).trunc_subsecs(0);
     let mut records = Vec::new();
     for id in &providers {
         let provider = ProviderId(uuid(id));
@@ -150,6 +150,77 @@ async fn concurrent_attempts_are_each_recorded_or_refused_on_their_own(backend: 
                 .map(|t| t.timestamp()),
             Some(last.timestamp())
         );
+    }
+
+    // One attempt per provider: the batch is written as sets (one statement
+    // per kind of row on Postgres). A stale fence among them is refused and
+    // the others are written; on Postgres a refused value fails only its own
+    // attempt (the set write fails whole and each is written again alone).
+    let template: Vec<(Fence, AttemptRecord)> = (0..providers.len())
+        .map(|p| records[p * PER_PROVIDER + PER_PROVIDER - 1].clone())
+        .collect();
+    let round = |n: i64, tweak: &dyn Fn(usize, &mut Fence, &mut AttemptRecord)| {
+        template
+            .iter()
+            .enumerate()
+            .map(|(p, (fence, record))| {
+                let (mut fence, mut record) = (*fence, record.clone());
+                let at = last + TimeDelta::hours(n);
+                record.result.attempted_at = at;
+                record.result.error_message = Some(format!("{marker} round {n}"));
+                record.health.last_renewal_attempt_at = Some(at);
+                if let Some(s) = record.subscription.as_mut() {
+                    s.renewed_at = Some(at);
+                }
+                tweak(p, &mut fence, &mut record);
+                (fence, record)
+            })
+            .collect::<Vec<_>>()
+    };
+    let mut rounds = vec![
+        (round(1, &|_, _, _| {}), vec!["ok", "ok", "ok"]),
+        (
+            round(2, &|p, fence, _| {
+                if p == 0 {
+                    fence.0 += 1_000;
+                }
+            }),
+            vec!["conflict", "ok", "ok"],
+        ),
+    ];
+    if backend == Backend::PostgresNats {
+        rounds.push((
+            round(3, &|p, _, record| {
+                if p == 1 {
+                    record.result.error_message = Some(format!("{marker} round 3\0"));
+                }
+            }),
+            vec!["ok", "rejected", "ok"],
+        ));
+    }
+    for (n, (batch, expected)) in rounds.into_iter().enumerate() {
+        let outcomes = join_all(batch.iter().map(|(f, r)| store.record_attempt(*f, r))).await;
+        for (p, (outcome, expected)) in outcomes.iter().zip(expected).enumerate() {
+            let seen = match outcome {
+                Ok(()) => "ok",
+                Err(StoreError::Conflict(_)) => "conflict",
+                Err(StoreError::Rejected(_)) => "rejected",
+                Err(_) => "other",
+            };
+            assert_eq!(seen, expected, "round {}, provider {p}: {outcome:?}", n + 1);
+            let state = store
+                .provider_state(batch[p].1.result.provider_id)
+                .await
+                .unwrap();
+            let written = state.health.unwrap().last_renewal_attempt_at
+                == Some(batch[p].1.result.attempted_at);
+            assert_eq!(
+                written,
+                expected == "ok",
+                "round {}, provider {p}: health written",
+                n + 1
+            );
+        }
     }
     h.stop().await;
 }
