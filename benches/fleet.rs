@@ -94,7 +94,7 @@ struct Args {
     #[arg(long, default_value_t = 10)]
     db_connections: u32,
     /// `supervisor_threads`: threads the supervisors run on (default: the
-    /// service's, one per core; 1: all on the service's main thread).
+    /// service's, 1: all on the service's main thread; 0: one per core).
     #[arg(long)]
     supervisor_threads: Option<u32>,
     /// Give up after this many seconds of real time.
@@ -366,7 +366,7 @@ async fn measure(args: &Args, backend: &TestBackend) -> anyhow::Result<()> {
     if let Some(threads) = args.supervisor_threads {
         config.supervisor_threads = threads;
     }
-    let supervisor_threads = config.supervisor_threads;
+    let supervisor_threads = config.supervisor_threads();
     // No webhooks flow in this bench: after 24 h of domain time (17 s here)
     // silence detection would flag every provider. It is not what is measured.
     // An idle measurement keeps silence detection on: its sweep is part of
@@ -402,9 +402,10 @@ async fn measure(args: &Args, backend: &TestBackend) -> anyhow::Result<()> {
                 .spawn(move || sample_backends(&url, &progress, &sampling))?,
         )
     };
-    // Threads that exist before the service: whatever appears by the time its
-    // fleet runs (before HTTP is served) and is an actix arbiter is one of the
-    // supervisor threads.
+    // Threads that exist before the service: the actix arbiters that appear by
+    // the time its fleet runs are the supervisor threads and the service's HTTP
+    // workers (its server is built in the same poll that reports the fleet
+    // running, and both are named alike, so they cannot be told apart here).
     let before_service: HashSet<u32> = proc::threads().into_keys().collect();
     let (started_tx, started_rx) = tokio::sync::oneshot::channel();
     let service = Service::spawn(
@@ -427,7 +428,7 @@ async fn measure(args: &Args, backend: &TestBackend) -> anyhow::Result<()> {
     };
 
     eprintln!(
-        "{} providers / {} tenants, speed {}×, renewal_concurrency {}, pool {}, supervisor threads {supervisor_threads} ({} found): first renewals due ≈ {:.0} s after registration",
+        "{} providers / {} tenants, speed {}×, renewal_concurrency {}, pool {}, supervisor threads {supervisor_threads} ({} service arbiters found, HTTP workers included): first renewals due ≈ {:.0} s after registration",
         args.providers,
         args.tenants,
         args.speed,
@@ -821,10 +822,11 @@ struct Report<'a> {
     db_attempts: Vec<(String, String, i64)>,
     start_cpu: CpuSample,
     simulator_threads: HashSet<u32>,
-    /// The supervisor threads' ids (none with `supervisor_threads` 1).
+    /// The service's arbiter threads: its HTTP workers and, with
+    /// `supervisor_threads` > 1, the supervisor threads.
     pool_threads: HashSet<u32>,
-    /// `supervisor_threads` as configured.
-    supervisor_threads: u32,
+    /// Supervisor threads the service runs (`supervisor_threads`, 0 resolved).
+    supervisor_threads: usize,
     backends: BackendSamples,
 }
 
@@ -1051,13 +1053,13 @@ impl Report<'_> {
             if tid == main_tid {
                 "main thread (fleet + supervisors unless on their threads, Graph client, sqlx)"
             } else if self.pool_threads.contains(&tid) {
-                "supervisor threads"
+                "service arbiters: HTTP workers (+ supervisor threads if > 1)"
             } else if name == "bench-collector" {
                 "bench collector"
             } else if self.simulator_threads.contains(&tid) {
                 "simulator HTTP threads"
             } else {
-                "service HTTP threads + other"
+                "other threads"
             }
         });
         let process: u64 = groups.values().sum();

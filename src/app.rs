@@ -435,7 +435,7 @@ impl Core {
             },
         )
         .start();
-        let pool = SupervisorPool::new(config.supervisor_threads as usize);
+        let pool = SupervisorPool::new(config.supervisor_threads());
         tracing::info!(threads = pool.threads(), "supervisor threads");
         let fleet = Fleet::new(
             FleetConfig {

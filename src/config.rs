@@ -125,8 +125,9 @@ pub struct Config {
     /// Provider calls in flight across the whole fleet (`SUBKEEPER_RENEWAL_CONCURRENCY`).
     pub renewal_concurrency: u32,
     /// Threads the providers' supervisors run on, each provider always on the
-    /// same one (`SUBKEEPER_SUPERVISOR_THREADS`; default: the number of cores;
-    /// 1: every supervisor on the fleet's own thread).
+    /// same one (`SUBKEEPER_SUPERVISOR_THREADS`; default 1: every supervisor on
+    /// the fleet's own thread; 0: one per core). 1 because on the 2-core
+    /// machine two threads registered faster but renewed later (BENCHMARKS.md).
     pub supervisor_threads: u32,
     /// First retry delay after a failure, in seconds; doubles per failure.
     pub retry_base_seconds: i64,
@@ -310,7 +311,7 @@ impl Default for Config {
             renewal_spread_percent: 10,
             failure_threshold: 3,
             renewal_concurrency: 32,
-            supervisor_threads: default_supervisor_threads(),
+            supervisor_threads: 1,
             retry_base_seconds: 30,
             retry_max_seconds: 30 * 60,
             error_retry_seconds: 15 * 60,
@@ -449,9 +450,9 @@ impl Config {
         if self.renewal_concurrency == 0 {
             return bad("SUBKEEPER_RENEWAL_CONCURRENCY must be at least 1".into());
         }
-        if self.supervisor_threads == 0 || self.supervisor_threads > MAX_SUPERVISOR_THREADS {
+        if self.supervisor_threads > MAX_SUPERVISOR_THREADS {
             return bad(format!(
-                "SUBKEEPER_SUPERVISOR_THREADS must be between 1 and {MAX_SUPERVISOR_THREADS}"
+                "SUBKEEPER_SUPERVISOR_THREADS must be between 0 (one per core) and {MAX_SUPERVISOR_THREADS}"
             ));
         }
         if self.retry_base_seconds < 1
@@ -715,6 +716,15 @@ impl Config {
         }
     }
 
+    /// Threads the supervisors run on: `supervisor_threads`, 0 read as one per
+    /// core.
+    pub fn supervisor_threads(&self) -> usize {
+        match self.supervisor_threads {
+            0 => cores().min(MAX_SUPERVISOR_THREADS as usize),
+            n => n as usize,
+        }
+    }
+
     /// Timeout of one provider request.
     pub fn provider_timeout(&self) -> Duration {
         Duration::from_secs(self.provider_timeout_seconds)
@@ -725,13 +735,10 @@ impl Config {
 /// switching (each thread is an OS thread with its own runtime).
 const MAX_SUPERVISOR_THREADS: u32 = 256;
 
-/// One supervisor thread per core (1 if the core count cannot be read).
-fn default_supervisor_threads() -> u32 {
-    std::thread::available_parallelism()
-        .map_or(1, |n| {
-            u32::try_from(n.get()).unwrap_or(MAX_SUPERVISOR_THREADS)
-        })
-        .min(MAX_SUPERVISOR_THREADS)
+/// One thread per core this process may use (container quota included; 1 if
+/// that cannot be read).
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
 }
 
 /// `$XDG_DATA_HOME/subkeeper`, else `$HOME/.local/share/subkeeper`, else
@@ -918,18 +925,14 @@ mod tests {
     }
 
     #[test]
-    fn supervisor_threads_default_to_the_cores_and_zero_is_refused() {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        assert_eq!(
-            Config::default().supervisor_threads as usize,
-            cores.min(256)
-        );
+    fn supervisor_threads_default_to_one_zero_means_one_per_core() {
+        assert_eq!(Config::default().supervisor_threads(), 1);
         figment::Jail::expect_with(|jail| {
             jail.clear_env();
-            jail.set_env("SUBKEEPER_SUPERVISOR_THREADS", "1");
-            let config = Config::load(None).map_err(|e| e.to_string())?;
-            assert_eq!(config.supervisor_threads, 1);
             jail.set_env("SUBKEEPER_SUPERVISOR_THREADS", "0");
+            let config = Config::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(config.supervisor_threads(), cores().min(256));
+            jail.set_env("SUBKEEPER_SUPERVISOR_THREADS", "257");
             let err = Config::load(None)
                 .err()
                 .map(|e| e.to_string())
