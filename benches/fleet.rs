@@ -245,8 +245,8 @@ async fn seed_sqlite(pool: &sqlx::SqlitePool, args: &Args) -> anyhow::Result<()>
     Ok(())
 }
 
-/// Gives every seeded provider a live subscription expiring in six days and a
-/// healthy health row (the state a running service leaves).
+/// Gives every seeded provider a live subscription expiring in six days, a
+/// healthy health row and a change cursor (the state a running service leaves).
 async fn seed_healthy(url: &str) -> anyhow::Result<()> {
     let mut conn = PgConnection::connect(url).await?;
     for sql in [
@@ -258,6 +258,10 @@ async fn seed_healthy(url: &str) -> anyhow::Result<()> {
                 last_renewal_attempt_at, last_renewal_result, consecutive_failure_count, next_renewal_at, updated_at) \
          SELECT p.id, p.tenant_id, 'healthy', now() + interval '6 days', now(), 'registered', 0, \
                 now() + interval '5 days', now() FROM providers p",
+        // A change cursor just taken, as a running service leaves it: without
+        // one every provider's catch-up takes one at start-up (20 a second).
+        "INSERT INTO provider_cursors (provider_id, cursor, cursor_at, checked_at, updated_at) \
+         SELECT p.id, 'seeded', now(), now(), now() FROM providers p",
         "VACUUM ANALYZE",
     ] {
         sqlx::query(sql).execute(&mut conn).await?;
