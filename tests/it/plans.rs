@@ -328,6 +328,12 @@ async fn the_hot_statements_use_indexes_at_100k_providers_and_sweeps_read_only_w
                ORDER BY h.alive_at LIMIT 1) o",
             Box::new(move |q| q.bind(all_kinds.clone())),
         ),
+        // notification.rs silent_providers.
+        (
+            "silent providers",
+            "SELECT provider_id, silent_since FROM provider_health WHERE silent_since IS NOT NULL",
+            Box::new(|q| q),
+        ),
         // intake.rs routes.
         (
             "intake: route by subscription id",
