@@ -249,8 +249,8 @@ async fn seed_sqlite(pool: &sqlx::SqlitePool, args: &Args) -> anyhow::Result<()>
     Ok(())
 }
 
-/// Gives every seeded provider a live subscription expiring in six days and a
-/// healthy health row (the state a running service leaves).
+/// Gives every seeded provider a live subscription expiring in six days, a
+/// healthy health row and a change cursor (the state a running service leaves).
 async fn seed_healthy(url: &str) -> anyhow::Result<()> {
     let mut conn = PgConnection::connect(url).await?;
     for sql in [
@@ -262,6 +262,10 @@ async fn seed_healthy(url: &str) -> anyhow::Result<()> {
                 last_renewal_attempt_at, last_renewal_result, consecutive_failure_count, next_renewal_at, updated_at) \
          SELECT p.id, p.tenant_id, 'healthy', now() + interval '6 days', now(), 'registered', 0, \
                 now() + interval '5 days', now() FROM providers p",
+        // A change cursor just taken, as a running service leaves it: without
+        // one every provider's catch-up takes one at start-up (20 a second).
+        "INSERT INTO provider_cursors (provider_id, cursor, cursor_at, checked_at, updated_at) \
+         SELECT p.id, 'seeded', now(), now(), now() FROM providers p",
         "VACUUM ANALYZE",
     ] {
         sqlx::query(sql).execute(&mut conn).await?;
@@ -283,6 +287,23 @@ async fn database_counters(conn: &mut PgConnection) -> anyhow::Result<(i64, i64,
     .await?)
 }
 
+/// Per table: sequential scans, rows they read, index scans, rows fetched by
+/// index (`pg_stat_user_tables`).
+async fn table_counters(
+    conn: &mut PgConnection,
+) -> anyhow::Result<BTreeMap<String, (i64, i64, i64, i64)>> {
+    let rows: Vec<(String, i64, i64, i64, i64)> = sqlx::query_as(
+        "SELECT relname::text, COALESCE(seq_scan, 0), COALESCE(seq_tup_read, 0), \
+                COALESCE(idx_scan, 0), COALESCE(idx_tup_fetch, 0) FROM pg_stat_user_tables",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(t, a, b, c, d)| (t, (a, b, c, d)))
+        .collect())
+}
+
 /// Leaves the service idle for `span` and reports what that cost the
 /// database, per hour. The counters lag a backend's flush by up to a few
 /// seconds; over minutes that is noise.
@@ -291,17 +312,33 @@ async fn measure_idle(url: &str, n: usize, span: Duration) -> anyhow::Result<Str
     // Let the start-up's writes settle into the counters first.
     tokio::time::sleep(Duration::from_secs(15)).await;
     let before = database_counters(&mut conn).await?;
+    let tables_before = table_counters(&mut conn).await?;
     eprintln!("idle for {} s …", span.as_secs());
     tokio::time::sleep(span).await;
     let after = database_counters(&mut conn).await?;
+    let tables_after = table_counters(&mut conn).await?;
     let per_hour = |a: i64, b: i64| (b - a) as f64 * 3600.0 / span.as_secs_f64();
-    Ok(format!(
+    let mut report = format!(
         "idle {n} providers for {} s: per hour {:.0} transactions committed, {:.0} rows returned, {:.0} rows fetched (pg_stat_database)",
         span.as_secs(),
         per_hour(before.0, after.0),
         per_hour(before.1, after.1),
         per_hour(before.2, after.2),
-    ))
+    );
+    for (table, a) in &tables_after {
+        let b = tables_before.get(table).copied().unwrap_or_default();
+        if a.1 - b.1 + a.3 - b.3 == 0 {
+            continue;
+        }
+        report.push_str(&format!(
+            "\n  {table}: per hour {:.0} seq scans reading {:.0} rows, {:.0} index scans fetching {:.0} rows",
+            per_hour(b.0, a.0),
+            per_hour(b.1, a.1),
+            per_hour(b.2, a.2),
+            per_hour(b.3, a.3),
+        ));
+    }
+    Ok(report)
 }
 
 /// Polls `/readyz` until every provider is loaded and scheduled; the seconds

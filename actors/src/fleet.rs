@@ -5,8 +5,8 @@
 //! routes "renew now" and lifecycle signals to the right supervisor.
 //!
 //! It is the only holder of supervisor addresses: others get a [`FleetHandle`].
-//! Which providers this instance owns is decided by the store port's
-//! `owned_providers` alone.
+//! Which providers this instance owns is decided by the store alone
+//! (`owned_providers`, `load_owned`, and the change feed's `owned_here`).
 //!
 //! **Reconciling reads what changed, not the fleet.** At start-up the owned
 //! providers are read in pages (`load_owned`); from then on each reconcile
@@ -20,10 +20,13 @@
 //! changes a mark covers — including ones from transactions that commit out of
 //! order — is the store's promise (see `src/store/lifecycle.rs`). A full
 //! reconcile (`owned_providers`, `retired_with_subscription`) still runs every
-//! `reconcile_full_every` as a safety net, and whenever the feed cannot be read. With several instances (leases, see
-//! [`crate::ownership`]) the fleet also heartbeats its lease, claims providers up
-//! to its fair share, hands over what lies above it, and stands down — never
-//! retires — a supervisor whose provider another instance now owns.
+//! `reconcile_full_every` as a safety net (and as the first reconcile after the
+//! start-up load), and whenever the feed's mark cannot be read.
+//!
+//! With several instances (leases, see [`crate::ownership`]) the fleet also
+//! heartbeats its lease, claims providers up to its fair share, hands over what
+//! lies above it, and stands down — never retires — a supervisor whose provider
+//! another instance now owns.
 
 use crate::domain::Provider;
 use crate::domain::{ProviderId, ProviderKind, RenewalResult, TenantId};
@@ -121,8 +124,8 @@ pub struct Fleet {
     /// The change feed's mark the next reconcile reads from; `None`: the next
     /// reconcile is a full one.
     revision: Option<Revision>,
-    /// When the last full reconcile (or the start-up load) read every owned
-    /// provider.
+    /// When the last full reconcile read every owned provider; `None` until
+    /// the first (right after the start-up load).
     full_at: Option<std::time::Instant>,
     /// A reconcile was asked for while one was under way: run another after it
     /// (the one under way may have read the feed before the change).

@@ -7,9 +7,10 @@
 //! stamped by triggers on `provider_health`, `subscriptions` and
 //! `provider_cursors`; see the migration `change_feed_and_due_sweeps`), so a
 //! sweep reads only the due rows and, per kind, the one oldest — by the index
-//! on (kind, alive_at) — whatever the size of the fleet. Its "supervised here"
-//! is the rows this instance owns. The embedded store (one instance, a small
-//! fleet) reads every provider and picks them out here.
+//! on (kind, alive_at) — whatever the size of the fleet. Its due providers are
+//! those this instance owns; the oldest per kind is the whole fleet's (with
+//! several instances each reports the same). The embedded store (one
+//! instance, a small fleet) reads every provider and picks them out here.
 
 use super::{Db, Store, db, on_db, parse};
 use async_trait::async_trait;
@@ -120,17 +121,22 @@ impl CatchUpStore for Store {
                     .map(|(kind, limit)| (kind.as_str(), now - *limit))
                     .unzip();
                 let owner = self.owner_filter();
+                // The due rows first, on their own (MATERIALIZED: planned
+                // apart, so the planner cannot turn it into a walk over every
+                // provider of this instance with a lookup each), then theirs.
                 let due = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-                    "SELECT p.id, p.kind, h.last_webhook_received_at AS last_webhook, c.checked_at, \
+                    "WITH due AS MATERIALIZED ( \
+                       SELECT h.provider_id, h.kind, h.alive_at, h.last_webhook_received_at FROM provider_health h \
+                       WHERE h.kind = ANY($1) AND h.alive_at <= $3 \
+                         AND h.subscription_status <> 'needs_reauth') \
+                     SELECT p.id, p.kind, due.last_webhook_received_at AS last_webhook, c.checked_at, \
                             s.created_at AS subscribed_at \
-                     FROM provider_health h \
+                     FROM due \
                      JOIN unnest($1::text[], $2::timestamptz[]) AS t(kind, cutoff) \
-                          ON t.kind = h.kind AND h.alive_at <= t.cutoff \
-                     JOIN providers p ON p.id = h.provider_id AND p.enabled AND p.deleted_at IS NULL{owner} \
+                          ON t.kind = due.kind AND due.alive_at <= t.cutoff \
+                     JOIN providers p ON p.id = due.provider_id AND p.enabled AND p.deleted_at IS NULL{owner} \
                      JOIN subscriptions s ON s.provider_id = p.id AND s.state = 'active' \
-                     LEFT JOIN provider_cursors c ON c.provider_id = p.id \
-                     WHERE h.kind = ANY($1) AND h.alive_at <= $3 \
-                       AND h.subscription_status <> 'needs_reauth'"
+                     LEFT JOIN provider_cursors c ON c.provider_id = p.id"
                 )))
                 .bind(&kinds)
                 .bind(&cutoffs)
@@ -141,16 +147,18 @@ impl CatchUpStore for Store {
                 .await
                 .map_err(db)?;
                 let all: Vec<&str> = ProviderKind::ALL.iter().map(|k| k.as_str()).collect();
-                // Per kind, the index's first row this instance supervises.
-                let oldest = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                // Per kind, the index's first row: the oldest in the whole
+                // fleet (every instance reports the same; dashboards take the
+                // max). Joining it to this instance's providers let the
+                // planner walk all of them (measured: 4.5 s a sweep at 100k).
+                let oldest = sqlx::query_as(
                     "SELECT t.kind, o.alive_at FROM unnest($1::text[]) AS t(kind) \
                      CROSS JOIN LATERAL ( \
                        SELECT h.alive_at FROM provider_health h \
-                       JOIN providers p ON p.id = h.provider_id AND p.enabled AND p.deleted_at IS NULL{owner} \
                        WHERE h.kind = t.kind AND h.alive_at IS NOT NULL \
                          AND h.subscription_status <> 'needs_reauth' \
-                       ORDER BY h.alive_at LIMIT 1) o"
-                )))
+                       ORDER BY h.alive_at LIMIT 1) o",
+                )
                 .bind(&all)
                 .fetch_all(pool)
                 .await

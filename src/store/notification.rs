@@ -160,17 +160,22 @@ impl NotificationStore for Store {
             // (`heard_at`, stamped by triggers, see the migration
             // `change_feed_and_due_sweeps`), so the sweep reads only the rows past
             // their kind's cutoff, by the partial index on (kind, heard_at) WHERE
-            // silent_since IS NULL — what is due, not the fleet. Rows a webhook
+            // silent_since IS NULL — what is due, not the fleet — planned apart
+            // (MATERIALIZED) so that no plan walks every provider. Rows a webhook
             // batch holds are skipped, not waited for: the next sweep sees them.
             Db::Postgres(pool) => sqlx::query_as(
                 "WITH t AS (SELECT * FROM unnest($1::text[], $2::timestamptz[]) AS t(kind, cutoff)), \
+                      candidates AS MATERIALIZED ( \
+                        SELECT h.provider_id FROM provider_health h \
+                        WHERE h.kind = ANY($1) AND h.silent_since IS NULL AND h.heard_at < $4), \
                       due AS ( \
                         SELECT h.provider_id, p.kind, h.heard_at AS since \
-                        FROM provider_health h \
+                        FROM candidates c \
+                        JOIN provider_health h ON h.provider_id = c.provider_id \
                         JOIN t ON t.kind = h.kind AND h.heard_at < t.cutoff \
                         JOIN providers p ON p.id = h.provider_id AND p.enabled AND p.deleted_at IS NULL \
                         JOIN subscriptions s ON s.provider_id = h.provider_id AND s.state = 'active' AND s.expires_at > $3 \
-                        WHERE h.kind = ANY($1) AND h.silent_since IS NULL AND h.heard_at < $4 \
+                        WHERE h.silent_since IS NULL \
                         ORDER BY h.provider_id FOR UPDATE OF h SKIP LOCKED) \
                  UPDATE provider_health h SET silent_since = due.since, updated_at = $3 FROM due \
                  WHERE h.provider_id = due.provider_id AND h.silent_since IS NULL \
