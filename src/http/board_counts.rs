@@ -41,10 +41,14 @@ impl Counts {
 
 /// Counts by scope (`None`: every tenant), each with the instant it was
 /// counted (monotonic: what the time to live is measured on).
+type Kept = HashMap<Option<TenantId>, (Instant, Arc<Counts>)>;
+
+/// The counts kept, by scope.
 pub struct BoardCounts {
     /// How long counts are served from memory; zero: never.
     ttl: Duration,
-    kept: Mutex<HashMap<Option<TenantId>, (Instant, Arc<Counts>)>>,
+    /// What is kept.
+    kept: Mutex<Kept>,
 }
 
 impl BoardCounts {
@@ -71,10 +75,10 @@ impl BoardCounts {
         now: DateTime<Utc>,
     ) -> Result<Arc<Counts>, StoreError> {
         let key = tenant.cloned();
-        if let Some((counted, counts)) = self.lock().get(&key) {
-            if counted.elapsed() < self.ttl {
-                return Ok(Arc::clone(counts));
-            }
+        if let Some((counted, counts)) = self.lock().get(&key)
+            && counted.elapsed() < self.ttl
+        {
+            return Ok(Arc::clone(counts));
         }
         let counts = Arc::new(Counts {
             by_status: store.board_counts(tenant).await?,
@@ -93,7 +97,7 @@ impl BoardCounts {
         self.lock().clear();
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Option<TenantId>, (Instant, Arc<Counts>)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Kept> {
         // A panic while holding it leaves nothing half-written worth refusing.
         self.kept.lock().unwrap_or_else(PoisonError::into_inner)
     }
