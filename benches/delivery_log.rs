@@ -121,6 +121,10 @@ async fn side(args: &Args, log: bool) -> anyhow::Result<Side> {
     let mut config = service::config(&db, &bus, &sim_server, &base_url);
     config.admin_token = Some(ADMIN_TOKEN.into());
     config.delivery_log = log;
+    // The test kit keeps streams at 8 MiB; a side posts more than that (in a
+    // release build, tens of MB): past the limit intake parks items in the
+    // outbox and the consumer never sees them all.
+    config.nats_webhook_stream_max_bytes = 512 << 20;
     config.mail_silence_seconds = 0;
     config.validate()?;
     let service = Service::spawn(config, listener, base_url.clone(), RunOptions::default());

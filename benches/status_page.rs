@@ -14,7 +14,11 @@
 //! - the second page of the unfiltered list (its cursor).
 //!
 //! Each request's wall time (HTTP round trip: session lookup, the list's queries,
-//! counts, rendering) is recorded; p50/p99/max are printed. The database and this
+//! counts, rendering) is recorded; p50/p99/max are printed — once with the
+//! counts by status taken on every view (`status_page_counts_seconds = 0`, as
+//! before they were kept), once with them kept 10 s (the default). The tenant
+//! filter's query, as it was (`SELECT DISTINCT`) and as it is (a skip scan), is
+//! also timed directly. The database and this
 //! run's NATS streams are deleted at the end.
 //!
 //! Run: `cargo bench --bench status_page -- [--providers 100000] [--tenants 100]
@@ -78,10 +82,68 @@ async fn bench(args: Args) -> anyhow::Result<()> {
         args.tenants,
         started.elapsed().as_secs_f64()
     );
+    tenant_queries(&db.url, &args).await?;
+    // The same pages twice: counting on every view (as before the counts were
+    // kept), then with the counts kept for 10 s (the default).
+    for counts_seconds in [0, 10] {
+        pages(&db, &bus, &args, counts_seconds).await?;
+    }
+    Ok(())
+}
+
+/// The tenant filter's query as it was (`SELECT DISTINCT`, every row) and as
+/// it is (a skip scan over the index), timed directly: p50/p99 of `--requests`
+/// runs each.
+async fn tenant_queries(url: &str, args: &Args) -> anyhow::Result<()> {
+    let store = Store::connect(&Location::Postgres(url.into()), 1, Arc::new(SystemClock)).await?;
+    let Db::Postgres(pool) = store.db() else {
+        anyhow::bail!("the status page bench runs on Postgres");
+    };
+    let distinct = "SELECT DISTINCT tenant_id FROM providers WHERE deleted_at IS NULL ORDER BY tenant_id LIMIT $1";
+    let skip_scan = "WITH RECURSIVE t(tenant_id) AS ( \
+           SELECT (SELECT min(tenant_id) FROM providers WHERE deleted_at IS NULL) \
+           UNION ALL \
+           SELECT (SELECT min(p.tenant_id) FROM providers p WHERE p.deleted_at IS NULL AND p.tenant_id > t.tenant_id) \
+           FROM t WHERE t.tenant_id IS NOT NULL) \
+         SELECT tenant_id FROM t WHERE tenant_id IS NOT NULL LIMIT $1";
+    println!(
+        "tenant filter query, 200 tenants at most, {} runs each",
+        args.requests
+    );
+    println!("| query | p50 ms | p99 ms |");
+    println!("|---|---:|---:|");
+    let mut found = Vec::new();
+    for (name, sql) in [
+        ("SELECT DISTINCT (before)", distinct),
+        ("skip scan (now)", skip_scan),
+    ] {
+        let mut times = Distribution::new();
+        let mut tenants: Vec<String> = Vec::new();
+        for _ in 0..args.requests {
+            let t = Instant::now();
+            tenants = sqlx::query_scalar(sql)
+                .bind(200_i64)
+                .fetch_all(pool)
+                .await?;
+            times.record(u64::try_from(t.elapsed().as_micros()).unwrap_or(u64::MAX));
+        }
+        let ms = |p: f64| times.percentile(p).unwrap_or(0) as f64 / 1000.0;
+        println!("| {name} | {:.2} | {:.2} |", ms(50.0), ms(99.0));
+        found.push(tenants);
+    }
+    anyhow::ensure!(found[0] == found[1], "the two tenant queries disagree");
+    pool.close().await;
+    Ok(())
+}
+
+/// Starts the service on the seeded database with the counts kept
+/// `counts_seconds`, signs in and times the pages.
+async fn pages(db: &TestDb, bus: &TestBus, args: &Args, counts_seconds: u64) -> anyhow::Result<()> {
     let (_sim, sim_server) = sim::start(sim::test_config(), Arc::new(SystemClock)).await?;
     let (listener, base_url) = service::bind_local()?;
-    let mut config = service::config(&db, &bus, &sim_server, &base_url);
+    let mut config = service::config(db, bus, &sim_server, &base_url);
     config.admin_token = Some(ADMIN_TOKEN.into());
+    config.status_page_counts_seconds = counts_seconds;
     config.validate()?;
     let service = Service::spawn(config, listener, base_url.clone(), RunOptions::default());
     let http = reqwest::Client::builder()
@@ -125,7 +187,7 @@ async fn bench(args: Args) -> anyhow::Result<()> {
         ("second page (cursor)", next),
     ];
     println!(
-        "status page, {} providers over {} tenants, {} requests each, one at a time",
+        "status page, {} providers over {} tenants, {} requests each, one at a time, counts kept {counts_seconds} s",
         args.providers, args.tenants, args.requests
     );
     println!("| page | p50 ms | p99 ms | max ms |");

@@ -150,6 +150,9 @@ pub async fn run_with(
         google_intake: intake.google.clone(),
         housekeeping,
         clock,
+        board_counts: Arc::new(crate::http::board_counts::BoardCounts::new(
+            Duration::from_secs(config.status_page_counts_seconds),
+        )),
     };
     let deadline = Duration::from_secs(config.shutdown_timeout_seconds);
     let drain = Duration::from_secs(config.shutdown_drain_seconds);

@@ -199,6 +199,10 @@ pub struct Config {
     /// forever (`SUBKEEPER_RETENTION_DELIVERIES_DAYS`). The log grows with every
     /// notification, so it gets the shortest age.
     pub retention_deliveries_days: u32,
+    /// How long the status page serves its counts by status from memory before
+    /// counting every provider again, in seconds; 0 counts on every view
+    /// (`SUBKEEPER_STATUS_PAGE_COUNTS_SECONDS`).
+    pub status_page_counts_seconds: u64,
     /// How often the housekeeping job runs (retention, and resuming tenant
     /// offboardings), in seconds (`SUBKEEPER_HOUSEKEEPING_INTERVAL_SECONDS`).
     pub housekeeping_interval_seconds: u64,
@@ -334,6 +338,7 @@ impl Default for Config {
             retention_attempts_days: 90,
             retention_audit_days: 365,
             retention_deliveries_days: 30,
+            status_page_counts_seconds: 10,
             housekeeping_interval_seconds: 3600,
             housekeeping_batch: 1000,
             alert_escalation_minutes: 60,

@@ -6,6 +6,7 @@
 
 mod admin;
 pub mod auth;
+pub mod board_counts;
 mod error;
 pub mod openapi;
 pub mod page;
@@ -57,6 +58,8 @@ pub struct AppState {
     /// The service's clock (the one the store and the fleet read; tests and
     /// the demo run it faster): what the status page says "now" is.
     pub clock: subkeeper_actors::ports::clock::SharedClock,
+    /// The status page's counts by status, kept a few seconds.
+    pub board_counts: Arc<board_counts::BoardCounts>,
 }
 
 /// Registers every route on an actix-web app.

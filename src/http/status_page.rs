@@ -39,6 +39,9 @@ const SESSION_HOURS: i64 = 12;
 /// Providers per page.
 const PAGE_SIZE: u32 = 50;
 
+/// Tenants the admin's tenant filter lists at most.
+const MAX_TENANTS: u32 = 200;
+
 /// The page's stylesheet (served from `/static/status.css`: the CSP allows no
 /// inline style).
 const CSS: &str = include_str!("status_page.css");
@@ -436,12 +439,15 @@ async fn board_page(
         status,
     };
     let (rows, more) = state.page.board(&filter, after, PAGE_SIZE).await?;
-    let counts = state.page.board_counts(tenant.as_ref()).await?;
+    let now = state.clock.now();
+    let counts = state
+        .board_counts
+        .get(state.page.as_ref(), tenant.as_ref(), now)
+        .await?;
     let tenants = match session.own_tenant() {
         Some(_) => Vec::new(),
-        None => state.page.board_tenants(200).await?,
+        None => state.page.board_tenants(MAX_TENANTS).await?,
     };
-    let now = state.clock.now();
     let next = more.then(|| rows.last()).flatten().map(|r| {
         encode_cursor(&BoardCursor {
             part: r.part(),
@@ -451,7 +457,8 @@ async fn board_page(
     });
     let tenant_str = tenant.as_ref().map(TenantId::as_str);
     let status_str = status.map(ProviderStatus::as_str);
-    let count_of = |s: ProviderStatus| counts.iter().find(|(c, _)| *c == s).map_or(0, |(_, n)| *n);
+    let count_of = |s: ProviderStatus| counts.of(s);
+    let counted_ago = (now - counts.at).num_seconds().max(0);
     let attention = count_of(ProviderStatus::Error) + count_of(ProviderStatus::NeedsReauth);
     let body = html! {
         section.summary {
@@ -464,6 +471,9 @@ async fn board_page(
                 span.alarm { (attention) " need a human" }
             } @else {
                 span.calm { "nothing needs a human" }
+            }
+            span.stale title=(format!("The counts are kept for {} s; the list below is read afresh on every view", state.board_counts.ttl().as_secs())) {
+                @if counted_ago == 0 { "counted now" } @else { "counted " (counted_ago) " s ago" }
             }
         }
         form.filters method="get" action="/" {
@@ -770,6 +780,8 @@ async fn renew(
                 Ok(_) => "failed",
                 Err(_) => "refused",
             };
+            // The list the operator goes back to counts the new status.
+            state.board_counts.forget();
             audit(
                 &state,
                 &session,
@@ -889,6 +901,7 @@ async fn delete(
             }
             tracing::info!(tenant = %tenant, provider = %id, "provider deleted from the status page; its subscription will be deleted at the provider");
             state.fleet.reconcile();
+            state.board_counts.forget();
             Ok(secure(HttpResponse::SeeOther())
                 .insert_header((header::LOCATION, format!("/?tenant={tenant}")))
                 .finish())

@@ -85,6 +85,8 @@ async fn expires_in_is_counted_on_the_service_clock() {
         .unwrap();
     assert_eq!(page.status(), StatusCode::OK);
     let page = page.text().await.unwrap();
+    // The counts by status say how old they are (counted by this view).
+    assert!(page.contains("counted now"), "{page}");
     let row = format!("data-provider=\"{alice}\"");
     let expires_in = text_of(&page, &row, "class=\"expires\"");
     assert!(
