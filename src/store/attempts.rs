@@ -409,6 +409,58 @@ impl Store {
     }
 }
 
+/// The statements a Postgres batch runs, one per kind of row, each taking its
+/// values as arrays; public so that the plans test explains exactly these.
+pub mod statements {
+    /// Marks each replaced subscription `replaced` or `gone` (still routable).
+    pub const RETIRE_REPLACED: &str = "UPDATE subscriptions s SET state = v.state, retired_at = $4 \
+                 FROM unnest($1::uuid[], $2::text[], $3::text[]) AS v(provider_id, external_id, state) \
+                 WHERE s.provider_id = v.provider_id AND s.external_id = v.external_id AND s.state = 'active'";
+    /// Marks any other active subscription of each provider `replaced`.
+    pub const REPLACE_OTHERS: &str = "UPDATE subscriptions s SET state = 'replaced', retired_at = $3 \
+                 FROM unnest($1::uuid[], $2::text[]) AS v(provider_id, external_id) \
+                 WHERE s.provider_id = v.provider_id AND s.state = 'active' AND s.external_id <> v.external_id";
+    /// Inserts each live subscription or brings it up to date.
+    pub const UPSERT_LIVE: &str = "INSERT INTO subscriptions \
+                   (provider_id, tenant_id, resource, external_id, resource_id, client_state, expires_at, created_at, renewed_at, history_id, state) \
+                 SELECT v.provider_id, p.tenant_id, p.resource, v.external_id, v.resource_id, v.client_state, \
+                        v.expires_at, v.created_at, v.renewed_at, v.history_id, 'active' \
+                 FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::timestamptz[], $6::timestamptz[], \
+                             $7::timestamptz[], $8::text[]) \
+                      AS v(provider_id, external_id, resource_id, client_state, expires_at, created_at, renewed_at, history_id) \
+                 JOIN providers p ON p.id = v.provider_id \
+                 ON CONFLICT (external_id) DO UPDATE SET \
+                   expires_at = excluded.expires_at, renewed_at = excluded.renewed_at, \
+                   resource_id = excluded.resource_id, \
+                   history_id = COALESCE(excluded.history_id, subscriptions.history_id), \
+                   state = 'active', retired_at = NULL";
+    /// Writes each provider's health row whole.
+    pub const UPSERT_HEALTH: &str = "INSERT INTO provider_health \
+               (provider_id, tenant_id, subscription_status, subscription_expires_at, last_renewal_attempt_at, \
+                last_renewal_result, failure_reason, consecutive_failure_count, next_renewal_at, updated_at) \
+             SELECT v.*, $10 FROM unnest($1::uuid[], $2::text[], $3::text[], $4::timestamptz[], $5::timestamptz[], \
+                                         $6::text[], $7::text[], $8::int4[], $9::timestamptz[]) AS v \
+             ON CONFLICT (provider_id) DO UPDATE SET \
+               subscription_status = excluded.subscription_status, \
+               subscription_expires_at = excluded.subscription_expires_at, \
+               last_renewal_attempt_at = excluded.last_renewal_attempt_at, \
+               last_renewal_result = excluded.last_renewal_result, \
+               failure_reason = excluded.failure_reason, \
+               consecutive_failure_count = excluded.consecutive_failure_count, \
+               next_renewal_at = excluded.next_renewal_at, \
+               updated_at = excluded.updated_at";
+    /// Sets each provider's status and error message, as the API and the page show them.
+    pub const UPDATE_PROVIDERS: &str = "UPDATE providers p SET status = v.status, error_message = v.error_message, updated_at = $4 \
+             FROM unnest($1::uuid[], $2::text[], $3::text[]) AS v(id, status, error_message) \
+             WHERE p.id = v.id AND p.enabled AND p.deleted_at IS NULL";
+    /// Records the attempts.
+    pub const INSERT_ATTEMPTS: &str = "INSERT INTO renewal_attempts \
+               (provider_id, tenant_id, attempted_at, attempt, action, outcome, error_class, error_message, \
+                http_status, duration_ms, new_expiration, subscription_id, status_after) \
+             SELECT * FROM unnest($1::uuid[], $2::text[], $3::timestamptz[], $4::text[], $5::text[], $6::text[], \
+                                  $7::text[], $8::text[], $9::int4[], $10::int8[], $11::timestamptz[], $12::text[], $13::text[])";
+}
+
 /// Writes a batch of attempts (one per provider, fences checked, in provider
 /// order) inside a transaction: the same rows as [`write_attempt!`] for each,
 /// in the same order of statements.
@@ -468,18 +520,14 @@ impl SetWriter for sqlx::Transaction<'static, sqlx::Postgres> {
                     }
                 })
                 .collect();
-            sqlx::query(
-                "UPDATE subscriptions s SET state = v.state, retired_at = $4 \
-                 FROM unnest($1::uuid[], $2::text[], $3::text[]) AS v(provider_id, external_id, state) \
-                 WHERE s.provider_id = v.provider_id AND s.external_id = v.external_id AND s.state = 'active'",
-            )
-            .bind(&providers)
-            .bind(&external)
-            .bind(&states)
-            .bind(now)
-            .execute(&mut **self)
-            .await
-            .map_err(db)?;
+            sqlx::query(statements::RETIRE_REPLACED)
+                .bind(&providers)
+                .bind(&external)
+                .bind(&states)
+                .bind(now)
+                .execute(&mut **self)
+                .await
+                .map_err(db)?;
         }
 
         // The live subscriptions: any other active one is replaced, then each
@@ -491,17 +539,13 @@ impl SetWriter for sqlx::Transaction<'static, sqlx::Postgres> {
         if !live.is_empty() {
             let providers: Vec<Uuid> = live.iter().map(|(r, _)| r.result.provider_id.0).collect();
             let external: Vec<&str> = live.iter().map(|(_, s)| s.external_id.as_str()).collect();
-            sqlx::query(
-                "UPDATE subscriptions s SET state = 'replaced', retired_at = $3 \
-                 FROM unnest($1::uuid[], $2::text[]) AS v(provider_id, external_id) \
-                 WHERE s.provider_id = v.provider_id AND s.state = 'active' AND s.external_id <> v.external_id",
-            )
-            .bind(&providers)
-            .bind(&external)
-            .bind(now)
-            .execute(&mut **self)
-            .await
-            .map_err(db)?;
+            sqlx::query(statements::REPLACE_OTHERS)
+                .bind(&providers)
+                .bind(&external)
+                .bind(now)
+                .execute(&mut **self)
+                .await
+                .map_err(db)?;
             let resource_ids: Vec<Option<&str>> =
                 live.iter().map(|(_, s)| s.resource_id.as_deref()).collect();
             let client_states: Vec<&str> =
@@ -512,32 +556,18 @@ impl SetWriter for sqlx::Transaction<'static, sqlx::Postgres> {
                 live.iter().map(|(_, s)| s.renewed_at).collect();
             let history: Vec<Option<&str>> =
                 live.iter().map(|(_, s)| s.history_id.as_deref()).collect();
-            sqlx::query(
-                "INSERT INTO subscriptions \
-                   (provider_id, tenant_id, resource, external_id, resource_id, client_state, expires_at, created_at, renewed_at, history_id, state) \
-                 SELECT v.provider_id, p.tenant_id, p.resource, v.external_id, v.resource_id, v.client_state, \
-                        v.expires_at, v.created_at, v.renewed_at, v.history_id, 'active' \
-                 FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::timestamptz[], $6::timestamptz[], \
-                             $7::timestamptz[], $8::text[]) \
-                      AS v(provider_id, external_id, resource_id, client_state, expires_at, created_at, renewed_at, history_id) \
-                 JOIN providers p ON p.id = v.provider_id \
-                 ON CONFLICT (external_id) DO UPDATE SET \
-                   expires_at = excluded.expires_at, renewed_at = excluded.renewed_at, \
-                   resource_id = excluded.resource_id, \
-                   history_id = COALESCE(excluded.history_id, subscriptions.history_id), \
-                   state = 'active', retired_at = NULL",
-            )
-            .bind(&providers)
-            .bind(&external)
-            .bind(&resource_ids)
-            .bind(&client_states)
-            .bind(&expires)
-            .bind(&created)
-            .bind(&renewed)
-            .bind(&history)
-            .execute(&mut **self)
-            .await
-            .map_err(db)?;
+            sqlx::query(statements::UPSERT_LIVE)
+                .bind(&providers)
+                .bind(&external)
+                .bind(&resource_ids)
+                .bind(&client_states)
+                .bind(&expires)
+                .bind(&created)
+                .bind(&renewed)
+                .bind(&history)
+                .execute(&mut **self)
+                .await
+                .map_err(db)?;
         }
 
         // Health rows, written whole.
@@ -569,35 +599,20 @@ impl SetWriter for sqlx::Transaction<'static, sqlx::Postgres> {
             .collect();
         let next: Vec<Option<DateTime<Utc>>> =
             records.iter().map(|r| r.health.next_renewal_at).collect();
-        sqlx::query(
-            "INSERT INTO provider_health \
-               (provider_id, tenant_id, subscription_status, subscription_expires_at, last_renewal_attempt_at, \
-                last_renewal_result, failure_reason, consecutive_failure_count, next_renewal_at, updated_at) \
-             SELECT v.*, $10 FROM unnest($1::uuid[], $2::text[], $3::text[], $4::timestamptz[], $5::timestamptz[], \
-                                         $6::text[], $7::text[], $8::int4[], $9::timestamptz[]) AS v \
-             ON CONFLICT (provider_id) DO UPDATE SET \
-               subscription_status = excluded.subscription_status, \
-               subscription_expires_at = excluded.subscription_expires_at, \
-               last_renewal_attempt_at = excluded.last_renewal_attempt_at, \
-               last_renewal_result = excluded.last_renewal_result, \
-               failure_reason = excluded.failure_reason, \
-               consecutive_failure_count = excluded.consecutive_failure_count, \
-               next_renewal_at = excluded.next_renewal_at, \
-               updated_at = excluded.updated_at",
-        )
-        .bind(&providers)
-        .bind(&tenants)
-        .bind(&statuses)
-        .bind(&expires)
-        .bind(&attempted)
-        .bind(&results)
-        .bind(&reasons)
-        .bind(&failures)
-        .bind(&next)
-        .bind(now)
-        .execute(&mut **self)
-        .await
-        .map_err(db)?;
+        sqlx::query(statements::UPSERT_HEALTH)
+            .bind(&providers)
+            .bind(&tenants)
+            .bind(&statuses)
+            .bind(&expires)
+            .bind(&attempted)
+            .bind(&results)
+            .bind(&reasons)
+            .bind(&failures)
+            .bind(&next)
+            .bind(now)
+            .execute(&mut **self)
+            .await
+            .map_err(db)?;
 
         // The providers' status, as the API and the page show it.
         let statuses: Vec<&str> = records
@@ -611,18 +626,14 @@ impl SetWriter for sqlx::Transaction<'static, sqlx::Postgres> {
                 _ => None,
             })
             .collect();
-        sqlx::query(
-            "UPDATE providers p SET status = v.status, error_message = v.error_message, updated_at = $4 \
-             FROM unnest($1::uuid[], $2::text[], $3::text[]) AS v(id, status, error_message) \
-             WHERE p.id = v.id AND p.enabled AND p.deleted_at IS NULL",
-        )
-        .bind(&providers)
-        .bind(&statuses)
-        .bind(&messages)
-        .bind(now)
-        .execute(&mut **self)
-        .await
-        .map_err(db)?;
+        sqlx::query(statements::UPDATE_PROVIDERS)
+            .bind(&providers)
+            .bind(&statuses)
+            .bind(&messages)
+            .bind(now)
+            .execute(&mut **self)
+            .await
+            .map_err(db)?;
 
         // The attempts themselves.
         let r: Vec<_> = records.iter().map(|r| &r.result).collect();
@@ -647,29 +658,23 @@ impl SetWriter for sqlx::Transaction<'static, sqlx::Postgres> {
         let subscription_ids: Vec<Option<&str>> =
             r.iter().map(|r| r.subscription_id.as_deref()).collect();
         let after: Vec<&str> = r.iter().map(|r| r.status.as_str()).collect();
-        sqlx::query(
-            "INSERT INTO renewal_attempts \
-               (provider_id, tenant_id, attempted_at, attempt, action, outcome, error_class, error_message, \
-                http_status, duration_ms, new_expiration, subscription_id, status_after) \
-             SELECT * FROM unnest($1::uuid[], $2::text[], $3::timestamptz[], $4::text[], $5::text[], $6::text[], \
-                                  $7::text[], $8::text[], $9::int4[], $10::int8[], $11::timestamptz[], $12::text[], $13::text[])",
-        )
-        .bind(&providers)
-        .bind(&tenants)
-        .bind(&attempted)
-        .bind(&attempts)
-        .bind(&actions)
-        .bind(&outcomes)
-        .bind(&classes)
-        .bind(&messages)
-        .bind(&http)
-        .bind(&durations)
-        .bind(&expirations)
-        .bind(&subscription_ids)
-        .bind(&after)
-        .execute(&mut **self)
-        .await
-        .map_err(db)?;
+        sqlx::query(statements::INSERT_ATTEMPTS)
+            .bind(&providers)
+            .bind(&tenants)
+            .bind(&attempted)
+            .bind(&attempts)
+            .bind(&actions)
+            .bind(&outcomes)
+            .bind(&classes)
+            .bind(&messages)
+            .bind(&http)
+            .bind(&durations)
+            .bind(&expirations)
+            .bind(&subscription_ids)
+            .bind(&after)
+            .execute(&mut **self)
+            .await
+            .map_err(db)?;
         Ok(())
     }
 }

@@ -30,6 +30,7 @@ mod status_page;
 mod stream;
 
 pub use admin::request_hash;
+pub use attempts::statements as attempt_statements;
 pub use leases::Leases;
 pub use open::{IfMissing, Location, OpenError, SingleInstance};
 

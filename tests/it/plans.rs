@@ -18,7 +18,7 @@
 use chrono::{TimeDelta, Utc};
 use serde_json::Value;
 use std::sync::Arc;
-use subkeeper::store::{IfMissing, Location, Store};
+use subkeeper::store::{IfMissing, Location, Store, attempt_statements};
 use subkeeper_actors::domain::{ProviderId, ProviderKind};
 use subkeeper_actors::ports::clock::SystemClock;
 use subkeeper_actors::ports::{
@@ -246,6 +246,82 @@ async fn the_hot_statements_use_indexes_at_100k_providers_and_sweeps_read_only_w
                     .bind(None::<String>)
                     .bind(now)
                     .bind(provider)
+            }),
+        ),
+        // attempts.rs: the set-based statements of a group commit (one
+        // provider's row in each array, as a lone attempt writes them).
+        (
+            "group commit: replaced subscriptions",
+            attempt_statements::RETIRE_REPLACED,
+            Box::new(move |q| {
+                q.bind(vec![provider])
+                    .bind(vec!["sub-77"])
+                    .bind(vec!["replaced"])
+                    .bind(now)
+            }),
+        ),
+        (
+            "group commit: other live subscriptions",
+            attempt_statements::REPLACE_OTHERS,
+            Box::new(move |q| q.bind(vec![provider]).bind(vec!["sub-new"]).bind(now)),
+        ),
+        (
+            "group commit: live subscriptions",
+            attempt_statements::UPSERT_LIVE,
+            Box::new(move |q| {
+                q.bind(vec![provider])
+                    .bind(vec!["sub-77"])
+                    .bind(vec![None::<String>])
+                    .bind(vec!["cs"])
+                    .bind(vec![now])
+                    .bind(vec![now])
+                    .bind(vec![Some(now)])
+                    .bind(vec![None::<String>])
+            }),
+        ),
+        (
+            "group commit: health rows",
+            attempt_statements::UPSERT_HEALTH,
+            Box::new(move |q| {
+                q.bind(vec![provider])
+                    .bind(vec!["t77"])
+                    .bind(vec!["healthy"])
+                    .bind(vec![Some(now)])
+                    .bind(vec![Some(now)])
+                    .bind(vec![Some("renewed")])
+                    .bind(vec![None::<String>])
+                    .bind(vec![0_i32])
+                    .bind(vec![Some(now)])
+                    .bind(now)
+            }),
+        ),
+        (
+            "group commit: providers' status",
+            attempt_statements::UPDATE_PROVIDERS,
+            Box::new(move |q| {
+                q.bind(vec![provider])
+                    .bind(vec!["connected"])
+                    .bind(vec![None::<String>])
+                    .bind(now)
+            }),
+        ),
+        (
+            "group commit: attempts",
+            attempt_statements::INSERT_ATTEMPTS,
+            Box::new(move |q| {
+                q.bind(vec![provider])
+                    .bind(vec!["t77"])
+                    .bind(vec![now])
+                    .bind(vec!["renew"])
+                    .bind(vec!["renewed"])
+                    .bind(vec!["success"])
+                    .bind(vec![None::<String>])
+                    .bind(vec![None::<String>])
+                    .bind(vec![Some(200_i32)])
+                    .bind(vec![5_i64])
+                    .bind(vec![Some(now)])
+                    .bind(vec![Some("sub-77")])
+                    .bind(vec!["healthy"])
             }),
         ),
         // lifecycle.rs changed_since.
