@@ -12,11 +12,14 @@
 //! on PostgreSQL the revision is the writing transaction's 64-bit id
 //! (`pg_current_xact_id()`), and a mark is `pg_snapshot_xmin(pg_current_snapshot())`:
 //! every transaction with a smaller id has ended (committed or rolled back), so
-//! the rows stamped below the mark are final and visible, and a reader takes
-//! exactly `[last mark, new mark)`. A transaction still open holds the mark
-//! back (its rows, and everything stamped after it, are read once it ends); a
-//! write transaction open for minutes delays the feed by as long, never loses
-//! a change. The embedded store has one writer at a time, so a counter
+//! the rows stamped below the mark are final and visible. A reader takes
+//! everything from its last mark on — with no upper bound, so a change
+//! committed while an older transaction is still open is seen at once — and
+//! moves its mark only up to the oldest transaction still open. Rows above the
+//! mark are read again next time until the mark passes them (applying a change
+//! twice is harmless). A write transaction open for minutes on the server (a
+//! pg_dump, a report, another database's batch) therefore costs re-reading the
+//! few rows changed meanwhile; it delays nothing and loses nothing. The embedded store has one writer at a time, so a counter
 //! (`provider_revision`) bumped inside the writing transaction commits in
 //! order and its last committed value + 1 is the mark.
 
@@ -151,30 +154,29 @@ impl LifecycleStore for Store {
     }
 
     async fn changed_since(&self, since: Revision) -> Result<ChangeFeed, StoreError> {
-        // The mark first: every row stamped below it is visible to the reads below.
-        let upto = self.change_mark().await?;
-        if upto <= since {
-            return Ok(ChangeFeed {
-                changes: Vec::new(),
-                upto: since,
-            });
-        }
+        // The mark first: every row stamped below it is visible to the reads
+        // below. The read has no upper bound: rows stamped at or above the
+        // mark (their transaction committed while an older one, in any
+        // database of the server, was still open) are seen now and read again
+        // next time, until the mark passes them — applying a change twice is
+        // harmless, and a long-running transaction elsewhere (a pg_dump, a
+        // report) must not delay a new provider until the hourly full pass.
+        let upto = self.change_mark().await?.max(since);
         let changes_sql = format!(
             "SELECT {PROVIDER_COLUMNS}, p.deleted_at IS NOT NULL AS deleted, {} AS owned_here \
-             FROM providers p WHERE p.revision >= $1 AND p.revision < $2",
+             FROM providers p WHERE p.revision >= $1",
             self.owned_here()
         );
         let orphans_sql = format!(
             "SELECT {SUBSCRIPTION_COLUMNS} FROM providers p \
              JOIN subscriptions s ON s.provider_id = p.id AND s.state = 'active' \
-             WHERE p.revision >= $1 AND p.revision < $2 \
+             WHERE p.revision >= $1 \
                AND (NOT p.enabled OR p.deleted_at IS NOT NULL){}",
             self.owner_filter()
         );
         let (rows, subscriptions): (Vec<ChangeRow>, Vec<SubscriptionRow>) = on_db!(&self.db, pool => {
             let rows: Vec<ChangeRow> = sqlx::query_as(sqlx::AssertSqlSafe(changes_sql))
                 .bind(since.0)
-                .bind(upto.0)
                 .fetch_all(pool)
                 .await
                 .map_err(db)?;
@@ -184,7 +186,6 @@ impl LifecycleStore for Store {
             let subscriptions = if any_retired {
                 sqlx::query_as(sqlx::AssertSqlSafe(orphans_sql))
                     .bind(since.0)
-                    .bind(upto.0)
                     .fetch_all(pool)
                     .await
                     .map_err(db)?

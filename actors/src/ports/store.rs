@@ -111,7 +111,8 @@ pub struct ProviderChange {
 /// What changed between two marks of the change feed.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChangeFeed {
-    /// Every provider changed since the mark asked for, in no particular order.
+    /// Every provider changed since the mark asked for, in no particular order
+    /// (some perhaps already listed last time).
     pub changes: Vec<ProviderChange>,
     /// The mark to ask from next time: nothing before it can appear any more.
     pub upto: Revision,
@@ -138,7 +139,9 @@ pub trait LifecycleStore: Send + Sync + 'static {
     async fn change_mark(&self) -> Result<Revision, StoreError>;
 
     /// Every provider changed from `since` on (as it is now), and the mark to
-    /// ask from next time. Reads only the changed rows, by index.
+    /// ask from next time. Reads only the changed rows, by index. A change may
+    /// be listed again by the next call (until the mark passes it): applying
+    /// one twice must be harmless.
     async fn changed_since(&self, since: Revision) -> Result<ChangeFeed, StoreError>;
 
     /// One page of the enabled providers this instance owns, in id order: those
