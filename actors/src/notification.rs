@@ -308,31 +308,47 @@ impl Handler<Deliveries> for NotificationActor {
             if parsed.is_empty() {
                 return out;
             }
-            if let Some(log) = log.filter(|_| !records.is_empty()) {
-                if let Err(e) = log.record_deliveries(&records).await {
-                    tracing::warn!(error = %e, messages = parsed.len(), "cannot write the delivery log; the batch will be redelivered");
-                    for (i, _, delivered) in &parsed {
-                        out.settlements[*i] = Settlement::Retry(retry_delay(*delivered));
-                    }
-                    return out;
-                }
-                out.logged = records;
-            }
             // Replays are not webhooks: they say nothing about push working.
             let seen: Vec<(ProviderId, DateTime<Utc>)> = parsed
                 .iter()
                 .filter(|(_, e, _)| !is_replay(e))
                 .map(|(_, e, _)| (e.provider_id, e.received_at))
                 .collect();
-            match store.record_webhooks(&seen).await {
-                Ok(ended) => out.ended = ended,
-                Err(e) => {
-                    tracing::warn!(error = %e, messages = parsed.len(), "cannot record webhook times; the batch will be redelivered");
-                    for (i, _, delivered) in &parsed {
-                        out.settlements[*i] = Settlement::Retry(retry_delay(*delivered));
-                    }
-                    return out;
+            // The delivery log and the webhook times are independent writes:
+            // both at once, so that the log costs the batch no extra round
+            // trip. Either failing redelivers the batch (both are idempotent:
+            // a redelivered message is logged once, and times never go back).
+            let log = log.filter(|_| !records.is_empty());
+            let logging = async {
+                match &log {
+                    Some(log) => log.record_deliveries(&records).await.map(|()| true),
+                    None => Ok(false),
                 }
+            };
+            let (logged, recorded) = futures_util::join!(logging, store.record_webhooks(&seen));
+            let failure = match (&logged, &recorded) {
+                (Err(e), _) => Some((
+                    "cannot write the delivery log; the batch will be redelivered",
+                    e.clone(),
+                )),
+                (_, Err(e)) => Some((
+                    "cannot record webhook times; the batch will be redelivered",
+                    e.clone(),
+                )),
+                _ => None,
+            };
+            if let Some((why, e)) = failure {
+                tracing::warn!(error = %e, messages = parsed.len(), "{why}");
+                for (i, _, delivered) in &parsed {
+                    out.settlements[*i] = Settlement::Retry(retry_delay(*delivered));
+                }
+                return out;
+            }
+            if let Ok(true) = logged {
+                out.logged = records;
+            }
+            if let Ok(ended) = recorded {
+                out.ended = ended;
             }
             out.recorded = seen.iter().map(|(p, _)| *p).collect();
             let published = join_all(parsed.iter().map(|(_, envelope, _)| {
