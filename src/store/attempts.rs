@@ -15,8 +15,8 @@
 //! on a busy machine every round trip waits for a core, and that wait, not the
 //! statements, was what an attempt cost. SQLite runs in-process and writes
 //! attempt by attempt. A batch in which a provider appears twice (never from
-//! the supervisors, which have one attempt in flight each) is also written
-//! attempt by attempt, so that the later attempt wins as it would alone.
+//! the supervisors, which have one attempt in flight each) is written in
+//! rounds, so that the later attempt wins as it would alone.
 //!
 //! Fencing is per attempt: an attempt under a superseded claim is answered
 //! `Conflict` and its writes are left out; the others in its batch commit. If
@@ -29,7 +29,8 @@
 //! queue by itself: supervisors wait for their writes, and the fleet waits for
 //! its supervisors.
 //!
-//! It owns the SQL of one attempt ([`write_attempt!`]); it must not touch
+//! It owns the SQL of an attempt's writes (SQLite: [`write_attempt_sqlite`];
+//! Postgres: [`statements`]); it must not touch
 //! anything but the attempt's own rows.
 
 use super::{Dialect as _, Store, db, on_db, placeholders};
@@ -97,51 +98,54 @@ impl AttemptQueue {
     }
 }
 
-/// Writes one attempt's rows inside transaction `$tx` at time `$now`: the
+/// Writes one attempt's rows on SQLite, inside the caller's transaction: the
 /// subscription changes, the health row, the provider's status and the
-/// `renewal_attempts` row. The caller has checked the fence.
-macro_rules! write_attempt {
-    ($tx:expr, $record:expr, $now:expr) => {{
-        let record: &AttemptRecord = $record;
-        let now = $now;
-        let r = &record.result;
-        let h = &record.health;
-        let status = h.subscription_status.provider_status();
-        let error_message = match h.subscription_status {
-            HealthState::Error | HealthState::NeedsReauth => h.failure_reason.clone(),
-            _ => None,
+/// `renewal_attempts` row, statement by statement (in-process: no round trips
+/// to save). The caller has checked the fence. Postgres writes the same rows
+/// as sets ([`statements`]).
+async fn write_attempt_sqlite(
+    conn: &mut sqlx::SqliteConnection,
+    record: &AttemptRecord,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let r = &record.result;
+    let h = &record.health;
+    let status = h.subscription_status.provider_status();
+    let error_message = match h.subscription_status {
+        HealthState::Error | HealthState::NeedsReauth => h.failure_reason.clone(),
+        _ => None,
+    };
+    if let Some(old) = &record.replaced {
+        // Superseded ids stay routable for late notifications.
+        let state = if record.subscription.is_some() {
+            RouteState::Replaced
+        } else {
+            RouteState::Gone
         };
-        if let Some(old) = &record.replaced {
-            // Superseded ids stay routable for late notifications.
-            let state = if record.subscription.is_some() {
-                RouteState::Replaced
-            } else {
-                RouteState::Gone
-            };
-            sqlx::query(
-                "UPDATE subscriptions SET state = $1, retired_at = $2 \
+        sqlx::query(
+            "UPDATE subscriptions SET state = $1, retired_at = $2 \
                  WHERE provider_id = $3 AND external_id = $4 AND state = 'active'",
-            )
-            .bind(state.as_str())
-            .bind(now)
-            .bind(r.provider_id.0)
-            .bind(&old.external_id)
-            .execute(&mut *$tx)
-            .await
-            .map_err(db)?;
-        }
-        if let Some(sub) = &record.subscription {
-            sqlx::query(
-                "UPDATE subscriptions SET state = 'replaced', retired_at = $1 \
+        )
+        .bind(state.as_str())
+        .bind(now)
+        .bind(r.provider_id.0)
+        .bind(&old.external_id)
+        .execute(&mut *conn)
+        .await
+        .map_err(db)?;
+    }
+    if let Some(sub) = &record.subscription {
+        sqlx::query(
+            "UPDATE subscriptions SET state = 'replaced', retired_at = $1 \
                  WHERE provider_id = $2 AND state = 'active' AND external_id <> $3",
-            )
-            .bind(now)
-            .bind(r.provider_id.0)
-            .bind(&sub.external_id)
-            .execute(&mut *$tx)
-            .await
-            .map_err(db)?;
-            sqlx::query(
+        )
+        .bind(now)
+        .bind(r.provider_id.0)
+        .bind(&sub.external_id)
+        .execute(&mut *conn)
+        .await
+        .map_err(db)?;
+        sqlx::query(
                 "INSERT INTO subscriptions \
                    (provider_id, tenant_id, resource, external_id, resource_id, client_state, expires_at, created_at, renewed_at, history_id, state) \
                  SELECT $1, p.tenant_id, p.resource, $2, $3, $4, $5, $6, $7, $8, 'active' FROM providers p WHERE p.id = $1 \
@@ -159,12 +163,12 @@ macro_rules! write_attempt {
             .bind(sub.created_at)
             .bind(sub.renewed_at)
             .bind(&sub.history_id)
-            .execute(&mut *$tx)
+            .execute(&mut *conn)
             .await
             .map_err(db)?;
-        }
+    }
 
-        sqlx::query(
+    sqlx::query(
             "INSERT INTO provider_health \
                (provider_id, tenant_id, subscription_status, subscription_expires_at, last_renewal_attempt_at, \
                 last_renewal_result, failure_reason, consecutive_failure_count, next_renewal_at, updated_at) \
@@ -189,23 +193,23 @@ macro_rules! write_attempt {
         .bind(i32::try_from(h.consecutive_failure_count).unwrap_or(i32::MAX))
         .bind(h.next_renewal_at)
         .bind(now)
-        .execute(&mut *$tx)
+        .execute(&mut *conn)
         .await
         .map_err(db)?;
 
-        sqlx::query(
-            "UPDATE providers SET status = $1, error_message = $2, updated_at = $3 \
+    sqlx::query(
+        "UPDATE providers SET status = $1, error_message = $2, updated_at = $3 \
              WHERE id = $4 AND enabled AND deleted_at IS NULL",
-        )
-        .bind(status.as_str())
-        .bind(&error_message)
-        .bind(now)
-        .bind(r.provider_id.0)
-        .execute(&mut *$tx)
-        .await
-        .map_err(db)?;
+    )
+    .bind(status.as_str())
+    .bind(&error_message)
+    .bind(now)
+    .bind(r.provider_id.0)
+    .execute(&mut *conn)
+    .await
+    .map_err(db)?;
 
-        sqlx::query(
+    sqlx::query(
             "INSERT INTO renewal_attempts \
                (provider_id, tenant_id, attempted_at, attempt, action, outcome, error_class, error_message, \
                 http_status, duration_ms, new_expiration, subscription_id, status_after) \
@@ -224,10 +228,22 @@ macro_rules! write_attempt {
         .bind(r.new_expiration)
         .bind(&r.subscription_id)
         .bind(r.status.as_str())
-        .execute(&mut *$tx)
+        .execute(&mut *conn)
         .await
         .map_err(db)?;
-    }};
+    Ok(())
+}
+
+/// The answer a queued attempt got, or `Unavailable` if its batch was
+/// dropped unanswered (its task panicked).
+fn answered(
+    answer: Result<Result<(), StoreError>, oneshot::error::RecvError>,
+) -> Result<(), StoreError> {
+    answer.unwrap_or_else(|_| {
+        Err(StoreError::Unavailable(
+            "the attempt's batch was abandoned before it was written".into(),
+        ))
+    })
 }
 
 /// What one batch's transaction decided for each of its attempts (by position
@@ -250,38 +266,23 @@ impl Store {
         });
         loop {
             tokio::select! {
-                // An answer wins over taking the lock: whoever committed ours
-                // answered before letting go of it.
+                // An answer wins over taking a slot: whoever committed ours
+                // answered before letting go of its slot.
                 biased;
-                answer = &mut outcome => {
-                    return answer.unwrap_or_else(|_| {
-                        Err(StoreError::Unavailable(
-                            "the attempt's batch was abandoned before it was written".into(),
-                        ))
-                    });
-                }
-                permit = self.attempts.committing.clone().acquire_owned() => {
-                    let Ok(permit) = permit else {
-                        // The slots are never closed; if they were, the
-                        // queued attempt is still taken by the next batch.
-                        return outcome.await.unwrap_or_else(|_| {
-                            Err(StoreError::Unavailable("attempt writes have stopped".into()))
-                        });
-                    };
+                answer = &mut outcome => return answered(answer),
+                // (The slots are never closed; if they were, this branch
+                // would end and the answer still come.)
+                Ok(slot) = self.attempts.committing.clone().acquire_owned() => {
                     let batch = self.attempts.take();
                     if batch.is_empty() {
                         // Ours went with a batch in flight: it answers.
-                        drop(permit);
-                        return outcome.await.unwrap_or_else(|_| {
-                            Err(StoreError::Unavailable(
-                                "the attempt's batch was abandoned before it was written".into(),
-                            ))
-                        });
+                        drop(slot);
+                        return answered(outcome.await);
                     }
                     let store = self.clone();
                     tokio::spawn(async move {
                         store.commit_batch(batch).await;
-                        drop(permit);
+                        drop(slot);
                     });
                 }
             }
@@ -298,13 +299,13 @@ impl Store {
             .unzip();
         let verdicts = match self.write_batch(&records).await {
             Ok(verdicts) => verdicts,
+            Err(e) if records.len() == 1 => vec![Err(e)],
             Err(e) => {
-                if records.len() > 1 {
-                    tracing::warn!(attempts = records.len(), error = %e, "a batch of attempt writes failed; writing each on its own");
-                }
+                tracing::warn!(attempts = records.len(), error = %e, "a batch of attempt writes failed; writing each on its own");
                 let mut verdicts = Vec::with_capacity(records.len());
-                for (fence, record) in &records {
-                    verdicts.push(self.write_one(*fence, record).await);
+                for one in records.chunks(1) {
+                    let own = self.write_batch(one).await;
+                    verdicts.push(own.and_then(|mut own| own.pop().unwrap_or(Ok(()))));
                 }
                 verdicts
             }
@@ -336,7 +337,6 @@ impl Store {
             .unwrap_or(ids.len());
         let mut order: Vec<usize> = (0..records.len()).collect();
         order.sort_by_key(|&i| records[i].1.result.provider_id.0);
-        let one_each = ids.len() == records.len();
         on_db!(&self.db, pool => {
             let mut tx = pool.begin_write().await.map_err(db)?;
             let sql = format!(
@@ -365,48 +365,32 @@ impl Store {
                     )));
                 }
             }
-            if one_each {
-                tx.write_set(&accepted, now).await?;
-            } else {
-                for record in accepted {
-                    write_attempt!(tx, record, now);
-                }
+            for round in rounds(accepted) {
+                tx.write_set(&round, now).await?;
             }
             tx.commit().await.map_err(db)?;
             Ok(verdicts)
         })
     }
+}
 
-    /// One attempt in its own transaction, its fence checked first.
-    pub(super) async fn write_one(
-        &self,
-        fence: Fence,
-        record: &AttemptRecord,
-    ) -> Result<(), StoreError> {
-        let now = self.clock.now();
-        let provider = record.result.provider_id;
-        on_db!(&self.db, pool => {
-            let mut tx = pool.begin_write().await.map_err(db)?;
-            let sql = format!(
-                "SELECT lease_token FROM providers WHERE id = $1 {}",
-                pool.for_share()
-            );
-            let current: Option<Option<i64>> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
-                .bind(provider.0)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(db)?;
-            let current = current.flatten();
-            if current != Some(fence.0) {
-                return Err(StoreError::Conflict(format!(
-                    "provider {provider} is claimed under another fence ({current:?}, not {})",
-                    fence.0
-                )));
-            }
-            write_attempt!(tx, record, now);
-            tx.commit().await.map_err(db)
-        })
+/// Splits attempts (in provider order) into rounds in which each provider
+/// appears once: the first attempt of every provider, then the second, …, so
+/// that a later attempt of a provider is written after, and wins over, an
+/// earlier one. From the supervisors (one attempt in flight each) there is
+/// one round.
+fn rounds(attempts: Vec<&AttemptRecord>) -> Vec<Vec<&AttemptRecord>> {
+    let mut seen: HashMap<Uuid, usize> = HashMap::new();
+    let mut rounds: Vec<Vec<&AttemptRecord>> = Vec::new();
+    for record in attempts {
+        let n = seen.entry(record.result.provider_id.0).or_default();
+        if rounds.len() <= *n {
+            rounds.push(Vec::new());
+        }
+        rounds[*n].push(record);
+        *n += 1;
     }
+    rounds
 }
 
 /// The statements a Postgres batch runs, one per kind of row, each taking its
@@ -461,9 +445,9 @@ pub mod statements {
                                   $7::text[], $8::text[], $9::int4[], $10::int8[], $11::timestamptz[], $12::text[], $13::text[])";
 }
 
-/// Writes a batch of attempts (one per provider, fences checked, in provider
-/// order) inside a transaction: the same rows as [`write_attempt!`] for each,
-/// in the same order of statements.
+/// Writes attempts whose fences are checked (at most one per provider, in
+/// provider order) inside a transaction: for each, its subscription changes,
+/// health row, provider status and `renewal_attempts` row.
 pub(super) trait SetWriter {
     /// Writes `records` at `now`.
     async fn write_set(
@@ -481,9 +465,8 @@ impl SetWriter for sqlx::Transaction<'static, sqlx::Sqlite> {
         records: &[&AttemptRecord],
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        let conn: &mut sqlx::SqliteConnection = self;
         for record in records {
-            write_attempt!(conn, *record, now);
+            write_attempt_sqlite(self, record, now).await?;
         }
         Ok(())
     }

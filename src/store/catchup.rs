@@ -12,7 +12,7 @@
 //! several instances each reports the same). The embedded store (one
 //! instance, a small fleet) reads every provider and picks them out here.
 
-use super::{Db, Store, db, on_db, parse};
+use super::{Db, Store, db, on_db, parse, statements};
 use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
 use std::collections::{HashMap, HashSet};
@@ -120,49 +120,28 @@ impl CatchUpStore for Store {
                     .iter()
                     .map(|(kind, limit)| (kind.as_str(), now - *limit))
                     .unzip();
-                let owner = self.owner_filter();
                 // The due rows first, on their own (MATERIALIZED: planned
                 // apart, so the planner cannot turn it into a walk over every
                 // provider of this instance with a lookup each), then theirs.
-                let due = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-                    "WITH due AS MATERIALIZED ( \
-                       SELECT h.provider_id, h.kind, h.alive_at, h.last_webhook_received_at FROM provider_health h \
-                       WHERE h.kind = ANY($1) AND h.alive_at <= $3 \
-                         AND h.subscription_status <> 'needs_reauth') \
-                     SELECT p.id, p.kind, due.last_webhook_received_at AS last_webhook, c.checked_at, \
-                            s.created_at AS subscribed_at \
-                     FROM due \
-                     JOIN unnest($1::text[], $2::timestamptz[]) AS t(kind, cutoff) \
-                          ON t.kind = due.kind AND due.alive_at <= t.cutoff \
-                     JOIN providers p ON p.id = due.provider_id AND p.enabled AND p.deleted_at IS NULL{owner} \
-                     JOIN subscriptions s ON s.provider_id = p.id AND s.state = 'active' \
-                     LEFT JOIN provider_cursors c ON c.provider_id = p.id"
-                )))
-                .bind(&kinds)
-                .bind(&cutoffs)
-                // The latest cutoff as a plain value: the planner sees how few
-                // rows lie below it (it cannot see into the arrays).
-                .bind(cutoffs.iter().max().copied())
-                .fetch_all(pool)
-                .await
-                .map_err(db)?;
+                let due = sqlx::query_as(sqlx::AssertSqlSafe(statements::silence_due(self.owner)))
+                    .bind(&kinds)
+                    .bind(&cutoffs)
+                    // The latest cutoff as a plain value: the planner sees how few
+                    // rows lie below it (it cannot see into the arrays).
+                    .bind(cutoffs.iter().max().copied())
+                    .fetch_all(pool)
+                    .await
+                    .map_err(db)?;
                 let all: Vec<&str> = ProviderKind::ALL.iter().map(|k| k.as_str()).collect();
                 // Per kind, the index's first row: the oldest in the whole
                 // fleet (every instance reports the same; dashboards take the
                 // max). Joining it to this instance's providers let the
                 // planner walk all of them (measured: 4.5 s a sweep at 100k).
-                let oldest = sqlx::query_as(
-                    "SELECT t.kind, o.alive_at FROM unnest($1::text[]) AS t(kind) \
-                     CROSS JOIN LATERAL ( \
-                       SELECT h.alive_at FROM provider_health h \
-                       WHERE h.kind = t.kind AND h.alive_at IS NOT NULL \
-                         AND h.subscription_status <> 'needs_reauth' \
-                       ORDER BY h.alive_at LIMIT 1) o",
-                )
-                .bind(&all)
-                .fetch_all(pool)
-                .await
-                .map_err(db)?;
+                let oldest = sqlx::query_as(statements::OLDEST_ALIVE)
+                    .bind(&all)
+                    .fetch_all(pool)
+                    .await
+                    .map_err(db)?;
                 (due, oldest)
             }
             Db::Sqlite(pool) => {

@@ -26,7 +26,7 @@
 use super::rows::{
     HEALTH_COLUMNS, HealthRow, PROVIDER_COLUMNS, ProviderRow, SUBSCRIPTION_COLUMNS, SubscriptionRow,
 };
-use super::{Db, Dialect as _, Store, db, on_db};
+use super::{Db, Dialect as _, Store, db, on_db, statements};
 use async_trait::async_trait;
 use std::collections::{HashMap, HashSet};
 use subkeeper_actors::domain::{ProviderId, Subscription};
@@ -87,19 +87,9 @@ macro_rules! check_fence {
 }
 
 impl Store {
-    /// `AND p.owner = <instance>` when this store lists one instance's leases.
-    /// (The id is this process's own, an integer, never outside input.)
+    /// ` AND p.owner = <instance>` when this store lists one instance's leases.
     pub(super) fn owner_filter(&self) -> String {
-        self.owner
-            .map(|owner| format!(" AND p.owner = {owner}"))
-            .unwrap_or_default()
-    }
-
-    /// Whether this instance owns the row `p`, as SQL: always, without leases.
-    fn owned_here(&self) -> String {
-        self.owner
-            .map(|owner| format!("COALESCE(p.owner = {owner}, false)"))
-            .unwrap_or_else(|| "true".into())
+        statements::owner_filter(self.owner)
     }
 }
 
@@ -162,18 +152,8 @@ impl LifecycleStore for Store {
         // harmless, and a long-running transaction elsewhere (a pg_dump, a
         // report) must not delay a new provider until the hourly full pass.
         let upto = self.change_mark().await?.max(since);
-        let changes_sql = format!(
-            "SELECT {PROVIDER_COLUMNS}, p.deleted_at IS NOT NULL AS deleted, {} AS owned_here \
-             FROM providers p WHERE p.revision >= $1",
-            self.owned_here()
-        );
-        let orphans_sql = format!(
-            "SELECT {SUBSCRIPTION_COLUMNS} FROM providers p \
-             JOIN subscriptions s ON s.provider_id = p.id AND s.state = 'active' \
-             WHERE p.revision >= $1 \
-               AND (NOT p.enabled OR p.deleted_at IS NOT NULL){}",
-            self.owner_filter()
-        );
+        let changes_sql = statements::change_feed(self.owner);
+        let orphans_sql = statements::change_feed_orphans(self.owner);
         let (rows, subscriptions): (Vec<ChangeRow>, Vec<SubscriptionRow>) = on_db!(&self.db, pool => {
             let rows: Vec<ChangeRow> = sqlx::query_as(sqlx::AssertSqlSafe(changes_sql))
                 .bind(since.0)

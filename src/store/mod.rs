@@ -26,11 +26,11 @@ mod lifecycle;
 mod notification;
 mod open;
 mod rows;
+pub mod statements;
 mod status_page;
 mod stream;
 
 pub use admin::request_hash;
-pub use attempts::statements as attempt_statements;
 pub use leases::Leases;
 pub use open::{IfMissing, Location, OpenError, SingleInstance};
 

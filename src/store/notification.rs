@@ -8,7 +8,7 @@
 //! plain read-then-write transaction is just as exact there.
 
 use super::rows::tenant;
-use super::{Db, Dialect as _, Store, db, parse};
+use super::{Db, Dialect as _, Store, db, parse, statements};
 use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
 use std::collections::HashMap;
@@ -163,33 +163,16 @@ impl NotificationStore for Store {
             // silent_since IS NULL — what is due, not the fleet — planned apart
             // (MATERIALIZED) so that no plan walks every provider. Rows a webhook
             // batch holds are skipped, not waited for: the next sweep sees them.
-            Db::Postgres(pool) => sqlx::query_as(
-                "WITH t AS (SELECT * FROM unnest($1::text[], $2::timestamptz[]) AS t(kind, cutoff)), \
-                      candidates AS MATERIALIZED ( \
-                        SELECT h.provider_id FROM provider_health h \
-                        WHERE h.kind = ANY($1) AND h.silent_since IS NULL AND h.heard_at < $4), \
-                      due AS ( \
-                        SELECT h.provider_id, p.kind, h.heard_at AS since \
-                        FROM candidates c \
-                        JOIN provider_health h ON h.provider_id = c.provider_id \
-                        JOIN t ON t.kind = h.kind AND h.heard_at < t.cutoff \
-                        JOIN providers p ON p.id = h.provider_id AND p.enabled AND p.deleted_at IS NULL \
-                        JOIN subscriptions s ON s.provider_id = h.provider_id AND s.state = 'active' AND s.expires_at > $3 \
-                        WHERE h.silent_since IS NULL \
-                        ORDER BY h.provider_id FOR UPDATE OF h SKIP LOCKED) \
-                 UPDATE provider_health h SET silent_since = due.since, updated_at = $3 FROM due \
-                 WHERE h.provider_id = due.provider_id AND h.silent_since IS NULL \
-                 RETURNING h.provider_id, h.tenant_id, due.kind, due.since, NULL::timestamptz AS ended_at",
-            )
-            .bind(&kinds)
-            .bind(&cutoffs)
-            .bind(now)
-            // The latest cutoff as a plain value too: the planner sees how few
-            // rows lie below it (it cannot see into the arrays).
-            .bind(cutoffs.iter().max().copied())
-            .fetch_all(pool)
-            .await
-            .map_err(db)?,
+            Db::Postgres(pool) => sqlx::query_as(statements::MARK_SILENT)
+                .bind(&kinds)
+                .bind(&cutoffs)
+                .bind(now)
+                // The latest cutoff as a plain value too: the planner sees how few
+                // rows lie below it (it cannot see into the arrays).
+                .bind(cutoffs.iter().max().copied())
+                .fetch_all(pool)
+                .await
+                .map_err(db)?,
             Db::Sqlite(pool) => {
                 let mut tx = pool.begin_write().await.map_err(db)?;
                 let mut rows = Vec::new();

@@ -8,17 +8,18 @@
 //! with the `plan_cache_mode` the service sets — asserting that none scans
 //! `providers`, `subscriptions`, `provider_health` or `provider_cursors`
 //! sequentially, nor walks one by index (touches more than 2,000 of its rows:
-//! a nested loop over every provider is as bad as a Seq Scan). The statements are the
-//! store's, copied here (each names the function it comes from); the same test
-//! then runs the real store methods on the seeded fleet and checks that they
-//! find exactly the providers seeded as due, so a copy that drifted from what
-//! the store runs shows up as a wrong answer. The other test shows the change
+//! a nested loop over every provider is as bad as a Seq Scan). The group
+//! commit's writes, the change feed and the silence sweeps are the store's own
+//! text (`subkeeper::store::statements`); the few others are copied here (each
+//! names the function it comes from). The same test then runs the real store
+//! methods on the seeded fleet and checks that they find exactly the providers
+//! seeded as due. The other test shows the change
 //! feed does not lose a change whose transaction commits after a later one.
 
 use chrono::{TimeDelta, Utc};
 use serde_json::Value;
 use std::sync::Arc;
-use subkeeper::store::{IfMissing, Location, Store, attempt_statements};
+use subkeeper::store::{IfMissing, Location, Store, statements};
 use subkeeper_actors::domain::{ProviderId, ProviderKind};
 use subkeeper_actors::ports::clock::SystemClock;
 use subkeeper_actors::ports::{
@@ -201,58 +202,22 @@ async fn the_hot_statements_use_indexes_at_100k_providers_and_sweeps_read_only_w
         .map(|k| k.as_str().to_owned())
         .collect();
 
+    // The store's own statements for this instance, not copies.
+    let change_feed = statements::change_feed(Some(OWNER));
+    let change_feed_orphans = statements::change_feed_orphans(Some(OWNER));
+    let silence_due = statements::silence_due(Some(OWNER));
     let statements: Vec<(&str, &str, Bind)> = vec![
-        // lifecycle.rs record_attempt (the lookups of one attempt's writes).
+        // lifecycle.rs subscription_deleted (and a batch's fence query, one id).
         (
             "record_attempt: fence check",
             "SELECT lease_token FROM providers WHERE id = $1 FOR SHARE",
             Box::new(move |q| q.bind(provider)),
         ),
-        (
-            "record_attempt: the replaced subscription",
-            "UPDATE subscriptions SET state = $1, retired_at = $2 \
-             WHERE provider_id = $3 AND external_id = $4 AND state = 'active'",
-            Box::new(move |q| q.bind("replaced").bind(now).bind(provider).bind("sub-77")),
-        ),
-        (
-            "record_attempt: other live subscriptions",
-            "UPDATE subscriptions SET state = 'replaced', retired_at = $1 \
-             WHERE provider_id = $2 AND state = 'active' AND external_id <> $3",
-            Box::new(move |q| q.bind(now).bind(provider).bind("sub-new")),
-        ),
-        (
-            "record_attempt: the new subscription",
-            "INSERT INTO subscriptions \
-               (provider_id, tenant_id, resource, external_id, resource_id, client_state, expires_at, created_at, renewed_at, history_id, state) \
-             SELECT $1, p.tenant_id, p.resource, $2, $3, $4, $5, $6, $7, $8, 'active' FROM providers p WHERE p.id = $1 \
-             ON CONFLICT (external_id) DO UPDATE SET expires_at = excluded.expires_at",
-            Box::new(move |q| {
-                q.bind(provider)
-                    .bind("sub-77")
-                    .bind(None::<String>)
-                    .bind("cs")
-                    .bind(now)
-                    .bind(now)
-                    .bind(now)
-                    .bind(None::<String>)
-            }),
-        ),
-        (
-            "record_attempt: the provider's status",
-            "UPDATE providers SET status = $1, error_message = $2, updated_at = $3 \
-             WHERE id = $4 AND enabled AND deleted_at IS NULL",
-            Box::new(move |q| {
-                q.bind("connected")
-                    .bind(None::<String>)
-                    .bind(now)
-                    .bind(provider)
-            }),
-        ),
         // attempts.rs: the set-based statements of a group commit (one
         // provider's row in each array, as a lone attempt writes them).
         (
             "group commit: replaced subscriptions",
-            attempt_statements::RETIRE_REPLACED,
+            statements::RETIRE_REPLACED,
             Box::new(move |q| {
                 q.bind(vec![provider])
                     .bind(vec!["sub-77"])
@@ -262,12 +227,12 @@ async fn the_hot_statements_use_indexes_at_100k_providers_and_sweeps_read_only_w
         ),
         (
             "group commit: other live subscriptions",
-            attempt_statements::REPLACE_OTHERS,
+            statements::REPLACE_OTHERS,
             Box::new(move |q| q.bind(vec![provider]).bind(vec!["sub-new"]).bind(now)),
         ),
         (
             "group commit: live subscriptions",
-            attempt_statements::UPSERT_LIVE,
+            statements::UPSERT_LIVE,
             Box::new(move |q| {
                 q.bind(vec![provider])
                     .bind(vec!["sub-77"])
@@ -281,7 +246,7 @@ async fn the_hot_statements_use_indexes_at_100k_providers_and_sweeps_read_only_w
         ),
         (
             "group commit: health rows",
-            attempt_statements::UPSERT_HEALTH,
+            statements::UPSERT_HEALTH,
             Box::new(move |q| {
                 q.bind(vec![provider])
                     .bind(vec!["t77"])
@@ -297,7 +262,7 @@ async fn the_hot_statements_use_indexes_at_100k_providers_and_sweeps_read_only_w
         ),
         (
             "group commit: providers' status",
-            attempt_statements::UPDATE_PROVIDERS,
+            statements::UPDATE_PROVIDERS,
             Box::new(move |q| {
                 q.bind(vec![provider])
                     .bind(vec!["connected"])
@@ -307,7 +272,7 @@ async fn the_hot_statements_use_indexes_at_100k_providers_and_sweeps_read_only_w
         ),
         (
             "group commit: attempts",
-            attempt_statements::INSERT_ATTEMPTS,
+            statements::INSERT_ATTEMPTS,
             Box::new(move |q| {
                 q.bind(vec![provider])
                     .bind(vec!["t77"])
@@ -324,84 +289,39 @@ async fn the_hot_statements_use_indexes_at_100k_providers_and_sweeps_read_only_w
                     .bind(vec!["healthy"])
             }),
         ),
-        // lifecycle.rs changed_since.
+        // The change feed (lifecycle.rs changed_since).
         (
             "change feed",
-            "SELECT p.id, p.tenant_id, p.kind, p.display_name, p.resource, p.credentials_id, p.enabled, \
-                    p.credentials_version, p.lease_token, p.deleted_at IS NOT NULL AS deleted, \
-                    COALESCE(p.owner = 1, false) AS owned_here \
-             FROM providers p WHERE p.revision >= $1 AND p.revision < $2",
-            Box::new(move |q| q.bind(mark.0).bind(mark.0 + 5)),
+            &change_feed,
+            Box::new(move |q| q.bind(mark.0)),
         ),
         (
             "change feed: orphans",
-            "SELECT s.provider_id, s.external_id FROM providers p \
-             JOIN subscriptions s ON s.provider_id = p.id AND s.state = 'active' \
-             WHERE p.revision >= $1 AND p.revision < $2 \
-               AND (NOT p.enabled OR p.deleted_at IS NOT NULL) AND p.owner = 1",
-            Box::new(move |q| q.bind(mark.0).bind(mark.0 + 5)),
+            &change_feed_orphans,
+            Box::new(move |q| q.bind(mark.0)),
         ),
         // notification.rs mark_silent.
-        (
-            "mark_silent",
-            "WITH t AS (SELECT * FROM unnest($1::text[], $2::timestamptz[]) AS t(kind, cutoff)), \
-                  candidates AS MATERIALIZED ( \
-                    SELECT h.provider_id FROM provider_health h \
-                    WHERE h.kind = ANY($1) AND h.silent_since IS NULL AND h.heard_at < $4), \
-                  due AS ( \
-                    SELECT h.provider_id, p.kind, h.heard_at AS since \
-                    FROM candidates c \
-                    JOIN provider_health h ON h.provider_id = c.provider_id \
-                    JOIN t ON t.kind = h.kind AND h.heard_at < t.cutoff \
-                    JOIN providers p ON p.id = h.provider_id AND p.enabled AND p.deleted_at IS NULL \
-                    JOIN subscriptions s ON s.provider_id = h.provider_id AND s.state = 'active' AND s.expires_at > $3 \
-                    WHERE h.silent_since IS NULL \
-                    ORDER BY h.provider_id FOR UPDATE OF h SKIP LOCKED) \
-             UPDATE provider_health h SET silent_since = due.since, updated_at = $3 FROM due \
-             WHERE h.provider_id = due.provider_id AND h.silent_since IS NULL \
-             RETURNING h.provider_id",
-            {
-                let (kinds, cutoffs) = (kinds.clone(), cutoffs.clone());
-                Box::new(move |q| {
-                    q.bind(kinds.clone())
-                        .bind(cutoffs.clone())
-                        .bind(now)
-                        .bind(cutoffs.iter().max().copied())
-                })
-            },
-        ),
+        ("mark_silent", statements::MARK_SILENT, {
+            let (kinds, cutoffs) = (kinds.clone(), cutoffs.clone());
+            Box::new(move |q| {
+                q.bind(kinds.clone())
+                    .bind(cutoffs.clone())
+                    .bind(now)
+                    .bind(cutoffs.iter().max().copied())
+            })
+        }),
         // catchup.rs silence_sweep.
-        (
-            "catch-up: due",
-            "WITH due AS MATERIALIZED ( \
-               SELECT h.provider_id, h.kind, h.alive_at, h.last_webhook_received_at FROM provider_health h \
-               WHERE h.kind = ANY($1) AND h.alive_at <= $3 \
-                 AND h.subscription_status <> 'needs_reauth') \
-             SELECT p.id, p.kind, due.last_webhook_received_at AS last_webhook, c.checked_at, \
-                    s.created_at AS subscribed_at \
-             FROM due \
-             JOIN unnest($1::text[], $2::timestamptz[]) AS t(kind, cutoff) \
-                  ON t.kind = due.kind AND due.alive_at <= t.cutoff \
-             JOIN providers p ON p.id = due.provider_id AND p.enabled AND p.deleted_at IS NULL AND p.owner = 1 \
-             JOIN subscriptions s ON s.provider_id = p.id AND s.state = 'active' \
-             LEFT JOIN provider_cursors c ON c.provider_id = p.id",
-            {
-                let (kinds, cutoffs) = (kinds.clone(), cutoffs.clone());
-                Box::new(move |q| {
-                    q.bind(kinds.clone())
-                        .bind(cutoffs.clone())
-                        .bind(cutoffs.iter().max().copied())
-                })
-            },
-        ),
+        ("catch-up: due", &silence_due, {
+            let (kinds, cutoffs) = (kinds.clone(), cutoffs.clone());
+            Box::new(move |q| {
+                q.bind(kinds.clone())
+                    .bind(cutoffs.clone())
+                    .bind(cutoffs.iter().max().copied())
+            })
+        }),
         (
             "catch-up: oldest per kind",
-            "SELECT t.kind, o.alive_at FROM unnest($1::text[]) AS t(kind) \
-             CROSS JOIN LATERAL ( \
-               SELECT h.alive_at FROM provider_health h \
-               WHERE h.kind = t.kind AND h.alive_at IS NOT NULL \
-                 AND h.subscription_status <> 'needs_reauth' \
-               ORDER BY h.alive_at LIMIT 1) o",
+            statements::OLDEST_ALIVE,
             Box::new(move |q| q.bind(all_kinds.clone())),
         ),
         // notification.rs silent_providers.
