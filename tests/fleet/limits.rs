@@ -8,111 +8,20 @@
 //! and NATS, set up here from the test kit rather than the shared harness
 //! because the harness runs on the wall clock.
 
-use crate::ADMIN_TOKEN;
-use chrono::{DateTime, TimeDelta, Utc};
+use crate::clocked::OnOneClock;
+use chrono::TimeDelta;
 use reqwest::{Method, StatusCode};
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use subkeeper::RunOptions;
 use subkeeper::store::{Db, Location, Store};
-use subkeeper_actors::ports::clock::{ScaledClock, SharedClock, SystemClock};
+use subkeeper_actors::ports::clock::SystemClock;
 use subkeeper_actors::telemetry::names;
 use subkeeper_testkit::Purpose;
-use subkeeper_testkit::admin::{Admin, GRAPH_CLIENT_ID, GRAPH_CLIENT_SECRET, graph_mail_provider};
-use subkeeper_testkit::bus::TestBus;
+use subkeeper_testkit::admin::{GRAPH_CLIENT_ID, GRAPH_CLIENT_SECRET, graph_mail_provider};
 use subkeeper_testkit::db::TestDb;
-use subkeeper_testkit::service::{self, Service};
-use subkeeper_testkit::sim::{
-    self, ForcedThrottle, Operation, RequestFilter, SimServer, Simulator, busiest_window,
-};
+use subkeeper_testkit::sim::{ForcedThrottle, Operation, RequestFilter, busiest_window};
 use subkeeper_testkit::wait_until;
-
-/// The service and the simulator on one clock running `speed`× real time.
-struct OnOneClock {
-    db: TestDb,
-    _bus: TestBus,
-    sim: Simulator,
-    sim_server: Option<SimServer>,
-    service: Option<Service>,
-    base_url: String,
-    http: reqwest::Client,
-    admin: Admin,
-}
-
-impl OnOneClock {
-    /// Starts the simulator on a clock `speed`× real time and the service on
-    /// the simulator's clock, over `db`; `tweak` adjusts the configuration.
-    async fn start(db: TestDb, speed: u32, tweak: impl FnOnce(&mut subkeeper::Config)) -> Self {
-        subkeeper::install_crypto();
-        let bus = TestBus::new(Purpose::Test);
-        let base: SharedClock = if speed == 1 {
-            Arc::new(SystemClock)
-        } else {
-            Arc::new(ScaledClock::new(Utc::now(), speed))
-        };
-        let (sim, sim_server) = sim::start(sim::test_config(), base).await.unwrap();
-        let (listener, base_url) = service::bind_local().unwrap();
-        let mut config = service::config(&db, &bus, &sim_server, &base_url);
-        config.admin_token = Some(ADMIN_TOKEN.into());
-        // No webhooks flow here: nothing is silent for that.
-        config.mail_silence_seconds = 0;
-        config.calendar_silence_seconds = 0;
-        tweak(&mut config);
-        config.validate().unwrap();
-        let service = Service::spawn(
-            config,
-            listener,
-            base_url.clone(),
-            RunOptions {
-                clock: Some(sim.clock()),
-                ..RunOptions::default()
-            },
-        );
-        let http = reqwest::Client::new();
-        service
-            .wait_ready(&http, Duration::from_secs(30))
-            .await
-            .unwrap();
-        Self {
-            admin: Admin::new(&http, &base_url, ADMIN_TOKEN),
-            db,
-            _bus: bus,
-            sim,
-            sim_server: Some(sim_server),
-            service: Some(service),
-            base_url,
-            http,
-        }
-    }
-
-    async fn stop(mut self) {
-        if let (Some(service), Some(server)) = (self.service.take(), self.sim_server.take()) {
-            service.stop_with(server).await.unwrap();
-        }
-    }
-
-    async fn metrics(&self) -> String {
-        self.http
-            .get(format!("{}/metrics", self.base_url))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-    }
-
-    /// The live subscriptions at the simulator on `resources`, by resource.
-    fn live_on(&self, resources: &HashSet<String>) -> Vec<(String, DateTime<Utc>)> {
-        self.sim
-            .subscriptions()
-            .into_iter()
-            .filter(|s| resources.contains(&s.resource))
-            .map(|s| (s.resource, s.expiration_date_time))
-            .collect()
-    }
-}
 
 /// Creates one Graph mail provider per mailbox, for `tenant` in Azure AD tenant
 /// `authority`; their resources.

@@ -6,6 +6,7 @@
 //! over HTTP.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod clocked;
 mod cluster;
 mod deadlines;
 mod instances;

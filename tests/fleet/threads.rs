@@ -10,21 +10,14 @@
 //! running 20× real time with renewals one domain minute after each create or
 //! renewal (every 3 s real).
 
-use crate::ADMIN_TOKEN;
-use chrono::Utc;
+use crate::clocked::OnOneClock;
 use reqwest::{Method, StatusCode};
 use std::collections::HashSet;
-use std::sync::Arc;
 use std::time::Duration;
-use subkeeper::RunOptions;
-use subkeeper::store::{Db, Location, Store};
-use subkeeper_actors::ports::clock::{ScaledClock, SharedClock, SystemClock};
 use subkeeper_testkit::Purpose;
-use subkeeper_testkit::admin::{Admin, graph_mail_provider};
-use subkeeper_testkit::bus::TestBus;
+use subkeeper_testkit::admin::graph_mail_provider;
 use subkeeper_testkit::db::TestDb;
-use subkeeper_testkit::service::{self, Service};
-use subkeeper_testkit::sim::{self, LifecycleEvent};
+use subkeeper_testkit::sim::LifecycleEvent;
 use subkeeper_testkit::wait_until;
 
 /// Providers, spread over [`TENANTS`] tenants.
@@ -53,36 +46,14 @@ async fn with_attempts(pool: &sqlx::PgPool, ids: &[uuid::Uuid], action: &str, n:
 
 #[actix_web::test]
 async fn two_supervisor_threads_renew_recreate_retire_and_stop_cleanly() {
-    subkeeper::install_crypto();
-    let db = TestDb::create(Purpose::Test).await.unwrap();
-    let bus = TestBus::new(Purpose::Test);
-    let base: SharedClock = Arc::new(ScaledClock::new(Utc::now(), SPEED));
-    let (sim, sim_server) = sim::start(sim::test_config(), base).await.unwrap();
-    let (listener, base_url) = service::bind_local().unwrap();
-    let mut config = service::config(&db, &bus, &sim_server, &base_url);
-    config.admin_token = Some(ADMIN_TOKEN.into());
-    config.mail_silence_seconds = 0;
-    config.calendar_silence_seconds = 0;
-    config.supervisor_threads = 2;
-    // Renew one domain minute after each create or renewal.
-    config.renewal_lookahead_minutes = (subkeeper::providers::graph::OUTLOOK_MAX_MINUTES - 5) - 1;
-    config.renewal_jitter_seconds = 5;
-    config.validate().unwrap();
-    let service = Service::spawn(
-        config,
-        listener,
-        base_url.clone(),
-        RunOptions {
-            clock: Some(sim.clock()),
-            ..RunOptions::default()
-        },
-    );
-    let http = reqwest::Client::new();
-    service
-        .wait_ready(&http, Duration::from_secs(30))
-        .await
-        .unwrap();
-    let admin = Admin::new(&http, &base_url, ADMIN_TOKEN);
+    let env = OnOneClock::start(TestDb::create(Purpose::Test).await.unwrap(), SPEED, |c| {
+        c.supervisor_threads = 2;
+        // Renew one domain minute after each create or renewal.
+        c.renewal_lookahead_minutes = (subkeeper::providers::graph::OUTLOOK_MAX_MINUTES - 5) - 1;
+        c.renewal_jitter_seconds = 5;
+    })
+    .await;
+    let (sim, admin) = (&env.sim, &env.admin);
     let mut providers: Vec<(String, uuid::Uuid, String)> = Vec::new();
     for i in 0..PROVIDERS {
         let tenant = format!("t{}", i % TENANTS);
@@ -97,16 +68,7 @@ async fn two_supervisor_threads_renew_recreate_retire_and_stop_cleanly() {
         providers.push((tenant, id.parse().unwrap(), resource));
     }
     let all: Vec<uuid::Uuid> = providers.iter().map(|p| p.1).collect();
-    let store = Store::connect(
-        &Location::Postgres(db.url.clone()),
-        2,
-        Arc::new(SystemClock),
-    )
-    .await
-    .unwrap();
-    let Db::Postgres(pool) = store.db() else {
-        panic!("the test runs on Postgres");
-    };
+    let pool = &env.db.pool().await.unwrap();
 
     // Every provider registers and renews on its timer, twice.
     wait_until(
@@ -184,6 +146,6 @@ async fn two_supervisor_threads_renew_recreate_retire_and_stop_cleanly() {
     }
 
     // A clean stop: supervisors drained, their threads ended without a panic.
-    service.stop_with(sim_server).await.unwrap();
     pool.close().await;
+    env.stop().await;
 }
