@@ -23,6 +23,24 @@ on_both_backends!(
     a_tenant_operator_signs_in_sees_the_error_retries_it_healthy_and_deletes_a_provider
 );
 
+/// Signs in over plain HTTP with `token`: a client that does not follow
+/// redirects, and the `Set-Cookie` header the sign-in answered with.
+async fn sign_in(h: &Harness, token: &str) -> (reqwest::Client, String) {
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let signed = http
+        .post(format!("{}/sign-in", h.base_url))
+        .form(&[("token", token)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed.status(), StatusCode::SEE_OTHER);
+    let set_cookie = signed.headers()["set-cookie"].to_str().unwrap().to_owned();
+    (http, set_cookie)
+}
+
 /// The text of the first element `<tag class="class" …>` after `from` in `html`.
 fn text_of<'a>(html: &'a str, from: &str, open: &str) -> &'a str {
     let at = html
@@ -58,24 +76,8 @@ async fn expires_in_is_counted_on_the_service_clock() {
     let days = (expires - h.sim.now()).num_days();
     assert!((1..=8).contains(&days), "{view}");
 
-    let http = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
-    let signed = http
-        .post(format!("{}/sign-in", h.base_url))
-        .form(&[("token", h.admin_token())])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(signed.status(), StatusCode::SEE_OTHER);
-    let cookie = signed.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_owned();
+    let (http, set_cookie) = sign_in(&h, h.admin_token()).await;
+    let cookie = set_cookie.split(';').next().unwrap().to_owned();
     // The session, made on the service's clock, is valid on it.
     let page = http
         .get(format!("{}/", h.base_url))
@@ -475,18 +477,7 @@ async fn a_tenant_operator_signs_in_sees_the_error_retries_it_healthy_and_delete
     browser.quit().await;
 
     // Over plain HTTP: the cookie, the headers, CSRF, another tenant.
-    let http = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
-    let signed = http
-        .post(format!("{}/sign-in", h.base_url))
-        .form(&[("token", token.as_str())])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(signed.status(), StatusCode::SEE_OTHER);
-    let set_cookie = signed.headers()["set-cookie"].to_str().unwrap().to_owned();
+    let (http, set_cookie) = sign_in(&h, &token).await;
     assert!(
         set_cookie.contains("HttpOnly") && set_cookie.contains("SameSite=Strict"),
         "{set_cookie}"
