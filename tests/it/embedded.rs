@@ -72,6 +72,7 @@ async fn subkeeper_renew_reaches_an_embedded_service_through_its_admin_api() {
             view["subscription"]["id"].as_str().unwrap().to_owned(),
         );
     }
+    h.wait_change_cursors(3).await;
 
     // One provider renewed: its RenewalResult on stdout, exit 0, Graph saw the PATCH.
     let before = renews_of(&h, &subs[&alice]);

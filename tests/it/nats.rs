@@ -80,6 +80,7 @@ async fn a_plain_nats_request_forces_renewals_and_every_result_lands_in_the_stre
     let alice_sub = live_subscription(&h, "acme", &alice).await;
     let bob_sub = live_subscription(&h, "acme", &bob).await;
     let carol_sub = live_subscription(&h, "contoso", &carol).await;
+    h.wait_change_cursors(2).await;
     let before = h.sim.requests();
 
     // One provider: its RenewalResult comes back and Graph saw the PATCH.
@@ -287,21 +288,7 @@ async fn bad_requests_get_error_replies_and_change_nothing() {
     let carol = h.create_provider("contoso", "contoso-aad", "carol").await;
     live_subscription(&h, "acme", &alice).await;
     live_subscription(&h, "contoso", &carol).await;
-    // Each registration is followed by a catch-up that takes the change cursor
-    // (one delta read): settled before counting what the requests below call.
-    wait_until(
-        "both change cursors taken",
-        Duration::from_secs(30),
-        || async {
-            h.sim
-                .requests()
-                .iter()
-                .filter(|r| r.operation == Operation::ChangeFeed && r.status == 200)
-                .count()
-                >= 2
-        },
-    )
-    .await;
+    h.wait_change_cursors(2).await;
     let calls = h.sim.requests().len();
     let attempts = recorded_attempts(&h).await;
     let published = h.renewal_stream().await.len();

@@ -443,6 +443,22 @@ impl Harness {
         }
     }
 
+    /// Waits until `n` change cursors are taken: each registration is followed
+    /// by a catch-up whose first delta read takes the cursor, after the
+    /// subscription is already healthy. A test that counts the simulator's
+    /// requests settles this first, or that read lands inside its count.
+    pub async fn wait_change_cursors(&self, n: usize) {
+        wait_until("change cursors taken", Duration::from_secs(30), || async {
+            self.sim
+                .requests()
+                .iter()
+                .filter(|r| r.operation == sim::Operation::ChangeFeed && r.status == 200)
+                .count()
+                >= n
+        })
+        .await;
+    }
+
     /// The provider's health view (`GET …/providers/{id}/health`).
     pub async fn health(&self, tenant: &str, id: &str) -> Value {
         let (status, body) = self
