@@ -28,7 +28,34 @@ pub struct Leases {
     /// does not walk the rows already claimed again on every batch (which made
     /// claiming 100,000 quadratic: tens of seconds before the first was loaded).
     claim_cursor: std::sync::Arc<std::sync::Mutex<uuid::Uuid>>,
+    /// The fleet's counts as the last count saw them; a heartbeat counts again
+    /// only when a provider changed since (see [`Counted`]).
+    counted: std::sync::Arc<std::sync::Mutex<Option<Counted>>>,
 }
+
+/// What a heartbeat counted, and the change-feed mark it counted at.
+///
+/// Counting the enabled providers (and this instance's) reads the whole fleet:
+/// every 5 s at 100,000 providers that was ~144 million rows an hour, nearly
+/// all an idle instance read. Every change that moves a count (enabled,
+/// deleted_at, owner, lease_token) stamps the row's `revision` with its
+/// transaction id, so a heartbeat first asks whether any row has a revision at
+/// or above the mark — one probe of the `providers_revision` index — and counts
+/// again only then. Any transaction the count could not see has an id at or
+/// above the mark (`pg_snapshot_xmin` of the count's own snapshot), so a row it
+/// changed is found by the probe once it commits. Rows are removed for good
+/// only after they were soft-deleted (counted out then); a full count still
+/// runs every [`RECOUNT_EVERY`] as a backstop.
+#[derive(Clone, Copy)]
+struct Counted {
+    mark: i64,
+    providers: i64,
+    owned: i64,
+    at: std::time::Instant,
+}
+
+/// The longest a heartbeat goes on one count while nothing changed.
+const RECOUNT_EVERY: Duration = Duration::from_secs(3600);
 
 impl Leases {
     /// Claims up to `limit` claimable providers with ids above `after`, in id
@@ -98,6 +125,7 @@ impl Leases {
             instance,
             ttl,
             claim_cursor: Default::default(),
+            counted: Default::default(),
         }))
     }
 
@@ -173,15 +201,52 @@ impl LeaseStore for Leases {
         .execute(&mut *tx)
         .await
         .map_err(db)?;
-        let (live, providers, owned): (i64, i64, i64) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT (SELECT count(*) FROM ({LIVE}) l), \
-                    (SELECT count(*) FROM providers WHERE enabled AND deleted_at IS NULL), \
-                    (SELECT count(*) FROM providers WHERE owner = $1 AND enabled AND deleted_at IS NULL)"
+        let live: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT count(*) FROM ({LIVE}) l"
         )))
-        .bind(self.instance)
         .fetch_one(&mut *tx)
         .await
         .map_err(db)?;
+        let last = *self
+            .counted
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let unchanged = match last {
+            Some(c) if c.at.elapsed() < RECOUNT_EVERY => {
+                !sqlx::query_scalar::<_, bool>(super::statements::STAMPED_SINCE)
+                    .bind(c.mark)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(db)?
+            }
+            _ => false,
+        };
+        let counted = match last {
+            Some(c) if unchanged => c,
+            _ => {
+                let (providers, owned, mark): (i64, i64, i64) = sqlx::query_as(
+                    "SELECT count(*), count(*) FILTER (WHERE owner = $1), \
+                            pg_snapshot_xmin(pg_current_snapshot())::text::bigint \
+                     FROM providers WHERE enabled AND deleted_at IS NULL",
+                )
+                .bind(self.instance)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(db)?;
+                let c = Counted {
+                    mark,
+                    providers,
+                    owned,
+                    at: std::time::Instant::now(),
+                };
+                *self
+                    .counted
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(c);
+                c
+            }
+        };
+        let (providers, owned) = (counted.providers, counted.owned);
         tx.commit().await.map_err(db)?;
         Ok(Membership {
             live_instances: u32::try_from(live).unwrap_or(u32::MAX).max(1),

@@ -23,6 +23,10 @@ pub(super) fn owned_here(owner: Option<i64>) -> String {
         .unwrap_or_else(|| "true".into())
 }
 
+/// Whether any provider was stamped at or after `$1`: a lease heartbeat's
+/// probe before it counts the fleet again (leases.rs).
+pub const STAMPED_SINCE: &str = "SELECT EXISTS (SELECT 1 FROM providers WHERE revision >= $1)";
+
 /// The change feed: every provider stamped at or after `$1`, as it is now
 /// (both databases).
 pub fn change_feed(owner: Option<i64>) -> String {

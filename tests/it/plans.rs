@@ -13,8 +13,9 @@
 //! text (`subkeeper::store::statements`); the few others are copied here (each
 //! names the function it comes from). The same test then runs the real store
 //! methods on the seeded fleet and checks that they find exactly the providers
-//! seeded as due. The other test shows the change
-//! feed does not lose a change whose transaction commits after a later one.
+//! seeded as due. Another test shows the change feed does not lose a change
+//! whose transaction commits after a later one, and the last that a lease
+//! heartbeat, which counts the fleet only after a change, misses none.
 
 use chrono::{TimeDelta, Utc};
 use serde_json::Value;
@@ -23,7 +24,7 @@ use subkeeper::store::{IfMissing, Location, Store, statements};
 use subkeeper_actors::domain::{ProviderId, ProviderKind};
 use subkeeper_actors::ports::clock::SystemClock;
 use subkeeper_actors::ports::{
-    CatchUpStore, LifecycleStore, NotificationStore, ProviderChange, Revision,
+    CatchUpStore, LeaseStore as _, LifecycleStore, NotificationStore, ProviderChange, Revision,
 };
 use subkeeper_testkit::Purpose;
 use subkeeper_testkit::db::TestDb;
@@ -295,6 +296,12 @@ async fn the_hot_statements_use_indexes_at_100k_providers_and_sweeps_read_only_w
             &change_feed,
             Box::new(move |q| q.bind(mark.0)),
         ),
+        // leases.rs heartbeat: the probe before counting the fleet again.
+        (
+            "lease heartbeat: stamped since",
+            statements::STAMPED_SINCE,
+            Box::new(move |q| q.bind(mark.0)),
+        ),
         (
             "change feed: orphans",
             &change_feed_orphans,
@@ -564,4 +571,74 @@ async fn the_change_feed_keeps_a_change_whose_transaction_commits_late() {
     both.sort();
     assert_eq!(seen, both, "the change that committed late was lost");
     assert!(changes.iter().all(|c| c.retired), "both are disabled");
+}
+
+/// A heartbeat counts the fleet again only when a provider was stamped since
+/// its last count; it must still see every change, one whose transaction
+/// commits after the count included.
+#[actix_web::test]
+async fn a_lease_heartbeat_counts_again_only_after_a_change_and_misses_none() {
+    let db = TestDb::create(Purpose::Test).await.unwrap();
+    let store = store_on(&db).await;
+    let pool = pool(&store);
+    let add = |from: i32, to: i32| {
+        sqlx::query(
+            "INSERT INTO providers (id, tenant_id, kind, display_name, resource, created_at, updated_at) \
+             SELECT md5('p' || i)::uuid, 'acme', 'graph_mail', 'p' || i, 'users/u' || i || '/messages', now(), now() \
+             FROM generate_series($1::int, $2::int) AS i",
+        )
+        .bind(from)
+        .bind(to)
+        .execute(&pool)
+    };
+    add(1, 3).await.unwrap();
+    let leases = subkeeper::store::Leases::join(&store, std::time::Duration::from_secs(30))
+        .await
+        .unwrap()
+        .expect("Postgres has leases");
+    let counts = |m: subkeeper_actors::ports::Membership| (m.live_instances, m.providers, m.owned);
+    assert_eq!(counts(leases.heartbeat().await.unwrap()), (1, 3, 0));
+    assert_eq!(
+        counts(leases.heartbeat().await.unwrap()),
+        (1, 3, 0),
+        "nothing changed"
+    );
+
+    // Claimed (owner and fence stamp the rows), one disabled, one deleted.
+    assert_eq!(leases.claim(10).await.unwrap(), 3);
+    assert_eq!(counts(leases.heartbeat().await.unwrap()), (1, 3, 3));
+    sqlx::query("UPDATE providers SET enabled = false WHERE id = md5('p1')::uuid")
+        .execute(&pool)
+        .await
+        .unwrap();
+    assert_eq!(counts(leases.heartbeat().await.unwrap()), (1, 2, 2));
+    sqlx::query("UPDATE providers SET deleted_at = now() WHERE id = md5('p2')::uuid")
+        .execute(&pool)
+        .await
+        .unwrap();
+    assert_eq!(counts(leases.heartbeat().await.unwrap()), (1, 1, 1));
+
+    // A provider added by a transaction that is still open when a heartbeat
+    // counts, and commits after a later change and count.
+    let mut slow = db.connect().await.unwrap();
+    sqlx::query("BEGIN").execute(&mut slow).await.unwrap();
+    sqlx::query(
+        "INSERT INTO providers (id, tenant_id, kind, display_name, resource, created_at, updated_at) \
+         VALUES (md5('p9')::uuid, 'acme', 'graph_mail', 'p9', 'users/u9/messages', now(), now())",
+    )
+    .execute(&mut slow)
+    .await
+    .unwrap();
+    add(4, 4).await.unwrap();
+    assert_eq!(counts(leases.heartbeat().await.unwrap()), (1, 2, 1));
+    sqlx::query("COMMIT").execute(&mut slow).await.unwrap();
+    assert_eq!(
+        counts(leases.heartbeat().await.unwrap()),
+        (1, 3, 1),
+        "the provider committed late was not counted"
+    );
+    drop(slow);
+    leases.leave().await.unwrap();
+    drop(leases);
+    store.close().await;
 }
