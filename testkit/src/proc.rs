@@ -157,6 +157,18 @@ impl Memory {
             })
             .unwrap_or_default()
     }
+
+    /// Another process's; zeros when its `/proc/<pid>/status` cannot be read
+    /// (it has exited).
+    pub fn of(pid: i32) -> Self {
+        Process::new(pid)
+            .and_then(|p| p.status())
+            .map(|s| Self {
+                rss_kib: s.vmrss.unwrap_or(0),
+                peak_rss_kib: s.vmhwm.unwrap_or(0),
+            })
+            .unwrap_or_default()
+    }
 }
 
 /// Everything at one instant.
