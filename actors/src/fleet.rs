@@ -42,6 +42,7 @@ use crate::telemetry::names;
 use actix::prelude::*;
 use futures_util::future::join_all;
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Providers read per page when the fleet loads its state in bulk (start-up,
@@ -417,10 +418,11 @@ impl Fleet {
     }
 
     /// The context new supervisors get: the fleet's, told to report retirement here.
-    fn supervisor_context(&self, ctx: &mut Context<Self>) -> SupervisorContext {
+    /// Shared by the supervisors started with it.
+    fn supervisor_context(&self, ctx: &mut Context<Self>) -> Arc<SupervisorContext> {
         let mut sctx = self.ctx.clone();
         sctx.retired = Some(ctx.address().recipient());
-        sctx
+        Arc::new(sctx)
     }
 
     /// No supervisor runs (or is stopping) for this provider.
@@ -437,7 +439,7 @@ impl Fleet {
         &mut self,
         OwnedProvider { provider, fence }: OwnedProvider,
         state: Option<ProviderState>,
-        sctx: &SupervisorContext,
+        sctx: &Arc<SupervisorContext>,
     ) {
         // A new claim means the provider was someone else's in between: the
         // supervisor under the old claim stands down and a fresh one reloads.
@@ -463,7 +465,7 @@ impl Fleet {
                 // while any `Addr` is alive (a tenant-wide renew holds some), and a
                 // supervisor stops only when it retires — it must stay stopped.
                 let supervisor =
-                    ProviderSupervisor::new(provider.clone(), fence, policy, sctx.clone());
+                    ProviderSupervisor::new(provider.clone(), fence, policy, Arc::clone(sctx));
                 let supervisor = match state {
                     Some(state) => supervisor.with_state(state),
                     None => supervisor,

@@ -176,8 +176,10 @@ pub struct ProviderSupervisor {
     provider: Provider,
     /// The claim this instance holds on the provider; every state write carries it.
     fence: Fence,
-    ctx: SupervisorContext,
-    policy: Policy,
+    /// Shared with every supervisor the fleet started (one allocation, not a
+    /// copy per provider).
+    ctx: Arc<SupervisorContext>,
+    /// Its policy is the lifecycle's (`lifecycle.policy()`): kept once.
     lifecycle: Lifecycle,
     subscription: Option<Subscription>,
     /// Last webhook time as known from the store (kept in the health row).
@@ -190,8 +192,10 @@ pub struct ProviderSupervisor {
     waiters: Vec<oneshot::Sender<RenewalResult>>,
     /// State is loaded from the store.
     loaded: bool,
-    /// State handed over by the fleet's paged load, restored at start.
-    preloaded: Option<ProviderState>,
+    /// State handed over by the fleet's paged load, restored at start (boxed:
+    /// empty for the rest of the supervisor's life, and supervisors number
+    /// in the hundred thousands).
+    preloaded: Option<Box<ProviderState>>,
     /// Failed attempts in a row to load the state (for the backoff).
     load_failures: u32,
     /// Counted in [`StartProgress`] as scheduled.
@@ -207,14 +211,18 @@ pub struct ProviderSupervisor {
 
 impl ProviderSupervisor {
     /// A supervisor for `provider`, not yet started.
-    pub fn new(provider: Provider, fence: Fence, policy: Policy, ctx: SupervisorContext) -> Self {
+    pub fn new(
+        provider: Provider,
+        fence: Fence,
+        policy: Policy,
+        ctx: impl Into<Arc<SupervisorContext>>,
+    ) -> Self {
         let policy = policy.for_provider(provider.id.0);
         Self {
             fence,
-            lifecycle: Lifecycle::new(policy.clone()),
+            lifecycle: Lifecycle::new(policy),
             provider,
-            ctx,
-            policy,
+            ctx: ctx.into(),
             subscription: None,
             last_webhook_at: None,
             timer: None,
@@ -233,7 +241,7 @@ impl ProviderSupervisor {
     /// The same supervisor, starting from `state` (read by the fleet's paged
     /// load) instead of querying the store for it.
     pub fn with_state(mut self, state: ProviderState) -> Self {
-        self.preloaded = Some(state);
+        self.preloaded = Some(Box::new(state));
         self
     }
 
@@ -281,7 +289,7 @@ impl ProviderSupervisor {
             .as_ref()
             .and_then(|h| h.last_webhook_received_at);
         self.lifecycle = Lifecycle::restore(
-            self.policy.clone(),
+            self.lifecycle.policy().clone(),
             state.subscription.as_ref().map(|s| s.expires_at),
             state.had_subscription,
             failures,
@@ -358,13 +366,11 @@ impl ProviderSupervisor {
             ctx.cancel_future(old);
         }
         let scheduled = self.scheduled_for.take();
-        let api = self.ctx.ports.api.clone();
-        let clock = self.ctx.ports.clock.clone();
-        let permits = self.ctx.permits.clone();
-        let timeout = self.ctx.attempt_timeout;
+        // One Arc for the fleet's shared parts: a registration burst has a
+        // future like this waiting per provider.
+        let shared = Arc::clone(&self.ctx);
         let provider = self.provider.clone();
         let subscription = self.subscription.clone();
-        let callbacks = self.ctx.callbacks.clone();
         // Deadline first: a renewal queues by its subscription's expiry; a
         // registration (nothing expires) by a whole lifetime from now, behind
         // every renewal that is due.
@@ -373,8 +379,13 @@ impl ProviderSupervisor {
             .as_ref()
             .map(|s| s.expires_at)
             .or(self.lifecycle.expires_at())
-            .unwrap_or_else(|| self.now() + api.max_lifetime(&provider));
+            .unwrap_or_else(|| self.now() + shared.ports.api.max_lifetime(&provider));
         let fut = async move {
+            let api = Arc::clone(&shared.ports.api);
+            let clock = &shared.ports.clock;
+            let permits = &shared.permits;
+            let callbacks = &shared.callbacks;
+            let timeout = shared.attempt_timeout;
             // The provider's rate limits first, holding no permit: waiting for a
             // tenant's budget must not starve the others (not timed: see `admit`).
             api.admit(&provider, kind).await;
@@ -712,7 +723,7 @@ impl Actor for ProviderSupervisor {
         }
         .emit();
         match self.preloaded.take() {
-            Some(state) => self.restore(state, ctx),
+            Some(state) => self.restore(*state, ctx),
             None => self.load(ctx),
         }
     }

@@ -147,7 +147,16 @@ impl Cluster {
         let n = self.instances.len();
         let log = self.dir.join(format!("instance-{n}.log"));
         let out = std::fs::File::create(&log).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_subkeeper"))
+        // A profiler around the service (benches: `SUBKEEPER_BENCH_WRAP=heaptrack`).
+        let mut command = match std::env::var("SUBKEEPER_BENCH_WRAP") {
+            Ok(wrap) if !wrap.is_empty() => {
+                let mut c = Command::new(wrap);
+                c.arg(env!("CARGO_BIN_EXE_subkeeper"));
+                c
+            }
+            _ => Command::new(env!("CARGO_BIN_EXE_subkeeper")),
+        };
+        let child = command
             .arg("run")
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
