@@ -39,6 +39,9 @@ pub struct Instance {
     pub child: Child,
     pub base_url: String,
     pub log: PathBuf,
+    /// Started under a wrapper (a profiler) in a process group of its own:
+    /// signals go to the whole group, so the service gets them too.
+    pub wrapped: bool,
 }
 
 impl Instance {
@@ -47,8 +50,13 @@ impl Instance {
     }
 
     pub fn signal(&self, signal: &str) {
+        let target = if self.wrapped {
+            format!("-{}", self.child.id())
+        } else {
+            self.child.id().to_string()
+        };
         let status = Command::new("kill")
-            .args([format!("-{signal}"), self.child.id().to_string()])
+            .args([format!("-{signal}"), "--".into(), target])
             .status()
             .unwrap();
         assert!(status.success(), "kill -{signal} failed");
@@ -147,14 +155,17 @@ impl Cluster {
         let n = self.instances.len();
         let log = self.dir.join(format!("instance-{n}.log"));
         let out = std::fs::File::create(&log).unwrap();
-        // A profiler around the service (benches: `SUBKEEPER_BENCH_WRAP=heaptrack`).
-        let mut command = match std::env::var("SUBKEEPER_BENCH_WRAP") {
-            Ok(wrap) if !wrap.is_empty() => {
-                let mut c = Command::new(wrap);
-                c.arg(env!("CARGO_BIN_EXE_subkeeper"));
-                c
-            }
-            _ => Command::new(env!("CARGO_BIN_EXE_subkeeper")),
+        // A profiler around the service (benches: `SUBKEEPER_BENCH_WRAP=heaptrack`),
+        // in a process group of its own so that signals reach the service.
+        let wrap = std::env::var("SUBKEEPER_BENCH_WRAP").unwrap_or_default();
+        let wrapped = !wrap.is_empty();
+        let mut command = if wrapped {
+            let mut c = Command::new(wrap);
+            c.arg(env!("CARGO_BIN_EXE_subkeeper"));
+            std::os::unix::process::CommandExt::process_group(&mut c, 0);
+            c
+        } else {
+            Command::new(env!("CARGO_BIN_EXE_subkeeper"))
         };
         let child = command
             .arg("run")
@@ -170,6 +181,7 @@ impl Cluster {
             child,
             base_url,
             log,
+            wrapped,
         });
         n
     }
