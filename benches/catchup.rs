@@ -172,12 +172,7 @@ async fn wait_caught_up(
 
 /// The value of an unlabelled-by-us counter summed over its series.
 async fn metric(http: &reqwest::Client, base: &str, name: &str) -> f64 {
-    let text = http
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
+    let text = subkeeper_testkit::metrics::scrape(http, base)
         .await
         .unwrap();
     subkeeper_testkit::metrics::sum(&text, name, &[])

@@ -157,6 +157,7 @@ impl Cluster {
         let out = std::fs::File::create(&log).unwrap();
         // A profiler around the service (benches: `SUBKEEPER_BENCH_WRAP=heaptrack`),
         // in a process group of its own so that signals reach the service.
+        // `pid()` is then the wrapper's: its RSS and CPU are not the service's.
         let wrap = std::env::var("SUBKEEPER_BENCH_WRAP").unwrap_or_default();
         let wrapped = !wrap.is_empty();
         let mut command = if wrapped {

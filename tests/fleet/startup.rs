@@ -127,12 +127,7 @@ async fn a_fleet_already_in_the_database_is_scheduled_from_its_stored_state() {
         calls.is_empty(),
         "a subscription was created, renewed or deleted at start-up: {calls:?}"
     );
-    let metrics = http
-        .get(format!("{base_url}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
+    let metrics = subkeeper_testkit::metrics::scrape(&http, &base_url)
         .await
         .unwrap();
     for stage in ["started", "loaded", "scheduled"] {

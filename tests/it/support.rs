@@ -474,12 +474,7 @@ impl Harness {
 
     /// The `/metrics` exposition text.
     pub async fn metrics(&self) -> String {
-        self.http
-            .get(format!("{}/metrics", self.base_url))
-            .send()
-            .await
-            .unwrap()
-            .text()
+        subkeeper_testkit::metrics::scrape(&self.http, &self.base_url)
             .await
             .unwrap()
     }

@@ -149,15 +149,7 @@ async fn bad_notifications_get_their_answer_and_nothing_is_published(backend: Ba
         webhook_messages(&h).await.is_empty(),
         "nothing may be published"
     );
-    let metrics = h
-        .http
-        .get(format!("{}/metrics", h.base_url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = h.metrics().await;
     for result in ["bad_client_state", "unknown_subscription"] {
         assert!(
             metrics.contains(&format!(
